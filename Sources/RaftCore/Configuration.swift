@@ -1,0 +1,87 @@
+/// The tunables of one Raft node. Time is counted in ticks: the caller decides how long a tick is.
+public struct RaftConfiguration: Sendable, Hashable {
+    /// This node's id.
+    public var id: NodeID
+    /// The voting members of the cluster, this node included.
+    public var voters: Set<NodeID>
+    /// A follower that hears nothing from a leader for a random number of ticks in
+    /// `electionTick ..< 2 * electionTick` starts an election (Raft §5.2). Must exceed `heartbeatTick`.
+    public var electionTick: Int
+    /// A leader sends heartbeats every `heartbeatTick` ticks.
+    public var heartbeatTick: Int
+    /// Poll the voters before starting a real election, so a node that was cut off cannot disrupt a healthy cluster
+    /// by raising the term when it returns (thesis §9.6).
+    public var preVote: Bool
+    /// A leader that has not heard from a quorum within an election timeout steps down; followers that heard from a
+    /// leader within the election timeout ignore vote requests (thesis §6.2, §4.2.3).
+    public var checkQuorum: Bool
+    /// The most entry bytes (counted by `Entry.byteSize`) in one AppendEntries message. At least one entry is always
+    /// sent, whatever its size.
+    public var maxMessageBytes: Int
+    /// The most entries in one AppendEntries message.
+    public var maxMessageEntries: Int
+    /// The most AppendEntries messages with entries in flight to one follower in replicate state (the pipeline
+    /// window).
+    public var maxInflightMessages: Int
+    /// The largest accepted proposal, in bytes; larger ones are refused with `ProposalError.tooLarge`.
+    public var maxProposalBytes: Int
+    /// What a follower does with a proposal: forward it to the leader, or refuse it with
+    /// `ProposalError.notLeader(leaderHint:)`.
+    public var forwardProposals: Bool
+    /// The seed of the generator behind the randomized election timeout. The core draws no other random numbers.
+    public var randomSeed: UInt64
+
+    public init(
+        id: NodeID,
+        voters: Set<NodeID>,
+        electionTick: Int = 10,
+        heartbeatTick: Int = 1,
+        preVote: Bool = true,
+        checkQuorum: Bool = true,
+        maxMessageBytes: Int = 1 << 20,
+        maxMessageEntries: Int = 4096,
+        maxInflightMessages: Int = 256,
+        maxProposalBytes: Int = 8 << 20,
+        forwardProposals: Bool = true,
+        randomSeed: UInt64 = 0
+    ) {
+        self.id = id
+        self.voters = voters
+        self.electionTick = electionTick
+        self.heartbeatTick = heartbeatTick
+        self.preVote = preVote
+        self.checkQuorum = checkQuorum
+        self.maxMessageBytes = maxMessageBytes
+        self.maxMessageEntries = maxMessageEntries
+        self.maxInflightMessages = maxInflightMessages
+        self.maxProposalBytes = maxProposalBytes
+        self.forwardProposals = forwardProposals
+        self.randomSeed = randomSeed
+    }
+
+    /// Checks the configuration; the error says which setting is wrong and why.
+    public func validate() throws(ConfigurationError) {
+        if voters.isEmpty { throw .invalid("voters must not be empty") }
+        if heartbeatTick < 1 { throw .invalid("heartbeatTick must be at least 1 (got \(heartbeatTick))") }
+        if electionTick <= heartbeatTick {
+            throw .invalid("electionTick (\(electionTick)) must be greater than heartbeatTick (\(heartbeatTick))")
+        }
+        if maxMessageBytes < 1 { throw .invalid("maxMessageBytes must be at least 1 (got \(maxMessageBytes))") }
+        if maxMessageEntries < 1 { throw .invalid("maxMessageEntries must be at least 1 (got \(maxMessageEntries))") }
+        if maxInflightMessages < 1 {
+            throw .invalid("maxInflightMessages must be at least 1 (got \(maxInflightMessages))")
+        }
+        if maxProposalBytes < 0 { throw .invalid("maxProposalBytes must not be negative (got \(maxProposalBytes))") }
+    }
+}
+
+/// A configuration or restored state that the core cannot start from.
+public enum ConfigurationError: Error, Hashable, Sendable, CustomStringConvertible {
+    case invalid(String)
+
+    public var description: String {
+        switch self {
+        case .invalid(let why): "invalid Raft configuration: \(why)"
+        }
+    }
+}

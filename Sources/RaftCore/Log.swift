@@ -1,0 +1,195 @@
+/// The replicated log as one node sees it, with the marks that say how far it is durable, committed and applied.
+///
+/// The whole log since the last snapshot lives in memory (as etcd's server keeps it in its `MemoryStorage`); the
+/// storage layer only ever writes it and reads it back on restart. Marks, always in this order:
+///
+///     snapshotIndex ≤ applied ≤ committed ≤ lastIndex      (what is known)
+///     snapshotIndex ≤ stable ≤ handedOut ≤ lastIndex       (what is durable, what was handed out to persist)
+///     applied ≤ handedOut                                  (only entries handed out for persisting are applied)
+///
+/// `committed` may exceed `stable` on a leader: a quorum of followers can commit an entry before the leader's own
+/// write finishes (thesis §10.2.1); the entry is applied only after the write, because the caller applies a
+/// `Ready`'s committed entries after persisting it.
+public struct RaftLog: Sendable {
+    /// The index and term of the entry just before the first one held (0 and term 0 for a log never compacted).
+    public private(set) var snapshotIndex: LogIndex
+    public private(set) var snapshotTerm: Term
+    /// The entries after `snapshotIndex`; `entries[k].index == snapshotIndex + 1 + k`.
+    @usableFromInline
+    private(set) var entries: [Entry]
+    /// The highest index known to be committed.
+    public internal(set) var committed: LogIndex
+    /// The highest index handed to the caller to apply.
+    public internal(set) var applied: LogIndex
+    /// The highest index known to be durable on this node.
+    public internal(set) var stable: LogIndex
+    /// The highest index handed to the caller to persist.
+    public internal(set) var handedOut: LogIndex
+
+    /// A log restored from storage: everything in it is durable.
+    init(snapshotIndex: LogIndex, snapshotTerm: Term, entries: [Entry], committed: LogIndex, applied: LogIndex) {
+        self.snapshotIndex = snapshotIndex
+        self.snapshotTerm = snapshotTerm
+        self.entries = entries
+        self.committed = committed
+        self.applied = applied
+        let last = LogIndex(snapshotIndex.rawValue + UInt64(entries.count))
+        self.stable = last
+        self.handedOut = last
+    }
+
+    public var firstIndex: LogIndex { snapshotIndex.next }
+    public var lastIndex: LogIndex { LogIndex(snapshotIndex.rawValue &+ UInt64(entries.count)) }
+    public var lastTerm: Term { entries.last?.term ?? snapshotTerm }
+    /// The number of entries held in memory.
+    public var count: Int { entries.count }
+
+    /// The term of the entry at `index`, or nil when the log does not hold it (compacted or beyond the end).
+    @inlinable
+    public func term(at index: LogIndex) -> Term? {
+        if index == snapshotIndex { return snapshotTerm }
+        guard index > snapshotIndex, index <= lastIndex else { return nil }
+        return entries[Int(truncatingIfNeeded: index.rawValue &- snapshotIndex.rawValue &- 1)].term
+    }
+
+    /// The entry at `index`, if the log holds it.
+    public func entry(at index: LogIndex) -> Entry? {
+        guard index > snapshotIndex, index <= lastIndex else { return nil }
+        return entries[offset(of: index)]
+    }
+
+    /// Whether the log holds an entry with this index and term. By the Log Matching property, the logs then agree
+    /// on every entry up to `index`.
+    func matches(index: LogIndex, term: Term) -> Bool { self.term(at: index) == term }
+
+    /// Whether a log ending at (`lastIndex`, `lastTerm`) is at least as up to date as this one (Raft §5.4.1): a later
+    /// last term wins; with equal last terms, the longer log wins.
+    func isUpToDate(lastIndex: LogIndex, lastTerm: Term) -> Bool {
+        lastTerm > self.lastTerm || (lastTerm == self.lastTerm && lastIndex >= self.lastIndex)
+    }
+
+    @inline(__always)
+    private func offset(of index: LogIndex) -> Int {
+        Int(truncatingIfNeeded: index.rawValue &- snapshotIndex.rawValue &- 1)
+    }
+
+    /// Entries from `start` on, at most `maxCount` of them and at most `maxBytes` of them (but at least one, if any).
+    func entries(from start: LogIndex, maxBytes: Int, maxCount: Int) -> [Entry] {
+        guard start > snapshotIndex, start <= lastIndex else { return [] }
+        let lower = offset(of: start)
+        let upper = min(entries.count, lower + maxCount)
+        var end = lower + 1
+        var bytes = entries[lower].byteSize
+        while end < upper {
+            bytes += entries[end].byteSize
+            if bytes > maxBytes { break }
+            end += 1
+        }
+        return Array(entries[lower..<end])
+    }
+
+    /// The entries in `start ... end` (both held by the log).
+    func entries(_ start: LogIndex, through end: LogIndex) -> [Entry] {
+        guard start <= end, start > snapshotIndex, end <= lastIndex else { return [] }
+        return Array(entries[offset(of: start)...offset(of: end)])
+    }
+
+    // MARK: - Changing the log
+
+    /// Appends an entry created by this node as leader. Its index must be `lastIndex + 1`.
+    mutating func appendAsLeader(_ entry: Entry) {
+        assert(entry.index == lastIndex.next, "leader append must extend the log")
+        entries.append(entry)
+    }
+
+    /// The outcome of offering a leader's entries to a follower's log.
+    enum AppendOutcome: Equatable {
+        /// The log did not hold (`prevIndex`, `prevTerm`): the consistency check failed (Raft §5.3).
+        case mismatch
+        /// The log now holds every offered entry; the index of the last one.
+        case appended(lastNewIndex: LogIndex)
+        /// The entries conflict with a committed entry: no correct leader sends this. The log is left unchanged.
+        case conflictsWithCommitted(LogIndex)
+    }
+
+    /// Appends a leader's entries after (`prevIndex`, `prevTerm`), following Raft §5.3: if an existing entry
+    /// conflicts with a new one (same index, different term), delete it and everything after it; append any new
+    /// entries not already in the log. Entries the log already holds are left alone, so a delayed or duplicated
+    /// message never truncates the log.
+    mutating func append(after prevIndex: LogIndex, prevTerm: Term, entries newEntries: [Entry]) -> AppendOutcome {
+        guard matches(index: prevIndex, term: prevTerm) else { return .mismatch }
+        let lastNew = LogIndex(prevIndex.rawValue &+ UInt64(newEntries.count))
+        // Find the first new entry that the log does not already hold.
+        var k = 0
+        while k < newEntries.count {
+            let e = newEntries[k]
+            guard let existing = term(at: e.index) else { break }
+            if existing != e.term {
+                if e.index <= committed { return .conflictsWithCommitted(e.index) }
+                truncate(after: e.index.previous)
+                break
+            }
+            k += 1
+        }
+        if k < newEntries.count {
+            entries.append(contentsOf: newEntries[k...])
+        }
+        return .appended(lastNewIndex: lastNew)
+    }
+
+    /// Removes every entry after `index`. Durability marks fall back with it.
+    private mutating func truncate(after index: LogIndex) {
+        assert(index >= committed, "never truncate committed entries")
+        entries.removeSubrange(offset(of: index.next)...)
+        if stable > index { stable = index }
+        if handedOut > index { handedOut = index }
+    }
+
+    /// Moves the commit index forward to `index` (never backwards, never past the end of the log).
+    mutating func commit(to index: LogIndex) {
+        let target = min(index, lastIndex)
+        if target > committed { committed = target }
+    }
+
+    /// The largest index at or below `index` whose term is at most `term`, and that term: where a log that has
+    /// `term` at `index` can first match this one. Used on both sides of a rejected AppendEntries.
+    func lastIndex(atOrBelow index: LogIndex, withTermAtMost term: Term) -> (index: LogIndex, term: Term) {
+        var i = min(index, lastIndex)
+        while i > snapshotIndex, let t = self.term(at: i), t > term {
+            i = i.previous
+        }
+        return (i, self.term(at: i) ?? .zero)
+    }
+
+    // MARK: - Handing out work
+
+    /// Entries appended since the last call, to be persisted; marks them handed out.
+    mutating func takeUnpersisted() -> [Entry] {
+        guard handedOut < lastIndex else { return [] }
+        let out = Array(entries[offset(of: handedOut.next)...])
+        handedOut = lastIndex
+        return out
+    }
+
+    /// Whether there are entries to persist.
+    var hasUnpersisted: Bool { handedOut < lastIndex }
+
+    /// Records that entries up to (`index`, `term`) are durable. Ignored when the log no longer holds that entry
+    /// (it was overwritten while being written; a later write will cover its replacement).
+    mutating func persisted(upTo index: LogIndex, term: Term) {
+        guard index > stable, index <= handedOut, matches(index: index, term: term) else { return }
+        stable = index
+    }
+
+    /// Committed entries not yet handed out for applying, limited to those handed out for persisting.
+    mutating func takeCommitted() -> [Entry] {
+        let end = min(committed, handedOut)
+        guard end > applied else { return [] }
+        let out = entries(applied.next, through: end)
+        applied = end
+        return out
+    }
+
+    /// Whether there are committed entries to apply.
+    var hasCommittedToApply: Bool { min(committed, handedOut) > applied }
+}

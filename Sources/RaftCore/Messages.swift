@@ -1,0 +1,116 @@
+/// A message between two Raft nodes.
+///
+/// Every message carries the sender's term; the receiver's reaction to a term other than its own is
+/// the same for every kind (Raft §5.1) and lives in one place, `Raft.step(_:)`.
+public struct Message: Sendable, Hashable, CustomStringConvertible {
+    public var from: NodeID
+    public var to: NodeID
+    public var term: Term
+    public var kind: Kind
+
+    public init(from: NodeID, to: NodeID, term: Term, kind: Kind) {
+        self.from = from
+        self.to = to
+        self.term = term
+        self.kind = kind
+    }
+
+    /// The kinds of message in the protocol.
+    public enum Kind: Sendable, Hashable {
+        /// Leader → follower: entries to append after `prevIndex`, or none (a probe), and the leader's commit index
+        /// (Raft §5.3).
+        case appendEntries(AppendEntries)
+        /// Follower → leader: the outcome of an `appendEntries`.
+        case appendEntriesResponse(AppendEntriesResponse)
+        /// Candidate → voter: a request for a vote, or, with `preVote`, a poll of whether a vote would be granted
+        /// (Raft §5.2, thesis §9.6).
+        case requestVote(RequestVote)
+        /// Voter → candidate: the answer to a `requestVote`.
+        case requestVoteResponse(RequestVoteResponse)
+        /// Leader → follower: "I am alive", with the commit index the follower may safely adopt.
+        case heartbeat(Heartbeat)
+        /// Follower → leader: the answer to a heartbeat; it tells the leader the follower is reachable (CheckQuorum).
+        case heartbeatResponse
+        /// Leader → follower: entries up to `commit` are committed. Sent when the commit index moves and no other
+        /// message would carry it; never answered.
+        case commitNotice(LogIndex)
+        /// Follower → leader: proposals a client made on the follower, forwarded to the leader.
+        case propose([[UInt8]])
+    }
+
+    public var description: String { "\(from)→\(to) \(term) \(kind)" }
+}
+
+/// The body of an AppendEntries request (Raft Figure 2).
+public struct AppendEntries: Sendable, Hashable {
+    /// The index of the entry immediately preceding `entries`.
+    public var prevIndex: LogIndex
+    /// The term of the entry at `prevIndex`.
+    public var prevTerm: Term
+    /// The entries to append (none in a probe); their indexes are `prevIndex + 1`, `prevIndex + 2`, ...
+    public var entries: [Entry]
+    /// The leader's commit index.
+    public var commit: LogIndex
+
+    public init(prevIndex: LogIndex, prevTerm: Term, entries: [Entry], commit: LogIndex) {
+        self.prevIndex = prevIndex
+        self.prevTerm = prevTerm
+        self.entries = entries
+        self.commit = commit
+    }
+}
+
+/// The body of an AppendEntries response.
+public struct AppendEntriesResponse: Sendable, Hashable {
+    /// Whether the follower's log matched at the request's `prevIndex`.
+    public var success: Bool
+    /// On success: the index up to which the follower's log now matches the leader's and is durable.
+    /// On rejection: the `prevIndex` of the rejected request.
+    public var index: LogIndex
+    /// On rejection: the follower's best guess of where its log may match the leader's: the largest index at or
+    /// below `index` whose term is at most the request's `prevTerm`, and that term (thesis §5.3's optimisation,
+    /// in the form etcd uses). The leader skips every entry in between in one round trip.
+    public var rejectHintIndex: LogIndex
+    public var rejectHintTerm: Term
+
+    public init(success: Bool, index: LogIndex, rejectHintIndex: LogIndex = .zero, rejectHintTerm: Term = .zero) {
+        self.success = success
+        self.index = index
+        self.rejectHintIndex = rejectHintIndex
+        self.rejectHintTerm = rejectHintTerm
+    }
+}
+
+/// The body of a RequestVote request.
+public struct RequestVote: Sendable, Hashable {
+    /// A pre-vote poll (thesis §9.6): no one changes term or records a vote because of it.
+    public var preVote: Bool
+    public var lastLogIndex: LogIndex
+    public var lastLogTerm: Term
+
+    public init(preVote: Bool, lastLogIndex: LogIndex, lastLogTerm: Term) {
+        self.preVote = preVote
+        self.lastLogIndex = lastLogIndex
+        self.lastLogTerm = lastLogTerm
+    }
+}
+
+/// The body of a RequestVote response.
+public struct RequestVoteResponse: Sendable, Hashable {
+    public var preVote: Bool
+    public var granted: Bool
+
+    public init(preVote: Bool, granted: Bool) {
+        self.preVote = preVote
+        self.granted = granted
+    }
+}
+
+/// The body of a heartbeat.
+public struct Heartbeat: Sendable, Hashable {
+    /// The leader's commit index, capped at what the leader knows this follower holds, so that the follower can
+    /// adopt it without checking its log.
+    public var commit: LogIndex
+
+    public init(commit: LogIndex) { self.commit = commit }
+}

@@ -1,0 +1,142 @@
+/// What a leader knows about one follower's log, and how it is sending entries to it.
+///
+/// A follower starts in `probe`: the leader sends one AppendEntries at a time and waits, backing `next` off on
+/// each rejection until the logs match. Once a response shows a match, the follower is in `replicate`: the leader
+/// streams entries optimistically, advancing `next` as it sends, with at most `maxInflightMessages` messages
+/// unacknowledged (the pipeline window). A rejection in `replicate` falls back to `probe`.
+public struct Progress: Sendable, Hashable {
+    public enum State: Sendable, Hashable {
+        case probe
+        case replicate
+    }
+
+    /// The highest index known to match the leader's log (and to be durable on the follower).
+    public internal(set) var match: LogIndex
+    /// The index of the next entry to send.
+    public internal(set) var next: LogIndex
+    public internal(set) var state: State
+    /// In probe state: a probe is in flight; nothing more is sent until it is answered or a heartbeat response
+    /// arrives.
+    var probeSent: Bool
+    /// Whether the follower was heard from in the current CheckQuorum period.
+    var recentActive: Bool
+    /// The highest commit index sent to this follower.
+    var commitSent: LogIndex
+    /// The last index of each AppendEntries message in flight, oldest first.
+    var inflights: Inflights
+
+    init(next: LogIndex, maxInflight: Int) {
+        self.match = .zero
+        self.next = next
+        self.state = .probe
+        self.probeSent = false
+        self.recentActive = false
+        self.commitSent = .zero
+        self.inflights = Inflights(capacity: maxInflight)
+    }
+
+    /// Whether the leader must hold back AppendEntries messages with entries.
+    var isPaused: Bool {
+        switch state {
+        case .probe: probeSent
+        case .replicate: inflights.isFull
+        }
+    }
+
+    /// Records that the follower holds the leader's log up to `index`. Returns false for news already known
+    /// (a stale or duplicated response).
+    mutating func update(match index: LogIndex) -> Bool {
+        var updated = false
+        if index > match {
+            match = index
+            probeSent = false
+            updated = true
+        }
+        if index >= next { next = index.next }
+        return updated
+    }
+
+    /// Handles a rejection of the AppendEntries whose `prevIndex` was `rejected`; `matchHint` is where the leader
+    /// now expects the logs to match. Returns false if the rejection is stale (it answers a message that no longer
+    /// matters).
+    mutating func backOff(rejected: LogIndex, matchHint: LogIndex) -> Bool {
+        switch state {
+        case .replicate:
+            // Entries were sent optimistically; a rejection at or below the match is a stale, reordered response.
+            guard rejected > match else { return false }
+            next = match.next
+            return true
+        case .probe:
+            // Only the answer to the latest probe counts.
+            guard rejected == next.previous else { return false }
+            next = max(min(rejected, matchHint.next), match.next)
+            probeSent = false
+            return true
+        }
+    }
+
+    mutating func becomeProbe() {
+        state = .probe
+        next = match.next
+        probeSent = false
+        inflights.reset()
+    }
+
+    mutating func becomeReplicate() {
+        state = .replicate
+        next = match.next
+        probeSent = false
+        inflights.reset()
+    }
+
+    /// Notes that an AppendEntries with entries up to `last` was sent.
+    mutating func sent(entriesThrough last: LogIndex) {
+        switch state {
+        case .replicate:
+            next = last.next
+            inflights.add(last)
+        case .probe:
+            probeSent = true
+        }
+    }
+}
+
+/// The in-flight AppendEntries messages to one follower: a ring buffer of their last indexes.
+struct Inflights: Sendable, Hashable {
+    private var buffer: [LogIndex]
+    private var start = 0
+    private(set) var count = 0
+
+    init(capacity: Int) {
+        buffer = Array(repeating: .zero, count: max(1, capacity))
+    }
+
+    var isFull: Bool { count == buffer.count }
+
+    mutating func add(_ last: LogIndex) {
+        guard !isFull else { return }
+        buffer[(start + count) % buffer.count] = last
+        count += 1
+    }
+
+    /// Frees every message whose last index is at or below `index` (they have been acknowledged).
+    mutating func free(upTo index: LogIndex) {
+        while count > 0, buffer[start] <= index {
+            start = (start + 1) % buffer.count
+            count -= 1
+        }
+    }
+
+    /// Frees the oldest message, so that one more can be sent (used when a heartbeat shows the follower is alive
+    /// but the window is full).
+    mutating func freeFirst() {
+        guard count > 0 else { return }
+        start = (start + 1) % buffer.count
+        count -= 1
+    }
+
+    mutating func reset() {
+        start = 0
+        count = 0
+    }
+}

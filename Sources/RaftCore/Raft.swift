@@ -1,0 +1,695 @@
+/// One Raft node's consensus state machine: the whole algorithm, with no I/O, no clock and no threads.
+///
+/// The caller drives it with four kinds of input: `tick()` (logical time), `step(_:)` (a message from a peer),
+/// `propose(_:)` (a client command) and `advance(_:)` (the last `Ready` is durable). After any of them it asks
+/// `ready()` for the work that resulted: entries and hard state to persist, messages to send, committed entries
+/// to apply. `Ready` documents the order in which that work must be carried out.
+///
+/// Everything the node does follows from its inputs and `RaftConfiguration.randomSeed`, so a run can be replayed
+/// exactly. Messages from the network are untrusted: a malformed one, or one from an unknown node, is ignored;
+/// nothing a peer sends can crash the node.
+///
+/// Section numbers refer to the Raft paper (Ongaro and Ousterhout, 2014) and thesis (Ongaro, 2014).
+public struct Raft: Sendable {
+    /// The part a node plays in its current term (Raft §5.1, thesis §9.6).
+    public enum Role: String, Sendable, Hashable {
+        case follower
+        /// Polling the voters (PreVote) before starting a real election.
+        case preCandidate = "pre-candidate"
+        case candidate
+        case leader
+    }
+
+    /// This node's id.
+    public var id: NodeID { configuration.id }
+    public private(set) var configuration: RaftConfiguration
+    public private(set) var role: Role = .follower
+    /// The latest term this node has seen.
+    public private(set) var term: Term
+    /// The candidate this node voted for in `term`, if any.
+    public private(set) var votedFor: NodeID?
+    /// The leader of `term`, if this node knows it.
+    public private(set) var leader: NodeID?
+    /// The log, with its commit, apply and durability marks.
+    public private(set) var log: RaftLog
+
+    private var voters: MajorityConfig
+    /// The leader's view of each follower (empty unless leader).
+    private var progress: [NodeID: Progress] = [:]
+    /// Votes received in the current election (or pre-vote poll).
+    private var votes: [NodeID: Bool] = [:]
+    /// Ticks since the last election timeout reset (followers, candidates), or since the last quorum check (leader).
+    private var electionElapsed = 0
+    private var heartbeatElapsed = 0
+    /// This term's election timeout, drawn from `electionTick ..< 2 * electionTick` (Raft §5.2).
+    private var randomizedElectionTimeout = 0
+    private var random: SplitMix64
+    /// Outgoing messages that may be sent at once, and those that must wait for persistence (see `Ready`).
+    private var messages: [Message] = []
+    private var messagesAfterPersist: [Message] = []
+    /// The hard state last handed out in a `Ready` (or restored from storage).
+    private var lastHardState: HardState
+    /// Leader: something may now be sendable to a follower (new entries, a freed window, a new commit index).
+    private var needsFlush = false
+
+    // MARK: - Creating a node
+
+    /// Creates a node from its configuration and whatever its storage holds.
+    ///
+    /// - Parameters:
+    ///   - configuration: the node's id, the voters, and the tunables.
+    ///   - state: what the node persisted before it last stopped (empty for a new node).
+    ///   - applied: the highest index the application's state machine has already applied (and kept) — entries up
+    ///     to it are not handed out again.
+    /// - Throws: `ConfigurationError` if the configuration is invalid or the restored state is inconsistent
+    ///   (entries out of order, terms going backwards, an applied index the log cannot account for).
+    public init(
+        configuration: RaftConfiguration,
+        state: PersistentState = PersistentState(),
+        applied: LogIndex = .zero
+    ) throws(ConfigurationError) {
+        try configuration.validate()
+        try Raft.validate(state, applied: applied)
+        let lastTerm = state.entries.last?.term ?? state.snapshotTerm
+        let hs = state.hardState
+        // A crash between writing entries and writing the hard state can leave entries of a later term than the
+        // stored term. The node has then sent nothing in that term, so it may simply adopt it, with no vote.
+        let term = max(hs.term, lastTerm)
+        self.configuration = configuration
+        self.voters = MajorityConfig(configuration.voters)
+        self.random = SplitMix64(seed: configuration.randomSeed)
+        self.term = term
+        self.votedFor = hs.term == term ? hs.votedFor : nil
+        // Anything applied was committed; the stored commit index is only a hint and may lag.
+        let committed = max(min(hs.commit, state.lastIndex), applied)
+        self.log = RaftLog(
+            snapshotIndex: state.snapshotIndex,
+            snapshotTerm: state.snapshotTerm,
+            entries: state.entries,
+            committed: committed,
+            applied: max(applied, state.snapshotIndex)
+        )
+        self.lastHardState = hs
+        resetElectionTimer()
+    }
+
+    private static func validate(_ state: PersistentState, applied: LogIndex) throws(ConfigurationError) {
+        var expected = state.snapshotIndex.next
+        var previousTerm = state.snapshotTerm
+        for entry in state.entries {
+            if entry.index != expected {
+                throw .invalid("restored log is not contiguous: expected index \(expected), found \(entry.index)")
+            }
+            if entry.term < previousTerm {
+                throw .invalid("restored log goes back in term at index \(entry.index): \(entry.term) after \(previousTerm)")
+            }
+            previousTerm = entry.term
+            expected = expected.next
+        }
+        if applied > state.lastIndex {
+            throw .invalid("the state machine applied up to \(applied) but the log ends at \(state.lastIndex)")
+        }
+    }
+
+    // MARK: - Observing the node
+
+    /// A snapshot of what this node knows, for status pages and failure detectors.
+    public struct Status: Sendable, Hashable {
+        public var id: NodeID
+        public var role: Role
+        public var term: Term
+        public var leader: NodeID?
+        public var commitIndex: LogIndex
+        public var appliedIndex: LogIndex
+        public var lastIndex: LogIndex
+        /// The leader's view of each follower; empty on other nodes.
+        public var progress: [NodeID: Progress]
+    }
+
+    public var status: Status {
+        Status(
+            id: id, role: role, term: term, leader: leader, commitIndex: log.committed,
+            appliedIndex: log.applied, lastIndex: log.lastIndex, progress: progress)
+    }
+
+    /// The leader's view of `peer`, if this node is the leader.
+    public func progress(of peer: NodeID) -> Progress? { progress[peer] }
+
+    /// The hard state as it is now (term, vote, commit).
+    public var hardState: HardState { HardState(term: term, votedFor: votedFor, commit: log.committed) }
+
+    // MARK: - Inputs
+
+    /// Advances logical time by one tick: followers and candidates count towards an election timeout, the leader
+    /// towards its next heartbeat and its next quorum check.
+    public mutating func tick() {
+        switch role {
+        case .leader: tickLeader()
+        case .follower, .preCandidate, .candidate: tickElection()
+        }
+    }
+
+    private mutating func tickElection() {
+        electionElapsed += 1
+        if isPromotable && electionElapsed >= randomizedElectionTimeout {
+            electionElapsed = 0
+            campaign()
+        }
+    }
+
+    private mutating func tickLeader() {
+        heartbeatElapsed += 1
+        electionElapsed += 1
+        if electionElapsed >= configuration.electionTick {
+            electionElapsed = 0
+            // Thesis §6.2: a leader that has not heard from a quorum in an election timeout steps down, so that
+            // clients can find the real leader and a partitioned leader stops serving.
+            if configuration.checkQuorum {
+                let active = voters.hasQuorum { $0 == id || progress[$0]?.recentActive == true }
+                for i in progress.indices { progress.values[i].recentActive = false }
+                if !active {
+                    becomeFollower(term: term, leader: nil)
+                    return
+                }
+            }
+        }
+        if heartbeatElapsed >= configuration.heartbeatTick {
+            heartbeatElapsed = 0
+            broadcastHeartbeat()
+        }
+    }
+
+    /// Starts an election now (a pre-vote poll first, if enabled), whatever the election timer says. Tests and
+    /// benchmarks use it to choose the first leader.
+    public mutating func campaign() {
+        guard isPromotable, role != .leader else { return }
+        startElection(preVote: configuration.preVote)
+    }
+
+    /// Whether this node may become leader: only voters stand for election.
+    private var isPromotable: Bool { voters.contains(id) }
+
+    /// Handles a message from a peer.
+    ///
+    /// The reaction to the message's term comes first and is the same for every kind of message (Raft §5.1): a
+    /// higher term makes this node a follower in that term; a message from an older term is ignored (with the
+    /// exceptions noted below). Messages not addressed to this node, from nodes outside the cluster, or malformed
+    /// (entries out of order, oversized proposals) are ignored.
+    public mutating func step(_ m: Message) {
+        guard m.to == id, m.from != id, isMember(m.from), isWellFormed(m) else { return }
+
+        if m.term > term {
+            switch m.kind {
+            case .requestVote(let request):
+                // Thesis §4.2.3: a node that heard from a leader within the minimum election timeout ignores vote
+                // requests, so a removed or partitioned node cannot depose a healthy leader.
+                let inLease =
+                    configuration.checkQuorum && leader != nil && electionElapsed < configuration.electionTick
+                if inLease { return }
+                // A pre-vote request carries the term the candidate would use; it changes nothing here.
+                if !request.preVote { becomeFollower(term: m.term, leader: nil) }
+            case .requestVoteResponse(let response) where response.preVote && response.granted:
+                // A granted pre-vote carries the term this node would campaign in; it is not a newer term.
+                break
+            case .appendEntries, .heartbeat, .commitNotice:
+                becomeFollower(term: m.term, leader: m.from)
+            case .appendEntriesResponse, .requestVoteResponse, .heartbeatResponse, .propose:
+                becomeFollower(term: m.term, leader: nil)
+            }
+        } else if m.term < term {
+            switch m.kind {
+            case .appendEntries, .heartbeat:
+                guard configuration.checkQuorum || configuration.preVote else { break }
+                // A leader of an older term is still talking to us. Perhaps its messages were delayed; or perhaps
+                // this node's term rose while it was cut off, and now it can neither win an election (its pre-votes
+                // fail) nor rejoin at the old term. Answering with our term makes the old leader step down, so that
+                // a new election can include this node.
+                send(.appendEntriesResponse(AppendEntriesResponse(success: false, index: .zero)), to: m.from)
+            case .requestVote(let request) where request.preVote:
+                // Tell a pre-candidate with an old term that it is behind, so that it stops polling.
+                send(.requestVoteResponse(RequestVoteResponse(preVote: true, granted: false)), to: m.from)
+            default:
+                break  // Stale: ignore.
+            }
+            return
+        }
+
+        switch m.kind {
+        case .requestVote(let request):
+            handleRequestVote(from: m.from, term: m.term, request)
+        case .propose(let batch):
+            if role == .leader { appendProposals(batch) }
+        default:
+            switch role {
+            case .leader: stepLeader(m)
+            case .candidate, .preCandidate: stepCandidate(m)
+            case .follower: stepFollower(m)
+            }
+        }
+    }
+
+    /// Proposes a command for the log.
+    ///
+    /// On the leader the command is appended at once; it is committed later, when a quorum holds it (watch
+    /// `committedEntries` for its index). On a follower it is forwarded to the leader, or refused, as
+    /// `RaftConfiguration.forwardProposals` says. A forwarded proposal may be lost (the leader may change): the
+    /// application recognises its commands when they are applied and retries those it does not see.
+    ///
+    /// - Returns: where the command went.
+    /// - Throws: `ProposalError` when the command is too large, or this node cannot take it.
+    @discardableResult
+    public mutating func propose(_ data: [UInt8]) throws(ProposalError) -> ProposalOutcome {
+        try propose(contentsOf: CollectionOfOne(data))
+    }
+
+    /// Proposes several commands at once; they get consecutive indexes.
+    @discardableResult
+    public mutating func propose(contentsOf batch: some Collection<[UInt8]>) throws(ProposalError) -> ProposalOutcome {
+        guard !batch.isEmpty else { throw .empty }
+        for data in batch where data.count > configuration.maxProposalBytes {
+            throw .tooLarge(size: data.count, limit: configuration.maxProposalBytes)
+        }
+        switch role {
+        case .leader:
+            let first = log.lastIndex.next
+            appendProposals(batch)
+            return .appended(first...log.lastIndex, term: term)
+        case .follower, .preCandidate, .candidate:
+            guard configuration.forwardProposals, let leader else { throw .notLeader(leaderHint: leader) }
+            send(.propose(Array(batch)), to: leader, immediately: true)
+            return .forwarded(to: leader)
+        }
+    }
+
+    // MARK: - Handing out work
+
+    /// Whether `ready()` would hand out anything.
+    public var hasReady: Bool {
+        !messages.isEmpty || !messagesAfterPersist.isEmpty || log.hasUnpersisted || log.hasCommittedToApply
+            || (role == .leader && needsFlush) || hardState != lastHardState
+    }
+
+    /// Takes the work that has accumulated: see `Ready` for what to do with it, and in which order.
+    public mutating func ready() -> Ready {
+        if role == .leader && needsFlush { flushReplication() }
+        needsFlush = false
+        var rd = Ready()
+        rd.entries = log.takeUnpersisted()
+        let hs = hardState
+        if hs != lastHardState {
+            rd.hardState = hs
+            lastHardState = hs
+        }
+        rd.committedEntries = log.takeCommitted()
+        swap(&rd.messages, &messages)
+        swap(&rd.messagesAfterPersist, &messagesAfterPersist)
+        return rd
+    }
+
+    /// Tells the core that `ready`'s entries and hard state are durable (and its messages sent, its committed
+    /// entries applied or being applied).
+    public mutating func advance(_ ready: Ready) {
+        guard let last = ready.entries.last else { return }
+        let before = log.stable
+        log.persisted(upTo: last.index, term: last.term)
+        // The leader counts its own log towards a quorum only once it is durable (thesis §10.2.1).
+        if role == .leader && log.stable > before { maybeCommit() }
+    }
+
+    // MARK: - Roles
+
+    private mutating func resetElectionTimer() {
+        electionElapsed = 0
+        let spread = UInt64(configuration.electionTick)
+        randomizedElectionTimeout = configuration.electionTick + Int(random.next() % spread)
+    }
+
+    /// Moves to `newTerm` (forgetting the vote if the term changes) and clears per-role state.
+    private mutating func reset(term newTerm: Term) {
+        if newTerm != term {
+            term = newTerm
+            votedFor = nil
+        }
+        leader = nil
+        heartbeatElapsed = 0
+        resetElectionTimer()
+        votes = [:]
+        progress = [:]
+        needsFlush = false
+    }
+
+    private mutating func becomeFollower(term newTerm: Term, leader newLeader: NodeID?) {
+        reset(term: newTerm)
+        role = .follower
+        leader = newLeader
+    }
+
+    private mutating func becomeLeader() {
+        reset(term: term)
+        role = .leader
+        leader = id
+        let next = log.lastIndex.next
+        for peer in voters.ordered where peer != id {
+            var pr = Progress(next: next, maxInflight: configuration.maxInflightMessages)
+            // Give every follower a full CheckQuorum period before it must have answered.
+            pr.recentActive = true
+            progress[peer] = pr
+        }
+        // Raft §8: a new leader appends an empty entry of its own term; committing it commits everything before
+        // it (§5.4.2), and tells the leader which of its entries are committed.
+        log.appendAsLeader(Entry(term: term, index: next, kind: .noop))
+        needsFlush = true
+    }
+
+    /// Starts an election (Raft §5.2), or, with `preVote`, a poll that a real election would succeed (thesis §9.6).
+    private mutating func startElection(preVote: Bool) {
+        let electionTerm: Term
+        if preVote {
+            // A pre-candidate keeps its term and vote: the poll changes nothing durable, on any node.
+            leader = nil
+            votes = [:]
+            progress = [:]
+            resetElectionTimer()
+            role = .preCandidate
+            electionTerm = term.next
+        } else {
+            reset(term: term.next)
+            role = .candidate
+            votedFor = id
+            electionTerm = term
+        }
+        votes[id] = true
+        if voters.voteResult(votes) == .won {
+            // A single-voter cluster wins at once.
+            if preVote { startElection(preVote: false) } else { becomeLeader() }
+            return
+        }
+        let request = RequestVote(preVote: preVote, lastLogIndex: log.lastIndex, lastLogTerm: log.lastTerm)
+        for voter in voters.ordered where voter != id {
+            // A vote request goes out only after the candidate's own term and vote are durable (it is a
+            // message-after-persist), so a crash cannot make it vote twice in this term.
+            send(.requestVote(request), to: voter, term: electionTerm)
+        }
+    }
+
+    // MARK: - Elections
+
+    /// Raft §5.2, §5.4.1: grant a vote if we have not voted for someone else in this term and the candidate's log is
+    /// at least as up to date as ours. Pre-votes are granted on the same log condition, for a later term, and
+    /// recorded nowhere.
+    private mutating func handleRequestVote(from candidate: NodeID, term requestTerm: Term, _ request: RequestVote) {
+        let canVote =
+            votedFor == candidate
+            || (votedFor == nil && leader == nil)
+            || (request.preVote && requestTerm > term)
+        if canVote && log.isUpToDate(lastIndex: request.lastLogIndex, lastTerm: request.lastLogTerm) {
+            // Answer in the term of the request: for a pre-vote that is the candidate's future term.
+            send(.requestVoteResponse(RequestVoteResponse(preVote: request.preVote, granted: true)),
+                 to: candidate, term: requestTerm)
+            if !request.preVote {
+                votedFor = candidate
+                electionElapsed = 0
+            }
+        } else {
+            send(.requestVoteResponse(RequestVoteResponse(preVote: request.preVote, granted: false)), to: candidate)
+        }
+    }
+
+    private mutating func stepCandidate(_ m: Message) {
+        switch m.kind {
+        case .appendEntries, .heartbeat, .commitNotice:
+            // Someone else won this term (Raft §5.2).
+            becomeFollower(term: m.term, leader: m.from)
+            stepFollower(m)
+        case .requestVoteResponse(let response):
+            guard response.preVote == (role == .preCandidate) else { return }
+            // A granted pre-vote must answer this poll (for the next term), not an earlier one.
+            if response.preVote && response.granted && m.term != term.next { return }
+            if votes[m.from] == nil { votes[m.from] = response.granted }
+            switch voters.voteResult(votes) {
+            case .won:
+                if role == .preCandidate { startElection(preVote: false) } else { becomeLeader() }
+            case .lost:
+                becomeFollower(term: term, leader: nil)
+            case .pending:
+                break
+            }
+        default:
+            break
+        }
+    }
+
+    // MARK: - Followers
+
+    private mutating func stepFollower(_ m: Message) {
+        switch m.kind {
+        case .appendEntries(let request):
+            electionElapsed = 0
+            leader = m.from
+            handleAppendEntries(from: m.from, request)
+        case .heartbeat(let heartbeat):
+            electionElapsed = 0
+            leader = m.from
+            // The leader caps the commit index at what it knows we hold, so it can be adopted as it is.
+            log.commit(to: heartbeat.commit)
+            send(.heartbeatResponse, to: m.from)
+        case .commitNotice(let commit):
+            electionElapsed = 0
+            leader = m.from
+            log.commit(to: commit)
+        default:
+            break
+        }
+    }
+
+    /// Raft §5.3: append the leader's entries if our log holds the entry they follow; otherwise refuse, with a hint
+    /// of where the logs may match so the leader can skip back a whole term at a time.
+    private mutating func handleAppendEntries(from leaderID: NodeID, _ request: AppendEntries) {
+        var prevIndex = request.prevIndex
+        var prevTerm = request.prevTerm
+        var entries = request.entries
+        if prevIndex < log.committed {
+            // Everything up to our commit index is known to match the leader. Skip the entries we have committed.
+            let skip = Int(min(UInt64(entries.count), log.committed.rawValue - prevIndex.rawValue))
+            if skip == 0 || skip == entries.count {
+                send(.appendEntriesResponse(AppendEntriesResponse(success: true, index: log.committed)), to: leaderID)
+                return
+            }
+            prevIndex = entries[skip - 1].index
+            prevTerm = entries[skip - 1].term
+            entries.removeFirst(skip)
+        }
+        switch log.append(after: prevIndex, prevTerm: prevTerm, entries: entries) {
+        case .appended(let lastNew):
+            log.commit(to: min(request.commit, lastNew))
+            // Sent after persisting: the leader will count these entries as held by us.
+            send(.appendEntriesResponse(AppendEntriesResponse(success: true, index: lastNew)), to: leaderID)
+        case .mismatch:
+            let hint = log.lastIndex(atOrBelow: prevIndex, withTermAtMost: prevTerm)
+            let response = AppendEntriesResponse(
+                success: false, index: prevIndex, rejectHintIndex: hint.index, rejectHintTerm: hint.term)
+            send(.appendEntriesResponse(response), to: leaderID)
+        case .conflictsWithCommitted:
+            // No correct leader sends entries that conflict with committed ones; refuse to damage the log.
+            break
+        }
+    }
+
+    // MARK: - Leaders
+
+    private mutating func stepLeader(_ m: Message) {
+        switch m.kind {
+        case .appendEntriesResponse(let response) where response.success:
+            let lastIndex = log.lastIndex
+            let advanced =
+                updateProgress(of: m.from) { pr in
+                    pr.recentActive = true
+                    // An acknowledgement of entries we never sent is malformed; ignore it.
+                    guard response.index <= lastIndex, pr.update(match: response.index) else { return false }
+                    switch pr.state {
+                    case .probe: pr.becomeReplicate()
+                    case .replicate: pr.inflights.free(upTo: response.index)
+                    }
+                    return true
+                } ?? false
+            if advanced {
+                needsFlush = true
+                maybeCommit()
+            }
+        case .appendEntriesResponse(let response):
+            // Where might the logs match? The follower's hint is its last index at or below the rejected one with
+            // a term at most the one we sent there; find the matching place in our log.
+            var matchHint = response.rejectHintIndex
+            if response.rejectHintTerm > .zero {
+                matchHint = log.lastIndex(atOrBelow: matchHint, withTermAtMost: response.rejectHintTerm).index
+            }
+            let hint = matchHint
+            let backedOff =
+                updateProgress(of: m.from) { pr in
+                    pr.recentActive = true
+                    guard pr.backOff(rejected: response.index, matchHint: hint) else { return false }
+                    if pr.state == .replicate { pr.becomeProbe() }
+                    return true
+                } ?? false
+            if backedOff { needsFlush = true }
+        case .heartbeatResponse:
+            let behind =
+                updateProgress(of: m.from) { pr in
+                    pr.recentActive = true
+                    pr.probeSent = false
+                    // The follower is alive: if the window is full, a message may have been lost; make room.
+                    if pr.state == .replicate && pr.inflights.isFull { pr.inflights.freeFirst() }
+                    return pr.match
+                } ?? log.lastIndex
+            if behind < log.lastIndex { sendAppend(to: m.from, allowEmpty: true) }
+        default:
+            break
+        }
+    }
+
+    /// Runs `body` on the leader's progress record for `peer`, in place.
+    @discardableResult
+    private mutating func updateProgress<R>(of peer: NodeID, _ body: (inout Progress) -> R) -> R? {
+        guard let i = progress.index(forKey: peer) else { return nil }
+        return body(&progress.values[i])
+    }
+
+    private mutating func appendProposals(_ batch: some Collection<[UInt8]>) {
+        for data in batch {
+            log.appendAsLeader(Entry(term: term, index: log.lastIndex.next, kind: .normal, data: data))
+        }
+        needsFlush = true
+    }
+
+    /// Raft §5.3, §5.4.2: the commit index moves to the highest index a quorum holds — but only if that entry is
+    /// from the current term. Entries of earlier terms are committed only indirectly, by a later entry of this
+    /// term (Figure 8 shows why counting replicas of an old entry is unsafe).
+    private mutating func maybeCommit() {
+        let index = voters.committedIndex { peer in
+            peer == id ? log.stable : (progress[peer]?.match ?? .zero)
+        }
+        guard index > log.committed, log.term(at: index) == term else { return }
+        log.commit(to: index)
+        needsFlush = true
+    }
+
+    /// Sends every follower whatever it can take now: new entries up to its window, or, if it has nothing to
+    /// receive, a commit notice when its commit index is behind.
+    private mutating func flushReplication() {
+        let committed = log.committed
+        for peer in voters.ordered where peer != id {
+            var sent = false
+            while sendAppend(to: peer, allowEmpty: false) { sent = true }
+            guard !sent else { continue }
+            let notice = updateProgress(of: peer) { pr -> LogIndex? in
+                let commit = min(committed, pr.match)
+                guard commit > pr.commitSent else { return nil }
+                pr.commitSent = commit
+                return commit
+            }
+            if let commit = notice ?? nil { send(.commitNotice(commit), to: peer, immediately: true) }
+        }
+    }
+
+    /// Sends `peer` an AppendEntries with the entries after its `next` index (bounded by the message limits), unless
+    /// the follower is paused. Returns whether a message was sent.
+    @discardableResult
+    private mutating func sendAppend(to peer: NodeID, allowEmpty: Bool) -> Bool {
+        guard let next = progress[peer].flatMap({ $0.isPaused ? nil : $0.next }) else { return false }
+        let prevIndex = next.previous
+        guard let prevTerm = log.term(at: prevIndex) else { return false }
+        let entries = log.entries(
+            from: next, maxBytes: configuration.maxMessageBytes, maxCount: configuration.maxMessageEntries)
+        if entries.isEmpty && !allowEmpty { return false }
+        let last = entries.last?.index ?? prevIndex
+        let commit = log.committed
+        updateProgress(of: peer) { pr in
+            pr.sent(entriesThrough: last)
+            pr.commitSent = max(pr.commitSent, min(commit, last))
+        }
+        let request = AppendEntries(prevIndex: prevIndex, prevTerm: prevTerm, entries: entries, commit: commit)
+        send(.appendEntries(request), to: peer, immediately: true)
+        return true
+    }
+
+    private mutating func broadcastHeartbeat() {
+        let committed = log.committed
+        for peer in voters.ordered where peer != id {
+            let commit = updateProgress(of: peer) { pr in
+                let commit = min(committed, pr.match)
+                pr.commitSent = max(pr.commitSent, commit)
+                return commit
+            }
+            if let commit { send(.heartbeat(Heartbeat(commit: commit)), to: peer, immediately: true) }
+        }
+    }
+
+    // MARK: - Messages
+
+    /// Queues a message. `immediately` marks messages that promise nothing about this node's durable state (a
+    /// leader's replication traffic, forwarded proposals); all others wait until the ready they belong to is
+    /// persisted.
+    private mutating func send(_ kind: Message.Kind, to peer: NodeID, term: Term? = nil, immediately: Bool = false) {
+        let m = Message(from: id, to: peer, term: term ?? self.term, kind: kind)
+        if immediately {
+            messages.append(m)
+        } else {
+            messagesAfterPersist.append(m)
+        }
+    }
+
+    private func isMember(_ node: NodeID) -> Bool { voters.contains(node) }
+
+    /// Whether a message is internally consistent. A well-behaved peer only sends well-formed messages; anything
+    /// else is dropped before it can touch the log.
+    private func isWellFormed(_ m: Message) -> Bool {
+        guard m.term.rawValue < UInt64.max else { return false }
+        switch m.kind {
+        case .appendEntries(let request):
+            guard request.prevTerm <= m.term,
+                request.prevIndex.rawValue <= UInt64.max - UInt64(request.entries.count)
+            else { return false }
+            var expected = request.prevIndex.next
+            var lastTerm = request.prevTerm
+            for entry in request.entries {
+                guard entry.index == expected, entry.term >= lastTerm, entry.term <= m.term else { return false }
+                lastTerm = entry.term
+                expected = expected.next
+            }
+            return true
+        case .propose(let batch):
+            return !batch.isEmpty && batch.allSatisfy { $0.count <= configuration.maxProposalBytes }
+        case .appendEntriesResponse, .requestVote, .requestVoteResponse, .heartbeat, .heartbeatResponse,
+            .commitNotice:
+            return true
+        }
+    }
+}
+
+/// Where a proposal went.
+public enum ProposalOutcome: Sendable, Hashable {
+    /// Appended to the leader's log at these indexes, in this term. It is committed once applied entries reach
+    /// the last index with the same term; if a later leader overwrites it, it never commits.
+    case appended(ClosedRange<LogIndex>, term: Term)
+    /// Forwarded to the leader.
+    case forwarded(to: NodeID)
+}
+
+/// Why a proposal was refused.
+public enum ProposalError: Error, Hashable, Sendable, CustomStringConvertible {
+    /// This node is not the leader, and is not forwarding proposals (or knows no leader to forward to).
+    case notLeader(leaderHint: NodeID?)
+    /// The command exceeds `RaftConfiguration.maxProposalBytes`.
+    case tooLarge(size: Int, limit: Int)
+    /// An empty batch of commands.
+    case empty
+
+    public var description: String {
+        switch self {
+        case .notLeader(let hint?): "this node is not the leader; the leader is \(hint)"
+        case .notLeader(nil): "this node is not the leader, and no leader is known yet; retry later"
+        case .tooLarge(let size, let limit): "proposal of \(size) bytes exceeds the limit of \(limit) bytes"
+        case .empty: "empty batch of proposals"
+        }
+    }
+}

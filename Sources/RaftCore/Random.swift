@@ -1,0 +1,17 @@
+/// A small, fast, seeded pseudo-random generator (SplitMix64).
+///
+/// The core's only source of randomness, so that a node's behaviour is a function of its inputs and its seed.
+/// The simulator uses it too, so that one seed reproduces a whole run.
+public struct SplitMix64: RandomNumberGenerator, Sendable, Hashable {
+    private var state: UInt64
+
+    public init(seed: UInt64) { state = seed }
+
+    public mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}

@@ -1,0 +1,259 @@
+import RaftCore
+
+/// A property that a correct Raft cluster never breaks.
+public enum Invariant: String, Sendable, Hashable {
+    /// At most one leader in a term (Raft Figure 3).
+    case electionSafety = "Election Safety"
+    /// A leader never overwrites or deletes entries in its log; it only appends.
+    case leaderAppendOnly = "Leader Append-Only"
+    /// If two logs hold an entry with the same index and term, the logs are identical up to that index.
+    case logMatching = "Log Matching"
+    /// An entry committed in a term is in the log of every leader of a later term.
+    case leaderCompleteness = "Leader Completeness"
+    /// No two nodes apply different entries at the same index; each node applies in order, each index once.
+    case stateMachineSafety = "State Machine Safety"
+    /// The I/O contract: a node acknowledges entries and grants votes only once they are durable; commit and
+    /// apply marks never move backwards.
+    case durability = "Durability"
+    /// Once faults stop, a leader is elected and every proposal accepted afterwards commits in bounded time.
+    case liveness = "Liveness"
+}
+
+/// A broken invariant, with what was seen.
+public struct InvariantViolation: Error, Sendable, CustomStringConvertible {
+    public var invariant: Invariant
+    public var detail: String
+
+    public init(_ invariant: Invariant, _ detail: String) {
+        self.invariant = invariant
+        self.detail = detail
+    }
+
+    public var description: String { "\(invariant.rawValue) violated: \(detail)" }
+}
+
+/// Checks Raft's safety properties incrementally, from observations of every node after every step.
+///
+/// It keeps a global record of what the cluster has done — which node led each term, every entry ever appended
+/// (keyed by index and term), every index known committed and every entry applied — so that each check costs
+/// time in proportion to what changed, not to the size of the logs.
+public struct InvariantChecker: Sendable {
+    private struct EntryKey: Hashable {
+        var index: LogIndex
+        var term: Term
+    }
+
+    private struct EntryRecord {
+        var previousTerm: Term?
+        var kind: EntryKind
+        var data: [UInt8]
+    }
+
+    private struct CommittedRecord {
+        /// The term of the committed entry.
+        var term: Term
+        /// The lowest term of any node seen with this index committed: the entry was committed in this term or
+        /// earlier, so every leader of a later term must hold it.
+        var committedBy: Term
+    }
+
+    private struct NodeTrack {
+        var leaderTerm: Term?
+        var leaderLastIndex = LogIndex.zero
+        var leaderLastTerm = Term.zero
+        var committed = LogIndex.zero
+        var applied = LogIndex.zero
+    }
+
+    private var leaderOfTerm: [Term: NodeID] = [:]
+    private var entries: [EntryKey: EntryRecord] = [:]
+    /// `committed[i - 1]` describes index i.
+    private var committed: [CommittedRecord] = []
+    /// `applied[i - 1]` is the entry first applied at index i, by any node.
+    private var applied: [Entry] = []
+    private var nodes: [NodeID: NodeTrack] = [:]
+
+    public init() {}
+
+    /// The highest index known committed anywhere.
+    public var highestCommitted: LogIndex { LogIndex(UInt64(committed.count)) }
+    /// The highest index applied anywhere.
+    public var highestApplied: LogIndex { LogIndex(UInt64(applied.count)) }
+    /// The leader of each term seen so far.
+    public var leaders: [Term: NodeID] { leaderOfTerm }
+
+    /// Checks a node's role, term and marks after a step.
+    public mutating func observe(_ node: NodeID, _ raft: Raft) throws(InvariantViolation) {
+        var track = nodes[node] ?? NodeTrack()
+        defer { nodes[node] = track }
+        let log = raft.log
+
+        if raft.role == .leader {
+            if let other = leaderOfTerm[raft.term], other != node {
+                throw InvariantViolation(.electionSafety, "\(other) and \(node) are both leaders of \(raft.term)")
+            }
+            leaderOfTerm[raft.term] = node
+            if track.leaderTerm == raft.term {
+                if log.lastIndex < track.leaderLastIndex || log.term(at: track.leaderLastIndex) != track.leaderLastTerm {
+                    throw InvariantViolation(
+                        .leaderAppendOnly,
+                        "leader \(node) of \(raft.term) had (\(track.leaderLastIndex), \(track.leaderLastTerm)) and "
+                            + "now ends at (\(log.lastIndex), \(log.lastTerm)) holding "
+                            + "\(log.term(at: track.leaderLastIndex).map { "\($0)" } ?? "nothing") there")
+                }
+            } else {
+                try checkCompleteness(ofLeader: node, raft)
+            }
+            track.leaderTerm = raft.term
+            track.leaderLastIndex = log.lastIndex
+            track.leaderLastTerm = log.lastTerm
+        } else {
+            track.leaderTerm = nil
+        }
+
+        if log.committed < track.committed {
+            throw InvariantViolation(
+                .durability, "\(node)'s commit index went back from \(track.committed) to \(log.committed)")
+        }
+        if log.committed > log.lastIndex {
+            throw InvariantViolation(
+                .durability, "\(node)'s commit index \(log.committed) is past its last entry \(log.lastIndex)")
+        }
+        var index = track.committed.next
+        while index <= log.committed {
+            try recordCommitted(index, by: node, raft)
+            index = index.next
+        }
+        track.committed = log.committed
+    }
+
+    private mutating func recordCommitted(_ index: LogIndex, by node: NodeID, _ raft: Raft) throws(InvariantViolation) {
+        guard let term = raft.log.term(at: index) else { return }  // compacted: already checked when applied
+        let k = Int(index.rawValue) - 1
+        if k < committed.count {
+            if committed[k].term != term {
+                throw InvariantViolation(
+                    .stateMachineSafety,
+                    "\(node) has \(index) committed with \(term), but it was committed with \(committed[k].term)")
+            }
+            if raft.term < committed[k].committedBy { committed[k].committedBy = raft.term }
+        } else if k == committed.count {
+            committed.append(CommittedRecord(term: term, committedBy: raft.term))
+        } else {
+            // Commit indexes are prefixes: anything below was committed by someone else first. Fill in from this
+            // node's log; later observations are compared against it.
+            var i = highestCommitted.next
+            while i <= index {
+                guard let t = raft.log.term(at: i) else { return }
+                committed.append(CommittedRecord(term: t, committedBy: raft.term))
+                i = i.next
+            }
+        }
+    }
+
+    /// Leader Completeness: a new leader of term T holds every entry committed in a term before T. By Log Matching
+    /// (checked separately) it suffices to find the highest such entry.
+    private func checkCompleteness(ofLeader node: NodeID, _ raft: Raft) throws(InvariantViolation) {
+        var k = committed.count - 1
+        while k >= 0 {
+            let record = committed[k]
+            if record.committedBy < raft.term {
+                let index = LogIndex(UInt64(k + 1))
+                let held = raft.log.term(at: index)
+                if held != record.term && index > raft.log.snapshotIndex {
+                    throw InvariantViolation(
+                        .leaderCompleteness,
+                        "\(node) became leader of \(raft.term) holding \(held.map { "\($0)" } ?? "nothing") at "
+                            + "\(index), where \(record.term) was committed in \(record.committedBy) or before")
+                }
+                return
+            }
+            k -= 1
+        }
+    }
+
+    /// Log Matching, checked as entries enter a log: an entry with a given index and term always has the same
+    /// content and follows an entry of the same term. By induction on the index, two logs that share an entry
+    /// then share every entry before it.
+    public mutating func observeAppended(_ node: NodeID, _ newEntries: [Entry], in log: RaftLog) throws(InvariantViolation) {
+        var previousTerm = newEntries.first.flatMap { log.term(at: $0.index.previous) }
+        for entry in newEntries {
+            let key = EntryKey(index: entry.index, term: entry.term)
+            if let known = entries[key] {
+                if known.kind != entry.kind || known.data != entry.data {
+                    throw InvariantViolation(
+                        .logMatching, "\(node) holds a different entry at (\(entry.index), \(entry.term))")
+                }
+                if let p = previousTerm, let q = known.previousTerm, p != q {
+                    throw InvariantViolation(
+                        .logMatching,
+                        "\(node)'s entry (\(entry.index), \(entry.term)) follows an entry of \(p), elsewhere of \(q)")
+                }
+            } else {
+                entries[key] = EntryRecord(previousTerm: previousTerm, kind: entry.kind, data: entry.data)
+            }
+            previousTerm = entry.term
+        }
+    }
+
+    /// State Machine Safety: every node applies the same entry at each index, in order, each index once.
+    public mutating func observeApplied(_ node: NodeID, _ entries: [Entry]) throws(InvariantViolation) {
+        var track = nodes[node] ?? NodeTrack()
+        defer { nodes[node] = track }
+        for entry in entries {
+            if entry.index != track.applied.next {
+                throw InvariantViolation(
+                    .stateMachineSafety, "\(node) applied \(entry.index) right after \(track.applied)")
+            }
+            let k = Int(entry.index.rawValue) - 1
+            if k < applied.count {
+                let first = applied[k]
+                if first.term != entry.term || first.kind != entry.kind || first.data != entry.data {
+                    throw InvariantViolation(
+                        .stateMachineSafety,
+                        "\(node) applied (\(entry.index), \(entry.term)) but another node applied "
+                            + "(\(first.index), \(first.term)) there")
+                }
+            } else {
+                applied.append(entry)
+            }
+            track.applied = entry.index
+        }
+    }
+
+    /// A node restarted from its storage with its state machine at `applied`: marks that could not survive the
+    /// crash start again from what did.
+    public mutating func observeRestart(_ node: NodeID, _ raft: Raft, applied: LogIndex) {
+        var track = NodeTrack()
+        track.committed = raft.log.committed
+        track.applied = applied
+        nodes[node] = track
+    }
+
+    /// Durability: an acknowledgement or a vote is sent only once what it promises is durable. A vote in term T is
+    /// safe once storage holds that vote in T, or any later term (the node can no longer vote in T at all).
+    public func observeSent(_ message: Message, durable: PersistentState) throws(InvariantViolation) {
+        let hs = durable.hardState
+        switch message.kind {
+        case .appendEntriesResponse(let response) where response.success:
+            if durable.lastIndex < response.index {
+                throw InvariantViolation(
+                    .durability,
+                    "\(message.from) acknowledged entries up to \(response.index) but its storage ends at \(durable.lastIndex)")
+            }
+        case .requestVoteResponse(let response) where response.granted && !response.preVote:
+            if hs.term < message.term || (hs.term == message.term && hs.votedFor != message.to) {
+                throw InvariantViolation(
+                    .durability,
+                    "\(message.from) granted its vote in \(message.term) to \(message.to) but its storage says \(hs)")
+            }
+        case .requestVote(let request) where !request.preVote:
+            if hs.term < message.term || (hs.term == message.term && hs.votedFor != message.from) {
+                throw InvariantViolation(
+                    .durability, "\(message.from) asked for votes in \(message.term) before storing its own vote: \(hs)")
+            }
+        default:
+            break
+        }
+    }
+}

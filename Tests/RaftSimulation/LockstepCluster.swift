@@ -1,0 +1,161 @@
+import RaftCore
+
+/// A cluster for scripted scenarios: nothing happens until the test says so.
+///
+/// Writes are durable at once and messages wait in one FIFO queue until delivered. Tests elect, propose, tick,
+/// crash, restart and cut links, then deliver messages one at a time or until the cluster is quiet, checking the
+/// nodes in between — the style of etcd's `raft_paper_test.go` and interaction tests.
+public struct LockstepCluster {
+    public private(set) var nodes: [NodeID: Raft] = [:]
+    public private(set) var storage: [NodeID: MemoryStorage] = [:]
+    /// Entries each node has applied, in order.
+    public private(set) var applied: [NodeID: [Entry]] = [:]
+    /// Messages sent and not yet delivered, oldest first.
+    public private(set) var inFlight: [Message] = []
+    /// Every message ever delivered, in order (for tests that count round trips).
+    public private(set) var delivered: [Message] = []
+    /// Messages for which this returns true are dropped when their turn comes.
+    public var drop: (Message) -> Bool = { _ in false }
+    /// Messages are passed through this before delivery (to model, say, a message that carried fewer entries).
+    public var rewrite: (Message) -> Message = { $0 }
+    public let ids: [NodeID]
+    private var configurations: [NodeID: RaftConfiguration] = [:]
+
+    /// A cluster of `count` voters with ids 1...count, each configured by `configure` (defaults otherwise) and
+    /// starting from `initialState` (empty by default).
+    public init(
+        count: Int,
+        configure: (inout RaftConfiguration) -> Void = { _ in },
+        initialState: (NodeID) -> PersistentState = { _ in PersistentState() }
+    ) throws {
+        ids = (1...count).map { NodeID(UInt64($0)) }
+        for id in ids {
+            var configuration = RaftConfiguration(id: id, voters: Set(ids), randomSeed: id.rawValue)
+            configure(&configuration)
+            configurations[id] = configuration
+            storage[id] = MemoryStorage(initialState(id))
+            applied[id] = []
+            try start(id)
+        }
+    }
+
+    public subscript(id: NodeID) -> Raft? { nodes[id] }
+
+    /// The node that considers itself leader with the highest term, if any.
+    public var leader: Raft? {
+        nodes.values.filter { $0.role == .leader }.max { $0.term < $1.term }
+    }
+
+    // MARK: - Driving nodes
+
+    public mutating func campaign(_ id: NodeID) {
+        nodes[id]?.campaign()
+        collect(id)
+    }
+
+    public mutating func tick(_ id: NodeID, times: Int = 1) {
+        for _ in 0..<times {
+            nodes[id]?.tick()
+            collect(id)
+        }
+    }
+
+    /// Ticks every live node once, in id order.
+    public mutating func tickAll() {
+        for id in ids { tick(id) }
+    }
+
+    @discardableResult
+    public mutating func propose(_ id: NodeID, _ data: [UInt8]) throws -> ProposalOutcome? {
+        let outcome = try nodes[id]?.propose(data)
+        collect(id)
+        return outcome
+    }
+
+    /// Feeds a message to a node directly, as if it came from the network.
+    public mutating func step(_ message: Message) {
+        nodes[message.to]?.step(message)
+        collect(message.to)
+    }
+
+    /// Loses the node's volatile state; its storage and applied entries remain.
+    public mutating func crash(_ id: NodeID) {
+        nodes[id] = nil
+        inFlight.removeAll { $0.to == id }
+    }
+
+    /// Starts a crashed node again from its storage, with its state machine at what it had applied.
+    public mutating func restart(_ id: NodeID) throws {
+        try start(id)
+    }
+
+    private mutating func start(_ id: NodeID) throws {
+        guard let configuration = configurations[id], let state = storage[id]?.initialState() else { return }
+        let appliedIndex = applied[id]?.last?.index ?? .zero
+        nodes[id] = try Raft(configuration: configuration, state: state, applied: appliedIndex)
+    }
+
+    /// Takes every ready of node `id` and carries it out at once: persist, send (to the in-flight queue), apply.
+    private mutating func collect(_ id: NodeID) {
+        while nodes[id]?.hasReady == true, let ready = nodes[id]?.ready() {
+            // In-memory storage refuses only malformed writes, which the core never produces; a refusal would
+            // show up as a missing entry in the test's checks.
+            try? storage[id]?.persist(entries: ready.entries, hardState: ready.hardState)
+            inFlight.append(contentsOf: ready.messages)
+            inFlight.append(contentsOf: ready.messagesAfterPersist)
+            applied[id, default: []].append(contentsOf: ready.committedEntries)
+            nodes[id]?.advance(ready)
+        }
+    }
+
+    // MARK: - Delivering messages
+
+    /// Delivers the oldest message in flight (or drops it, if `drop` says so). Returns it, or nil if none.
+    @discardableResult
+    public mutating func deliverOne() -> Message? {
+        guard !inFlight.isEmpty else { return nil }
+        let message = inFlight.removeFirst()
+        if drop(message) || nodes[message.to] == nil { return message }
+        let delivering = rewrite(message)
+        delivered.append(delivering)
+        step(delivering)
+        return delivering
+    }
+
+    /// Delivers messages until none is left in flight (at most `limit`, to catch message storms).
+    public mutating func stabilize(limit: Int = 100_000) {
+        var count = 0
+        while count < limit, deliverOne() != nil { count += 1 }
+    }
+
+    /// Delivers messages until `condition` holds (checked before each delivery) or none is left in flight.
+    /// Returns whether the condition held.
+    @discardableResult
+    public mutating func deliver(until condition: (LockstepCluster) -> Bool) -> Bool {
+        while !condition(self) {
+            if deliverOne() == nil { return condition(self) }
+        }
+        return true
+    }
+
+    /// Drops every message between the two groups (both ways), from now on.
+    public mutating func partition(_ group: Set<NodeID>) {
+        drop = { group.contains($0.from) != group.contains($0.to) }
+    }
+
+    public mutating func heal() {
+        drop = { _ in false }
+    }
+
+    /// The terms of a node's log, from index 1 (for comparing log shapes).
+    public func logTerms(_ id: NodeID) -> [UInt64] {
+        guard let log = nodes[id]?.log else { return [] }
+        var terms: [UInt64] = []
+        var index = log.firstIndex
+        while index <= log.lastIndex {
+            terms.append(log.term(at: index)?.rawValue ?? 0)
+            index = index.next
+        }
+        return terms
+    }
+}

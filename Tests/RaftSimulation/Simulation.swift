@@ -1,0 +1,648 @@
+import RaftCore
+
+/// What a finished schedule did.
+public struct SimulationResult: Sendable, Hashable {
+    /// Events processed: message deliveries, ticks, completed writes, proposals, faults.
+    public var steps = 0
+    public var virtualTime: Int64 = 0
+    /// The highest term reached, and how many terms had a leader.
+    public var highestTerm = Term.zero
+    public var leadersElected = 0
+    /// The highest index committed on any node.
+    public var committed = LogIndex.zero
+    public var messagesDelivered = 0
+    public var messagesDropped = 0
+    public var crashes = 0
+    public var tornWrites = 0
+    public var pauses = 0
+    public var partitions = 0
+}
+
+/// A schedule that broke an invariant: everything needed to understand and replay it.
+public struct SimulationFailure: Error, Sendable, CustomStringConvertible {
+    public var options: SimulationOptions
+    public var violation: InvariantViolation
+    public var step: Int
+    public var time: Int64
+    /// The last events before the failure, oldest first (empty unless tracing was on).
+    public var trace: [String]
+
+    /// The command that runs exactly this schedule again, with a trace of its last events.
+    public var replayCommand: String {
+        "RAFT_SIM_SEED=\(options.seed) RAFT_SIM_TRACE=1 swift test --filter replaysOneSeed"
+    }
+
+    public var description: String {
+        var lines = [
+            "simulation failed: \(violation)",
+            "  at step \(step), virtual time \(time), seed \(options.seed)",
+            "  options: \(options)",
+            "  replay: \(replayCommand)",
+        ]
+        if !trace.isEmpty {
+            lines.append("  last \(trace.count) events:")
+            lines.append(contentsOf: trace.map { "    \($0)" })
+        }
+        return lines.joined(separator: "\n")
+    }
+}
+
+/// A deterministic simulation of a Raft cluster: N nodes, virtual time, a faulty network, crashing disks.
+///
+/// One seed controls every choice. The network delays, drops, duplicates and reorders messages and can be
+/// partitioned (symmetrically, one way, or into bridged halves); nodes crash, losing everything not yet durable
+/// (a write in progress may be torn: part of it reaches the disk), restart from their storage, and pause. After
+/// every step the `InvariantChecker` checks Raft's safety properties. When the fault phase ends, the network heals
+/// and every node comes back; a leader must then be elected, and proposals made to it must commit on every node,
+/// each within a bounded virtual time.
+public struct Simulation {
+    public let options: SimulationOptions
+
+    private enum Event {
+        case tick(node: Int, incarnation: Int)
+        case deliver(Message)
+        case persisted(node: Int, incarnation: Int)
+        case propose
+        case nemesis
+        case restart(node: Int, incarnation: Int)
+        case resume(node: Int, incarnation: Int)
+        case endFaults
+        case livenessDeadline(stage: Int)
+        case strikeLeader(node: Int, term: Term)
+    }
+
+    private struct Node {
+        let id: NodeID
+        var raft: Raft?
+        var storage = MemoryStorage()
+        /// The index the state machine has applied, which survives crashes (unless it restarts empty).
+        var applied = LogIndex.zero
+        /// Readies waiting to be written, oldest first.
+        var writes: [Ready] = []
+        /// How many of `writes` the sync in progress covers (one sync makes every write before it durable: group
+        /// commit); zero when the disk is idle.
+        var syncing = 0
+        var incarnation = 0
+        var paused = false
+        var heldWhilePaused: [Event] = []
+        /// The last term in which this node was seen leading.
+        var ledTerm = Term.zero
+        var ledCommit = LogIndex.zero
+    }
+
+    private enum Stage: Equatable {
+        case faults
+        case awaitingLeader
+        case awaitingCommit(expected: [Entry])
+        case done
+    }
+
+    private var nodes: [Node]
+    private var queue = EventQueue<Event>()
+    private var random: SplitMix64
+    private var checker = InvariantChecker()
+    private var now: Int64 = 0
+    private var result = SimulationResult()
+    private var blocked: Set<Link> = []
+    /// The time of the last in-order delivery on each link (`from * nodeCount + to`).
+    private var linkClock: [Int64]
+    private var stage = Stage.faults
+    private var stageNumber = 0
+    private var stageBound: Int64 = 0
+    private var proposalCounter: UInt64 = 0
+    private let traceCapacity: Int
+    private var trace: [String] = []
+    private var traceStart = 0
+
+    private struct Link: Hashable {
+        var from: Int
+        var to: Int
+    }
+
+    /// Prepares a run with the given options; `traceCapacity` is how many of the last events a failure reports.
+    public init(options: SimulationOptions, traceCapacity: Int = 0) {
+        self.options = options
+        self.traceCapacity = traceCapacity
+        self.random = SplitMix64(seed: options.seed)
+        self.nodes = (1...options.nodeCount).map { Node(id: NodeID(UInt64($0))) }
+        self.linkClock = Array(repeating: 0, count: options.nodeCount * options.nodeCount)
+    }
+
+    /// Runs one schedule to its end.
+    /// - Throws: `SimulationFailure` on the first broken invariant.
+    public static func run(_ options: SimulationOptions, traceCapacity: Int = 0) throws(SimulationFailure)
+        -> SimulationResult
+    {
+        var simulation = Simulation(options: options, traceCapacity: traceCapacity)
+        return try simulation.run()
+    }
+
+    public mutating func run() throws(SimulationFailure) -> SimulationResult {
+        do {
+            try start()
+            while stage != .done, let (time, event) = queue.pop() {
+                now = time
+                result.steps += 1
+                if traceCapacity > 0 { record(event) }
+                try handle(event)
+            }
+        } catch {
+            throw SimulationFailure(
+                options: options, violation: error, step: result.steps, time: now, trace: orderedTrace())
+        }
+        result.virtualTime = now
+        result.committed = checker.highestCommitted
+        result.leadersElected = checker.leaders.count
+        result.highestTerm = checker.leaders.keys.max() ?? .zero
+        return result
+    }
+
+    // MARK: - Set-up
+
+    private func configuration(for index: Int) -> RaftConfiguration {
+        let voters = Set(nodes.map(\.id))
+        return RaftConfiguration(
+            id: nodes[index].id,
+            voters: voters,
+            electionTick: options.electionTick,
+            heartbeatTick: options.heartbeatTick,
+            maxMessageEntries: options.maxMessageEntries,
+            maxInflightMessages: options.maxInflightMessages,
+            maxProposalBytes: 1024,
+            forwardProposals: options.forwardProposals,
+            randomSeed: options.seed &* 0x9E37_79B9_7F4A_7C15 &+ UInt64(index) &* 1_000_003
+                &+ UInt64(nodes[index].incarnation)
+        )
+    }
+
+    private mutating func start() throws(InvariantViolation) {
+        for k in nodes.indices {
+            try boot(k)
+        }
+        schedule(.propose, after: randomDelay(upTo: options.proposalInterval * 2))
+        schedule(.nemesis, after: randomDelay(upTo: options.nemesisInterval * 2))
+        schedule(.endFaults, after: Int64(options.faultTicks) * options.tickInterval)
+    }
+
+    /// Starts (or restarts) node `k` from what its storage holds.
+    private mutating func boot(_ k: Int) throws(InvariantViolation) {
+        let state = nodes[k].storage.initialState()
+        // Some restarts keep the state machine (it is durable), others rebuild it from the log.
+        if nodes[k].incarnation > 0 && chance(0.3) { nodes[k].applied = .zero }
+        let raft: Raft
+        do {
+            raft = try Raft(configuration: configuration(for: k), state: state, applied: nodes[k].applied)
+        } catch {
+            throw InvariantViolation(.durability, "\(nodes[k].id) cannot restart from its storage: \(error)")
+        }
+        checker.observeRestart(nodes[k].id, raft, applied: nodes[k].applied)
+        nodes[k].raft = raft
+        schedule(.tick(node: k, incarnation: nodes[k].incarnation), after: 1 + randomDelay(upTo: options.tickInterval))
+    }
+
+    // MARK: - Events
+
+    private mutating func handle(_ event: Event) throws(InvariantViolation) {
+        switch event {
+        case .tick(let k, let incarnation):
+            guard nodes[k].incarnation == incarnation, nodes[k].raft != nil else { return }
+            if nodes[k].paused { return hold(event, for: k) }
+            nodes[k].raft?.tick()
+            try processReady(k)
+            schedule(.tick(node: k, incarnation: incarnation), after: options.tickInterval)
+
+        case .deliver(let message):
+            let k = index(of: message.to)
+            guard nodes[k].raft != nil, !blocked.contains(Link(from: index(of: message.from), to: k)) else {
+                result.messagesDropped += 1
+                return
+            }
+            if nodes[k].paused { return hold(event, for: k) }
+            result.messagesDelivered += 1
+            nodes[k].raft?.step(message)
+            try processReady(k)
+
+        case .persisted(let k, let incarnation):
+            guard nodes[k].incarnation == incarnation, nodes[k].raft != nil else { return }
+            if nodes[k].paused { return hold(event, for: k) }
+            try completeWrite(k)
+
+        case .propose:
+            guard stage == .faults else { return }
+            try proposeSomewhere()
+            schedule(.propose, after: 1 + randomDelay(upTo: options.proposalInterval * 2))
+
+        case .nemesis:
+            guard stage == .faults else { return }
+            try injectFault()
+            schedule(.nemesis, after: 1 + randomDelay(upTo: options.nemesisInterval * 2))
+
+        case .restart(let k, let incarnation):
+            guard nodes[k].incarnation == incarnation, nodes[k].raft == nil else { return }
+            try boot(k)
+
+        case .resume(let k, let incarnation):
+            guard nodes[k].incarnation == incarnation, nodes[k].paused else { return }
+            resume(k)
+
+        case .endFaults:
+            try endFaults()
+
+        case .strikeLeader(let k, let term):
+            guard stage == .faults, let raft = nodes[k].raft, raft.role == .leader, raft.term == term else { return }
+            if chance(0.7) {
+                crash(k)
+                schedule(.restart(node: k, incarnation: nodes[k].incarnation),
+                         after: randomDelay(upTo: Int64(options.maxDowntimeTicks) * options.tickInterval))
+            } else {
+                isolate(k)
+            }
+
+        case .livenessDeadline(let number):
+            guard number == stageNumber else { return }
+            switch stage {
+            case .awaitingLeader:
+                throw InvariantViolation(
+                    .liveness, "no stable leader \(stageBound / options.tickInterval) ticks after faults stopped: "
+                        + clusterSummary())
+            case .awaitingCommit(let expected):
+                throw InvariantViolation(
+                    .liveness,
+                    "proposals at \(expected.first?.index ?? .zero)...\(expected.last?.index ?? .zero) not applied "
+                        + "everywhere \(stageBound / options.tickInterval) ticks after they were accepted: "
+                        + clusterSummary())
+            case .faults, .done:
+                return
+            }
+        }
+        if case .awaitingLeader = stage { try checkForStableLeader() }
+        if case .awaitingCommit(let expected) = stage { try checkProposalsApplied(expected) }
+    }
+
+    /// Takes node `k`'s ready: sends what may go at once, queues the write, and completes it at once if there is
+    /// nothing to write and nothing ahead of it.
+    private mutating func processReady(_ k: Int) throws(InvariantViolation) {
+        let id = nodes[k].id
+        // The core is mutated in place (`nodes[k].raft?.…`): a copy would duplicate its log on every write.
+        while nodes[k].raft?.hasReady == true, let ready = nodes[k].raft?.ready(), let log = nodes[k].raft?.log {
+            try checker.observeAppended(id, ready.entries, in: log)
+            for message in ready.messages { send(message) }
+            if ready.entries.isEmpty && ready.hardState == nil && nodes[k].writes.isEmpty {
+                try finish(ready, on: k)
+            } else {
+                nodes[k].writes.append(ready)
+                if nodes[k].syncing == 0 { startSync(k) }
+            }
+        }
+        guard let raft = nodes[k].raft else { return }
+        if raft.role == .leader && stage == .faults {
+            // Strike leaders at the moments that matter: soon after they are elected (their logs half replicated),
+            // and soon after their commit index moves (before the followers learn of it).
+            if raft.term != nodes[k].ledTerm {
+                nodes[k].ledTerm = raft.term
+                if chance(options.assassinationRate) {
+                    schedule(.strikeLeader(node: k, term: raft.term),
+                             after: randomDelay(upTo: 3 * options.maxDelay + options.maxPersistDelay))
+                }
+            } else if raft.log.committed > nodes[k].ledCommit && chance(options.assassinationRate / 4) {
+                schedule(.strikeLeader(node: k, term: raft.term), after: randomDelay(upTo: options.maxDelay))
+            }
+            nodes[k].ledCommit = raft.log.committed
+        }
+        try checker.observe(id, raft)
+    }
+
+    /// Starts one sync covering every write queued so far.
+    private mutating func startSync(_ k: Int) {
+        nodes[k].syncing = nodes[k].writes.count
+        schedule(.persisted(node: k, incarnation: nodes[k].incarnation), after: randomDelay(upTo: options.maxPersistDelay))
+    }
+
+    /// The sync in progress on node `k` finishes: the writes it covers are durable, in order.
+    private mutating func completeWrite(_ k: Int) throws(InvariantViolation) {
+        let count = nodes[k].syncing
+        nodes[k].syncing = 0
+        for _ in 0..<count {
+            guard !nodes[k].writes.isEmpty else { break }
+            let ready = nodes[k].writes.removeFirst()
+            do {
+                try nodes[k].storage.persist(entries: ready.entries, hardState: ready.hardState)
+            } catch {
+                throw InvariantViolation(.durability, "\(nodes[k].id) handed out a write its storage refused: \(error)")
+            }
+            try finish(ready, on: k)
+        }
+        try processReady(k)
+        if nodes[k].syncing == 0 && !nodes[k].writes.isEmpty { startSync(k) }
+    }
+
+    /// What follows a durable write: send the messages that waited for it, apply committed entries, tell the core.
+    private mutating func finish(_ ready: Ready, on k: Int) throws(InvariantViolation) {
+        let durable = nodes[k].storage.state
+        for message in ready.messagesAfterPersist {
+            try checker.observeSent(message, durable: durable)
+            send(message)
+        }
+        if !ready.committedEntries.isEmpty {
+            try checker.observeApplied(nodes[k].id, ready.committedEntries)
+            nodes[k].applied = ready.committedEntries[ready.committedEntries.count - 1].index
+        }
+        nodes[k].raft?.advance(ready)
+    }
+
+    // MARK: - The network
+
+    private mutating func send(_ message: Message) {
+        if stage == .faults && chance(options.dropRate) {
+            result.messagesDropped += 1
+            return
+        }
+        // Links are FIFO, like a TCP connection, except for the messages that are reordered on purpose.
+        let link = index(of: message.from) * nodes.count + index(of: message.to)
+        var delay = messageDelay()
+        if stage != .faults || !chance(options.reorderRate) {
+            delay = max(delay, linkClock[link] - now)
+            linkClock[link] = now + delay
+        }
+        schedule(.deliver(message), after: delay)
+        if stage == .faults && chance(options.duplicateRate) {
+            schedule(.deliver(message), after: messageDelay())
+        }
+    }
+
+    private mutating func messageDelay() -> Int64 {
+        options.minDelay + randomDelay(upTo: options.maxDelay - options.minDelay)
+    }
+
+    // MARK: - Faults
+
+    private mutating func injectFault() throws(InvariantViolation) {
+        let weights = [options.crashWeight, options.pauseWeight, options.partitionWeight, options.healWeight]
+        var roll = Int(random.next() % UInt64(weights.reduce(0, +)))
+        var kind = 0
+        while roll >= weights[kind] {
+            roll -= weights[kind]
+            kind += 1
+        }
+        switch kind {
+        case 0: crashSomeone()
+        case 1: pauseSomeone()
+        case 2: partition()
+        default: blocked.removeAll()
+        }
+    }
+
+    /// A victim for a fault: half the time the current leader (faults there hurt most), otherwise anyone who fits.
+    private mutating func victim(where fits: (Node) -> Bool) -> Int? {
+        let candidates = nodes.indices.filter { fits(nodes[$0]) }
+        guard !candidates.isEmpty else { return nil }
+        if chance(options.leaderBias) {
+            if let leader = candidates.first(where: { nodes[$0].raft?.role == .leader }) { return leader }
+            // Leader churn: with no leader to strike, let the cluster elect one.
+            if options.leaderBias > 0.5 { return nil }
+        }
+        return candidates[pick(candidates.count)]
+    }
+
+    private mutating func crashSomeone() {
+        guard let k = victim(where: { $0.raft != nil }) else { return }
+        crash(k)
+        schedule(.restart(node: k, incarnation: nodes[k].incarnation),
+                 after: randomDelay(upTo: Int64(options.maxDowntimeTicks) * options.tickInterval))
+    }
+
+    /// Node `k` loses everything not yet durable. A write in progress may be torn: a prefix of its entries lands.
+    private mutating func crash(_ k: Int) {
+        result.crashes += 1
+        if nodes[k].syncing > 0 && chance(options.tornWriteRate) {
+            // Some of the writes of the sync in progress reach the disk, the last of them perhaps only in part.
+            result.tornWrites += 1
+            let whole = pick(nodes[k].syncing)
+            for ready in nodes[k].writes.prefix(whole) {
+                try? nodes[k].storage.persist(entries: ready.entries, hardState: ready.hardState)
+            }
+            let partial = nodes[k].writes[whole].entries
+            try? nodes[k].storage.append(partial.prefix(pick(partial.count + 1)))
+        }
+        nodes[k].raft = nil
+        nodes[k].writes = []
+        nodes[k].syncing = 0
+        nodes[k].paused = false
+        nodes[k].heldWhilePaused = []
+        nodes[k].incarnation += 1
+    }
+
+    private mutating func pauseSomeone() {
+        guard let k = victim(where: { $0.raft != nil && !$0.paused }) else { return }
+        result.pauses += 1
+        nodes[k].paused = true
+        schedule(.resume(node: k, incarnation: nodes[k].incarnation),
+                 after: 1 + randomDelay(upTo: 30 * options.tickInterval))
+    }
+
+    private mutating func hold(_ event: Event, for k: Int) {
+        nodes[k].heldWhilePaused.append(event)
+    }
+
+    /// A paused node wakes up and finds everything that arrived meanwhile (ticks that fell due are not replayed).
+    private mutating func resume(_ k: Int) {
+        nodes[k].paused = false
+        let held = nodes[k].heldWhilePaused
+        nodes[k].heldWhilePaused = []
+        var tickRescheduled = false
+        for event in held {
+            if case .tick = event {
+                if tickRescheduled { continue }
+                tickRescheduled = true
+            }
+            schedule(event, after: 0)
+        }
+    }
+
+    private mutating func partition() {
+        result.partitions += 1
+        blocked.removeAll()
+        let n = nodes.count
+        func cut(_ a: Int, _ b: Int) { blocked.insert(Link(from: a, to: b)) }
+        switch pick(5) {
+        case 0:
+            isolate(victim(where: { _ in true }) ?? 0)
+        case 1:
+            // Split into a minority and a majority.
+            let side = randomSubset(size: 1 + pick(n / 2))
+            for a in side { for b in 0..<n where !side.contains(b) { cut(a, b); cut(b, a) } }
+        case 2:
+            // One-way: a node can send but not receive, or receive but not send.
+            let k = pick(n)
+            let outgoing = chance(0.5)
+            for j in 0..<n where j != k { outgoing ? cut(k, j) : cut(j, k) }
+        case 3:
+            // Bridge: two halves that cannot talk to each other, and one node that talks to both.
+            let bridge = pick(n)
+            let others = (0..<n).filter { $0 != bridge }
+            let left = Set(others.prefix(others.count / 2))
+            for a in left { for b in others where !left.contains(b) { cut(a, b); cut(b, a) } }
+        default:
+            // Random one-way link failures.
+            for a in 0..<n { for b in 0..<n where a != b && chance(0.3) { cut(a, b) } }
+        }
+    }
+
+    /// Cuts node `k` off from every other node, both ways (replacing any partition in place).
+    private mutating func isolate(_ k: Int) {
+        blocked.removeAll()
+        for j in nodes.indices where j != k {
+            blocked.insert(Link(from: k, to: j))
+            blocked.insert(Link(from: j, to: k))
+        }
+    }
+
+    // MARK: - Clients
+
+    private mutating func proposeSomewhere() throws(InvariantViolation) {
+        // Clients mostly find the leader (or whoever thinks it leads); the rest go to any node.
+        guard let k = victim(where: { $0.raft != nil && !$0.paused }) else { return }
+        let command = nextCommand()
+        // Refusals (no leader known, forwarding off) are normal during faults.
+        _ = try? nodes[k].raft?.propose(command)
+        try processReady(k)
+    }
+
+    private mutating func nextCommand() -> [UInt8] {
+        proposalCounter += 1
+        var data = withUnsafeBytes(of: proposalCounter.littleEndian, Array.init)
+        data.append(contentsOf: (0..<pick(24)).map { _ in UInt8(truncatingIfNeeded: random.next()) })
+        return data
+    }
+
+    // MARK: - Liveness
+
+    /// The bound for each liveness stage: 30 election timeouts, plus the time to stream the backlog (the longest
+    /// log against the shortest commit index) to a follower at the configured window — message limit times
+    /// pipeline depth per round trip — since a deliberately narrow window makes catching up slow, not wrong.
+    private var livenessBound: Int64 {
+        let electionTimeouts = 30 * Int64(options.electionTick) * options.tickInterval
+        let longest = nodes.compactMap { $0.raft?.log.lastIndex.rawValue }.max() ?? 0
+        let shortest = nodes.compactMap { $0.raft?.log.committed.rawValue }.min() ?? 0
+        let perRoundTrip = UInt64(options.maxMessageEntries * options.maxInflightMessages)
+        let roundTrips = Int64((longest - min(shortest, longest)) / perRoundTrip + 1)
+        return electionTimeouts + roundTrips * (2 * options.maxDelay + options.maxPersistDelay + options.tickInterval)
+    }
+
+    private mutating func endFaults() throws(InvariantViolation) {
+        blocked.removeAll()
+        for k in nodes.indices {
+            if nodes[k].raft == nil {
+                try boot(k)
+            } else if nodes[k].paused {
+                resume(k)
+            }
+        }
+        enterStage(.awaitingLeader)
+    }
+
+    private mutating func enterStage(_ next: Stage) {
+        stage = next
+        stageNumber += 1
+        stageBound = livenessBound
+        schedule(.livenessDeadline(stage: stageNumber), after: stageBound)
+    }
+
+    /// A stable leader: every node follows it in its term, and it has committed an entry of its term.
+    private mutating func checkForStableLeader() throws(InvariantViolation) {
+        guard let k = nodes.firstIndex(where: { $0.raft?.role == .leader }), let leader = nodes[k].raft else { return }
+        for node in nodes {
+            guard let raft = node.raft, raft.term == leader.term, raft.leader == leader.id else { return }
+        }
+        guard leader.log.term(at: leader.log.committed) == leader.term else { return }
+        var proposals: [[UInt8]] = []
+        for _ in 0..<options.livenessProposals { proposals.append(nextCommand()) }
+        let outcome: ProposalOutcome?
+        do {
+            outcome = try nodes[k].raft?.propose(contentsOf: proposals)
+        } catch {
+            throw InvariantViolation(.liveness, "the stable leader \(leader.id) refused proposals: \(error)")
+        }
+        guard case .appended(let range, let term)? = outcome else {
+            throw InvariantViolation(.liveness, "the stable leader \(leader.id) did not append proposals")
+        }
+        let expected = zip(range, proposals).map { Entry(term: term, index: $0, data: $1) }
+        enterStage(.awaitingCommit(expected: expected))
+        try processReady(k)
+    }
+
+    private mutating func checkProposalsApplied(_ expected: [Entry]) throws(InvariantViolation) {
+        guard let last = expected.last, nodes.allSatisfy({ $0.applied >= last.index }) else { return }
+        for entry in expected {
+            // Every node applied the same entry here (State Machine Safety); check it is the one proposed.
+            guard let applied = nodes[0].raft?.log.entry(at: entry.index) else { continue }
+            if applied.term != entry.term || applied.data != entry.data {
+                throw InvariantViolation(
+                    .liveness, "the proposal accepted at \(entry.index) in \(entry.term) was replaced by another entry")
+            }
+        }
+        stage = .done
+    }
+
+    private func clusterSummary() -> String {
+        nodes.map { node in
+            guard let r = node.raft else { return "\(node.id): down" }
+            return "\(r.id): \(r.role.rawValue) \(r.term) leader=\(r.leader.map { "\($0)" } ?? "none") "
+                + "last=\(r.log.lastIndex) commit=\(r.log.committed) applied=\(node.applied)"
+                + (node.paused ? " paused" : "")
+        }.joined(separator: "; ")
+    }
+
+    // MARK: - Randomness, time, tracing
+
+    private mutating func schedule(_ event: Event, after delay: Int64) {
+        queue.schedule(event, at: now + delay)
+    }
+
+    private mutating func randomDelay(upTo bound: Int64) -> Int64 {
+        bound <= 0 ? 0 : Int64(random.next() % UInt64(bound + 1))
+    }
+
+    private mutating func chance(_ p: Double) -> Bool {
+        p > 0 && Double(random.next() >> 11) * 0x1p-53 < p
+    }
+
+    private mutating func pick(_ count: Int) -> Int { Int(random.next() % UInt64(count)) }
+
+    private mutating func randomSubset(size: Int) -> Set<Int> {
+        var all = Array(0..<nodes.count)
+        all.shuffle(using: &random)
+        return Set(all.prefix(size))
+    }
+
+    private func index(of id: NodeID) -> Int { Int(id.rawValue) - 1 }
+
+    private mutating func record(_ event: Event) {
+        let line = "[\(result.steps) t=\(now)] \(describe(event))"
+        if trace.count < traceCapacity {
+            trace.append(line)
+        } else {
+            trace[traceStart] = line
+            traceStart = (traceStart + 1) % traceCapacity
+        }
+    }
+
+    private func orderedTrace() -> [String] {
+        Array(trace[traceStart...] + trace[..<traceStart])
+    }
+
+    private func describe(_ event: Event) -> String {
+        switch event {
+        case .tick(let k, _): "tick \(nodes[k].id) \(nodes[k].raft.map { "\($0.role.rawValue) \($0.term)" } ?? "")"
+        case .deliver(let m): "deliver \(m)"
+        case .persisted(let k, _): "write done on \(nodes[k].id)"
+        case .propose: "client proposal"
+        case .nemesis: "fault (blocked links before: \(blocked.count))"
+        case .restart(let k, _): "restart \(nodes[k].id)"
+        case .resume(let k, _): "resume \(nodes[k].id)"
+        case .endFaults: "faults end: heal, restart, resume"
+        case .livenessDeadline(let s): "liveness deadline of stage \(s)"
+        case .strikeLeader(let k, let term): "strike leader \(nodes[k].id) of \(term)"
+        }
+    }
+}

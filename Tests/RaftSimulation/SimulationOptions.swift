@@ -1,0 +1,105 @@
+import RaftCore
+
+/// Everything that shapes one simulated schedule. `SimulationOptions(seed:)` derives all of it from the seed, so a
+/// seed alone replays a run.
+public struct SimulationOptions: Sendable, Hashable, CustomStringConvertible {
+    /// The seed behind every random choice of the run: the options, the network, the faults, and each node's
+    /// election timeouts.
+    public var seed: UInt64
+    public var nodeCount: Int
+    /// Virtual time units per tick.
+    public var tickInterval: Int64
+    public var electionTick: Int
+    public var heartbeatTick: Int
+    /// How long faults are injected, in ticks; afterwards the network heals and crashed nodes restart.
+    public var faultTicks: Int
+    /// Message delay range, in virtual time units. A wide range reorders messages.
+    public var minDelay: Int64
+    public var maxDelay: Int64
+    /// Chance that a message overtakes those sent before it on its link, which are otherwise delivered in order.
+    public var reorderRate: Double
+    /// Chance that a message is lost, or delivered twice, during the fault phase.
+    public var dropRate: Double
+    public var duplicateRate: Double
+    /// How long one write to storage takes, at most.
+    public var maxPersistDelay: Int64
+    /// Average time between two fault decisions, and the chance of each fault kind at each decision.
+    public var nemesisInterval: Int64
+    public var crashWeight: Int
+    public var pauseWeight: Int
+    public var partitionWeight: Int
+    public var healWeight: Int
+    /// How often a fault strikes the current leader rather than any node (0...1).
+    public var leaderBias: Double
+    /// Chance that a newly elected leader is struck down (crashed or cut off) within a few round trips.
+    public var assassinationRate: Double
+    /// How long a crashed node stays down, at most, in ticks.
+    public var maxDowntimeTicks: Int
+    /// Chance that a crash leaves a torn write: part of the write in progress reaches the disk.
+    public var tornWriteRate: Double
+    /// Average time between two client proposals during the fault phase.
+    public var proposalInterval: Int64
+    /// Proposals made once faults stop, each of which must commit.
+    public var livenessProposals: Int
+    /// Whether the core forwards proposals made on followers.
+    public var forwardProposals: Bool
+    /// Smaller message limits force many AppendEntries per catch-up, to exercise batching and the pipeline window.
+    public var maxMessageEntries: Int
+    public var maxInflightMessages: Int
+
+    /// The options for `seed`: node count 3, 5 or 7 and every fault rate drawn from the seed.
+    public init(seed: UInt64) {
+        var r = SplitMix64(seed: seed ^ 0x5EED_0F0B_7104_5A5A)
+        func pick<T>(_ choices: [T]) -> T { choices[Int(r.next() % UInt64(choices.count))] }
+        func chance(_ p: Double) -> Bool { Double(r.next() % 1_000_000) / 1_000_000 < p }
+        self.seed = seed
+        nodeCount = pick([3, 3, 5, 5, 7])
+        tickInterval = 100
+        electionTick = 10
+        heartbeatTick = pick([1, 2, 3])
+        faultTicks = pick([100, 200, 300])
+        minDelay = pick([1, 5])
+        maxDelay = pick([10, 40, 150, 400])
+        reorderRate = pick([0, 0.01, 0.1])
+        dropRate = pick([0, 0.01, 0.05, 0.15])
+        duplicateRate = pick([0, 0.01, 0.05])
+        maxPersistDelay = pick([1, 10, 60, 250])
+        nemesisInterval = pick([300, 1000, 3000])
+        crashWeight = pick([0, 1, 3])
+        pauseWeight = pick([0, 1, 2])
+        partitionWeight = pick([0, 1, 3])
+        healWeight = pick([1, 2])
+        tornWriteRate = pick([0, 0.5, 1])
+        proposalInterval = pick([20, 100, 400])
+        livenessProposals = pick([3, 10])
+        forwardProposals = chance(0.5)
+        maxMessageEntries = pick([2, 16, 4096])
+        maxInflightMessages = pick([1, 4, 256])
+        leaderBias = 0.5
+        assassinationRate = 0
+        maxDowntimeTicks = 20
+        if crashWeight + pauseWeight + partitionWeight == 0 { partitionWeight = 1 }
+        if chance(0.5) {
+            // Leader churn: faults strike the leader every few ticks and nodes come back quickly, so that short-lived
+            // leaders leave divergent log suffixes behind (the material of the paper's Figures 7 and 8).
+            nemesisInterval = pick([100, 300, 1000])
+            leaderBias = 0.9
+            assassinationRate = pick([0.3, 0.7])
+            maxDowntimeTicks = pick([2, 5])
+            crashWeight = max(crashWeight, 2)
+            proposalInterval = pick([10, 30])
+            maxMessageEntries = pick([1, 2])
+            maxInflightMessages = pick([1, 2, 8])
+            forwardProposals = true
+        }
+    }
+
+    public var description: String {
+        "seed=\(seed) nodes=\(nodeCount) faultTicks=\(faultTicks) delay=\(minDelay)...\(maxDelay) reorder=\(reorderRate) drop=\(dropRate) "
+            + "dup=\(duplicateRate) persist<=\(maxPersistDelay) nemesis/\(nemesisInterval) "
+            + "crash:pause:partition:heal=\(crashWeight):\(pauseWeight):\(partitionWeight):\(healWeight) "
+            + "leaderBias=\(leaderBias) assassination=\(assassinationRate) downtime<=\(maxDowntimeTicks) "
+            + "torn=\(tornWriteRate) proposals/\(proposalInterval) forward=\(forwardProposals) "
+            + "maxEntries=\(maxMessageEntries) window=\(maxInflightMessages) heartbeatTick=\(heartbeatTick)"
+    }
+}

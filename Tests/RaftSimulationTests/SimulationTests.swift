@@ -1,0 +1,129 @@
+import Foundation
+import RaftCore
+import RaftSimulation
+import Testing
+
+/// Randomized schedules of the deterministic cluster simulator.
+///
+/// - `RAFT_SIM_SCHEDULES=N` runs N schedules instead of 10,000 (a long run: `RAFT_SIM_SCHEDULES=1000000`).
+/// - `RAFT_SIM_FIRST_SEED=S` starts from seed S instead of 1 (to explore new schedules; a random start is printed).
+/// - `RAFT_SIM_MAX_FAILURES=F` lets each worker go on until F failures (default 3).
+/// - `RAFT_SIM_SEED=S` replays one schedule (`replaysOneSeed`); with `RAFT_SIM_TRACE=1` a failure prints its last
+///   events.
+@Suite struct SimulationTests {
+    static let environment = ProcessInfo.processInfo.environment
+
+    @Test func randomizedSchedulesKeepEveryInvariant() async throws {
+        let count = Int(Self.environment["RAFT_SIM_SCHEDULES"] ?? "") ?? 10_000
+        let firstSeed = UInt64(Self.environment["RAFT_SIM_FIRST_SEED"] ?? "") ?? 1
+        let workers = max(1, ProcessInfo.processInfo.activeProcessorCount)
+        let progressEvery = count >= 100_000 ? 10_000 : 0
+        let maxFailures = Int(Self.environment["RAFT_SIM_MAX_FAILURES"] ?? "") ?? 3
+        if firstSeed != 1 || count != 10_000 {
+            print("simulation: running \(count) schedules from seed \(firstSeed) on \(workers) workers")
+        }
+
+        let outcomes = await withTaskGroup(of: WorkerOutcome.self) { group in
+            for worker in 0..<workers {
+                group.addTask {
+                    var outcome = WorkerOutcome()
+                    var k = worker
+                    while k < count {
+                        let seed = firstSeed &+ UInt64(k)
+                        do throws(SimulationFailure) {
+                            let result = try Simulation.run(SimulationOptions(seed: seed))
+                            outcome.add(result)
+                        } catch {
+                            outcome.failures.append(error)
+                            if outcome.failures.count >= maxFailures { break }
+                        }
+                        if progressEvery > 0 && worker == 0 && (k / workers) % (progressEvery / workers) == 0 {
+                            print("simulation: \(k) of \(count) schedules, \(outcome.steps * workers) steps so far")
+                        }
+                        k += workers
+                    }
+                    return outcome
+                }
+            }
+            var all: [WorkerOutcome] = []
+            for await outcome in group { all.append(outcome) }
+            return all
+        }
+
+        let total = outcomes.reduce(into: WorkerOutcome()) { $0.merge($1) }
+        for failure in total.failures.sorted(by: { $0.options.seed < $1.options.seed }) {
+            Issue.record("\(failure)")
+        }
+        #expect(total.schedules + total.failures.count == count || !total.failures.isEmpty)
+        if total.failures.isEmpty {
+            print(
+                "simulation: \(total.schedules) schedules, \(total.steps) steps, all invariants held "
+                    + "(\(total.leaders) leaders elected, \(total.committed) entries committed, \(total.crashes) crashes, "
+                    + "\(total.tornWrites) torn writes, \(total.pauses) pauses, \(total.partitions) partitions, "
+                    + "\(total.dropped) messages lost)")
+        } else {
+            print("simulation: \(total.failures.count) of the schedules run failed; see the replay commands above")
+        }
+    }
+
+    @Test(.enabled(if: environment["RAFT_SIM_SEED"] != nil))
+    func replaysOneSeed() throws {
+        let seed = try #require(UInt64(Self.environment["RAFT_SIM_SEED"] ?? ""), "RAFT_SIM_SEED must be an integer")
+        let trace = Self.environment["RAFT_SIM_TRACE"] == "1" ? 400 : 0
+        let options = SimulationOptions(seed: seed)
+        print("simulation: replaying \(options)")
+        do {
+            let result = try Simulation.run(options, traceCapacity: trace)
+            print("simulation: seed \(seed): \(result.steps) steps, all invariants held, \(result)")
+        } catch {
+            Issue.record("\(error)")
+        }
+    }
+
+    @Test func aScheduleIsAFunctionOfItsSeed() throws {
+        for seed: UInt64 in [7, 8, 9] {
+            let first = try Simulation.run(SimulationOptions(seed: seed))
+            let second = try Simulation.run(SimulationOptions(seed: seed))
+            #expect(first == second)
+        }
+        #expect(try Simulation.run(SimulationOptions(seed: 1)) != Simulation.run(SimulationOptions(seed: 2)))
+    }
+}
+
+private struct WorkerOutcome: Sendable {
+    var schedules = 0
+    var steps = 0
+    var leaders = 0
+    var committed: UInt64 = 0
+    var crashes = 0
+    var tornWrites = 0
+    var pauses = 0
+    var partitions = 0
+    var dropped = 0
+    var failures: [SimulationFailure] = []
+
+    mutating func add(_ r: SimulationResult) {
+        schedules += 1
+        steps += r.steps
+        leaders += r.leadersElected
+        committed += r.committed.rawValue
+        crashes += r.crashes
+        tornWrites += r.tornWrites
+        pauses += r.pauses
+        partitions += r.partitions
+        dropped += r.messagesDropped
+    }
+
+    mutating func merge(_ o: WorkerOutcome) {
+        schedules += o.schedules
+        steps += o.steps
+        leaders += o.leaders
+        committed += o.committed
+        crashes += o.crashes
+        tornWrites += o.tornWrites
+        pauses += o.pauses
+        partitions += o.partitions
+        dropped += o.dropped
+        failures += o.failures
+    }
+}
