@@ -1,0 +1,21 @@
+// swift-tools-version: 6.1
+// Benchmarks live in their own package so that the root build never compiles them.
+import PackageDescription
+
+let package = Package(
+    name: "RaftLiteBenchmarks",
+    platforms: [.macOS(.v14)],
+    dependencies: [
+        .package(name: "RaftLite", path: "../"),
+    ],
+    targets: [
+        // The core alone: 3 voters in one process, in-memory messages and storage, the reference workload of
+        // ../shared/bench/core (etcd_core_bench.go), loop for loop.
+        .executableTarget(
+            name: "RaftCoreBench",
+            dependencies: [.product(name: "RaftCore", package: "RaftLite")],
+            swiftSettings: []
+        ),
+    ],
+    swiftLanguageModes: [.v6]
+)
