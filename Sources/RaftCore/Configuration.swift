@@ -68,8 +68,8 @@ public struct RaftConfiguration: Sendable, Hashable {
         }
         if maxMessageBytes < 1 { throw .invalid("maxMessageBytes must be at least 1 (got \(maxMessageBytes))") }
         if maxMessageEntries < 1 { throw .invalid("maxMessageEntries must be at least 1 (got \(maxMessageEntries))") }
-        if maxInflightMessages < 1 {
-            throw .invalid("maxInflightMessages must be at least 1 (got \(maxInflightMessages))")
+        if maxInflightMessages < 1 || maxInflightMessages > 1 << 16 {
+            throw .invalid("maxInflightMessages must be in 1...65536 (got \(maxInflightMessages))")
         }
         if maxProposalBytes < 0 { throw .invalid("maxProposalBytes must not be negative (got \(maxProposalBytes))") }
     }

@@ -77,7 +77,7 @@ public struct RaftLog: Sendable {
     func entries(from start: LogIndex, maxBytes: Int, maxCount: Int) -> [Entry] {
         guard start > snapshotIndex, start <= lastIndex else { return [] }
         let lower = offset(of: start)
-        let upper = min(entries.count, lower + maxCount)
+        let upper = lower + min(entries.count - lower, max(1, maxCount))
         var end = lower + 1
         var bytes = entries[lower].byteSize
         while end < upper {
@@ -152,13 +152,20 @@ public struct RaftLog: Sendable {
     }
 
     /// The largest index at or below `index` whose term is at most `term`, and that term: where a log that has
-    /// `term` at `index` can first match this one. Used on both sides of a rejected AppendEntries.
+    /// `term` at `index` can first match this one. Used on both sides of a rejected AppendEntries. Terms never
+    /// decrease along a log, so this is a binary search: a hint from a peer costs O(log n), whatever it says.
     func lastIndex(atOrBelow index: LogIndex, withTermAtMost term: Term) -> (index: LogIndex, term: Term) {
-        var i = min(index, lastIndex)
-        while i > snapshotIndex, let t = self.term(at: i), t > term {
-            i = i.previous
+        let upper = min(index, lastIndex)
+        guard upper > snapshotIndex else { return (upper, self.term(at: upper) ?? .zero) }
+        // Find how many entries in entries[0 ..< count] have a term at most `term`.
+        var low = 0
+        var high = offset(of: upper) + 1
+        while low < high {
+            let mid = (low + high) / 2
+            if entries[mid].term <= term { low = mid + 1 } else { high = mid }
         }
-        return (i, self.term(at: i) ?? .zero)
+        let found = LogIndex(snapshotIndex.rawValue + UInt64(low))
+        return (found, self.term(at: found) ?? .zero)
     }
 
     // MARK: - Handing out work

@@ -89,10 +89,12 @@ public struct Progress: Sendable, Hashable {
         inflights.reset()
     }
 
-    /// Notes that an AppendEntries with entries up to `last` was sent.
-    mutating func sent(entriesThrough last: LogIndex) {
+    /// Notes that an AppendEntries was sent: with entries up to `last`, or none (`isEmpty`).
+    mutating func sent(entriesThrough last: LogIndex, isEmpty: Bool = false) {
         switch state {
         case .replicate:
+            // Only messages with entries take a slot of the window: an empty one is answered, or lost, cheaply.
+            guard !isEmpty else { return }
             next = last.next
             inflights.add(last)
         case .probe:

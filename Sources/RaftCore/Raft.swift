@@ -81,7 +81,7 @@ public struct Raft: Sendable {
         self.term = term
         self.votedFor = hs.term == term ? hs.votedFor : nil
         // Anything applied was committed; the stored commit index is only a hint and may lag.
-        let committed = max(min(hs.commit, state.lastIndex), applied)
+        let committed = max(min(hs.commit, state.lastIndex), applied, state.snapshotIndex)
         self.log = RaftLog(
             snapshotIndex: state.snapshotIndex,
             snapshotTerm: state.snapshotTerm,
@@ -105,6 +105,9 @@ public struct Raft: Sendable {
             }
             previousTerm = entry.term
             expected = expected.next
+        }
+        if state.hardState.term >= Term.ceiling || previousTerm >= Term.ceiling {
+            throw .invalid("restored term is beyond the ceiling of \(Term.ceiling): the storage is corrupt")
         }
         if applied > state.lastIndex {
             throw .invalid("the state machine applied up to \(applied) but the log ends at \(state.lastIndex)")
@@ -151,7 +154,7 @@ public struct Raft: Sendable {
 
     private mutating func tickElection() {
         electionElapsed += 1
-        if isPromotable && electionElapsed >= randomizedElectionTimeout {
+        if electionElapsed >= randomizedElectionTimeout {
             electionElapsed = 0
             campaign()
         }
@@ -182,7 +185,7 @@ public struct Raft: Sendable {
     /// Starts an election now (a pre-vote poll first, if enabled), whatever the election timer says. Tests and
     /// benchmarks use it to choose the first leader.
     public mutating func campaign() {
-        guard isPromotable, role != .leader else { return }
+        guard isPromotable, role != .leader, term < Term.ceiling else { return }
         startElection(preVote: configuration.preVote)
     }
 
@@ -224,7 +227,8 @@ public struct Raft: Sendable {
                 // this node's term rose while it was cut off, and now it can neither win an election (its pre-votes
                 // fail) nor rejoin at the old term. Answering with our term makes the old leader step down, so that
                 // a new election can include this node.
-                send(.appendEntriesResponse(AppendEntriesResponse(success: false, index: .zero)), to: m.from)
+                send(.appendEntriesResponse(AppendEntriesResponse(success: false, index: .zero)), to: m.from,
+                     immediately: true)
             case .requestVote(let request) where request.preVote:
                 // Tell a pre-candidate with an old term that it is behind, so that it stops polling.
                 send(.requestVoteResponse(RequestVoteResponse(preVote: true, granted: false)), to: m.from)
@@ -452,7 +456,8 @@ public struct Raft: Sendable {
             leader = m.from
             // The leader caps the commit index at what it knows we hold, so it can be adopted as it is.
             log.commit(to: heartbeat.commit)
-            send(.heartbeatResponse, to: m.from)
+            // "I am here" promises nothing durable: send it at once, so a slow disk cannot fail CheckQuorum.
+            send(.heartbeatResponse, to: m.from, immediately: true)
         case .commitNotice(let commit):
             electionElapsed = 0
             leader = m.from
@@ -603,8 +608,9 @@ public struct Raft: Sendable {
         if entries.isEmpty && !allowEmpty { return false }
         let last = entries.last?.index ?? prevIndex
         let commit = log.committed
+        let isEmpty = entries.isEmpty
         updateProgress(of: peer) { pr in
-            pr.sent(entriesThrough: last)
+            pr.sent(entriesThrough: last, isEmpty: isEmpty)
             pr.commitSent = max(pr.commitSent, min(commit, last))
         }
         let request = AppendEntries(prevIndex: prevIndex, prevTerm: prevTerm, entries: entries, commit: commit)
@@ -643,7 +649,7 @@ public struct Raft: Sendable {
     /// Whether a message is internally consistent. A well-behaved peer only sends well-formed messages; anything
     /// else is dropped before it can touch the log.
     private func isWellFormed(_ m: Message) -> Bool {
-        guard m.term.rawValue < UInt64.max else { return false }
+        guard m.term < Term.ceiling else { return false }
         switch m.kind {
         case .appendEntries(let request):
             guard request.prevTerm <= m.term,

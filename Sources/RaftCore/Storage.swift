@@ -21,6 +21,13 @@ public struct PersistentState: Sendable, Hashable {
 
     /// The index of the last entry held.
     public var lastIndex: LogIndex { LogIndex(snapshotIndex.rawValue + UInt64(entries.count)) }
+
+    /// The term of the entry at `index`, if held (or of the snapshot's last entry).
+    public func term(at index: LogIndex) -> Term? {
+        if index == snapshotIndex { return snapshotTerm }
+        guard index > snapshotIndex, index <= lastIndex else { return nil }
+        return entries[Int(index.rawValue - snapshotIndex.rawValue - 1)].term
+    }
 }
 
 /// Where a node keeps its term, vote and log so that they survive a crash.

@@ -24,6 +24,10 @@ public struct Term: Hashable, Comparable, Sendable, CustomStringConvertible {
     /// The term before any election: no leader has ever existed in it.
     public static let zero = Term(0)
 
+    /// The highest term a node accepts or reaches: 2^62. No cluster holds that many elections, so a term above it
+    /// comes from a corrupt or hostile peer, and refusing it keeps `next` far from overflowing.
+    public static let ceiling = Term(1 << 62)
+
     @inlinable
     public static func < (lhs: Term, rhs: Term) -> Bool { lhs.rawValue < rhs.rawValue }
 

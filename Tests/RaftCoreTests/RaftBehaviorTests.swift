@@ -228,7 +228,7 @@ private func electedCluster(
         let (after, ready) = outcome(node, after: Message(from: n(3), to: n(2), term: Term(1), kind: .appendEntries(stale)))
         #expect(after.log.lastIndex == LogIndex(1))
         #expect(after.leader == n(1))
-        #expect(ready.messagesAfterPersist.map(\.term) == [Term(2)])
+        #expect(ready.messages.map(\.term) == [Term(2)], "sent at once: it promises nothing durable")
     }
 
     @Test func anAppendFarBeyondTheLogIsRefusedWithAHint() throws {
@@ -347,5 +347,30 @@ private func electedCluster(
         var node = try Raft(configuration: configuration, state: state, applied: LogIndex(3))
         #expect(node.log.committed == LogIndex(3))
         #expect(node.ready().committedEntries.isEmpty)
+    }
+}
+
+@Suite struct TermCeilingTests {
+    @Test func aTermBeyondTheCeilingIsRefusedSoTermsNeverWrap() throws {
+        var node = try Raft(configuration: RaftConfiguration(id: n(1), voters: [n(1), n(2), n(3)]))
+        for term in [Term.ceiling, Term(UInt64.max - 1), Term(UInt64.max)] {
+            node.step(Message(from: n(2), to: n(1), term: term, kind: .heartbeat(Heartbeat(commit: .zero))))
+            #expect(node.term == .zero)
+        }
+        // Just below the ceiling is accepted; from there the node cannot campaign into a wrapped term.
+        node.step(Message(from: n(2), to: n(1), term: Term(Term.ceiling.rawValue - 1),
+                          kind: .heartbeat(Heartbeat(commit: .zero))))
+        #expect(node.term == Term(Term.ceiling.rawValue - 1))
+        for _ in 0..<100 { node.tick() }
+        _ = node.ready()
+        #expect(node.term >= Term(Term.ceiling.rawValue - 1))
+        #expect(node.term <= Term.ceiling)
+    }
+
+    @Test func aRestoredTermBeyondTheCeilingIsCorruption() {
+        let state = PersistentState(hardState: HardState(term: Term(UInt64.max)))
+        #expect(throws: ConfigurationError.self) {
+            try Raft(configuration: RaftConfiguration(id: n(1), voters: [n(1), n(2), n(3)]), state: state)
+        }
     }
 }

@@ -236,7 +236,7 @@ public struct InvariantChecker: Sendable {
         let hs = durable.hardState
         switch message.kind {
         case .appendEntriesResponse(let response) where response.success:
-            if durable.lastIndex < response.index {
+            if durable.lastIndex < response.index || durable.term(at: response.index) ?? .zero > message.term {
                 throw InvariantViolation(
                     .durability,
                     "\(message.from) acknowledged entries up to \(response.index) but its storage ends at \(durable.lastIndex)")

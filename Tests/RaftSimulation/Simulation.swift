@@ -88,6 +88,8 @@ public struct Simulation {
         /// The last term in which this node was seen leading.
         var ledTerm = Term.zero
         var ledCommit = LogIndex.zero
+        /// The commit index last checked against the nodes' storage (reset on restart).
+        var checkedCommit = LogIndex.zero
     }
 
     private enum Stage: Equatable {
@@ -109,6 +111,7 @@ public struct Simulation {
     private var stage = Stage.faults
     private var stageNumber = 0
     private var stageBound: Int64 = 0
+    private var faultsEndedAt: Int64 = 0
     private var proposalCounter: UInt64 = 0
     private let traceCapacity: Int
     private var trace: [String] = []
@@ -166,6 +169,8 @@ public struct Simulation {
             voters: voters,
             electionTick: options.electionTick,
             heartbeatTick: options.heartbeatTick,
+            preVote: options.preVote,
+            checkQuorum: options.checkQuorum,
             maxMessageEntries: options.maxMessageEntries,
             maxInflightMessages: options.maxInflightMessages,
             maxProposalBytes: 1024,
@@ -196,6 +201,7 @@ public struct Simulation {
             throw InvariantViolation(.durability, "\(nodes[k].id) cannot restart from its storage: \(error)")
         }
         checker.observeRestart(nodes[k].id, raft, applied: nodes[k].applied)
+        nodes[k].checkedCommit = raft.log.committed
         nodes[k].raft = raft
         schedule(.tick(node: k, incarnation: nodes[k].incarnation), after: 1 + randomDelay(upTo: options.tickInterval))
     }
@@ -295,6 +301,10 @@ public struct Simulation {
             }
         }
         guard let raft = nodes[k].raft else { return }
+        if raft.log.committed > nodes[k].checkedCommit {
+            try checkDurableOnQuorum(raft.log.committed, term: raft.log.term(at: raft.log.committed), by: raft.id)
+            nodes[k].checkedCommit = raft.log.committed
+        }
         if raft.role == .leader && stage == .faults {
             // Strike leaders at the moments that matter: soon after they are elected (their logs half replicated),
             // and soon after their commit index moves (before the followers learn of it).
@@ -343,11 +353,26 @@ public struct Simulation {
             try checker.observeSent(message, durable: durable)
             send(message)
         }
-        if !ready.committedEntries.isEmpty {
+        if let last = ready.committedEntries.last {
             try checker.observeApplied(nodes[k].id, ready.committedEntries)
-            nodes[k].applied = ready.committedEntries[ready.committedEntries.count - 1].index
+            if durable.term(at: last.index) != last.term {
+                throw InvariantViolation(.durability, "\(nodes[k].id) applied \(last.index) before storing it")
+            }
+            nodes[k].applied = last.index
         }
         nodes[k].raft?.advance(ready)
+    }
+
+    /// The definition of committed: the entry is durable on a majority. Every commit index any node reaches must
+    /// meet it — this is what makes a leader that counted its own, not yet durable, write fail at once.
+    private func checkDurableOnQuorum(_ index: LogIndex, term: Term?, by node: NodeID) throws(InvariantViolation) {
+        guard let term else { return }
+        let holders = nodes.filter { $0.storage.state.term(at: index) == term }.count
+        if holders < nodes.count / 2 + 1 {
+            throw InvariantViolation(
+                .durability,
+                "\(node) has \(index) (\(term)) committed but only \(holders) of \(nodes.count) nodes have it durable")
+        }
     }
 
     // MARK: - The network
@@ -530,6 +555,7 @@ public struct Simulation {
     }
 
     private mutating func endFaults() throws(InvariantViolation) {
+        faultsEndedAt = now
         blocked.removeAll()
         for k in nodes.indices {
             if nodes[k].raft == nil {
@@ -548,8 +574,13 @@ public struct Simulation {
         schedule(.livenessDeadline(stage: stageNumber), after: stageBound)
     }
 
-    /// A stable leader: every node follows it in its term, and it has committed an entry of its term.
+    /// A stable leader: every node follows it in its term, and it has committed an entry of its term — judged only
+    /// once two election timeouts have passed since the network healed, so that CheckQuorum no longer judges a
+    /// period that was partitioned (a leader deposed for that is not a liveness failure).
     private mutating func checkForStableLeader() throws(InvariantViolation) {
+        guard now >= faultsEndedAt + 2 * Int64(options.electionTick) * options.tickInterval + options.maxDelay else {
+            return
+        }
         guard let k = nodes.firstIndex(where: { $0.raft?.role == .leader }), let leader = nodes[k].raft else { return }
         for node in nodes {
             guard let raft = node.raft, raft.term == leader.term, raft.leader == leader.id else { return }

@@ -41,6 +41,9 @@ public struct SimulationOptions: Sendable, Hashable, CustomStringConvertible {
     public var proposalInterval: Int64
     /// Proposals made once faults stop, each of which must commit.
     public var livenessProposals: Int
+    /// The core's PreVote and CheckQuorum settings (on by default; off in some schedules, as some users run it).
+    public var preVote: Bool
+    public var checkQuorum: Bool
     /// Whether the core forwards proposals made on followers.
     public var forwardProposals: Bool
     /// Smaller message limits force many AppendEntries per catch-up, to exercise batching and the pipeline window.
@@ -73,6 +76,8 @@ public struct SimulationOptions: Sendable, Hashable, CustomStringConvertible {
         proposalInterval = pick([20, 100, 400])
         livenessProposals = pick([3, 10])
         forwardProposals = chance(0.5)
+        preVote = chance(0.85)
+        checkQuorum = chance(0.85)
         maxMessageEntries = pick([2, 16, 4096])
         maxInflightMessages = pick([1, 4, 256])
         leaderBias = 0.5
@@ -100,6 +105,7 @@ public struct SimulationOptions: Sendable, Hashable, CustomStringConvertible {
             + "crash:pause:partition:heal=\(crashWeight):\(pauseWeight):\(partitionWeight):\(healWeight) "
             + "leaderBias=\(leaderBias) assassination=\(assassinationRate) downtime<=\(maxDowntimeTicks) "
             + "torn=\(tornWriteRate) proposals/\(proposalInterval) forward=\(forwardProposals) "
+            + "preVote=\(preVote) checkQuorum=\(checkQuorum) "
             + "maxEntries=\(maxMessageEntries) window=\(maxInflightMessages) heartbeatTick=\(heartbeatTick)"
     }
 }

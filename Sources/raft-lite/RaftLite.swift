@@ -1,0 +1,10 @@
+import ArgumentParser
+
+@main
+struct RaftLiteCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "raft-lite",
+        abstract: "Raft consensus for Swift: demos, nodes and tools.",
+        subcommands: [Demo.self]
+    )
+}
