@@ -84,7 +84,7 @@ private func electedCluster(
 
 @Suite struct ReplicationTests {
     @Test func manyProposalsTravelInOneAppendEntries() throws {
-        var cluster = try electedCluster()
+        let cluster = try electedCluster()
         var leader = try #require(cluster[n(1)])
         try leader.propose(contentsOf: (0..<100).map { [UInt8($0)] })
         let appends = leader.ready().messages.compactMap { m -> Int? in
@@ -92,12 +92,11 @@ private func electedCluster(
             return request.entries.count
         }
         #expect(appends == [100, 100])
-        _ = cluster
     }
 
     @Test func batchesAreBoundedByCountAndBytes() throws {
         for (maxEntries, maxBytes, expected) in [(10, 1 << 20, 10), (4096, 5 * (100 + Entry.headerSize), 5)] {
-            var cluster = try electedCluster { c in
+            let cluster = try electedCluster { c in
                 c.maxMessageEntries = maxEntries
                 c.maxMessageBytes = maxBytes
             }
@@ -109,7 +108,6 @@ private func electedCluster(
             }
             #expect(sizes.allSatisfy { $0 == expected })
             #expect(sizes.reduce(0, +) == 50, "the whole backlog is in flight: the window of 256 is not full")
-            _ = cluster
         }
     }
 
@@ -278,24 +276,21 @@ private func electedCluster(
     }
 
     @Test func anAcknowledgementOfEntriesNeverSentIsIgnored() throws {
-        var cluster = try electedCluster()
+        let cluster = try electedCluster()
         var leader = try #require(cluster[n(1)])
         let before = leader.progress(of: n(2))
         leader.step(Message(from: n(2), to: n(1), term: leader.term,
                             kind: .appendEntriesResponse(AppendEntriesResponse(success: true, index: LogIndex(77)))))
         #expect(leader.progress(of: n(2))?.match == before?.match)
         #expect(leader.log.committed == LogIndex(1))
-        _ = cluster.leader
-        cluster.stabilize()
     }
 
     @Test func oversizedForwardedProposalsAreDropped() throws {
-        var cluster = try electedCluster { $0.maxProposalBytes = 8 }
+        let cluster = try electedCluster { $0.maxProposalBytes = 8 }
         var leader = try #require(cluster[n(1)])
         leader.step(Message(from: n(2), to: n(1), term: leader.term, kind: .propose([[UInt8](repeating: 1, count: 9)])))
         leader.step(Message(from: n(2), to: n(1), term: leader.term, kind: .propose([])))
         #expect(leader.log.lastIndex == LogIndex(1))
-        cluster.stabilize()
     }
 }
 
