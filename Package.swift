@@ -6,14 +6,44 @@ let package = Package(
     platforms: [.macOS(.v14)],
     products: [
         .library(name: "RaftCore", targets: ["RaftCore"]),
+        .library(name: "RaftLite", targets: ["RaftLite"]),
         .executable(name: "raft-lite", targets: ["raft-lite"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
     ],
     targets: [
         // The Raft algorithm: pure, deterministic, no I/O, no clock, no threads.
         .target(name: "RaftCore"),
+        // The binary codec for frames and messages, shared by the transport and its tests.
+        .target(
+            name: "RaftWire",
+            dependencies: ["RaftCore", .product(name: "NIOCore", package: "swift-nio")]
+        ),
+        // How messages travel: TCP on SwiftNIO, or in memory.
+        .target(
+            name: "RaftTransport",
+            dependencies: [
+                "RaftCore", "RaftWire",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        // The runtime and the public API: RaftNode, cluster configuration, state machines.
+        .target(
+            name: "RaftLite",
+            dependencies: [
+                "RaftCore", "RaftTransport",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
         // The deterministic cluster simulator: a test-support library, used by the tests and the long-run mode.
         .target(
             name: "RaftSimulation",
@@ -23,8 +53,10 @@ let package = Package(
         .executableTarget(
             name: "raft-lite",
             dependencies: [
-                "RaftCore",
+                "RaftCore", "RaftLite",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
             ]
         ),
         .testTarget(name: "RaftCoreTests", dependencies: ["RaftCore", "RaftSimulation"]),

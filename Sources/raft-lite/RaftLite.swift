@@ -1,10 +1,10 @@
 import ArgumentParser
 
 @main
-struct RaftLiteCommand: ParsableCommand {
+struct RaftLiteCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "raft-lite",
         abstract: "Raft consensus for Swift: demos, nodes and tools.",
-        subcommands: [Demo.self]
+        subcommands: [Demo.self, Node.self]
     )
 }

@@ -1,0 +1,47 @@
+import NIOConcurrencyHelpers
+import RaftCore
+
+/// Where a `RaftNode` keeps its term, vote and log.
+///
+/// Writes may complete asynchronously (a write-ahead log syncs in the background and covers many writes with one
+/// sync), but they must complete in the order they were made, and `completion` may only run once `entries` and then
+/// `hardState` are durable.
+public protocol NodeStorage: AnyObject, Sendable {
+    /// Everything persisted so far.
+    func initialState() throws -> PersistentState
+
+    /// Makes `entries` (cutting any stored entries from the first one's index on) and then `hardState` durable, then
+    /// calls `completion` — on any thread — with nil, or with the error that stopped it.
+    func persist(entries: [Entry], hardState: HardState?, completion: @escaping @Sendable ((any Error)?) -> Void)
+
+    /// Releases the storage (files, locks). Called once the node has stopped.
+    func close()
+}
+
+/// Storage in memory. It outlives the node that uses it, so a node stopped and started again in the same process
+/// keeps its term, vote and log; a process that exits forgets everything.
+public final class InMemoryNodeStorage: NodeStorage {
+    private let storage: NIOLockedValueBox<MemoryStorage>
+
+    public init(_ state: PersistentState = PersistentState()) {
+        storage = NIOLockedValueBox(MemoryStorage(state))
+    }
+
+    public func initialState() -> PersistentState {
+        storage.withLockedValue { $0.initialState() }
+    }
+
+    public func persist(entries: [Entry], hardState: HardState?, completion: @escaping @Sendable ((any Error)?) -> Void) {
+        let error = storage.withLockedValue { s -> StorageError? in
+            do throws(StorageError) {
+                try s.persist(entries: entries, hardState: hardState)
+                return nil
+            } catch {
+                return error
+            }
+        }
+        completion(error)
+    }
+
+    public func close() {}
+}

@@ -1,0 +1,545 @@
+import Logging
+import NIOCore
+import NIOPosix
+import RaftCore
+import RaftTransport
+
+/// One node of a Raft cluster: it owns a Raft core, a clock, storage, a transport and the application's state
+/// machine, and drives them.
+///
+/// ```swift
+/// let cluster = try ClusterConfiguration(["node0": ["ip": "127.0.0.1", "port": "5567"],
+///                                         "node1": ["ip": "127.0.0.1", "port": "5566"],
+///                                         "node2": ["ip": "127.0.0.1", "port": "5565"]])
+/// let node = try RaftNode(cluster: cluster, name: "node0")
+/// try await node.start()
+/// try await node.propose(Array("{\"val\": 1}".utf8))      // returns once committed and applied
+/// print(await node.latestCommittedEntry() as Any)
+/// await node.stop()
+/// ```
+///
+/// Everything the node does happens on one event loop, in the order the inputs arrive, so the core and the state
+/// machine need no locks. The public methods may be called from anywhere.
+public final class RaftNode<Machine: StateMachine>: Sendable {
+    /// Timing and limits. Durations are multiples of `tickInterval`.
+    public struct Options: Sendable {
+        /// One tick of the Raft clock.
+        public var tickInterval: TimeAmount = .milliseconds(100)
+        /// An election timeout is 1 to 2 times this many ticks; a leader heartbeats every `heartbeatTicks`.
+        public var electionTicks = 10
+        public var heartbeatTicks = 1
+        public var preVote = true
+        public var checkQuorum = true
+        /// Forward proposals made on a follower to the leader (else they fail with `notLeader(leaderHint:)`).
+        public var forwardProposals = true
+        /// How long `propose` waits for its command to be committed and applied before giving up with `timedOut`.
+        public var proposalTimeout: TimeAmount = .seconds(5)
+        public var maxProposalBytes = 1 << 20
+        public var maxMessageBytes = 1 << 20
+        public var maxInflightMessages = 256
+        /// Where to listen for peers; by default the address the configuration gives this node.
+        public var listenHost: String?
+        public var transport = TCPTransport.Options()
+        /// The seed of the election-timeout generator; random by default.
+        public var randomSeed: UInt64?
+        /// How many committed entries with ids `committedEntry(id:)` remembers (the oldest are forgotten first).
+        public var rememberedIDs = 100_000
+        public var logger = Logger(label: "raftlite")
+
+        public init() {}
+    }
+
+    /// The node's name in the cluster configuration, and its id.
+    public let name: String
+    public let id: NodeID
+    public let cluster: ClusterConfiguration
+    public let options: Options
+    /// The event loop on which the node runs.
+    public let eventLoop: any EventLoop
+    private let transport: any RaftTransport
+    private let storage: any NodeStorage
+    private let logger: Logger
+    private let machineBeforeStart: NIOLoopBoundBox<Machine?>
+    private let runtime: NIOLoopBoundBox<NodeRuntime<Machine>?>
+
+    /// Creates a node; it does nothing until `start()`.
+    ///
+    /// - Parameters:
+    ///   - cluster: every member and its address.
+    ///   - name: this node's name in `cluster`.
+    ///   - stateMachine: the application's state, to which committed commands are applied.
+    ///   - storage: where term, vote and log are kept (by default in memory: a restarted process forgets them, so
+    ///     use durable storage for anything but experiments).
+    ///   - transport: how messages travel (by default TCP to the addresses in `cluster`).
+    /// - Throws: `RaftNodeError.configuration` if `name` is not a member.
+    public init(
+        cluster: ClusterConfiguration, name: String, stateMachine: sending Machine,
+        storage: any NodeStorage = InMemoryNodeStorage(), options: Options = Options(),
+        eventLoop: (any EventLoop)? = nil, transport: (any RaftTransport)? = nil
+    ) throws(RaftNodeError) {
+        guard let me = cluster[name] else {
+            throw .configuration(
+                "node \"\(name)\" is not in the cluster configuration (members: "
+                    + cluster.members.map(\.name).joined(separator: ", ") + ")")
+        }
+        let loop = eventLoop ?? MultiThreadedEventLoopGroup.singleton.next()
+        var logger = options.logger
+        logger[metadataKey: "node"] = "\(name)"
+        self.name = name
+        self.id = me.id
+        self.cluster = cluster
+        self.options = options
+        self.eventLoop = loop
+        self.storage = storage
+        self.logger = logger
+        self.transport = transport ?? TCPTransport(
+            localID: me.id, localName: name, clusterID: cluster.clusterID,
+            listenHost: options.listenHost ?? me.host, listenPort: me.port,
+            peers: cluster.members.filter { $0.name != name }.map {
+                TCPTransport.Peer(id: $0.id, name: $0.name, host: $0.host, port: $0.port)
+            },
+            eventLoop: loop, options: options.transport, logger: logger)
+        self.machineBeforeStart = NIOLoopBoundBox.makeBoxSendingValue(stateMachine, as: Machine?.self, eventLoop: loop)
+        self.runtime = NIOLoopBoundBox.makeEmptyBox(valueType: NodeRuntime<Machine>.self, eventLoop: loop)
+    }
+
+    // MARK: - Life cycle
+
+    /// Restores the node from its storage, starts listening and connecting to its peers, and starts the clock.
+    /// - Throws: `RaftNodeError` if the storage cannot be read, the address cannot be bound, or the node was
+    ///   started before (a stopped node cannot be restarted: create a new one on the same storage).
+    public func start() async throws(RaftNodeError) {
+        let state: PersistentState
+        do {
+            state = try storage.initialState()
+        } catch {
+            throw .storage("cannot read the node's storage: \(error)")
+        }
+        let configuration = RaftConfiguration(
+            id: id, voters: Set(cluster.members.map(\.id)), electionTick: options.electionTicks,
+            heartbeatTick: options.heartbeatTicks, preVote: options.preVote, checkQuorum: options.checkQuorum,
+            maxMessageBytes: options.maxMessageBytes, maxInflightMessages: options.maxInflightMessages,
+            maxProposalBytes: options.maxProposalBytes + Envelope.overhead, forwardProposals: options.forwardProposals,
+            randomSeed: options.randomSeed ?? UInt64.random(in: 0...UInt64.max))
+        let raft: Raft
+        do {
+            raft = try Raft(configuration: configuration, state: state)
+        } catch {
+            throw .configuration("\(error)")
+        }
+        let installed = await onLoop { () -> Bool in
+            guard self.runtime.value == nil, let machine = self.machineBeforeStart.value else { return false }
+            self.machineBeforeStart.value = nil
+            self.runtime.value = NodeRuntime(raft: raft, machine: machine)
+            return true
+        }
+        guard installed == true else { throw .alreadyStarted }
+        do {
+            try await transport.start { [weak self] message in self?.receive(message) }
+        } catch {
+            await onLoop { self.runtime.value?.stopped = true }
+            await transport.shutdown()
+            throw .configuration("cannot listen for peers: \(error)")
+        }
+        await onLoop {
+            guard let rt = self.runtime.value, !rt.stopped else { return }
+            rt.ticker = self.eventLoop.scheduleRepeatedTask(
+                initialDelay: self.options.tickInterval, delay: self.options.tickInterval
+            ) { [weak self] _ in self?.tick() }
+            self.process()
+        }
+        logger.info("started", metadata: ["term": "\(raft.term)", "lastIndex": "\(raft.log.lastIndex)"])
+    }
+
+    /// Stops the node: proposals still waiting fail with `stopped`, connections close, the clock stops. Safe to call
+    /// more than once.
+    public func stop() async {
+        let wasRunning = await onLoop { () -> Bool in
+            guard let rt = self.runtime.value, !rt.stopped else { return false }
+            rt.stopped = true
+            rt.ticker?.cancel()
+            rt.failAll(.stopped)
+            for continuation in rt.observers.values { continuation.finish() }
+            for continuation in rt.entryObservers.values { continuation.finish() }
+            rt.observers.removeAll()
+            rt.entryObservers.removeAll()
+            return true
+        }
+        guard wasRunning == true else { return }
+        await transport.shutdown()
+        storage.close()
+        logger.info("stopped")
+    }
+
+    /// Takes the node out of the cluster without losing its state: it stops ticking, drops every message it
+    /// receives and refuses proposals, until `resume()` (the seed's `pause()`).
+    public func pause() async {
+        await onLoop { self.runtime.value?.paused = true }
+    }
+
+    /// Brings a paused node back.
+    public func resume() async {
+        await onLoop { self.runtime.value?.paused = false }
+    }
+
+    // MARK: - Proposing
+
+    /// Proposes a command and returns once it is committed and applied on this node.
+    ///
+    /// On a follower the command is forwarded to the leader (unless `Options.forwardProposals` is off).
+    /// - Parameter id: an optional name for the entry, by which `committedEntry(id:)` finds it later.
+    /// - Returns: the command's index and term, and what the state machine returned for it.
+    /// - Throws: `RaftNodeError`: `notLeader` (not forwarding, or no leader known), `timedOut` (the outcome is
+    ///   unknown: the command may still commit), `dropped` (it will never commit: a new leader replaced it),
+    ///   `tooLarge`, `paused`, `stopped`, `notStarted`.
+    @discardableResult
+    public func propose(_ command: [UInt8], id: String? = nil) async throws(RaftNodeError) -> Committed<Machine.Output> {
+        let promise = eventLoop.makePromise(of: Committed<Machine.Output>.self)
+        eventLoop.execute { self.submit(command, id: id, promise: promise) }
+        do {
+            return try await promise.futureResult.get()
+        } catch let error as RaftNodeError {
+            throw error
+        } catch {
+            throw .stopped
+        }
+    }
+
+    /// Proposes a text command (as UTF-8).
+    @discardableResult
+    public func propose(_ command: String, id: String? = nil) async throws(RaftNodeError) -> Committed<Machine.Output> {
+        try await propose(Array(command.utf8), id: id)
+    }
+
+    private func submit(_ command: [UInt8], id clientID: String?, promise: EventLoopPromise<Committed<Machine.Output>>) {
+        guard let rt = runtime.value else { return promise.fail(RaftNodeError.notStarted) }
+        guard !rt.stopped else { return promise.fail(RaftNodeError.stopped) }
+        guard !rt.paused else { return promise.fail(RaftNodeError.paused) }
+        guard command.count <= options.maxProposalBytes else {
+            return promise.fail(RaftNodeError.tooLarge(size: command.count, limit: options.maxProposalBytes))
+        }
+        if let clientID, clientID.utf8.count > Envelope.maxIDBytes || clientID.isEmpty {
+            return promise.fail(RaftNodeError.invalidProposal("an id must have 1 to \(Envelope.maxIDBytes) bytes"))
+        }
+        let sequence = rt.nextSequence
+        rt.nextSequence += 1
+        let envelope = Envelope(proposer: id, sequence: sequence, id: clientID, command: command)
+        let outcome: ProposalOutcome
+        do {
+            outcome = try rt.raft.propose(envelope.encoded())
+        } catch {
+            switch error {
+            case .notLeader(let hint):
+                promise.fail(RaftNodeError.notLeader(leaderHint: hint.flatMap { cluster.member(id: $0)?.name }))
+            case .tooLarge(let size, let limit):
+                promise.fail(RaftNodeError.tooLarge(size: size, limit: limit))
+            case .empty:
+                promise.fail(RaftNodeError.dropped("empty proposal"))
+            }
+            return
+        }
+        var pending = NodeRuntime<Machine>.Pending(promise: promise)
+        if case .appended(let indexes, _) = outcome {
+            pending.index = indexes.lowerBound
+            rt.pendingAtIndex[indexes.lowerBound] = sequence
+        }
+        pending.timeout = eventLoop.scheduleTask(in: options.proposalTimeout) { [weak self] in
+            self?.runtime.value?.fail(sequence, .timedOut)
+        }
+        rt.pending[sequence] = pending
+        scheduleProcess()
+    }
+
+    // MARK: - Observing
+
+    /// The node's role: follower, pre-candidate, candidate or leader (the seed's `check_role()`).
+    public var role: Raft.Role {
+        get async { await onLoop { self.runtime.value?.raft.role ?? .follower } ?? .follower }
+    }
+
+    /// Role, term, leader and log positions, as this node sees them.
+    public func status() async -> NodeStatus {
+        await onLoop { () -> NodeStatus in
+            guard let rt = self.runtime.value else {
+                return NodeStatus(name: self.name, role: .follower, term: .zero, leader: nil, commitIndex: .zero,
+                                  appliedIndex: .zero, lastIndex: .zero, paused: false, started: false)
+            }
+            let s = rt.raft.status
+            return NodeStatus(
+                name: self.name, role: s.role, term: s.term, leader: s.leader.flatMap { self.cluster.member(id: $0)?.name },
+                commitIndex: s.commitIndex, appliedIndex: s.appliedIndex, lastIndex: s.lastIndex, paused: rt.paused,
+                started: !rt.stopped)
+        } ?? NodeStatus(name: name, role: .follower, term: .zero, leader: nil, commitIndex: .zero,
+                        appliedIndex: .zero, lastIndex: .zero, paused: false, started: false)
+    }
+
+    /// The last command committed and applied on this node (the seed's `check_committed_entry()`).
+    public func latestCommittedEntry() async -> CommittedEntry? {
+        await onLoop { self.runtime.value?.latest } ?? nil
+    }
+
+    /// The committed entry proposed with this id (the seed's `check_committed_entry(id)`), once it is committed —
+    /// never before.
+    public func committedEntry(id: String) async -> CommittedEntry? {
+        await onLoop { self.runtime.value?.byID[id] } ?? nil
+    }
+
+    /// Changes of role, term or leader, as they happen (the first element is the current state). For applications
+    /// that use the cluster as a failure detector. The stream ends when the node stops.
+    public func leadershipChanges() -> AsyncStream<LeadershipChange> {
+        let (stream, continuation) = AsyncStream.makeStream(of: LeadershipChange.self, bufferingPolicy: .bufferingNewest(64))
+        eventLoop.execute {
+            guard let rt = self.runtime.value, !rt.stopped else { return continuation.finish() }
+            let key = rt.nextObserver
+            rt.nextObserver += 1
+            rt.observers[key] = continuation
+            continuation.yield(self.leadershipState(rt))
+            continuation.onTermination = { [weak self] _ in
+                guard let node = self else { return }
+                node.eventLoop.execute { node.runtime.value?.observers[key] = nil }
+            }
+        }
+        return stream
+    }
+
+    /// Every command committed and applied on this node from now on, in log order. The stream ends when the node
+    /// stops; if the reader falls more than `buffer` entries behind, the oldest unread ones are skipped.
+    public func committedEntries(buffer: Int = 10_000) -> AsyncStream<CommittedEntry> {
+        let (stream, continuation) = AsyncStream.makeStream(
+            of: CommittedEntry.self, bufferingPolicy: .bufferingNewest(max(1, buffer)))
+        eventLoop.execute {
+            guard let rt = self.runtime.value, !rt.stopped else { return continuation.finish() }
+            let key = rt.nextObserver
+            rt.nextObserver += 1
+            rt.entryObservers[key] = continuation
+            continuation.onTermination = { [weak self] _ in
+                guard let node = self else { return }
+                node.eventLoop.execute { node.runtime.value?.entryObservers[key] = nil }
+            }
+        }
+        return stream
+    }
+
+    // MARK: - The loop
+
+    private func tick() {
+        guard let rt = runtime.value, !rt.stopped, !rt.paused else { return }
+        rt.raft.tick()
+        process()
+    }
+
+    private func receive(_ message: Message) {
+        guard let rt = runtime.value, !rt.stopped, !rt.paused else { return }
+        rt.raft.step(message)
+        scheduleProcess()
+    }
+
+    /// Processes soon, once, however many inputs arrive before: messages read from one socket read share a ready.
+    private func scheduleProcess() {
+        guard let rt = runtime.value, !rt.processScheduled else { return }
+        rt.processScheduled = true
+        eventLoop.execute { [weak self] in
+            guard let self, let rt = self.runtime.value else { return }
+            rt.processScheduled = false
+            self.process()
+        }
+    }
+
+    /// Carries out every ready, following the I/O contract of `Ready`.
+    private func process() {
+        guard let rt = runtime.value, !rt.stopped else { return }
+        while rt.raft.hasReady {
+            let ready = rt.raft.ready()
+            for message in ready.messages { transport.send(message) }
+            if ready.entries.isEmpty && ready.hardState == nil && rt.writes.isEmpty {
+                finish(ready, rt)
+            } else {
+                rt.writes.append(ready)
+                storage.persist(entries: ready.entries, hardState: ready.hardState) { [weak self] error in
+                    guard let node = self else { return }
+                    node.eventLoop.execute { node.writeCompleted(error) }
+                }
+            }
+        }
+        transport.flush()
+        reportLeadership(rt)
+    }
+
+    private func writeCompleted(_ error: (any Error)?) {
+        guard let rt = runtime.value, !rt.stopped, !rt.writes.isEmpty else { return }
+        if let error {
+            // The node cannot go on without durable storage: it would break the promises it made.
+            logger.critical("storage write failed; stopping the node", metadata: ["error": "\(error)"])
+            rt.stopped = true
+            rt.ticker?.cancel()
+            rt.failAll(.storage("\(error)"))
+            Task { await self.transport.shutdown() }
+            return
+        }
+        let ready = rt.writes.removeFirst()
+        finish(ready, rt)
+        process()
+    }
+
+    /// What follows a durable write: send what waited for it, apply committed commands, tell the core.
+    private func finish(_ ready: Ready, _ rt: NodeRuntime<Machine>) {
+        for message in ready.messagesAfterPersist { transport.send(message) }
+        for entry in ready.committedEntries { apply(entry, rt) }
+        rt.raft.advance(ready)
+    }
+
+    private func apply(_ entry: Entry, _ rt: NodeRuntime<Machine>) {
+        let envelope = entry.kind == .normal ? Envelope(decoding: entry.data) : nil
+        // A proposal of ours expected at this index, replaced by another entry, will never commit.
+        if let expected = rt.pendingAtIndex.removeValue(forKey: entry.index),
+            envelope?.proposer != id || envelope?.sequence != expected
+        {
+            rt.fail(expected, .dropped("a new leader replaced the entry at index \(entry.index)"))
+        }
+        guard entry.kind == .normal else { return }
+        let command = envelope?.command ?? entry.data
+        let output = rt.machine.apply(command, at: entry.index)
+        let committed = CommittedEntry(index: entry.index, term: entry.term, data: command, id: envelope?.id)
+        rt.latest = committed
+        for continuation in rt.entryObservers.values { continuation.yield(committed) }
+        if let clientID = envelope?.id { rt.remember(committed, as: clientID, limit: options.rememberedIDs) }
+        if let envelope, envelope.proposer == id, let pending = rt.pending.removeValue(forKey: envelope.sequence) {
+            pending.timeout?.cancel()
+            pending.promise.succeed(Committed(index: entry.index, term: entry.term, output: output))
+        }
+    }
+
+    private func leadershipState(_ rt: NodeRuntime<Machine>) -> LeadershipChange {
+        LeadershipChange(
+            role: rt.raft.role, term: rt.raft.term, leader: rt.raft.leader.flatMap { cluster.member(id: $0)?.name })
+    }
+
+    private func reportLeadership(_ rt: NodeRuntime<Machine>) {
+        let now = leadershipState(rt)
+        guard now != rt.lastLeadership else { return }
+        rt.lastLeadership = now
+        logger.info("\(now)")
+        for continuation in rt.observers.values { continuation.yield(now) }
+    }
+
+    /// Runs `body` on the node's loop and returns its result (nil if the loop is gone).
+    private func onLoop<T: Sendable>(_ body: @escaping @Sendable () -> T) async -> T? {
+        try? await eventLoop.submit(body).get()
+    }
+}
+
+extension RaftNode where Machine == NoStateMachine {
+    /// A node whose application only reads the committed entries, as the seed's nodes did.
+    public convenience init(
+        cluster: ClusterConfiguration, name: String, storage: any NodeStorage = InMemoryNodeStorage(),
+        options: Options = Options()
+    ) throws(RaftNodeError) {
+        try self.init(cluster: cluster, name: name, stateMachine: NoStateMachine(), storage: storage, options: options)
+    }
+}
+
+/// A node's view of the cluster.
+public struct NodeStatus: Sendable, Hashable {
+    public var name: String
+    public var role: Raft.Role
+    public var term: Term
+    public var leader: String?
+    public var commitIndex: LogIndex
+    public var appliedIndex: LogIndex
+    public var lastIndex: LogIndex
+    public var paused: Bool
+    public var started: Bool
+}
+
+/// Why a node could not do what it was asked.
+public enum RaftNodeError: Error, Hashable, Sendable, CustomStringConvertible {
+    /// This node is not the leader and does not forward proposals, or knows no leader yet.
+    case notLeader(leaderHint: String?)
+    /// The command was not seen committed in time. It may still commit: the outcome is unknown.
+    case timedOut
+    /// The command will never commit.
+    case dropped(String)
+    case tooLarge(size: Int, limit: Int)
+    case invalidProposal(String)
+    case paused
+    case stopped
+    case notStarted
+    case alreadyStarted
+    case storage(String)
+    case configuration(String)
+
+    public var description: String {
+        switch self {
+        case .notLeader(let hint?): "this node is not the leader; the leader is \(hint)"
+        case .notLeader(nil): "no leader is known yet; retry shortly"
+        case .timedOut: "the proposal was not committed in time; it may still commit (outcome unknown)"
+        case .dropped(let why): "the proposal will never commit: \(why)"
+        case .tooLarge(let size, let limit): "proposal of \(size) bytes exceeds the limit of \(limit) bytes"
+        case .invalidProposal(let why): "invalid proposal: \(why)"
+        case .paused: "the node is paused"
+        case .stopped: "the node has stopped"
+        case .notStarted: "the node has not been started"
+        case .alreadyStarted: "the node was already started (a stopped node cannot be restarted; create a new one)"
+        case .storage(let why): "storage: \(why)"
+        case .configuration(let why): why
+        }
+    }
+}
+
+/// Everything mutable about a running node, touched only on its event loop.
+final class NodeRuntime<Machine: StateMachine> {
+    struct Pending {
+        var promise: EventLoopPromise<Committed<Machine.Output>>
+        var index: LogIndex?
+        var timeout: Scheduled<Void>?
+    }
+
+    var raft: Raft
+    var machine: Machine
+    /// Readies written to storage and not yet durable, oldest first.
+    var writes: [Ready] = []
+    var pending: [UInt64: Pending] = [:]
+    var pendingAtIndex: [LogIndex: UInt64] = [:]
+    var nextSequence: UInt64 = 1
+    var ticker: RepeatedTask?
+    var paused = false
+    var stopped = false
+    var processScheduled = false
+    var observers: [UInt64: AsyncStream<LeadershipChange>.Continuation] = [:]
+    var entryObservers: [UInt64: AsyncStream<CommittedEntry>.Continuation] = [:]
+    var nextObserver: UInt64 = 0
+    var lastLeadership: LeadershipChange?
+    var latest: CommittedEntry?
+    var byID: [String: CommittedEntry] = [:]
+    private var idOrder: [String] = []
+    private var idOrderStart = 0
+
+    init(raft: Raft, machine: Machine) {
+        self.raft = raft
+        self.machine = machine
+    }
+
+    func fail(_ sequence: UInt64, _ error: RaftNodeError) {
+        guard let pending = pending.removeValue(forKey: sequence) else { return }
+        pending.timeout?.cancel()
+        if let index = pending.index, pendingAtIndex[index] == sequence { pendingAtIndex[index] = nil }
+        pending.promise.fail(error)
+    }
+
+    func failAll(_ error: RaftNodeError) {
+        for sequence in Array(pending.keys) { fail(sequence, error) }
+    }
+
+    /// Remembers an entry by id, forgetting the oldest beyond `limit`.
+    func remember(_ entry: CommittedEntry, as id: String, limit: Int) {
+        if byID.updateValue(entry, forKey: id) == nil { idOrder.append(id) }
+        while byID.count > limit, idOrderStart < idOrder.count {
+            byID[idOrder[idOrderStart]] = nil
+            idOrderStart += 1
+        }
+        if idOrderStart > 1024 && idOrderStart * 2 > idOrder.count {
+            idOrder.removeFirst(idOrderStart)
+            idOrderStart = 0
+        }
+    }
+}

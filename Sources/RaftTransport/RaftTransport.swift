@@ -1,0 +1,39 @@
+import NIOCore
+import RaftCore
+
+/// How Raft messages travel between nodes. A node owns one transport and calls it only on the transport's event
+/// loop, which is also where received messages are delivered: the node's state needs no locks.
+///
+/// A transport is best-effort, as Raft expects: it may drop, delay or duplicate messages (the algorithm repairs all
+/// of that), but it must never block the node, deliver a message to the wrong node, or deliver bytes that are not a
+/// message some peer sent.
+public protocol RaftTransport: AnyObject, Sendable {
+    /// The loop on which `send` and `flush` are called and `deliver` is called back.
+    var eventLoop: any EventLoop { get }
+
+    /// Starts receiving (and, for a network transport, listening and connecting).
+    /// - Parameter deliver: called on `eventLoop` with each message received for this node.
+    func start(deliver: @escaping @Sendable (Message) -> Void) async throws
+
+    /// Queues a message for its target. Call on `eventLoop`; never blocks. A message to an unknown node, or to a
+    /// peer whose queue is full, is dropped.
+    func send(_ message: Message)
+
+    /// Hands everything queued since the last flush to the network: one write per peer.
+    func flush()
+
+    /// Stops: closes every connection and stops listening. Nothing is delivered after it returns.
+    func shutdown() async
+}
+
+/// Counters a transport keeps about one peer.
+public struct PeerStatistics: Sendable, Hashable {
+    public var messagesSent = 0
+    public var messagesDropped = 0
+    public var messagesReceived = 0
+    public var connects = 0
+    /// Bytes queued for the peer and not yet handed to the operating system.
+    public var queuedBytes = 0
+
+    public init() {}
+}

@@ -1,0 +1,74 @@
+import ArgumentParser
+import Foundation
+import Logging
+import NIOCore
+import RaftLite
+
+/// One node of the plain library, as in the seed's multi-program use: prints leadership changes and committed
+/// entries, and proposes every line typed on standard input.
+struct Node: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run one node of a cluster described by a JSON file; each line on standard input is proposed.",
+        discussion: """
+            The file uses the seed's format: {"node0": {"ip": "127.0.0.1", "port": "5567"}, ...}.
+            Without durable storage (coming in a later version) the node keeps its log in memory: restarting it
+            loses its term, vote and log, which is only safe for experiments.
+            """
+    )
+
+    @Option(help: "The cluster configuration file (JSON).")
+    var config: String
+
+    @Option(help: "This node's name in the configuration.")
+    var id: String
+
+    @Option(help: "Milliseconds per Raft tick (an election timeout is 10 to 20 ticks).")
+    var tickMilliseconds = 100
+
+    @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
+    var logLevel = "warning"
+
+    func validate() throws {
+        guard (1...10_000).contains(tickMilliseconds) else { throw ValidationError("--tick-milliseconds must be 1...10000") }
+    }
+
+    func run() async throws {
+        let cluster: ClusterConfiguration
+        do {
+            cluster = try ClusterConfiguration(contentsOfFile: config)
+        } catch {
+            throw ValidationError("\(error)")
+        }
+        var options = RaftNode<NoStateMachine>.Options()
+        options.tickInterval = .milliseconds(Int64(tickMilliseconds))
+        guard let level = Logger.Level(rawValue: logLevel) else { throw ValidationError("unknown --log-level \(logLevel)") }
+        options.logger.logLevel = level
+        let node = try RaftNode(cluster: cluster, name: id, options: options)
+        try await node.start()
+        print("\(id) is running; type a line to propose it, Ctrl-D to stop.")
+
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask {
+                for await change in node.leadershipChanges() { print("[\(id)] \(change)") }
+            }
+            group.addTask {
+                for await entry in node.committedEntries() { print("[\(id)] committed \(entry)") }
+            }
+            group.addTask {
+                while let line = readLine() {
+                    guard !line.isEmpty else { continue }
+                    do {
+                        try await node.propose(line)
+                    } catch {
+                        print("[\(id)] proposal failed: \(error)")
+                    }
+                }
+            }
+            // Stop on end of input; the other tasks end when the node's streams finish.
+            try await group.next()
+            await node.stop()
+        }
+    }
+}
+
+
