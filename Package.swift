@@ -61,6 +61,30 @@ let package = Package(
         ),
         .testTarget(name: "RaftCoreTests", dependencies: ["RaftCore", "RaftSimulation"]),
         .testTarget(name: "RaftSimulationTests", dependencies: ["RaftCore", "RaftSimulation"]),
+        .testTarget(
+            name: "RaftLiteTests",
+            dependencies: [
+                "RaftCore", "RaftLite", "RaftWire",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .testTarget(
+            name: "RaftWireTests",
+            dependencies: ["RaftCore", "RaftWire", .product(name: "NIOCore", package: "swift-nio")]
+        ),
+        .testTarget(
+            name: "RaftTransportTests",
+            dependencies: [
+                "RaftCore", "RaftWire", "RaftTransport",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
     ],
     swiftLanguageModes: [.v6]
 )

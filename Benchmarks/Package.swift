@@ -7,6 +7,7 @@ let package = Package(
     platforms: [.macOS(.v14)],
     dependencies: [
         .package(name: "RaftLite", path: "../"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
     ],
     targets: [
         // The core alone: 3 voters in one process, in-memory messages and storage, the reference workload of
@@ -15,6 +16,15 @@ let package = Package(
             name: "RaftCoreBench",
             dependencies: [.product(name: "RaftCore", package: "RaftLite")],
             swiftSettings: []
+        ),
+        // What a down follower costs the leader in memory, with real nodes on loopback TCP.
+        .executableTarget(
+            name: "NodeMemoryBench",
+            dependencies: [
+                .product(name: "RaftLite", package: "RaftLite"),
+                .product(name: "RaftCore", package: "RaftLite"),
+                .product(name: "NIOCore", package: "swift-nio"),
+            ]
         ),
     ],
     swiftLanguageModes: [.v6]

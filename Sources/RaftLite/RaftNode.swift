@@ -189,7 +189,8 @@ public final class RaftNode<Machine: StateMachine>: Sendable {
     /// On a follower the command is forwarded to the leader (unless `Options.forwardProposals` is off).
     /// - Parameter id: an optional name for the entry, by which `committedEntry(id:)` finds it later.
     /// - Returns: the command's index and term, and what the state machine returned for it.
-    /// - Throws: `RaftNodeError`: `notLeader` (not forwarding, or no leader known), `timedOut` (the outcome is
+    /// With no leader known, the proposal waits for one (up to `Options.proposalTimeout`).
+    /// - Throws: `RaftNodeError`: `notLeader` (not forwarding, or no leader appeared in time), `timedOut` (the outcome is
     ///   unknown: the command may still commit), `dropped` (it will never commit: a new leader replaced it),
     ///   `tooLarge`, `paused`, `stopped`, `notStarted`.
     @discardableResult
@@ -223,31 +224,44 @@ public final class RaftNode<Machine: StateMachine>: Sendable {
         }
         let sequence = rt.nextSequence
         rt.nextSequence += 1
-        let envelope = Envelope(proposer: id, sequence: sequence, id: clientID, command: command)
+        let data = Envelope(proposer: id, sequence: sequence, id: clientID, command: command).encoded()
+        rt.pending[sequence] = NodeRuntime<Machine>.Pending(promise: promise, data: data)
+        rt.pending[sequence]?.timeout = eventLoop.scheduleTask(in: options.proposalTimeout) { [weak self] in
+            guard let rt = self?.runtime.value, let pending = rt.pending[sequence] else { return }
+            // Never handed to a leader: definitely not committed. Otherwise the outcome is unknown.
+            rt.fail(sequence, pending.awaitingLeader ? .notLeader(leaderHint: nil) : .timedOut)
+        }
+        hand(sequence, rt)
+        scheduleProcess()
+    }
+
+    /// Gives a pending proposal to the core. With no leader known (and forwarding on), it waits for one, up to
+    /// its timeout, rather than failing at once.
+    private func hand(_ sequence: UInt64, _ rt: NodeRuntime<Machine>) {
+        guard let data = rt.pending[sequence]?.data else { return }
         let outcome: ProposalOutcome
         do {
-            outcome = try rt.raft.propose(envelope.encoded())
+            outcome = try rt.raft.propose(data)
         } catch {
             switch error {
+            case .notLeader(nil) where options.forwardProposals:
+                rt.pending[sequence]?.awaitingLeader = true
+                rt.awaitingLeader.append(sequence)
             case .notLeader(let hint):
-                promise.fail(RaftNodeError.notLeader(leaderHint: hint.flatMap { cluster.member(id: $0)?.name }))
+                rt.fail(sequence, .notLeader(leaderHint: hint.flatMap { cluster.member(id: $0)?.name }))
             case .tooLarge(let size, let limit):
-                promise.fail(RaftNodeError.tooLarge(size: size, limit: limit))
+                rt.fail(sequence, .tooLarge(size: size, limit: limit))
             case .empty:
-                promise.fail(RaftNodeError.dropped("empty proposal"))
+                rt.fail(sequence, .dropped("empty proposal"))
             }
             return
         }
-        var pending = NodeRuntime<Machine>.Pending(promise: promise)
+        rt.pending[sequence]?.awaitingLeader = false
+        rt.pending[sequence]?.data = []
         if case .appended(let indexes, _) = outcome {
-            pending.index = indexes.lowerBound
+            rt.pending[sequence]?.index = indexes.lowerBound
             rt.pendingAtIndex[indexes.lowerBound] = sequence
         }
-        pending.timeout = eventLoop.scheduleTask(in: options.proposalTimeout) { [weak self] in
-            self?.runtime.value?.fail(sequence, .timedOut)
-        }
-        rt.pending[sequence] = pending
-        scheduleProcess()
     }
 
     // MARK: - Observing
@@ -271,6 +285,15 @@ public final class RaftNode<Machine: StateMachine>: Sendable {
                 started: !rt.stopped)
         } ?? NodeStatus(name: name, role: .follower, term: .zero, leader: nil, commitIndex: .zero,
                         appliedIndex: .zero, lastIndex: .zero, paused: false, started: false)
+    }
+
+    /// What the transport counted for each peer, by name: messages sent, dropped and received, bytes queued.
+    public func peerStatistics() async -> [String: PeerStatistics] {
+        var byName: [String: PeerStatistics] = [:]
+        for (id, stats) in await transport.statistics() {
+            if let name = cluster.member(id: id)?.name { byName[name] = stats }
+        }
+        return byName
     }
 
     /// The last command committed and applied on this node (the seed's `check_committed_entry()`).
@@ -420,6 +443,12 @@ public final class RaftNode<Machine: StateMachine>: Sendable {
         rt.lastLeadership = now
         logger.info("\(now)")
         for continuation in rt.observers.values { continuation.yield(now) }
+        if now.leader != nil && !rt.awaitingLeader.isEmpty {
+            let waiting = rt.awaitingLeader
+            rt.awaitingLeader.removeAll()
+            for sequence in waiting { hand(sequence, rt) }
+            scheduleProcess()
+        }
     }
 
     /// Runs `body` on the node's loop and returns its result (nil if the loop is gone).
@@ -490,8 +519,11 @@ public enum RaftNodeError: Error, Hashable, Sendable, CustomStringConvertible {
 final class NodeRuntime<Machine: StateMachine> {
     struct Pending {
         var promise: EventLoopPromise<Committed<Machine.Output>>
+        /// The proposal as handed to the core (kept only while it waits for a leader).
+        var data: [UInt8]
         var index: LogIndex?
         var timeout: Scheduled<Void>?
+        var awaitingLeader = false
     }
 
     var raft: Raft
@@ -500,6 +532,8 @@ final class NodeRuntime<Machine: StateMachine> {
     var writes: [Ready] = []
     var pending: [UInt64: Pending] = [:]
     var pendingAtIndex: [LogIndex: UInt64] = [:]
+    /// Proposals waiting for a leader to be known, oldest first.
+    var awaitingLeader: [UInt64] = []
     var nextSequence: UInt64 = 1
     var ticker: RepeatedTask?
     var paused = false
@@ -523,6 +557,7 @@ final class NodeRuntime<Machine: StateMachine> {
         guard let pending = pending.removeValue(forKey: sequence) else { return }
         pending.timeout?.cancel()
         if let index = pending.index, pendingAtIndex[index] == sequence { pendingAtIndex[index] = nil }
+        if pending.awaitingLeader { awaitingLeader.removeAll { $0 == sequence } }
         pending.promise.fail(error)
     }
 

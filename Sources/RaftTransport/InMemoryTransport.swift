@@ -91,4 +91,6 @@ public final class InMemoryTransport: RaftTransport {
     public func shutdown() async {
         network.unregister(id)
     }
+
+    public func statistics() async -> [NodeID: PeerStatistics] { [:] }
 }

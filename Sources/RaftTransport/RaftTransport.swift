@@ -24,6 +24,9 @@ public protocol RaftTransport: AnyObject, Sendable {
 
     /// Stops: closes every connection and stops listening. Nothing is delivered after it returns.
     func shutdown() async
+
+    /// Counters per peer.
+    func statistics() async -> [NodeID: PeerStatistics]
 }
 
 /// Counters a transport keeps about one peer.

@@ -69,6 +69,7 @@ public final class TCPTransport: RaftTransport {
         var deliver: (@Sendable (Message) -> Void)?
         var boundPort: Int?
         var dirty: [NodeID] = []
+        var received: [NodeID: Int] = [:]
     }
 
     /// The outgoing side of one peer.
@@ -114,17 +115,23 @@ public final class TCPTransport: RaftTransport {
     /// Per-peer counters.
     public func statistics() async -> [NodeID: PeerStatistics] {
         (try? await eventLoop.submit {
-            self.state.value.links.mapValues { link in
+            let state = self.state.value
+            return state.links.mapValues { link in
                 var s = link.statistics
                 s.queuedBytes = link.pending.readableBytes
+                s.messagesReceived = state.received[link.peer.id, default: 0]
                 return s
             }
         }.get()) ?? [:]
     }
 
     public func start(deliver: @escaping @Sendable (Message) -> Void) async throws {
+        let counted: @Sendable (Message) -> Void = { [weak self] message in
+            self?.state.value.received[message.from, default: 0] += 1
+            deliver(message)
+        }
         let context = InboundContext(
-            clusterID: clusterID, localID: localID, peers: peers, deliver: deliver,
+            clusterID: clusterID, localID: localID, peers: peers, deliver: counted,
             helloTimeout: .milliseconds(options.helloTimeoutMilliseconds), logger: logger,
             register: { [weak self] channel in self?.register(inbound: channel) },
             unregister: { [weak self] channel in self?.unregister(inbound: channel) })

@@ -72,14 +72,24 @@ public struct Frame: Sendable {
 }
 
 /// Splits a byte stream into frames (see `Frame`), closing the connection on the first bad one.
+///
+/// The first frame of a connection is its hello, which is small: it may not exceed `maxFirstFrameSize`, so a
+/// stranger's bytes that happen to announce a long frame are refused at once rather than waited for.
 public struct FrameDecoder: ByteToMessageDecoder {
     public typealias InboundOut = Frame
     public let maxFrameSize: Int
+    public let maxFirstFrameSize: Int
+    private var sawFirstFrame = false
 
-    public init(maxFrameSize: Int) { self.maxFrameSize = maxFrameSize }
+    public init(maxFrameSize: Int, maxFirstFrameSize: Int = 4096) {
+        self.maxFrameSize = maxFrameSize
+        self.maxFirstFrameSize = min(maxFirstFrameSize, maxFrameSize)
+    }
 
     public mutating func decode(context: ChannelHandlerContext, buffer: inout ByteBuffer) throws -> DecodingState {
-        guard let frame = try Frame.read(from: &buffer, maxSize: maxFrameSize) else { return .needMoreData }
+        let limit = sawFirstFrame ? maxFrameSize : maxFirstFrameSize
+        guard let frame = try Frame.read(from: &buffer, maxSize: limit) else { return .needMoreData }
+        sawFirstFrame = true
         context.fireChannelRead(wrapInboundOut(frame))
         return .continue
     }
