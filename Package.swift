@@ -7,6 +7,7 @@ let package = Package(
     products: [
         .library(name: "RaftCore", targets: ["RaftCore"]),
         .library(name: "RaftLite", targets: ["RaftLite"]),
+        .library(name: "RaftStorage", targets: ["RaftStorage"]),
         .executable(name: "raft-lite", targets: ["raft-lite"]),
     ],
     dependencies: [
@@ -33,11 +34,19 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        // Durable storage: the write-ahead log with group commit and crash recovery.
+        .target(
+            name: "RaftStorage",
+            dependencies: [
+                "RaftCore", "RaftWire",
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            ]
+        ),
         // The runtime and the public API: RaftNode, cluster configuration, state machines.
         .target(
             name: "RaftLite",
             dependencies: [
-                "RaftCore", "RaftTransport",
+                "RaftCore", "RaftTransport", "RaftStorage",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
@@ -64,13 +73,14 @@ let package = Package(
         .testTarget(
             name: "RaftLiteTests",
             dependencies: [
-                "RaftCore", "RaftLite", "RaftWire",
+                "RaftCore", "RaftLite", "RaftWire", "RaftTransport", "RaftStorage",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        .testTarget(name: "RaftStorageTests", dependencies: ["RaftCore", "RaftStorage"]),
         .testTarget(
             name: "RaftWireTests",
             dependencies: ["RaftCore", "RaftWire", .product(name: "NIOCore", package: "swift-nio")]

@@ -69,6 +69,12 @@ public struct Progress: Sendable, Hashable {
         case .probe:
             // Only the answer to the latest probe counts.
             guard rejected == next.previous else { return false }
+            if rejected <= match {
+                // The follower no longer holds an entry it acknowledged: it lost its log (a wiped disk, or storage
+                // that does not survive restarts). Raft's guarantees assume that never happens; the least the
+                // leader can do is bring the follower back up to date rather than probe the same index forever.
+                match = min(matchHint, rejected.previous)
+            }
             next = max(min(rejected, matchHint.next), match.next)
             probeSent = false
             return true

@@ -61,7 +61,15 @@ public struct ClusterConfiguration: Sendable, Hashable {
             seen[member.id] = member.name
         }
         self.members = members.sorted { $0.name < $1.name }
-        self.clusterID = clusterID ?? "raftlite:" + self.members.map(\.name).joined(separator: ",")
+        if let clusterID, clusterID.isEmpty || clusterID.utf8.count > 1024 {
+            throw ClusterConfigurationError(nil, "a cluster id must have 1 to 1024 bytes")
+        }
+        let names = self.members.map(\.name).joined(separator: ",")
+        // The id travels in every handshake, which must stay small: long lists of names are hashed.
+        let derived = names.utf8.count <= 512
+            ? "raftlite:" + names
+            : "raftlite:" + String(ClusterConfiguration.nodeID(for: names).rawValue, radix: 16)
+        self.clusterID = clusterID ?? derived
     }
 
     /// Parses the seed's JSON format.

@@ -1,3 +1,4 @@
+import Foundation
 import Logging
 import NIOCore
 import NIOPosix
@@ -82,7 +83,17 @@ public final class RaftNode<Machine: StateMachine>: Sendable {
                 "node \"\(name)\" is not in the cluster configuration (members: "
                     + cluster.members.map(\.name).joined(separator: ", ") + ")")
         }
-        let loop = eventLoop ?? MultiThreadedEventLoopGroup.singleton.next()
+        if let eventLoop, let transport, eventLoop !== transport.eventLoop {
+            throw .configuration("the transport runs on another event loop than the one given for the node")
+        }
+        let loop = eventLoop ?? transport?.eventLoop ?? MultiThreadedEventLoopGroup.singleton.next()
+        // Every message must fit in a frame: the largest batch of entries, or the largest single proposal.
+        let largestMessage = max(options.maxMessageBytes, options.maxProposalBytes + Envelope.overhead + Entry.headerSize)
+        guard transport != nil || largestMessage + 4096 <= options.transport.maxFrameSize else {
+            throw .configuration(
+                "maxMessageBytes (\(options.maxMessageBytes)) and maxProposalBytes (\(options.maxProposalBytes)) must "
+                    + "fit in the transport's maxFrameSize (\(options.transport.maxFrameSize)) with room to spare")
+        }
         var logger = options.logger
         logger[metadataKey: "node"] = "\(name)"
         self.name = name
@@ -137,25 +148,35 @@ public final class RaftNode<Machine: StateMachine>: Sendable {
         do {
             try await transport.start { [weak self] message in self?.receive(message) }
         } catch {
-            await onLoop { self.runtime.value?.stopped = true }
-            await transport.shutdown()
+            await stop()
             throw .configuration("cannot listen for peers: \(error)")
         }
-        await onLoop {
-            guard let rt = self.runtime.value, !rt.stopped else { return }
+        let running = await onLoop { () -> Bool in
+            guard let rt = self.runtime.value, !rt.stopped else { return false }
             rt.ticker = self.eventLoop.scheduleRepeatedTask(
                 initialDelay: self.options.tickInterval, delay: self.options.tickInterval
             ) { [weak self] _ in self?.tick() }
             self.process()
+            return true
         }
+        // `stop()` ran while the transport was starting: it has torn everything down already.
+        guard running == true else { throw .stopped }
         logger.info("started", metadata: ["term": "\(raft.term)", "lastIndex": "\(raft.log.lastIndex)"])
     }
 
-    /// Stops the node: proposals still waiting fail with `stopped`, connections close, the clock stops. Safe to call
-    /// more than once.
+    /// Stops the node: proposals still waiting fail with `stopped` (one already handed to the leader may still
+    /// commit), connections close, the clock stops, the storage is closed (its directory unlocked). A node that was
+    /// never started just releases its storage. Safe to call more than once, and from any state.
     public func stop() async {
-        let wasRunning = await onLoop { () -> Bool in
-            guard let rt = self.runtime.value, !rt.stopped else { return false }
+        let tearDown = await onLoop { () -> Bool in
+            guard let rt = self.runtime.value else {
+                // Never started: nothing runs, but the storage may hold a lock.
+                let first = self.machineBeforeStart.value != nil
+                self.machineBeforeStart.value = nil
+                return first
+            }
+            guard !rt.tornDown else { return false }
+            rt.tornDown = true
             rt.stopped = true
             rt.ticker?.cancel()
             rt.failAll(.stopped)
@@ -165,9 +186,16 @@ public final class RaftNode<Machine: StateMachine>: Sendable {
             rt.entryObservers.removeAll()
             return true
         }
-        guard wasRunning == true else { return }
+        guard tearDown == true else { return }
         await transport.shutdown()
-        storage.close()
+        // Closing a write-ahead log waits for its last writes: do it on a thread of its own, not the caller's.
+        let storage = self.storage
+        await withCheckedContinuation { (done: CheckedContinuation<Void, Never>) in
+            Thread {
+                storage.close()
+                done.resume()
+            }.start()
+        }
         logger.info("stopped")
     }
 
@@ -224,7 +252,9 @@ public final class RaftNode<Machine: StateMachine>: Sendable {
         }
         let sequence = rt.nextSequence
         rt.nextSequence += 1
-        let data = Envelope(proposer: id, sequence: sequence, id: clientID, command: command).encoded()
+        let data = Envelope(
+            proposer: id, incarnation: rt.incarnation, sequence: sequence, id: clientID, command: command
+        ).encoded()
         rt.pending[sequence] = NodeRuntime<Machine>.Pending(promise: promise, data: data)
         rt.pending[sequence]?.timeout = eventLoop.scheduleTask(in: options.proposalTimeout) { [weak self] in
             guard let rt = self?.runtime.value, let pending = rt.pending[sequence] else { return }
@@ -374,10 +404,13 @@ public final class RaftNode<Machine: StateMachine>: Sendable {
         while rt.raft.hasReady {
             let ready = rt.raft.ready()
             for message in ready.messages { transport.send(message) }
-            if ready.entries.isEmpty && ready.hardState == nil && rt.writes.isEmpty {
+            let needsWrite = !ready.entries.isEmpty || ready.hardState != nil
+            if !needsWrite && rt.writes.isEmpty {
                 finish(ready, rt)
             } else {
-                rt.writes.append(ready)
+                // A ready with nothing to write still waits for the writes before it, but costs no storage call.
+                rt.writes.append((ready, needsWrite))
+                guard needsWrite else { continue }
                 storage.persist(entries: ready.entries, hardState: ready.hardState) { [weak self] error in
                     guard let node = self else { return }
                     node.eventLoop.execute { node.writeCompleted(error) }
@@ -394,13 +427,17 @@ public final class RaftNode<Machine: StateMachine>: Sendable {
             // The node cannot go on without durable storage: it would break the promises it made.
             logger.critical("storage write failed; stopping the node", metadata: ["error": "\(error)"])
             rt.stopped = true
-            rt.ticker?.cancel()
             rt.failAll(.storage("\(error)"))
-            Task { await self.transport.shutdown() }
+            Task { await self.stop() }
             return
         }
-        let ready = rt.writes.removeFirst()
+        // The oldest write is durable: finish it, and the readies queued behind it that had nothing to write.
+        let (ready, _) = rt.writes.removeFirst()
         finish(ready, rt)
+        while let (next, needsWrite) = rt.writes.first, !needsWrite {
+            rt.writes.removeFirst()
+            finish(next, rt)
+        }
         process()
     }
 
@@ -414,9 +451,8 @@ public final class RaftNode<Machine: StateMachine>: Sendable {
     private func apply(_ entry: Entry, _ rt: NodeRuntime<Machine>) {
         let envelope = entry.kind == .normal ? Envelope(decoding: entry.data) : nil
         // A proposal of ours expected at this index, replaced by another entry, will never commit.
-        if let expected = rt.pendingAtIndex.removeValue(forKey: entry.index),
-            envelope?.proposer != id || envelope?.sequence != expected
-        {
+        let ours = envelope.map { $0.proposer == id && $0.incarnation == rt.incarnation } ?? false
+        if let expected = rt.pendingAtIndex.removeValue(forKey: entry.index), !ours || envelope?.sequence != expected {
             rt.fail(expected, .dropped("a new leader replaced the entry at index \(entry.index)"))
         }
         guard entry.kind == .normal else { return }
@@ -426,7 +462,7 @@ public final class RaftNode<Machine: StateMachine>: Sendable {
         rt.latest = committed
         for continuation in rt.entryObservers.values { continuation.yield(committed) }
         if let clientID = envelope?.id { rt.remember(committed, as: clientID, limit: options.rememberedIDs) }
-        if let envelope, envelope.proposer == id, let pending = rt.pending.removeValue(forKey: envelope.sequence) {
+        if ours, let envelope, let pending = rt.pending.removeValue(forKey: envelope.sequence) {
             pending.timeout?.cancel()
             pending.promise.succeed(Committed(index: entry.index, term: entry.term, output: output))
         }
@@ -446,7 +482,7 @@ public final class RaftNode<Machine: StateMachine>: Sendable {
         if now.leader != nil && !rt.awaitingLeader.isEmpty {
             let waiting = rt.awaitingLeader
             rt.awaitingLeader.removeAll()
-            for sequence in waiting { hand(sequence, rt) }
+            for sequence in waiting where rt.pending[sequence]?.awaitingLeader == true { hand(sequence, rt) }
             scheduleProcess()
         }
     }
@@ -457,6 +493,30 @@ public final class RaftNode<Machine: StateMachine>: Sendable {
     }
 }
 
+extension RaftNode {
+    /// A node whose term, vote and log live in a write-ahead log in `dataDirectory` (created if needed), so that it
+    /// can be stopped, killed or restarted without breaking Raft's guarantees.
+    /// - Throws: `RaftNodeError.storage` if the directory is in use by another process, damaged, or of another
+    ///   format (the message names the file and offset).
+    public convenience init(
+        cluster: ClusterConfiguration, name: String, stateMachine: sending Machine, dataDirectory: String,
+        options: Options = Options()
+    ) throws(RaftNodeError) {
+        let log: WriteAheadLog
+        do {
+            log = try WriteAheadLog(directory: dataDirectory)
+        } catch {
+            throw .storage("\(error)")
+        }
+        do {
+            try self.init(cluster: cluster, name: name, stateMachine: stateMachine, storage: log, options: options)
+        } catch {
+            log.close()
+            throw error
+        }
+    }
+}
+
 extension RaftNode where Machine == NoStateMachine {
     /// A node whose application only reads the committed entries, as the seed's nodes did.
     public convenience init(
@@ -464,6 +524,14 @@ extension RaftNode where Machine == NoStateMachine {
         options: Options = Options()
     ) throws(RaftNodeError) {
         try self.init(cluster: cluster, name: name, stateMachine: NoStateMachine(), storage: storage, options: options)
+    }
+
+    /// A node that only reads the committed entries, with its log in `dataDirectory`.
+    public convenience init(
+        cluster: ClusterConfiguration, name: String, dataDirectory: String, options: Options = Options()
+    ) throws(RaftNodeError) {
+        try self.init(cluster: cluster, name: name, stateMachine: NoStateMachine(), dataDirectory: dataDirectory,
+                      options: options)
     }
 }
 
@@ -528,16 +596,21 @@ final class NodeRuntime<Machine: StateMachine> {
 
     var raft: Raft
     var machine: Machine
-    /// Readies written to storage and not yet durable, oldest first.
-    var writes: [Ready] = []
+    /// Readies waiting for their write (or, with `false`, only for the writes before them), oldest first.
+    var writes: [(Ready, Bool)] = []
     var pending: [UInt64: Pending] = [:]
     var pendingAtIndex: [LogIndex: UInt64] = [:]
     /// Proposals waiting for a leader to be known, oldest first.
     var awaitingLeader: [UInt64] = []
     var nextSequence: UInt64 = 1
+    /// Distinguishes this run's proposals from those of earlier runs of the same node.
+    let incarnation = UInt64.random(in: 1...UInt64.max)
     var ticker: RepeatedTask?
     var paused = false
+    /// No more processing (set by `stop()`, or by a failed write before `stop()` runs).
     var stopped = false
+    /// `stop()` has released everything.
+    var tornDown = false
     var processScheduled = false
     var observers: [UInt64: AsyncStream<LeadershipChange>.Continuation] = [:]
     var entryObservers: [UInt64: AsyncStream<CommittedEntry>.Continuation] = [:]
@@ -557,7 +630,6 @@ final class NodeRuntime<Machine: StateMachine> {
         guard let pending = pending.removeValue(forKey: sequence) else { return }
         pending.timeout?.cancel()
         if let index = pending.index, pendingAtIndex[index] == sequence { pendingAtIndex[index] = nil }
-        if pending.awaitingLeader { awaitingLeader.removeAll { $0 == sequence } }
         pending.promise.fail(error)
     }
 

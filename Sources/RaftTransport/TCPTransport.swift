@@ -140,6 +140,7 @@ public final class TCPTransport: RaftTransport {
             .serverChannelOption(.backlog, value: 256)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            .childChannelOption(.socketOption(.so_keepalive), value: 1)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(FrameDecoder(maxFrameSize: maxFrameSize)))
@@ -150,6 +151,11 @@ public final class TCPTransport: RaftTransport {
             .get()
         try await eventLoop.submit {
             let state = self.state.value
+            // Shut down while binding: do not leave the listener behind.
+            guard !state.stopped else {
+                server.close(promise: nil)
+                throw TransportStopped()
+            }
             state.server = server
             state.boundPort = server.localAddress?.port
             state.deliver = deliver
@@ -167,6 +173,12 @@ public final class TCPTransport: RaftTransport {
         guard !state.stopped, let link = state.links[message.to] else { return }
         if link.pending.readableBytes >= options.maxQueuedBytesPerPeer {
             link.statistics.messagesDropped += 1
+            return
+        }
+        if case .appendEntries = message.kind, MessageCodec.encodedSize(of: message) > options.maxFrameSize {
+            // The peer would refuse the frame and close the connection; sending it again would wedge the link.
+            link.statistics.messagesDropped += 1
+            logger.error("dropping a message larger than the frame limit", metadata: ["peer": "\(link.peer.name)"])
             return
         }
         if link.pending.readableBytes == 0 { state.dirty.append(message.to) }
@@ -303,6 +315,11 @@ public final class TCPTransport: RaftTransport {
     private func unregister(inbound channel: any Channel) {
         state.value.inbound[ObjectIdentifier(channel)] = nil
     }
+}
+
+/// The transport was shut down while it was starting.
+public struct TransportStopped: Error, CustomStringConvertible {
+    public var description: String { "the transport was shut down while starting" }
 }
 
 /// What an incoming connection's handler needs to know.

@@ -11,8 +11,11 @@ struct Node: AsyncParsableCommand {
         abstract: "Run one node of a cluster described by a JSON file; each line on standard input is proposed.",
         discussion: """
             The file uses the seed's format: {"node0": {"ip": "127.0.0.1", "port": "5567"}, ...}.
-            Without durable storage (coming in a later version) the node keeps its log in memory: restarting it
-            loses its term, vote and log, which is only safe for experiments.
+            With --data-dir the node keeps its term, vote and log in a write-ahead log there and can be stopped,
+            killed and restarted safely. Without it the log is in memory: restarting the process loses term, vote
+            and log, which is only safe for experiments.
+            Output lines: "ok #INDEX: LINE" when a proposal made here is committed, "committed #INDEX (term T):
+            LINE" for every entry applied, and role changes.
             """
     )
 
@@ -21,6 +24,9 @@ struct Node: AsyncParsableCommand {
 
     @Option(help: "This node's name in the configuration.")
     var id: String
+
+    @Option(help: "The node's data directory (created if needed); without it the log is kept in memory.")
+    var dataDir: String?
 
     @Option(help: "Milliseconds per Raft tick (an election timeout is 10 to 20 ticks).")
     var tickMilliseconds = 100
@@ -43,24 +49,31 @@ struct Node: AsyncParsableCommand {
         options.tickInterval = .milliseconds(Int64(tickMilliseconds))
         guard let level = Logger.Level(rawValue: logLevel) else { throw ValidationError("unknown --log-level \(logLevel)") }
         options.logger.logLevel = level
-        let node = try RaftNode(cluster: cluster, name: id, options: options)
+        let node: RaftNode<NoStateMachine>
+        if let dataDir {
+            node = try RaftNode(cluster: cluster, name: id, dataDirectory: dataDir, options: options)
+        } else {
+            node = try RaftNode(cluster: cluster, name: id, options: options)
+            say("warning: no --data-dir: the log is kept in memory and lost when this process exits")
+        }
         try await node.start()
-        print("\(id) is running; type a line to propose it, Ctrl-D to stop.")
+        say("\(id) is running; type a line to propose it, Ctrl-D to stop.")
 
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask {
-                for await change in node.leadershipChanges() { print("[\(id)] \(change)") }
+                for await change in node.leadershipChanges() { say("[\(id)] \(change)") }
             }
             group.addTask {
-                for await entry in node.committedEntries() { print("[\(id)] committed \(entry)") }
+                for await entry in node.committedEntries() { say("[\(id)] committed \(entry)") }
             }
             group.addTask {
                 while let line = readLine() {
                     guard !line.isEmpty else { continue }
                     do {
-                        try await node.propose(line)
+                        let committed = try await node.propose(line)
+                        say("ok #\(committed.index.rawValue): \(line)")
                     } catch {
-                        print("[\(id)] proposal failed: \(error)")
+                        say("[\(id)] proposal failed: \(error)")
                     }
                 }
             }
@@ -72,3 +85,9 @@ struct Node: AsyncParsableCommand {
 }
 
 
+
+/// Writes a line to standard output at once (unbuffered), so that whoever reads it through a pipe sees each line as it
+/// happens.
+func say(_ line: String) {
+    FileHandle.standardOutput.write(Data((line + "\n").utf8))
+}

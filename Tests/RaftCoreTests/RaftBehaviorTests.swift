@@ -173,6 +173,23 @@ private func electedCluster(
         #expect(cluster.applied[n(1)]?.last?.data == [9])
     }
 
+    @Test func aFollowerThatLostItsWholeLogIsBroughtBackUpToDate() throws {
+        var cluster = try electedCluster()
+        for k in 0..<20 { try cluster.propose(n(1), [UInt8(k)]) }
+        cluster.stabilize()
+        cluster.crash(n(3))
+        cluster.wipe(n(3))
+        try cluster.restart(n(3))
+        for k in 20..<25 { try cluster.propose(n(1), [UInt8(k)]) }
+        cluster.stabilize()
+        for _ in 0..<3 {
+            cluster.tick(n(1))
+            cluster.stabilize()
+        }
+        #expect(cluster[n(3)]?.log.lastIndex == LogIndex(26))
+        #expect(cluster.applied[n(3)]?.count == 26)
+    }
+
     @Test func aRestartedNodeCatchesUpAndNothingCommittedIsLost() throws {
         var cluster = try electedCluster()
         for k in 0..<20 { try cluster.propose(n(1), [UInt8(k)]) }

@@ -32,7 +32,7 @@ func eventually(_ limit: Duration = .seconds(20), _ condition: () async -> Bool)
 final class LocalCluster: Sendable {
     let configuration: ClusterConfiguration
     let names: [String]
-    let storages: [String: InMemoryNodeStorage]
+    let storages: NIOLockedValueBox<[String: InMemoryNodeStorage]>
     let recorders: NIOLockedValueBox<[String: Recorder]>
     let running: NIOLockedValueBox<[String: RaftNode<Recorder>]>
     let options: RaftNode<Recorder>.Options
@@ -68,17 +68,22 @@ final class LocalCluster: Sendable {
     private init(configuration: ClusterConfiguration, names: [String], options: RaftNode<Recorder>.Options) {
         self.configuration = configuration
         self.names = names
-        self.storages = Dictionary(uniqueKeysWithValues: names.map { ($0, InMemoryNodeStorage()) })
+        self.storages = NIOLockedValueBox(Dictionary(uniqueKeysWithValues: names.map { ($0, InMemoryNodeStorage()) }))
         self.recorders = NIOLockedValueBox([:])
         self.running = NIOLockedValueBox([:])
         self.options = options
     }
 
-    /// Starts (or restarts, on the same storage, with a fresh state machine) the named node.
-    func startNode(_ name: String) async throws {
+    /// Starts (or restarts, on the same storage, with a fresh state machine) the named node; `wiped` gives it empty
+    /// storage instead, as if its disk had been replaced.
+    func startNode(_ name: String, wiped: Bool = false) async throws {
         let recorder = Recorder()
+        let storage = storages.withLockedValue { s in
+            if wiped || s[name] == nil { s[name] = InMemoryNodeStorage() }
+            return s[name] ?? InMemoryNodeStorage()
+        }
         let node = try RaftNode(cluster: configuration, name: name, stateMachine: recorder,
-                                storage: storages[name] ?? InMemoryNodeStorage(), options: options)
+                                storage: storage, options: options)
         try await node.start()
         recorders.withLockedValue { $0[name] = recorder }
         running.withLockedValue { $0[name] = node }

@@ -84,6 +84,12 @@ public struct LockstepCluster {
         inFlight.removeAll { $0.to == id }
     }
 
+    /// Loses a crashed node's storage and state machine too (a wiped disk).
+    public mutating func wipe(_ id: NodeID) {
+        storage[id] = MemoryStorage()
+        applied[id] = []
+    }
+
     /// Starts a crashed node again from its storage, with its state machine at what it had applied.
     public mutating func restart(_ id: NodeID) throws {
         try start(id)

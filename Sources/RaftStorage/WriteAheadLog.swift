@@ -1,0 +1,539 @@
+import Foundation
+import RaftCore
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// A node's durable storage: an append-only write-ahead log in segment files, in a data directory of its own.
+///
+/// ```
+/// DIR/FORMAT            "raftlite-data 1": the format version
+/// DIR/LOCK              held (flock) while a process has the directory open; holds its pid
+/// DIR/wal/00000000000000000001.log, ...   segments, each up to `Options.segmentBytes`
+/// ```
+///
+/// Every write goes through one writer thread, which takes everything queued since its last sync, writes it in one
+/// `write`, and makes it durable with one `fdatasync` before completing any of it: **group commit** — the more
+/// writers wait, the more each sync covers. Writes complete in the order they were made.
+///
+/// On open the log is replayed. A damaged record at the very end of the last segment (a crash in the middle of a
+/// write: cut short, failing its checksum as the last record, or followed only by zeros) is cut off. Damage anywhere
+/// else, a missing segment, or an unknown format makes `init` throw a `StorageFailure` naming the file and offset:
+/// never silent loss.
+public final class WriteAheadLog: NodeStorage, LogStorage, @unchecked Sendable {
+    // @unchecked Sendable: `queue`, `closing`, `failure` and `writerDone` are only touched with `condition` locked;
+    // the segment state (`segment*`, `lastIndex`, `snapshotIndex`, `buffer`) only by the writer thread once it runs
+    // (and by `init` before it starts); `recovered` and `report` are written once, in `init`.
+
+    public struct Options: Sendable, Hashable {
+        /// A segment is closed and a new one started once it exceeds this size.
+        public var segmentBytes = 64 << 20
+        /// Whether every write is synced before it completes. Turning it off loses Raft's guarantees on power loss or
+        /// kernel crash; it exists for tests and benchmarks that measure something else.
+        public var sync = true
+
+        public init() {}
+    }
+
+    /// What opening the log found.
+    public struct RecoveryReport: Sendable, Hashable {
+        public var segments = 0
+        public var records = 0
+        /// Bytes of a torn record cut from the end of the last segment (0 if the log ended cleanly).
+        public var tornBytesCut = 0
+        public var tornRecordAt: (file: String, offset: Int)? {
+            get { tornFile.map { ($0, tornOffset) } }
+            set {
+                tornFile = newValue?.file
+                tornOffset = newValue?.offset ?? 0
+            }
+        }
+        private var tornFile: String?
+        private var tornOffset = 0
+        public var seconds = 0.0
+    }
+
+    /// What the writer has done since the log was opened.
+    public struct Statistics: Sendable, Hashable {
+        /// Calls to `persist` completed.
+        public var writes = 0
+        /// `fdatasync` calls: with group commit, far fewer than writes under load.
+        public var syncs = 0
+        public var bytes = 0
+        public var segmentsStarted = 0
+    }
+
+    public var statistics: Statistics {
+        condition.lock()
+        defer { condition.unlock() }
+        return counters
+    }
+
+    public static let formatVersion = 1
+    public let directory: String
+    public let options: Options
+    public private(set) var report = RecoveryReport()
+
+    private struct Request {
+        var entries: [Entry]
+        var hardState: HardState?
+        /// A compaction: start a new segment at this base, holding the entries after it, and delete the older ones.
+        var compaction: (index: LogIndex, term: Term, hardState: HardState)?
+        var completion: @Sendable ((any Error)?) -> Void
+    }
+
+    private let condition = NSCondition()
+    private var queue: [Request] = []
+    private var closing = false
+    /// Set once the writer thread exists: a log whose `init` failed has none to wait for.
+    private var writerStarted = false
+    private var writerDone = false
+    private var failure: StorageFailure?
+    private var counters = Statistics()
+    private var lockFD: Int32 = -1
+    private var recovered = PersistentState()
+
+    private let walDirectory: String
+    private var segmentFD: Int32 = -1
+    private var segmentPath = ""
+    private var segmentSequence: UInt64 = 0
+    private var segmentSize = 0
+    private var lastIndex = LogIndex.zero
+    private var snapshotIndex = LogIndex.zero
+    private var buffer: [UInt8] = []
+
+    /// Opens (creating if needed) the data directory and replays its log.
+    /// - Throws: `StorageFailure`: `.locked` if another process has it open, `.unsupportedFormat`, `.corrupt` or
+    ///   `.missingSegment` (with the file and offset), `.io`.
+    public init(directory: String, options: Options = Options()) throws(StorageFailure) {
+        self.directory = directory
+        self.options = options
+        self.walDirectory = directory + "/wal"
+        let started = ContinuousClock.now
+        try Files.makeDirectory(directory)
+        try lock()
+        do {
+            try checkFormat()
+            try Files.makeDirectory(walDirectory)
+            try recover()
+        } catch {
+            releaseLock()
+            if segmentFD >= 0 { Files.close(segmentFD) }
+            throw error
+        }
+        let elapsed = (ContinuousClock.now - started).components
+        report.seconds = Double(elapsed.seconds) + Double(elapsed.attoseconds) / 1e18
+        let thread = Thread { [self] in self.runWriter() }
+        thread.name = "raftlite-wal"
+        writerStarted = true
+        thread.start()
+    }
+
+    deinit {
+        close()
+    }
+
+    /// Everything the log held when it was opened.
+    public func initialState() -> PersistentState { recovered }
+
+    // MARK: - Writing
+
+    /// Queues `entries` and then `hardState`; `completion` runs on the writer thread once they are durable (or with
+    /// the error that stopped them). Completions run in the order of the calls.
+    public func persist(
+        entries: [Entry], hardState: HardState?, completion: @escaping @Sendable ((any Error)?) -> Void
+    ) {
+        enqueue(Request(entries: entries, hardState: hardState, completion: completion))
+    }
+
+    private func enqueue(_ request: Request) {
+        let completion = request.completion
+        condition.lock()
+        if closing || failure != nil {
+            let error = failure ?? StorageFailure(.closed, "the log is closed", file: directory)
+            condition.unlock()
+            completion(error)
+            return
+        }
+        queue.append(request)
+        condition.signal()
+        condition.unlock()
+    }
+
+    /// Writes `entries` and then `hardState` and waits until they are durable (the core's `LogStorage` protocol).
+    public func persist(entries: [Entry], hardState: HardState?) throws(StorageFailure) {
+        let done = DispatchSemaphore(value: 0)
+        let outcome = OutcomeBox()
+        persist(entries: entries, hardState: hardState) { error in
+            outcome.error = error
+            done.signal()
+        }
+        done.wait()
+        if let error = outcome.error {
+            throw error as? StorageFailure ?? StorageFailure(.io, "\(error)", file: directory)
+        }
+    }
+
+    /// Stops the writer once everything queued is written, and releases the directory. Safe to call twice.
+    public func close() {
+        condition.lock()
+        if closing && writerDone {
+            condition.unlock()
+            return
+        }
+        closing = true
+        condition.broadcast()
+        while writerStarted && !writerDone { condition.wait() }
+        writerDone = true
+        condition.unlock()
+        if segmentFD >= 0 {
+            Files.close(segmentFD)
+            segmentFD = -1
+        }
+        releaseLock()
+    }
+
+    private func runWriter() {
+        var batch: [Request] = []
+        while true {
+            condition.lock()
+            while queue.isEmpty && !closing { condition.wait() }
+            if queue.isEmpty {
+                writerDone = true
+                condition.broadcast()
+                condition.unlock()
+                return
+            }
+            swap(&batch, &queue)
+            let failedBefore = failure
+            condition.unlock()
+
+            var errors = [StorageFailure?](repeating: failedBefore, count: batch.count)
+            if failedBefore == nil {
+                do {
+                    errors = try write(batch)
+                } catch {
+                    condition.lock()
+                    failure = error
+                    condition.unlock()
+                    errors = Array(repeating: error, count: batch.count)
+                }
+            }
+            condition.lock()
+            counters.writes += batch.count
+            condition.unlock()
+            for (request, error) in zip(batch, errors) { request.completion(error) }
+            batch.removeAll(keepingCapacity: true)
+        }
+    }
+
+    /// Writes a batch with one write and one sync (a compaction in the batch adds a flush point). Returns, per
+    /// request, the error that refused it, if any (an append that would leave a hole); throws when the disk fails,
+    /// which fails the whole log.
+    private func write(_ batch: [Request]) throws(StorageFailure) -> [StorageFailure?] {
+        buffer.removeAll(keepingCapacity: true)
+        var refused = [StorageFailure?](repeating: nil, count: batch.count)
+        for (k, request) in batch.enumerated() {
+            if let compaction = request.compaction {
+                try flushBuffer()
+                guard request.entries.first.map({ $0.index == compaction.index.next }) ?? true,
+                    (request.entries.last?.index ?? compaction.index) >= lastIndex
+                else {
+                    refused[k] = StorageFailure(
+                        .invalidAppend, "a compaction through \(compaction.index) must retain the entries after it, "
+                            + "up to \(lastIndex)", file: directory)
+                    continue
+                }
+                try compact(compaction.index, compaction.term, compaction.hardState, retaining: request.entries)
+                continue
+            }
+            if let first = request.entries.first, let last = request.entries.last {
+                guard first.index <= lastIndex.next, first.index > snapshotIndex else {
+                    refused[k] = StorageFailure(
+                        .invalidAppend,
+                        "append at \(first.index) does not follow the log, which ends at \(lastIndex) "
+                            + "(compacted through \(snapshotIndex))", file: directory)
+                    continue
+                }
+                Records.append(entries: request.entries, to: &buffer)
+                lastIndex = last.index
+            }
+            if let hardState = request.hardState { Records.append(.hardState(hardState), to: &buffer) }
+        }
+        try flushBuffer()
+        return refused
+    }
+
+    /// Writes and syncs what the buffer holds, starting a new segment first if the current one is full.
+    private func flushBuffer() throws(StorageFailure) {
+        guard !buffer.isEmpty else { return }
+        if segmentSize > Records.segmentHeaderSize && segmentSize + buffer.count > options.segmentBytes {
+            try startSegment(sequence: segmentSequence + 1)
+        }
+        try Files.writeAll(segmentFD, buffer, path: segmentPath)
+        segmentSize += buffer.count
+        let written = buffer.count
+        buffer.removeAll(keepingCapacity: true)
+        if options.sync { try Files.sync(segmentFD, path: segmentPath) }
+        condition.lock()
+        counters.bytes += written
+        counters.syncs += options.sync ? 1 : 0
+        condition.unlock()
+    }
+
+    /// Closes the current segment (it is already durable) and starts the next, durably named in the directory.
+    private func startSegment(sequence: UInt64, firstRecord: [UInt8] = []) throws(StorageFailure) {
+        let path = segmentPath(sequence)
+        let fd = try Files.open(path, O_WRONLY | O_CREAT | O_EXCL)
+        var header: [UInt8] = []
+        Records.appendSegmentHeader(sequence: sequence, to: &header)
+        header.append(contentsOf: firstRecord)
+        do throws(StorageFailure) {
+            try Files.writeAll(fd, header, path: path)
+            try Files.sync(fd, path: path)
+            try Files.syncDirectory(walDirectory)
+        } catch {
+            Files.close(fd)
+            throw error
+        }
+        if segmentFD >= 0 { Files.close(segmentFD) }
+        segmentFD = fd
+        segmentPath = path
+        segmentSequence = sequence
+        segmentSize = header.count
+        counters.segmentsStarted += 1
+    }
+
+    private func segmentPath(_ sequence: UInt64) -> String {
+        let digits = String(sequence)
+        return walDirectory + "/" + String(repeating: "0", count: max(0, 20 - digits.count)) + digits + ".log"
+    }
+
+    // MARK: - Compaction
+
+    /// Forgets every entry up to `index` (with term `term`), which a snapshot now covers: the log starts a new
+    /// segment whose first records say where the log begins, what the hard state is, and the `retained` entries
+    /// after `index` (all of them, up to the end of the log); then the older segments are deleted. It is ordered
+    /// after every write queued before it, and returns once it is durable.
+    public func compact(
+        through index: LogIndex, term: Term, hardState: HardState, retaining retained: [Entry]
+    ) throws(StorageFailure) {
+        let done = DispatchSemaphore(value: 0)
+        let outcome = OutcomeBox()
+        enqueue(Request(entries: retained, hardState: nil, compaction: (index, term, hardState)) { error in
+            outcome.error = error
+            done.signal()
+        })
+        done.wait()
+        if let error = outcome.error {
+            throw error as? StorageFailure ?? StorageFailure(.io, "\(error)", file: directory)
+        }
+    }
+
+    /// On the writer thread: the compaction itself.
+    private func compact(
+        _ index: LogIndex, _ term: Term, _ hardState: HardState, retaining retained: [Entry]
+    ) throws(StorageFailure) {
+        var first: [UInt8] = []
+        Records.append(.base(index: index, term: term), to: &first)
+        Records.append(.hardState(hardState), to: &first)
+        Records.append(entries: retained, to: &first)
+        let old = segmentSequence
+        try startSegment(sequence: old + 1, firstRecord: first)
+        snapshotIndex = max(snapshotIndex, index)
+        lastIndex = retained.last?.index ?? max(lastIndex, index)
+        for name in try Files.list(walDirectory) {
+            if let sequence = Self.sequence(ofSegment: name), sequence <= old {
+                try Files.remove(walDirectory + "/" + name)
+            }
+        }
+        try Files.syncDirectory(walDirectory)
+    }
+
+    // MARK: - Opening
+
+    private func lock() throws(StorageFailure) {
+        let path = directory + "/LOCK"
+        let fd = try Files.open(path, O_RDWR | O_CREAT)
+        guard flock(fd, LOCK_EX | LOCK_NB) == 0 else {
+            let holder = (try? Files.readAll(path)).map { String(decoding: $0, as: UTF8.self) } ?? "?"
+            Files.close(fd)
+            throw StorageFailure(
+                .locked, "the data directory is in use by another process (pid \(holder.trimmingCharacters(in: .whitespacesAndNewlines)))",
+                file: directory)
+        }
+        let pid = Array("\(getpid())\n".utf8)
+        _ = ftruncate(fd, 0)
+        pid.withUnsafeBytes { _ = pwrite(fd, $0.baseAddress, $0.count, 0) }
+        lockFD = fd
+    }
+
+    private func releaseLock() {
+        if lockFD >= 0 {
+            _ = flock(lockFD, LOCK_UN)
+            Files.close(lockFD)
+            lockFD = -1
+        }
+    }
+
+    private func checkFormat() throws(StorageFailure) {
+        let path = directory + "/FORMAT"
+        let expected = "raftlite-data \(Self.formatVersion)"
+        guard Files.exists(path) else {
+            if Files.exists(walDirectory), !(try Files.list(walDirectory)).isEmpty {
+                throw StorageFailure(.unsupportedFormat, "the data directory has a log but no FORMAT file", file: path)
+            }
+            try Files.writeAtomically(Array((expected + "\n").utf8), to: path, directory: directory)
+            return
+        }
+        let found = String(decoding: try Files.readAll(path), as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+        guard found == expected else {
+            throw StorageFailure(
+                .unsupportedFormat, "the data directory's format is \"\(found)\"; this version reads \"\(expected)\"",
+                file: path)
+        }
+    }
+
+    static func sequence(ofSegment name: String) -> UInt64? {
+        guard name.hasSuffix(".log"), name.count == 24 else { return nil }
+        return UInt64(name.prefix(20))
+    }
+
+    /// Replays every segment into `recovered` and opens the last one for appending.
+    private func recover() throws(StorageFailure) {
+        let sequences = try Files.list(walDirectory).compactMap(Self.sequence(ofSegment:)).sorted()
+        guard !sequences.isEmpty else {
+            try startSegment(sequence: 1)
+            return
+        }
+        for (previous, next) in zip(sequences, sequences.dropFirst()) where next != previous + 1 {
+            throw StorageFailure(.missingSegment, "segment \(previous + 1) is missing (found \(previous) and \(next))",
+                                 file: segmentPath(previous + 1))
+        }
+        var entries: [Entry] = []
+        var state = PersistentState()
+        var cut: (path: String, offset: Int, size: Int)?
+        for (k, sequence) in sequences.enumerated() {
+            let path = segmentPath(sequence)
+            let isLast = k == sequences.count - 1
+            let bytes = try Files.readAll(path)
+            report.segments += 1
+            let header = Array(bytes.prefix(Records.segmentHeaderSize))
+            var expectedHeader: [UInt8] = []
+            Records.appendSegmentHeader(sequence: sequence, to: &expectedHeader)
+            guard header == expectedHeader else {
+                if isLast && bytes.allSatisfy({ $0 == 0 }) || isLast && bytes.count < Records.segmentHeaderSize {
+                    // A crash while the segment was being created: it holds nothing.
+                    cut = (path, 0, bytes.count)
+                    break
+                }
+                throw StorageFailure(.corrupt, "segment header does not match its name", file: path, offset: 0)
+            }
+            var offset = Records.segmentHeaderSize
+            var sawFirst = false
+            let failure: StorageFailure? = bytes.withUnsafeBytes { raw -> StorageFailure? in
+                while offset < raw.count {
+                    switch Records.read(raw, at: offset) {
+                    case .success(let (record, next)):
+                        if !sawFirst && k == 0 && sequence != 1 {
+                            guard case .base = record else {
+                                return StorageFailure(
+                                    .missingSegment, "the log's first segment is \(sequence) but it does not say where the log begins",
+                                    file: path, offset: offset)
+                            }
+                        }
+                        sawFirst = true
+                        if let problem = Self.apply(record, to: &state, entries: &entries) {
+                            return StorageFailure(.corrupt, problem, file: path, offset: offset)
+                        }
+                        report.records += 1
+                        offset = next
+                    case .failure(let reason):
+                        let rest = UnsafeRawBufferPointer(rebasing: raw[offset...])
+                        let endsAtEOF: Bool = {
+                            guard raw.count - offset >= 4 else { return true }
+                            return offset + 8 + Int(Records.loadLE(UInt32.self, raw, offset)) >= raw.count
+                        }()
+                        let torn = reason == .truncated || rest.allSatisfy { $0 == 0 } || (reason == .checksum && endsAtEOF)
+                        if isLast && torn {
+                            cut = (path, offset, raw.count)
+                            return nil
+                        }
+                        let what: String
+                        switch reason {
+                        case .truncated: what = "a record is cut short"
+                        case .checksum: what = "a record fails its checksum"
+                        case .malformed(let m): what = "a record is malformed (\(m))"
+                        }
+                        return StorageFailure(
+                            .corrupt, "the log is damaged before its end: \(what); refusing to start rather than lose "
+                                + "committed entries", file: path, offset: offset)
+                    }
+                }
+                return nil
+            }
+            if let failure { throw failure }
+        }
+        state.entries = entries
+        recovered = state
+        snapshotIndex = state.snapshotIndex
+        lastIndex = state.lastIndex
+        if let cut {
+            report.tornBytesCut = cut.size - cut.offset
+            report.tornRecordAt = (cut.path, cut.offset)
+            try Files.truncate(cut.path, to: cut.offset)
+        }
+        // Append to the last segment (a fresh one if it had to be emptied).
+        guard let last = sequences.last else { return }
+        let path = segmentPath(last)
+        if let cut, cut.path == path, cut.offset < Records.segmentHeaderSize {
+            try Files.remove(path)
+            try startSegment(sequence: last)
+            return
+        }
+        segmentFD = try Files.open(path, O_WRONLY | O_APPEND)
+        segmentPath = path
+        segmentSequence = last
+        var stats = stat()
+        guard fstat(segmentFD, &stats) == 0 else { throw Files.io("reading the size of", path) }
+        segmentSize = Int(stats.st_size)
+    }
+
+    /// Applies one record to the state being rebuilt; returns a problem if the record cannot follow the log so far.
+    private static func apply(_ record: Records.Record, to state: inout PersistentState, entries: inout [Entry]) -> String? {
+        switch record {
+        case .entries(let batch):
+            guard let first = batch.first?.index else { return nil }
+            let last = LogIndex(state.snapshotIndex.rawValue + UInt64(entries.count))
+            guard first <= last.next else { return "entries start at \(first) but the log ends at \(last)" }
+            var batch = batch[...]
+            if first <= state.snapshotIndex {
+                batch = batch.drop { $0.index <= state.snapshotIndex }
+                guard let firstKept = batch.first?.index else { return nil }
+                _ = firstKept
+            }
+            guard let from = batch.first?.index else { return nil }
+            let keep = Int(from.rawValue - state.snapshotIndex.rawValue - 1)
+            if keep < entries.count { entries.removeSubrange(keep...) }
+            entries.append(contentsOf: batch)
+        case .hardState(let hs):
+            state.hardState = hs
+        case .base(let index, let term):
+            let last = LogIndex(state.snapshotIndex.rawValue + UInt64(entries.count))
+            if index >= last {
+                entries.removeAll()
+            } else if index > state.snapshotIndex {
+                entries.removeFirst(Int(index.rawValue - state.snapshotIndex.rawValue))
+            }
+            state.snapshotIndex = index
+            state.snapshotTerm = term
+        }
+        return nil
+    }
+}
+
+/// Carries an error out of a completion closure to a waiting thread (the semaphore orders the accesses).
+private final class OutcomeBox: @unchecked Sendable {
+    var error: (any Error)?
+}

@@ -1,0 +1,272 @@
+import Foundation
+import RaftCore
+import RaftStorage
+import Testing
+
+/// A fresh directory under the system's temporary directory, removed at the end of the test.
+final class TemporaryDirectory {
+    let path: String
+
+    init() {
+        path = FileManager.default.temporaryDirectory.appendingPathComponent("raftlite-\(UUID().uuidString)").path
+    }
+
+    deinit { try? FileManager.default.removeItem(atPath: path) }
+
+    var segments: [String] {
+        ((try? FileManager.default.contentsOfDirectory(atPath: path + "/wal")) ?? []).filter { $0.hasSuffix(".log") }
+            .sorted().map { path + "/wal/" + $0 }
+    }
+}
+
+func entries(_ range: ClosedRange<UInt64>, term: UInt64, size: Int = 16) -> [Entry] {
+    range.map { Entry(term: Term(term), index: LogIndex($0), data: Array(repeating: UInt8(truncatingIfNeeded: $0), count: size)) }
+}
+
+func bytes(of path: String) throws -> [UInt8] { Array(try Data(contentsOf: URL(fileURLWithPath: path))) }
+func write(_ bytes: [UInt8], to path: String) throws { try Data(bytes).write(to: URL(fileURLWithPath: path)) }
+
+@Suite struct WriteAheadLogTests {
+    @Test func whatIsPersistedIsWhatIsReadBack() throws {
+        let dir = TemporaryDirectory()
+        let hs = HardState(term: Term(3), votedFor: NodeID(2), commit: LogIndex(7))
+        do {
+            let log = try WriteAheadLog(directory: dir.path)
+            #expect(log.initialState() == PersistentState())
+            try log.persist(entries: entries(1...10, term: 1), hardState: nil)
+            try log.persist(entries: entries(11...12, term: 3), hardState: hs)
+            log.close()
+        }
+        let log = try WriteAheadLog(directory: dir.path)
+        defer { log.close() }
+        let state = log.initialState()
+        #expect(state.hardState == hs)
+        #expect(state.entries == entries(1...10, term: 1) + entries(11...12, term: 3))
+        #expect(log.report.tornBytesCut == 0)
+        let format = try String(contentsOfFile: dir.path + "/FORMAT", encoding: .utf8)
+        #expect(format == "raftlite-data 1\n")
+    }
+
+    @Test func anAppendAtOrBelowTheEndCutsTheLogThereAsARepairedFollowerNeeds() throws {
+        let dir = TemporaryDirectory()
+        do {
+            let log = try WriteAheadLog(directory: dir.path)
+            try log.persist(entries: entries(1...10, term: 1), hardState: nil)
+            try log.persist(entries: entries(6...8, term: 2), hardState: nil)
+            log.close()
+        }
+        let log = try WriteAheadLog(directory: dir.path)
+        defer { log.close() }
+        #expect(log.initialState().entries == entries(1...5, term: 1) + entries(6...8, term: 2))
+    }
+
+    @Test func anAppendThatLeavesAHoleIsRefusedAndTheLogGoesOn() throws {
+        let dir = TemporaryDirectory()
+        let log = try WriteAheadLog(directory: dir.path)
+        try log.persist(entries: entries(1...3, term: 1), hardState: nil)
+        #expect(throws: StorageFailure.self) { try log.persist(entries: entries(9...9, term: 1), hardState: nil) }
+        try log.persist(entries: entries(4...4, term: 1), hardState: nil)
+        log.close()
+        let reopened = try WriteAheadLog(directory: dir.path)
+        defer { reopened.close() }
+        #expect(reopened.initialState().lastIndex == LogIndex(4))
+    }
+
+    @Test func manyConcurrentWritersShareSyncs() throws {
+        let dir = TemporaryDirectory()
+        let log = try WriteAheadLog(directory: dir.path)
+        let allocator = NSLock()
+        nonisolated(unsafe) var next: UInt64 = 1
+        let finished = DispatchGroup()
+        // 64 threads, each waiting for its own write to be durable before making the next.
+        for _ in 0..<64 {
+            finished.enter()
+            Thread {
+                for _ in 0..<50 {
+                    let done = DispatchSemaphore(value: 0)
+                    allocator.lock()
+                    let index = next
+                    next += 1
+                    log.persist(entries: entries(index...index, term: 1), hardState: nil) { _ in done.signal() }
+                    allocator.unlock()
+                    done.wait()
+                }
+                finished.leave()
+            }.start()
+        }
+        finished.wait()
+        let stats = log.statistics
+        log.close()
+        #expect(stats.writes == 3200)
+        #expect(stats.syncs < stats.writes / 2, "group commit: \(stats.syncs) syncs for \(stats.writes) writes")
+        let reopened = try WriteAheadLog(directory: dir.path)
+        defer { reopened.close() }
+        #expect(reopened.initialState().entries == entries(1...3200, term: 1))
+    }
+
+    @Test func segmentsRotateAndReplayInOrder() throws {
+        let dir = TemporaryDirectory()
+        var options = WriteAheadLog.Options()
+        options.segmentBytes = 4096
+        do {
+            let log = try WriteAheadLog(directory: dir.path, options: options)
+            for k in UInt64(0)..<100 { try log.persist(entries: entries(k * 10 + 1...k * 10 + 10, term: 1, size: 40), hardState: nil) }
+            log.close()
+        }
+        #expect(dir.segments.count > 10)
+        let log = try WriteAheadLog(directory: dir.path, options: options)
+        defer { log.close() }
+        #expect(log.initialState().entries == entries(1...1000, term: 1, size: 40))
+    }
+
+    @Test func compactionDeletesOldSegmentsAndTheLogStartsAfterTheSnapshot() throws {
+        let dir = TemporaryDirectory()
+        var options = WriteAheadLog.Options()
+        options.segmentBytes = 2048
+        let hs = HardState(term: Term(1), votedFor: nil, commit: LogIndex(300))
+        do {
+            let log = try WriteAheadLog(directory: dir.path, options: options)
+            for k in UInt64(0)..<30 { try log.persist(entries: entries(k * 10 + 1...k * 10 + 10, term: 1, size: 40), hardState: nil) }
+            let before = dir.segments.count
+            try log.compact(through: LogIndex(250), term: Term(1), hardState: hs,
+                            retaining: entries(251...300, term: 1, size: 40))
+            #expect(dir.segments.count == 1, "from \(before) segments to one")
+            try log.persist(entries: entries(301...310, term: 2), hardState: nil)
+            log.close()
+        }
+        let log = try WriteAheadLog(directory: dir.path, options: options)
+        defer { log.close() }
+        let state = log.initialState()
+        #expect(state.snapshotIndex == LogIndex(250))
+        #expect(state.entries == entries(251...300, term: 1, size: 40) + entries(301...310, term: 2))
+        #expect(state.hardState == hs)
+    }
+
+    @Test func aSecondProcessCannotOpenTheSameDirectory() throws {
+        let dir = TemporaryDirectory()
+        let log = try WriteAheadLog(directory: dir.path)
+        #expect(throws: StorageFailure.self) { try WriteAheadLog(directory: dir.path) }
+        log.close()
+        let again = try WriteAheadLog(directory: dir.path)
+        again.close()
+    }
+
+    @Test func aDirectoryOfAnotherFormatIsRefused() throws {
+        let dir = TemporaryDirectory()
+        WriteAheadLogTests.fill(dir)
+        try write(Array("raftlite-data 9\n".utf8), to: dir.path + "/FORMAT")
+        let error = #expect(throws: StorageFailure.self) { try WriteAheadLog(directory: dir.path) }
+        #expect(error?.kind == .unsupportedFormat)
+    }
+
+    /// Twenty records of 16-byte entries: 10 entries each, then a hard state each time.
+    static func fill(_ dir: TemporaryDirectory, options: WriteAheadLog.Options = .init()) {
+        guard let log = try? WriteAheadLog(directory: dir.path, options: options) else { return }
+        for k in UInt64(0)..<20 {
+            try? log.persist(entries: entries(k * 10 + 1...k * 10 + 10, term: 1),
+                             hardState: HardState(term: Term(1), votedFor: nil, commit: LogIndex(k * 10)))
+        }
+        log.close()
+    }
+}
+
+/// The documented outcome of each kind of damage to the files.
+@Suite struct FaultInjectionTests {
+    @Test func aTruncatedTailIsCutAndEverythingBeforeItIsKept() throws {
+        let dir = TemporaryDirectory()
+        WriteAheadLogTests.fill(dir)
+        let segment = try #require(dir.segments.last)
+        var data = try bytes(of: segment)
+        let originalSize = data.count
+        data.removeLast(30)  // the middle of the last hard-state record
+        try write(data, to: segment)
+        let log = try WriteAheadLog(directory: dir.path)
+        let state = log.initialState()
+        #expect(state.lastIndex == LogIndex(200), "the last entries record is whole")
+        #expect(state.hardState.commit == LogIndex(180), "the torn hard state is gone; the one before is kept")
+        #expect(log.report.tornBytesCut > 0)
+        #expect(log.report.tornRecordAt?.file == segment)
+        try log.persist(entries: entries(201...201, term: 1), hardState: nil)
+        log.close()
+        #expect(try bytes(of: segment).count < originalSize + 100)
+        let reopened = try WriteAheadLog(directory: dir.path)
+        defer { reopened.close() }
+        #expect(reopened.initialState().lastIndex == LogIndex(201))
+        #expect(reopened.report.tornBytesCut == 0)
+    }
+
+    @Test func aZeroFilledTailIsCut() throws {
+        let dir = TemporaryDirectory()
+        WriteAheadLogTests.fill(dir)
+        let segment = try #require(dir.segments.last)
+        try write(try bytes(of: segment) + [UInt8](repeating: 0, count: 4096), to: segment)
+        let log = try WriteAheadLog(directory: dir.path)
+        defer { log.close() }
+        #expect(log.initialState().lastIndex == LogIndex(200))
+        #expect(log.initialState().hardState.commit == LogIndex(190))
+        #expect(log.report.tornBytesCut == 4096)
+    }
+
+    @Test func aChecksumFailureInTheLastRecordIsATornWriteAndIsCut() throws {
+        let dir = TemporaryDirectory()
+        WriteAheadLogTests.fill(dir)
+        let segment = try #require(dir.segments.last)
+        var data = try bytes(of: segment)
+        data[data.count - 3] ^= 0x10
+        try write(data, to: segment)
+        let log = try WriteAheadLog(directory: dir.path)
+        defer { log.close() }
+        #expect(log.initialState().lastIndex == LogIndex(200))
+        #expect(log.initialState().hardState.commit == LogIndex(180))
+    }
+
+    @Test func flippedBitsInTheMiddleStopTheNodeWithTheFileAndOffset() throws {
+        let dir = TemporaryDirectory()
+        WriteAheadLogTests.fill(dir)
+        let segment = try #require(dir.segments.first)
+        var data = try bytes(of: segment)
+        // The first record starts right after the 16-byte header; damage its payload.
+        data[16 + 9 + 20] ^= 0x01
+        try write(data, to: segment)
+        let error = #expect(throws: StorageFailure.self) { try WriteAheadLog(directory: dir.path) }
+        #expect(error?.kind == .corrupt)
+        #expect(error?.file == segment)
+        #expect(error?.offset == 16)
+        #expect("\(error.map { "\($0)" } ?? "")".contains("checksum"))
+        // Nothing was cut: the damaged file is left as it was, for an operator to look at.
+        #expect(try bytes(of: segment) == data)
+    }
+
+    @Test func aMissingSegmentStopsTheNodeNamingIt() throws {
+        let dir = TemporaryDirectory()
+        var options = WriteAheadLog.Options()
+        options.segmentBytes = 1024
+        WriteAheadLogTests.fill(dir, options: options)
+        let segments = dir.segments
+        #expect(segments.count >= 3)
+        try FileManager.default.removeItem(atPath: segments[1])
+        let error = #expect(throws: StorageFailure.self) { try WriteAheadLog(directory: dir.path, options: options) }
+        #expect(error?.kind == .missingSegment)
+        #expect(error?.file == segments[1])
+        // Losing the first segment (not after a compaction) is caught too.
+        let dir2 = TemporaryDirectory()
+        WriteAheadLogTests.fill(dir2, options: options)
+        try FileManager.default.removeItem(atPath: try #require(dir2.segments.first))
+        let error2 = #expect(throws: StorageFailure.self) { try WriteAheadLog(directory: dir2.path, options: options) }
+        #expect(error2?.kind == .missingSegment)
+    }
+
+    @Test func damageInAnEarlierSegmentIsNeverTakenForATornTail() throws {
+        let dir = TemporaryDirectory()
+        var options = WriteAheadLog.Options()
+        options.segmentBytes = 1024
+        WriteAheadLogTests.fill(dir, options: options)
+        let segment = dir.segments[0]
+        var data = try bytes(of: segment)
+        data.removeLast(10)  // cut short: in the last segment this would be a torn write
+        try write(data, to: segment)
+        let error = #expect(throws: StorageFailure.self) { try WriteAheadLog(directory: dir.path, options: options) }
+        #expect(error?.kind == .corrupt)
+        #expect(error?.file == segment)
+    }
+}
