@@ -68,12 +68,23 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        // Test support: child processes (the real raft-lite binary) for crash and end-to-end tests.
+        .target(
+            name: "ProcessTesting",
+            dependencies: [.product(name: "NIOConcurrencyHelpers", package: "swift-nio")],
+            path: "Tests/ProcessTesting"
+        ),
         .testTarget(name: "RaftCoreTests", dependencies: ["RaftCore", "RaftSimulation"]),
-        .testTarget(name: "RaftSimulationTests", dependencies: ["RaftCore", "RaftSimulation"]),
+        .testTarget(
+            name: "RaftSimulationTests",
+            dependencies: [
+                "RaftCore", "RaftSimulation", .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            ]
+        ),
         .testTarget(
             name: "RaftLiteTests",
             dependencies: [
-                "RaftCore", "RaftLite", "RaftWire", "RaftTransport", "RaftStorage",
+                "RaftCore", "RaftLite", "RaftWire", "RaftTransport", "RaftStorage", "ProcessTesting",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),

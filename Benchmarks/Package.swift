@@ -17,6 +17,14 @@ let package = Package(
             dependencies: [.product(name: "RaftCore", package: "RaftLite")],
             swiftSettings: []
         ),
+        // The write-ahead log: group commit against the raw sync rate, and restart time.
+        .executableTarget(
+            name: "WALBench",
+            dependencies: [
+                .product(name: "RaftStorage", package: "RaftLite"),
+                .product(name: "RaftCore", package: "RaftLite"),
+            ]
+        ),
         // What a down follower costs the leader in memory, with real nodes on loopback TCP.
         .executableTarget(
             name: "NodeMemoryBench",

@@ -62,6 +62,7 @@ public final class RaftNode<Machine: StateMachine>: Sendable {
     private let logger: Logger
     private let machineBeforeStart: NIOLoopBoundBox<Machine?>
     private let runtime: NIOLoopBoundBox<NodeRuntime<Machine>?>
+    private let observers: NIOLoopBoundBox<Observers>
 
     /// Creates a node; it does nothing until `start()`.
     ///
@@ -112,6 +113,7 @@ public final class RaftNode<Machine: StateMachine>: Sendable {
             eventLoop: loop, options: options.transport, logger: logger)
         self.machineBeforeStart = NIOLoopBoundBox.makeBoxSendingValue(stateMachine, as: Machine?.self, eventLoop: loop)
         self.runtime = NIOLoopBoundBox.makeEmptyBox(valueType: NodeRuntime<Machine>.self, eventLoop: loop)
+        self.observers = NIOLoopBoundBox.makeBoxSendingValue(Observers(), eventLoop: loop)
     }
 
     // MARK: - Life cycle
@@ -170,9 +172,10 @@ public final class RaftNode<Machine: StateMachine>: Sendable {
     public func stop() async {
         let tearDown = await onLoop { () -> Bool in
             guard let rt = self.runtime.value else {
-                // Never started: nothing runs, but the storage may hold a lock.
+                // Never started: nothing runs, but the storage may hold a lock, and streams may be waiting.
                 let first = self.machineBeforeStart.value != nil
                 self.machineBeforeStart.value = nil
+                self.observers.value.finish()
                 return first
             }
             guard !rt.tornDown else { return false }
@@ -180,10 +183,7 @@ public final class RaftNode<Machine: StateMachine>: Sendable {
             rt.stopped = true
             rt.ticker?.cancel()
             rt.failAll(.stopped)
-            for continuation in rt.observers.values { continuation.finish() }
-            for continuation in rt.entryObservers.values { continuation.finish() }
-            rt.observers.removeAll()
-            rt.entryObservers.removeAll()
+            self.observers.value.finish()
             return true
         }
         guard tearDown == true else { return }
@@ -337,37 +337,37 @@ public final class RaftNode<Machine: StateMachine>: Sendable {
         await onLoop { self.runtime.value?.byID[id] } ?? nil
     }
 
-    /// Changes of role, term or leader, as they happen (the first element is the current state). For applications
-    /// that use the cluster as a failure detector. The stream ends when the node stops.
+    /// Changes of role, term or leader, as they happen (the first element is the current state, once the node has
+    /// started). For applications that use the cluster as a failure detector. May be called before `start()`; the
+    /// stream ends when the node stops.
     public func leadershipChanges() -> AsyncStream<LeadershipChange> {
         let (stream, continuation) = AsyncStream.makeStream(of: LeadershipChange.self, bufferingPolicy: .bufferingNewest(64))
         eventLoop.execute {
-            guard let rt = self.runtime.value, !rt.stopped else { return continuation.finish() }
-            let key = rt.nextObserver
-            rt.nextObserver += 1
-            rt.observers[key] = continuation
-            continuation.yield(self.leadershipState(rt))
+            let observers = self.observers.value
+            guard !observers.finished else { return continuation.finish() }
+            let key = observers.add(leadership: continuation)
+            if let rt = self.runtime.value { continuation.yield(self.leadershipState(rt)) }
             continuation.onTermination = { [weak self] _ in
                 guard let node = self else { return }
-                node.eventLoop.execute { node.runtime.value?.observers[key] = nil }
+                node.eventLoop.execute { node.observers.value.remove(key) }
             }
         }
         return stream
     }
 
-    /// Every command committed and applied on this node from now on, in log order. The stream ends when the node
-    /// stops; if the reader falls more than `buffer` entries behind, the oldest unread ones are skipped.
+    /// Every command committed and applied on this node, in log order. Subscribed before `start()`, it begins with the
+    /// entries the node re-applies from its log as it starts. The stream ends when the node stops; if the reader falls
+    /// more than `buffer` entries behind, the oldest unread ones are skipped.
     public func committedEntries(buffer: Int = 10_000) -> AsyncStream<CommittedEntry> {
         let (stream, continuation) = AsyncStream.makeStream(
             of: CommittedEntry.self, bufferingPolicy: .bufferingNewest(max(1, buffer)))
         eventLoop.execute {
-            guard let rt = self.runtime.value, !rt.stopped else { return continuation.finish() }
-            let key = rt.nextObserver
-            rt.nextObserver += 1
-            rt.entryObservers[key] = continuation
+            let observers = self.observers.value
+            guard !observers.finished else { return continuation.finish() }
+            let key = observers.add(entries: continuation)
             continuation.onTermination = { [weak self] _ in
                 guard let node = self else { return }
-                node.eventLoop.execute { node.runtime.value?.entryObservers[key] = nil }
+                node.eventLoop.execute { node.observers.value.remove(key) }
             }
         }
         return stream
@@ -460,7 +460,7 @@ public final class RaftNode<Machine: StateMachine>: Sendable {
         let output = rt.machine.apply(command, at: entry.index)
         let committed = CommittedEntry(index: entry.index, term: entry.term, data: command, id: envelope?.id)
         rt.latest = committed
-        for continuation in rt.entryObservers.values { continuation.yield(committed) }
+        for continuation in observers.value.entries.values { continuation.yield(committed) }
         if let clientID = envelope?.id { rt.remember(committed, as: clientID, limit: options.rememberedIDs) }
         if ours, let envelope, let pending = rt.pending.removeValue(forKey: envelope.sequence) {
             pending.timeout?.cancel()
@@ -478,7 +478,7 @@ public final class RaftNode<Machine: StateMachine>: Sendable {
         guard now != rt.lastLeadership else { return }
         rt.lastLeadership = now
         logger.info("\(now)")
-        for continuation in rt.observers.values { continuation.yield(now) }
+        for continuation in observers.value.leadership.values { continuation.yield(now) }
         if now.leader != nil && !rt.awaitingLeader.isEmpty {
             let waiting = rt.awaitingLeader
             rt.awaitingLeader.removeAll()
@@ -612,9 +612,6 @@ final class NodeRuntime<Machine: StateMachine> {
     /// `stop()` has released everything.
     var tornDown = false
     var processScheduled = false
-    var observers: [UInt64: AsyncStream<LeadershipChange>.Continuation] = [:]
-    var entryObservers: [UInt64: AsyncStream<CommittedEntry>.Continuation] = [:]
-    var nextObserver: UInt64 = 0
     var lastLeadership: LeadershipChange?
     var latest: CommittedEntry?
     var byID: [String: CommittedEntry] = [:]
@@ -648,5 +645,38 @@ final class NodeRuntime<Machine: StateMachine> {
             idOrder.removeFirst(idOrderStart)
             idOrderStart = 0
         }
+    }
+}
+
+/// The streams a node feeds; they outlive the runtime (they may be subscribed before `start()`).
+final class Observers {
+    private(set) var leadership: [UInt64: AsyncStream<LeadershipChange>.Continuation] = [:]
+    private(set) var entries: [UInt64: AsyncStream<CommittedEntry>.Continuation] = [:]
+    private(set) var finished = false
+    private var next: UInt64 = 0
+
+    func add(leadership continuation: AsyncStream<LeadershipChange>.Continuation) -> UInt64 {
+        next += 1
+        leadership[next] = continuation
+        return next
+    }
+
+    func add(entries continuation: AsyncStream<CommittedEntry>.Continuation) -> UInt64 {
+        next += 1
+        entries[next] = continuation
+        return next
+    }
+
+    func remove(_ key: UInt64) {
+        leadership[key] = nil
+        entries[key] = nil
+    }
+
+    func finish() {
+        finished = true
+        for continuation in leadership.values { continuation.finish() }
+        for continuation in entries.values { continuation.finish() }
+        leadership.removeAll()
+        entries.removeAll()
     }
 }

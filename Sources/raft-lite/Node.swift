@@ -56,15 +56,18 @@ struct Node: AsyncParsableCommand {
             node = try RaftNode(cluster: cluster, name: id, options: options)
             say("warning: no --data-dir: the log is kept in memory and lost when this process exits")
         }
+        // Subscribe first, so that the entries re-applied from the log at start are printed too.
+        let changes = node.leadershipChanges()
+        let entries = node.committedEntries(buffer: 1 << 20)
         try await node.start()
         say("\(id) is running; type a line to propose it, Ctrl-D to stop.")
 
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask {
-                for await change in node.leadershipChanges() { say("[\(id)] \(change)") }
+                for await change in changes { say("[\(id)] \(change)") }
             }
             group.addTask {
-                for await entry in node.committedEntries() { say("[\(id)] committed \(entry)") }
+                for await entry in entries { say("[\(id)] committed \(entry)") }
             }
             group.addTask {
                 while let line = readLine() {

@@ -1,4 +1,5 @@
 import Foundation
+import NIOConcurrencyHelpers
 import RaftCore
 import RaftSimulation
 import Testing
@@ -23,9 +24,14 @@ import Testing
             print("simulation: running \(count) schedules from seed \(firstSeed) on \(workers) workers")
         }
 
-        let outcomes = await withTaskGroup(of: WorkerOutcome.self) { group in
+        // The workers are threads of their own, not tasks: a simulation never yields, and running it on the
+        // cooperative pool would starve every other test of the run (the network and process tests among them).
+        let results = NIOLockedValueBox<[WorkerOutcome]>([])
+        await withCheckedContinuation { (done: CheckedContinuation<Void, Never>) in
+            let finished = DispatchGroup()
             for worker in 0..<workers {
-                group.addTask {
+                finished.enter()
+                let thread = Thread {
                     var outcome = WorkerOutcome()
                     var k = worker
                     while k < count {
@@ -42,13 +48,15 @@ import Testing
                         }
                         k += workers
                     }
-                    return outcome
+                    results.withLockedValue { $0.append(outcome) }
+                    finished.leave()
                 }
+                thread.stackSize = 8 << 20
+                thread.start()
             }
-            var all: [WorkerOutcome] = []
-            for await outcome in group { all.append(outcome) }
-            return all
+            finished.notify(queue: .global()) { done.resume() }
         }
+        let outcomes = results.withLockedValue { $0 }
 
         let total = outcomes.reduce(into: WorkerOutcome()) { $0.merge($1) }
         for failure in total.failures.sorted(by: { $0.options.seed < $1.options.seed }) {
