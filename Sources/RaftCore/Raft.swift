@@ -290,7 +290,7 @@ public struct Raft: Sendable {
     /// Whether `ready()` would hand out anything.
     public var hasReady: Bool {
         !messages.isEmpty || !messagesAfterPersist.isEmpty || log.hasUnpersisted || log.hasCommittedToApply
-            || (role == .leader && needsFlush) || hardState != lastHardState
+            || (role == .leader && needsFlush) || term != lastHardState.term || votedFor != lastHardState.votedFor
     }
 
     /// Takes the work that has accumulated: see `Ready` for what to do with it, and in which order.
@@ -299,8 +299,12 @@ public struct Raft: Sendable {
         needsFlush = false
         var rd = Ready()
         rd.entries = log.takeUnpersisted()
+        // Term and vote must be durable before the messages that depend on them; the commit index is only a hint
+        // for a faster restart, so a change of it alone costs no write: it rides along with the next one.
         let hs = hardState
-        if hs != lastHardState {
+        if hs.term != lastHardState.term || hs.votedFor != lastHardState.votedFor
+            || (!rd.entries.isEmpty && hs.commit != lastHardState.commit)
+        {
             rd.hardState = hs
             lastHardState = hs
         }

@@ -16,7 +16,9 @@
 public struct Ready: Sendable {
     /// Entries to persist, in index order.
     public var entries: [Entry] = []
-    /// The hard state to persist after `entries`, when it changed since the last ready.
+    /// The hard state to persist after `entries`: present when the term or vote changed, or along with entries when
+    /// the commit index moved. (The commit index is a hint for restarts; a change of it alone is never a reason to
+    /// write, so applying committed entries never waits for a write of its own.)
     public var hardState: HardState?
     /// Messages that may be sent without waiting for this ready to be persisted.
     public var messages: [Message] = []

@@ -63,6 +63,7 @@ public final class RaftNode<Machine: StateMachine>: Sendable {
     private let machineBeforeStart: NIOLoopBoundBox<Machine?>
     private let runtime: NIOLoopBoundBox<NodeRuntime<Machine>?>
     private let observers: NIOLoopBoundBox<Observers>
+    private let metrics: NodeMetrics
 
     /// Creates a node; it does nothing until `start()`.
     ///
@@ -114,6 +115,7 @@ public final class RaftNode<Machine: StateMachine>: Sendable {
         self.machineBeforeStart = NIOLoopBoundBox.makeBoxSendingValue(stateMachine, as: Machine?.self, eventLoop: loop)
         self.runtime = NIOLoopBoundBox.makeEmptyBox(valueType: NodeRuntime<Machine>.self, eventLoop: loop)
         self.observers = NIOLoopBoundBox.makeBoxSendingValue(Observers(), eventLoop: loop)
+        self.metrics = NodeMetrics(node: name, peers: cluster.members.filter { $0.name != name }.map { ($0.id, $0.name) })
     }
 
     // MARK: - Life cycle
@@ -234,6 +236,29 @@ public final class RaftNode<Machine: StateMachine>: Sendable {
         }
     }
 
+    /// Proposes a command and returns a future of its commitment: the same as `propose(_:id:)` without a hop
+    /// through Swift concurrency, for code that already runs on `eventLoop` (a NIO server sharing the node's loop).
+    public func proposeFuture(_ command: [UInt8], id: String? = nil) -> EventLoopFuture<Committed<Machine.Output>> {
+        let promise = eventLoop.makePromise(of: Committed<Machine.Output>.self)
+        if eventLoop.inEventLoop {
+            submit(command, id: id, promise: promise)
+        } else {
+            eventLoop.execute { self.submit(command, id: id, promise: promise) }
+        }
+        return promise.futureResult
+    }
+
+    /// Reads this node's state machine on the node's loop: a local read, which may lag behind the leader (use
+    /// `propose` for a linearizable one). Nil if the node is not running.
+    public func readStateMachine<T: Sendable>(_ body: @escaping @Sendable (Machine) -> T) -> EventLoopFuture<T?> {
+        eventLoop.submit { self.runtime.value.map { body($0.machine) } }
+    }
+
+    /// `status()` as a future, for code on the node's loop.
+    public func statusFuture() -> EventLoopFuture<NodeStatus> {
+        eventLoop.submit { self.currentStatus() }
+    }
+
     /// Proposes a text command (as UTF-8).
     @discardableResult
     public func propose(_ command: String, id: String? = nil) async throws(RaftNodeError) -> Committed<Machine.Output> {
@@ -252,10 +277,11 @@ public final class RaftNode<Machine: StateMachine>: Sendable {
         }
         let sequence = rt.nextSequence
         rt.nextSequence += 1
+        metrics.proposals.increment()
         let data = Envelope(
             proposer: id, incarnation: rt.incarnation, sequence: sequence, id: clientID, command: command
         ).encoded()
-        rt.pending[sequence] = NodeRuntime<Machine>.Pending(promise: promise, data: data)
+        rt.pending[sequence] = NodeRuntime<Machine>.Pending(promise: promise, data: data, started: .now())
         rt.pending[sequence]?.timeout = eventLoop.scheduleTask(in: options.proposalTimeout) { [weak self] in
             guard let rt = self?.runtime.value, let pending = rt.pending[sequence] else { return }
             // Never handed to a leader: definitely not committed. Otherwise the outcome is unknown.
@@ -303,18 +329,21 @@ public final class RaftNode<Machine: StateMachine>: Sendable {
 
     /// Role, term, leader and log positions, as this node sees them.
     public func status() async -> NodeStatus {
-        await onLoop { () -> NodeStatus in
-            guard let rt = self.runtime.value else {
-                return NodeStatus(name: self.name, role: .follower, term: .zero, leader: nil, commitIndex: .zero,
-                                  appliedIndex: .zero, lastIndex: .zero, paused: false, started: false)
-            }
-            let s = rt.raft.status
-            return NodeStatus(
-                name: self.name, role: s.role, term: s.term, leader: s.leader.flatMap { self.cluster.member(id: $0)?.name },
-                commitIndex: s.commitIndex, appliedIndex: s.appliedIndex, lastIndex: s.lastIndex, paused: rt.paused,
-                started: !rt.stopped)
-        } ?? NodeStatus(name: name, role: .follower, term: .zero, leader: nil, commitIndex: .zero,
-                        appliedIndex: .zero, lastIndex: .zero, paused: false, started: false)
+        await onLoop { self.currentStatus() }
+            ?? NodeStatus(name: name, role: .follower, term: .zero, leader: nil, commitIndex: .zero,
+                          appliedIndex: .zero, lastIndex: .zero, paused: false, started: false)
+    }
+
+    private func currentStatus() -> NodeStatus {
+        guard let rt = runtime.value else {
+            return NodeStatus(name: name, role: .follower, term: .zero, leader: nil, commitIndex: .zero,
+                              appliedIndex: .zero, lastIndex: .zero, paused: false, started: false)
+        }
+        let s = rt.raft.status
+        return NodeStatus(
+            name: name, role: s.role, term: s.term, leader: s.leader.flatMap { cluster.member(id: $0)?.name },
+            commitIndex: s.commitIndex, appliedIndex: s.appliedIndex, lastIndex: s.lastIndex, paused: rt.paused,
+            started: !rt.stopped)
     }
 
     /// What the transport counted for each peer, by name: messages sent, dropped and received, bytes queued.
@@ -381,8 +410,14 @@ public final class RaftNode<Machine: StateMachine>: Sendable {
         process()
     }
 
+    private func send(_ message: Message) {
+        metrics.sent[message.to]?.increment()
+        transport.send(message)
+    }
+
     private func receive(_ message: Message) {
         guard let rt = runtime.value, !rt.stopped, !rt.paused else { return }
+        metrics.received[message.from]?.increment()
         rt.raft.step(message)
         scheduleProcess()
     }
@@ -403,7 +438,7 @@ public final class RaftNode<Machine: StateMachine>: Sendable {
         guard let rt = runtime.value, !rt.stopped else { return }
         while rt.raft.hasReady {
             let ready = rt.raft.ready()
-            for message in ready.messages { transport.send(message) }
+            for message in ready.messages { send(message) }
             let needsWrite = !ready.entries.isEmpty || ready.hardState != nil
             if !needsWrite && rt.writes.isEmpty {
                 finish(ready, rt)
@@ -411,8 +446,11 @@ public final class RaftNode<Machine: StateMachine>: Sendable {
                 // A ready with nothing to write still waits for the writes before it, but costs no storage call.
                 rt.writes.append((ready, needsWrite))
                 guard needsWrite else { continue }
+                let started = NIODeadline.now()
                 storage.persist(entries: ready.entries, hardState: ready.hardState) { [weak self] error in
                     guard let node = self else { return }
+                    let took = NIODeadline.now().nanoseconds(since: started)
+                    node.metrics.storageWriteDuration.recordNanoseconds(took)
                     node.eventLoop.execute { node.writeCompleted(error) }
                 }
             }
@@ -443,7 +481,7 @@ public final class RaftNode<Machine: StateMachine>: Sendable {
 
     /// What follows a durable write: send what waited for it, apply committed commands, tell the core.
     private func finish(_ ready: Ready, _ rt: NodeRuntime<Machine>) {
-        for message in ready.messagesAfterPersist { transport.send(message) }
+        for message in ready.messagesAfterPersist { send(message) }
         for entry in ready.committedEntries { apply(entry, rt) }
         rt.raft.advance(ready)
     }
@@ -464,6 +502,7 @@ public final class RaftNode<Machine: StateMachine>: Sendable {
         if let clientID = envelope?.id { rt.remember(committed, as: clientID, limit: options.rememberedIDs) }
         if ours, let envelope, let pending = rt.pending.removeValue(forKey: envelope.sequence) {
             pending.timeout?.cancel()
+            metrics.proposalDuration.recordNanoseconds(NIODeadline.now().nanoseconds(since: pending.started))
             pending.promise.succeed(Committed(index: entry.index, term: entry.term, output: output))
         }
     }
@@ -474,8 +513,26 @@ public final class RaftNode<Machine: StateMachine>: Sendable {
     }
 
     private func reportLeadership(_ rt: NodeRuntime<Machine>) {
+        let log = rt.raft.log
+        if log.committed != rt.reportedCommit {
+            rt.reportedCommit = log.committed
+            metrics.commitIndex.record(Int64(truncatingIfNeeded: log.committed.rawValue))
+        }
+        if log.applied != rt.reportedApplied {
+            rt.reportedApplied = log.applied
+            metrics.appliedIndex.record(Int64(truncatingIfNeeded: log.applied.rawValue))
+        }
+        if rt.failures > 0 {
+            metrics.proposalsFailed.increment(by: rt.failures)
+            rt.failures = 0
+        }
         let now = leadershipState(rt)
         guard now != rt.lastLeadership else { return }
+        if now.role == .candidate && rt.lastLeadership?.role != .candidate { metrics.elections.increment() }
+        if now.leader != rt.lastLeadership?.leader && now.leader != nil { metrics.leaderChanges.increment() }
+        metrics.term.record(Int64(truncatingIfNeeded: now.term.rawValue))
+        metrics.role.record(NodeMetrics.code(now.role))
+        metrics.isLeader.record(now.role == .leader ? 1 : 0)
         rt.lastLeadership = now
         logger.info("\(now)")
         for continuation in observers.value.leadership.values { continuation.yield(now) }
@@ -592,6 +649,7 @@ final class NodeRuntime<Machine: StateMachine> {
         var index: LogIndex?
         var timeout: Scheduled<Void>?
         var awaitingLeader = false
+        var started: NIODeadline
     }
 
     var raft: Raft
@@ -603,6 +661,8 @@ final class NodeRuntime<Machine: StateMachine> {
     /// Proposals waiting for a leader to be known, oldest first.
     var awaitingLeader: [UInt64] = []
     var nextSequence: UInt64 = 1
+    /// Proposals failed since the last metrics update.
+    var failures = 0
     /// Distinguishes this run's proposals from those of earlier runs of the same node.
     let incarnation = UInt64.random(in: 1...UInt64.max)
     var ticker: RepeatedTask?
@@ -613,6 +673,8 @@ final class NodeRuntime<Machine: StateMachine> {
     var tornDown = false
     var processScheduled = false
     var lastLeadership: LeadershipChange?
+    var reportedCommit = LogIndex.zero
+    var reportedApplied = LogIndex.zero
     var latest: CommittedEntry?
     var byID: [String: CommittedEntry] = [:]
     private var idOrder: [String] = []
@@ -625,6 +687,7 @@ final class NodeRuntime<Machine: StateMachine> {
 
     func fail(_ sequence: UInt64, _ error: RaftNodeError) {
         guard let pending = pending.removeValue(forKey: sequence) else { return }
+        failures += 1
         pending.timeout?.cancel()
         if let index = pending.index, pendingAtIndex[index] == sequence { pendingAtIndex[index] = nil }
         pending.promise.fail(error)

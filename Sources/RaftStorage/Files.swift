@@ -105,6 +105,29 @@ enum Files {
         if let failure { throw failure }
     }
 
+    /// Writes all of `bytes` at `offset` (pwrite).
+    static func writeAll(_ fd: Int32, _ bytes: [UInt8], at offset: Int, path: String) throws(StorageFailure) {
+        let failure = bytes.withUnsafeBytes { raw -> StorageFailure? in
+            var done = 0
+            while done < raw.count {
+                let n = pwrite(fd, raw.baseAddress.map { $0 + done }, raw.count - done, off_t(offset + done))
+                if n < 0 && errno == EINTR { continue }
+                guard n > 0 else { return io("writing", path) }
+                done += n
+            }
+            return nil
+        }
+        if let failure { throw failure }
+    }
+
+    /// Reserves `length` bytes for a file, so that later writes within them change no metadata (and syncs are
+    /// cheaper). Best effort: a filesystem that cannot preallocate just grows the file as it is written.
+    static func preallocate(_ fd: Int32, _ length: Int) {
+        #if canImport(Glibc)
+            _ = posix_fallocate(fd, 0, off_t(length))
+        #endif
+    }
+
     /// Makes a file's data durable (`fdatasync`: the data and what is needed to read it back, such as its size).
     static func sync(_ fd: Int32, path: String) throws(StorageFailure) {
         #if canImport(Glibc)

@@ -32,6 +32,8 @@ public final class WriteAheadLog: NodeStorage, LogStorage, @unchecked Sendable {
         /// Whether every write is synced before it completes. Turning it off loses Raft's guarantees on power loss or
         /// kernel crash; it exists for tests and benchmarks that measure something else.
         public var sync = true
+        /// How long the writer keeps looking for new work after a batch before it sleeps, in microseconds (0: never).
+        public var spinMicroseconds = 0
 
         public init() {}
     }
@@ -197,6 +199,10 @@ public final class WriteAheadLog: NodeStorage, LogStorage, @unchecked Sendable {
     private func runWriter() {
         var batch: [Request] = []
         while true {
+            // A sleeping thread takes tens of microseconds to wake, about as long as a sync: after a batch, keep
+            // looking for the next one for a moment before going to sleep (only when idle; under load the queue
+            // is never empty).
+            if options.spinMicroseconds > 0 { spinForWork() }
             condition.lock()
             while queue.isEmpty && !closing { condition.wait() }
             if queue.isEmpty {
@@ -225,6 +231,22 @@ public final class WriteAheadLog: NodeStorage, LogStorage, @unchecked Sendable {
             condition.unlock()
             for (request, error) in zip(batch, errors) { request.completion(error) }
             batch.removeAll(keepingCapacity: true)
+        }
+    }
+
+    private func spinForWork() {
+        var start = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &start)
+        while true {
+            condition.lock()
+            let ready = !queue.isEmpty || closing
+            condition.unlock()
+            if ready { return }
+            var now = timespec()
+            clock_gettime(CLOCK_MONOTONIC, &now)
+            let elapsed = (now.tv_sec - start.tv_sec) * 1_000_000 + (now.tv_nsec - start.tv_nsec) / 1000
+            if elapsed >= options.spinMicroseconds { return }
+            sched_yield()
         }
     }
 
@@ -271,7 +293,7 @@ public final class WriteAheadLog: NodeStorage, LogStorage, @unchecked Sendable {
         if segmentSize > Records.segmentHeaderSize && segmentSize + buffer.count > options.segmentBytes {
             try startSegment(sequence: segmentSequence + 1)
         }
-        try Files.writeAll(segmentFD, buffer, path: segmentPath)
+        try Files.writeAll(segmentFD, buffer, at: segmentSize, path: segmentPath)
         segmentSize += buffer.count
         let written = buffer.count
         buffer.removeAll(keepingCapacity: true)
@@ -289,8 +311,10 @@ public final class WriteAheadLog: NodeStorage, LogStorage, @unchecked Sendable {
         var header: [UInt8] = []
         Records.appendSegmentHeader(sequence: sequence, to: &header)
         header.append(contentsOf: firstRecord)
+        // Preallocated: a segment always ends in zeros, which replay reads as its end.
+        Files.preallocate(fd, max(options.segmentBytes, header.count))
         do throws(StorageFailure) {
-            try Files.writeAll(fd, header, path: path)
+            try Files.writeAll(fd, header, at: 0, path: path)
             try Files.sync(fd, path: path)
             try Files.syncDirectory(walDirectory)
         } catch {
@@ -414,6 +438,7 @@ public final class WriteAheadLog: NodeStorage, LogStorage, @unchecked Sendable {
         var entries: [Entry] = []
         var state = PersistentState()
         var cut: (path: String, offset: Int, size: Int)?
+        var lastEnd = Records.segmentHeaderSize
         for (k, sequence) in sequences.enumerated() {
             let path = segmentPath(sequence)
             let isLast = k == sequences.count - 1
@@ -431,6 +456,7 @@ public final class WriteAheadLog: NodeStorage, LogStorage, @unchecked Sendable {
                 throw StorageFailure(.corrupt, "segment header does not match its name", file: path, offset: 0)
             }
             var offset = Records.segmentHeaderSize
+            var end = bytes.count
             var sawFirst = false
             let failure: StorageFailure? = bytes.withUnsafeBytes { raw -> StorageFailure? in
                 while offset < raw.count {
@@ -449,15 +475,24 @@ public final class WriteAheadLog: NodeStorage, LogStorage, @unchecked Sendable {
                         }
                         report.records += 1
                         offset = next
+                        end = next
                     case .failure(let reason):
-                        let rest = UnsafeRawBufferPointer(rebasing: raw[offset...])
-                        let endsAtEOF: Bool = {
-                            guard raw.count - offset >= 4 else { return true }
-                            return offset + 8 + Int(Records.loadLE(UInt32.self, raw, offset)) >= raw.count
+                        // Zeros from here on: the end of what was written (segments are preallocated).
+                        if UnsafeRawBufferPointer(rebasing: raw[offset...]).allSatisfy({ $0 == 0 }) {
+                            end = offset
+                            return nil
+                        }
+                        // A record cut short by the end of the file, or failing its checksum with only zeros after
+                        // it, is a write torn by a crash: in the last segment it is cut off.
+                        let declaredEnd: Int = {
+                            guard raw.count - offset >= 4 else { return raw.count }
+                            return min(raw.count, offset + 8 + Int(Records.loadLE(UInt32.self, raw, offset)))
                         }()
-                        let torn = reason == .truncated || rest.allSatisfy { $0 == 0 } || (reason == .checksum && endsAtEOF)
+                        let zerosAfter = UnsafeRawBufferPointer(rebasing: raw[declaredEnd...]).allSatisfy { $0 == 0 }
+                        let torn = reason == .truncated || (reason == .checksum && zerosAfter)
                         if isLast && torn {
-                            cut = (path, offset, raw.count)
+                            cut = (path, offset, declaredEnd)
+                            end = offset
                             return nil
                         }
                         let what: String
@@ -474,30 +509,34 @@ public final class WriteAheadLog: NodeStorage, LogStorage, @unchecked Sendable {
                 return nil
             }
             if let failure { throw failure }
+            if isLast { lastEnd = end }
         }
         state.entries = entries
         recovered = state
         snapshotIndex = state.snapshotIndex
         lastIndex = state.lastIndex
-        if let cut {
-            report.tornBytesCut = cut.size - cut.offset
-            report.tornRecordAt = (cut.path, cut.offset)
-            try Files.truncate(cut.path, to: cut.offset)
-        }
-        // Append to the last segment (a fresh one if it had to be emptied).
+        // Continue the last segment where its records end (a fresh one if it was never initialised).
         guard let last = sequences.last else { return }
         let path = segmentPath(last)
         if let cut, cut.path == path, cut.offset < Records.segmentHeaderSize {
+            report.tornBytesCut = cut.size - cut.offset
+            report.tornRecordAt = (cut.path, cut.offset)
             try Files.remove(path)
             try startSegment(sequence: last)
             return
         }
-        segmentFD = try Files.open(path, O_WRONLY | O_APPEND)
+        segmentFD = try Files.open(path, O_WRONLY)
         segmentPath = path
         segmentSequence = last
-        var stats = stat()
-        guard fstat(segmentFD, &stats) == 0 else { throw Files.io("reading the size of", path) }
-        segmentSize = Int(stats.st_size)
+        segmentSize = lastEnd
+        Files.preallocate(segmentFD, options.segmentBytes)
+        if let cut {
+            // Zero the torn bytes, so that the segment again ends in zeros where its records end.
+            report.tornBytesCut = cut.size - cut.offset
+            report.tornRecordAt = (cut.path, cut.offset)
+            try Files.writeAll(segmentFD, [UInt8](repeating: 0, count: cut.size - cut.offset), at: cut.offset, path: path)
+            try Files.sync(segmentFD, path: path)
+        }
     }
 
     /// Applies one record to the state being rebuilt; returns a problem if the record cannot follow the log so far.

@@ -24,6 +24,19 @@ func entries(_ range: ClosedRange<UInt64>, term: UInt64, size: Int = 16) -> [Ent
 }
 
 func bytes(of path: String) throws -> [UInt8] { Array(try Data(contentsOf: URL(fileURLWithPath: path))) }
+
+/// The offsets of the records in a segment, and where the last one ends (segments are preallocated: zeros follow).
+func recordOffsets(_ data: [UInt8]) -> (starts: [Int], end: Int) {
+    var offset = 16
+    var starts: [Int] = []
+    while offset + 8 <= data.count {
+        let length = Int(data[offset]) | Int(data[offset + 1]) << 8 | Int(data[offset + 2]) << 16 | Int(data[offset + 3]) << 24
+        guard length > 0 else { break }
+        starts.append(offset)
+        offset += 8 + length
+    }
+    return (starts, offset)
+}
 func write(_ bytes: [UInt8], to path: String) throws { try Data(bytes).write(to: URL(fileURLWithPath: path)) }
 
 @Suite struct WriteAheadLogTests {
@@ -172,39 +185,57 @@ func write(_ bytes: [UInt8], to path: String) throws { try Data(bytes).write(to:
 
 /// The documented outcome of each kind of damage to the files.
 @Suite struct FaultInjectionTests {
-    @Test func aTruncatedTailIsCutAndEverythingBeforeItIsKept() throws {
+    @Test func aRecordCutShortAtTheTailIsCutAndEverythingBeforeItIsKept() throws {
         let dir = TemporaryDirectory()
         WriteAheadLogTests.fill(dir)
         let segment = try #require(dir.segments.last)
         var data = try bytes(of: segment)
-        let originalSize = data.count
-        data.removeLast(30)  // the middle of the last hard-state record
+        let (starts, end) = recordOffsets(data)
+        let last = try #require(starts.last)
+        // The last hard-state record, half written: the bytes after its middle never reached the disk.
+        for k in (last + (end - last) / 2)..<end { data[k] = 0 }
         try write(data, to: segment)
         let log = try WriteAheadLog(directory: dir.path)
         let state = log.initialState()
         #expect(state.lastIndex == LogIndex(200), "the last entries record is whole")
         #expect(state.hardState.commit == LogIndex(180), "the torn hard state is gone; the one before is kept")
-        #expect(log.report.tornBytesCut > 0)
+        #expect(log.report.tornBytesCut == end - last)
         #expect(log.report.tornRecordAt?.file == segment)
+        #expect(log.report.tornRecordAt?.offset == last)
         try log.persist(entries: entries(201...201, term: 1), hardState: nil)
         log.close()
-        #expect(try bytes(of: segment).count < originalSize + 100)
         let reopened = try WriteAheadLog(directory: dir.path)
         defer { reopened.close() }
         #expect(reopened.initialState().lastIndex == LogIndex(201))
         #expect(reopened.report.tornBytesCut == 0)
     }
 
-    @Test func aZeroFilledTailIsCut() throws {
+    @Test func aFileCutShortInTheMiddleOfItsLastRecordIsCut() throws {
         let dir = TemporaryDirectory()
         WriteAheadLogTests.fill(dir)
         let segment = try #require(dir.segments.last)
+        let data = try bytes(of: segment)
+        let (starts, _) = recordOffsets(data)
+        let last = try #require(starts.last)
+        try write(Array(data.prefix(last + 12)), to: segment)  // as if the file had been extended only so far
+        let log = try WriteAheadLog(directory: dir.path)
+        defer { log.close() }
+        #expect(log.initialState().lastIndex == LogIndex(200))
+        #expect(log.initialState().hardState.commit == LogIndex(180))
+        #expect(log.report.tornRecordAt?.offset == last)
+    }
+
+    @Test func zerosAfterTheLastRecordAreTheEndOfTheLog() throws {
+        let dir = TemporaryDirectory()
+        WriteAheadLogTests.fill(dir)
+        let segment = try #require(dir.segments.last)
+        // Segments are preallocated, so they always end in zeros; more of them change nothing.
         try write(try bytes(of: segment) + [UInt8](repeating: 0, count: 4096), to: segment)
         let log = try WriteAheadLog(directory: dir.path)
         defer { log.close() }
         #expect(log.initialState().lastIndex == LogIndex(200))
         #expect(log.initialState().hardState.commit == LogIndex(190))
-        #expect(log.report.tornBytesCut == 4096)
+        #expect(log.report.tornBytesCut == 0)
     }
 
     @Test func aChecksumFailureInTheLastRecordIsATornWriteAndIsCut() throws {
@@ -212,7 +243,8 @@ func write(_ bytes: [UInt8], to path: String) throws { try Data(bytes).write(to:
         WriteAheadLogTests.fill(dir)
         let segment = try #require(dir.segments.last)
         var data = try bytes(of: segment)
-        data[data.count - 3] ^= 0x10
+        let (_, end) = recordOffsets(data)
+        data[end - 3] ^= 0x10
         try write(data, to: segment)
         let log = try WriteAheadLog(directory: dir.path)
         defer { log.close() }
@@ -262,11 +294,29 @@ func write(_ bytes: [UInt8], to path: String) throws { try Data(bytes).write(to:
         options.segmentBytes = 1024
         WriteAheadLogTests.fill(dir, options: options)
         let segment = dir.segments[0]
-        var data = try bytes(of: segment)
-        data.removeLast(10)  // cut short: in the last segment this would be a torn write
-        try write(data, to: segment)
+        let data = try bytes(of: segment)
+        let (starts, _) = recordOffsets(data)
+        let last = try #require(starts.last)
+        // Cut short: in the last segment this would be a torn write; here it is damage.
+        try write(Array(data.prefix(last + 12)), to: segment)
         let error = #expect(throws: StorageFailure.self) { try WriteAheadLog(directory: dir.path, options: options) }
         #expect(error?.kind == .corrupt)
         #expect(error?.file == segment)
+    }
+
+    @Test func garbageAfterTheLastRecordIsDamageNotATornWrite() throws {
+        let dir = TemporaryDirectory()
+        WriteAheadLogTests.fill(dir)
+        let segment = try #require(dir.segments.last)
+        var data = try bytes(of: segment)
+        let (starts, end) = recordOffsets(data)
+        let last = try #require(starts.last)
+        // The last record fails its checksum, and something other than zeros follows it: not a torn write.
+        data[last + 10] ^= 0x04
+        data[end + 100] = 0x55
+        try write(data, to: segment)
+        let error = #expect(throws: StorageFailure.self) { try WriteAheadLog(directory: dir.path) }
+        #expect(error?.kind == .corrupt)
+        #expect(error?.offset == last)
     }
 }

@@ -1,0 +1,59 @@
+import CoreMetrics
+import NIOCore
+import RaftCore
+
+/// What a node reports through swift-metrics (exported as Prometheus text by `raft-lite serve`). Every metric has a
+/// `node` dimension, so several nodes in one process stay apart.
+struct NodeMetrics: Sendable {
+    let proposals: Counter
+    let proposalsFailed: Counter
+    let proposalDuration: Timer
+    let storageWriteDuration: Timer
+    let term: Gauge
+    let commitIndex: Gauge
+    let appliedIndex: Gauge
+    let role: Gauge
+    let isLeader: Gauge
+    let elections: Counter
+    let leaderChanges: Counter
+    let sent: [NodeID: Counter]
+    let received: [NodeID: Counter]
+
+    init(node: String, peers: [(NodeID, String)]) {
+        let d = [("node", node)]
+        proposals = Counter(label: "raft_proposals_total", dimensions: d)
+        proposalsFailed = Counter(label: "raft_proposals_failed_total", dimensions: d)
+        proposalDuration = Timer(label: "raft_proposal_duration_seconds", dimensions: d)
+        storageWriteDuration = Timer(label: "raft_storage_write_duration_seconds", dimensions: d)
+        term = Gauge(label: "raft_term", dimensions: d)
+        commitIndex = Gauge(label: "raft_commit_index", dimensions: d)
+        appliedIndex = Gauge(label: "raft_applied_index", dimensions: d)
+        role = Gauge(label: "raft_role", dimensions: d)
+        isLeader = Gauge(label: "raft_is_leader", dimensions: d)
+        elections = Counter(label: "raft_elections_total", dimensions: d)
+        leaderChanges = Counter(label: "raft_leader_changes_total", dimensions: d)
+        sent = Dictionary(uniqueKeysWithValues: peers.map { id, name in
+            (id, Counter(label: "raft_messages_sent_total", dimensions: d + [("peer", name)]))
+        })
+        received = Dictionary(uniqueKeysWithValues: peers.map { id, name in
+            (id, Counter(label: "raft_messages_received_total", dimensions: d + [("peer", name)]))
+        })
+    }
+
+    /// The role as a number: 0 follower, 1 pre-candidate, 2 candidate, 3 leader.
+    static func code(_ role: Raft.Role) -> Int {
+        switch role {
+        case .follower: 0
+        case .preCandidate: 1
+        case .candidate: 2
+        case .leader: 3
+        }
+    }
+}
+
+extension NIODeadline {
+    /// Nanoseconds since `start`, for timers.
+    func nanoseconds(since start: NIODeadline) -> Int64 {
+        (self - start).nanoseconds
+    }
+}
