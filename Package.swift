@@ -125,6 +125,12 @@ let package = Package(
         ),
         .testTarget(name: "RaftStorageTests", dependencies: ["RaftCore", "RaftStorage"]),
         .testTarget(
+            name: "RaftKVTests",
+            dependencies: [
+                "RaftKV", "RaftKVClient", "ProcessTesting", .product(name: "NIOHTTP1", package: "swift-nio"),
+            ]
+        ),
+        .testTarget(
             name: "RaftWireTests",
             dependencies: ["RaftCore", "RaftWire", .product(name: "NIOCore", package: "swift-nio")]
         ),

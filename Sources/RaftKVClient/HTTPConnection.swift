@@ -1,0 +1,207 @@
+import Foundation
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+
+/// An HTTP response, whole.
+public struct HTTPResponse: Sendable {
+    public var status: Int
+    public var headers: [(String, String)]
+    public var body: [UInt8]
+
+    public var text: String { String(decoding: body, as: UTF8.self) }
+
+    public func header(_ name: String) -> String? {
+        headers.first { $0.0.lowercased() == name.lowercased() }?.1
+    }
+}
+
+/// Why a request failed before any response arrived.
+public struct HTTPClientError: Error, Sendable, CustomStringConvertible {
+    public var description: String
+    public init(_ description: String) { self.description = description }
+}
+
+/// One keep-alive HTTP/1.1 connection with at most one request in flight (a closed-loop client).
+public final class HTTPConnection: Sendable {
+    public let channel: any Channel
+    private let collector: ResponseCollector
+    public let host: String
+    public let port: Int
+
+    private init(channel: any Channel, collector: ResponseCollector, host: String, port: Int) {
+        self.channel = channel
+        self.collector = collector
+        self.host = host
+        self.port = port
+    }
+
+    /// Connects to `host:port`.
+    public static func connect(
+        host: String, port: Int, group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
+        timeout: TimeAmount = .seconds(5)
+    ) -> EventLoopFuture<HTTPConnection> {
+        let loop = group.next()
+        let collector = ResponseCollector(eventLoop: loop)
+        return ClientBootstrap(group: loop)
+            .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .connectTimeout(timeout)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHTTPClientHandlers()
+                    try channel.pipeline.syncOperations.addHandler(collector)
+                }
+            }
+            .connect(host: host, port: port)
+            .map { HTTPConnection(channel: $0, collector: collector, host: host, port: port) }
+    }
+
+    /// Sends a request and returns its response. Fails if the connection closes first, or after `timeout`
+    /// (which also closes the connection: its state is unknown).
+    public func execute(
+        method: HTTPMethod, path: String, body: [UInt8] = [], timeout: TimeAmount = .seconds(5)
+    ) -> EventLoopFuture<HTTPResponse> {
+        let loop = channel.eventLoop
+        let promise = loop.makePromise(of: HTTPResponse.self)
+        let channel = self.channel
+        let collector = self.collector
+        let host = self.host
+        loop.execute {
+            guard collector.start(promise) else {
+                promise.fail(HTTPClientError("a request is already in flight on this connection"))
+                return
+            }
+            var headers = HTTPHeaders()
+            headers.add(name: "Host", value: host)
+            headers.add(name: "Content-Length", value: String(body.count))
+            if !body.isEmpty { headers.add(name: "Content-Type", value: "application/octet-stream") }
+            channel.write(HTTPClientRequestPart.head(HTTPRequestHead(version: .http1_1, method: method, uri: path, headers: headers)), promise: nil)
+            if !body.isEmpty {
+                var buffer = channel.allocator.buffer(capacity: body.count)
+                buffer.writeBytes(body)
+                channel.write(HTTPClientRequestPart.body(.byteBuffer(buffer)), promise: nil)
+            }
+            channel.writeAndFlush(HTTPClientRequestPart.end(nil), promise: nil)
+        }
+        let timer = loop.scheduleTask(in: timeout) {
+            promise.fail(HTTPClientError("no response within \(timeout.nanoseconds / 1_000_000) ms"))
+            channel.close(promise: nil)
+        }
+        promise.futureResult.whenComplete { _ in timer.cancel() }
+        return promise.futureResult
+    }
+
+    public func close() {
+        channel.close(promise: nil)
+    }
+}
+
+/// Collects the parts of one response and completes the request's promise.
+final class ResponseCollector: ChannelInboundHandler, Sendable {
+    typealias InboundIn = HTTPClientResponsePart
+
+    private struct State {
+        var promise: EventLoopPromise<HTTPResponse>?
+        var head: HTTPResponseHead?
+        var body: [UInt8] = []
+    }
+
+    private let state: NIOLoopBoundBox<State>
+
+    init(eventLoop: any EventLoop) {
+        state = NIOLoopBoundBox.makeBoxSendingValue(State(), eventLoop: eventLoop)
+    }
+
+    /// Registers the promise of a new request; false if one is already waiting.
+    func start(_ promise: EventLoopPromise<HTTPResponse>) -> Bool {
+        guard state.value.promise == nil else { return false }
+        state.value.promise = promise
+        state.value.head = nil
+        state.value.body.removeAll(keepingCapacity: true)
+        return true
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch unwrapInboundIn(data) {
+        case .head(let head):
+            state.value.head = head
+        case .body(var buffer):
+            state.value.body.append(contentsOf: buffer.readBytes(length: buffer.readableBytes) ?? [])
+        case .end:
+            guard let promise = state.value.promise, let head = state.value.head else { return }
+            state.value.promise = nil
+            let response = HTTPResponse(
+                status: Int(head.status.code), headers: head.headers.map { ($0.name, $0.value) }, body: state.value.body)
+            promise.succeed(response)
+            if !head.isKeepAlive { context.close(promise: nil) }
+        }
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        if let promise = state.value.promise {
+            state.value.promise = nil
+            promise.fail(HTTPClientError("the server closed the connection"))
+        }
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        if let promise = state.value.promise {
+            state.value.promise = nil
+            promise.fail(HTTPClientError("\(error)"))
+        }
+        context.close(promise: nil)
+    }
+}
+
+/// A `host:port` pair, parsed from the command line.
+public struct Endpoint: Sendable, Hashable, CustomStringConvertible {
+    public var host: String
+    public var port: Int
+
+    public init(host: String, port: Int) {
+        self.host = host
+        self.port = port
+    }
+
+    /// Parses `host:port`, `:port` or a bare port; nil if malformed.
+    public init?(_ text: String) {
+        let trimmed = text.trimmingCharacters(in: .whitespaces)
+        let withoutScheme = trimmed.hasPrefix("http://") ? String(trimmed.dropFirst(7)) : trimmed
+        let parts = withoutScheme.split(separator: ":", omittingEmptySubsequences: false)
+        let hostPart: String
+        let portPart: Substring
+        switch parts.count {
+        case 1:
+            hostPart = "127.0.0.1"
+            portPart = parts[0]
+        case 2:
+            hostPart = parts[0].isEmpty ? "127.0.0.1" : String(parts[0])
+            portPart = parts[1]
+        default:
+            return nil
+        }
+        guard let port = Int(portPart.hasSuffix("/") ? portPart.dropLast() : portPart), (1...65535).contains(port) else {
+            return nil
+        }
+        self.host = hostPart
+        self.port = port
+    }
+
+    /// Parses a comma-separated list; throws naming the first malformed one.
+    public static func list(_ text: String) throws(HTTPClientError) -> [Endpoint] {
+        var out: [Endpoint] = []
+        for part in text.split(separator: ",") {
+            guard let endpoint = Endpoint(String(part)) else {
+                throw HTTPClientError("\"\(part)\" is not an endpoint: expected host:port")
+            }
+            out.append(endpoint)
+        }
+        guard !out.isEmpty else { throw HTTPClientError("no endpoints given") }
+        return out
+    }
+
+    public var description: String { "\(host):\(port)" }
+}
+

@@ -1,0 +1,203 @@
+import ArgumentParser
+import Foundation
+import NIOCore
+import RaftKVClient
+
+/// The endpoints of the local cluster that `raft-lite cluster` starts by default.
+let defaultEndpoints = "127.0.0.1:8081,127.0.0.1:8082,127.0.0.1:8083"
+
+struct EndpointOptions: ParsableArguments {
+    @Option(help: "Comma-separated host:port HTTP endpoints of the cluster's nodes.")
+    var endpoints = defaultEndpoints
+
+    @Option(help: "Seconds to wait for an answer.")
+    var timeout = 10.0
+
+    func client() throws -> KVClient {
+        do {
+            return KVClient(endpoints: try Endpoint.list(endpoints), timeout: .milliseconds(Int64(timeout * 1000)))
+        } catch {
+            throw ValidationError("--endpoints: \(error)")
+        }
+    }
+}
+
+/// `raft-lite kv put|get|delete|cas`.
+struct KV: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Read and write the replicated key-value store.",
+        subcommands: [Put.self, Get.self, Delete.self, CompareAndSet.self]
+    )
+
+    /// Prints the outcome of a request and exits with 0 (done), 1 (not found, precondition failed) or 2 (error).
+    static func finish(_ response: HTTPResponse, printValue: Bool = false) throws {
+        switch response.status {
+        case 200..<300:
+            if printValue {
+                FileHandle.standardOutput.write(Data(response.body))
+                if response.body.last != UInt8(ascii: "\n") { print() }
+            } else {
+                print("OK \(response.text)")
+            }
+        case 404:
+            FileHandle.standardError.write(Data("not found\n".utf8))
+            throw ExitCode(1)
+        case 412:
+            FileHandle.standardError.write(Data("precondition failed: the current value differs\n".utf8))
+            throw ExitCode(1)
+        default:
+            FileHandle.standardError.write(Data("error: HTTP \(response.status) \(response.text)\n".utf8))
+            throw ExitCode(2)
+        }
+    }
+
+    struct Put: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Set a key's value.")
+        @OptionGroup var connection: EndpointOptions
+        @Argument var key: String
+        @Argument var value: String
+        @Option(help: "Only if the current value is this (compare-and-set).")
+        var prevValue: String?
+
+        func run() async throws {
+            let response = try await connection.client().put(key, Array(value.utf8), prevValue: prevValue.map { Array($0.utf8) })
+            try KV.finish(response)
+        }
+    }
+
+    struct Get: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Print a key's value (linearizable).")
+        @OptionGroup var connection: EndpointOptions
+        @Argument var key: String
+        @Flag(help: "Read the first endpoint's own copy, which may be stale.")
+        var serializable = false
+
+        func run() async throws {
+            try KV.finish(try await connection.client().get(key, serializable: serializable), printValue: true)
+        }
+    }
+
+    struct Delete: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Delete a key.")
+        @OptionGroup var connection: EndpointOptions
+        @Argument var key: String
+
+        func run() async throws {
+            try KV.finish(try await connection.client().delete(key))
+        }
+    }
+
+    struct CompareAndSet: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "cas", abstract: "Replace a key's value only if it currently is EXPECTED.")
+        @OptionGroup var connection: EndpointOptions
+        @Argument var key: String
+        @Argument var expected: String
+        @Argument var value: String
+
+        func run() async throws {
+            try KV.finish(try await connection.client().put(key, Array(value.utf8), prevValue: Array(expected.utf8)))
+        }
+    }
+}
+
+/// `raft-lite status`: a table of every node.
+struct Status: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Show every node's role, term, leader and log positions.")
+    @OptionGroup var connection: EndpointOptions
+
+    func run() async throws {
+        let client = try connection.client()
+        let results = await withTaskGroup(of: (Int, Result<NodeStatusReport, any Error>).self) { group in
+            for (k, endpoint) in client.endpoints.enumerated() {
+                group.addTask {
+                    do {
+                        let response = try await client.request(.GET, "/v1/status", at: endpoint)
+                        return (k, .success(try NodeStatusReport.decode(response)))
+                    } catch {
+                        return (k, .failure(error))
+                    }
+                }
+            }
+            var all: [(Int, Result<NodeStatusReport, any Error>)] = []
+            for await r in group { all.append(r) }
+            return all.sorted { $0.0 < $1.0 }
+        }
+        let reports = results.compactMap { try? $0.1.get() }
+        let highestCommit = reports.map(\.commitIndex).max() ?? 0
+        var rows = [["ENDPOINT", "NODE", "ROLE", "TERM", "LEADER", "COMMIT", "APPLIED", "LAG"]]
+        for (k, result) in results {
+            let endpoint = client.endpoints[k].description
+            switch result {
+            case .success(let s):
+                rows.append([endpoint, s.id, s.role, "\(s.term)", s.leader ?? "-", "\(s.commitIndex)", "\(s.appliedIndex)",
+                             "\(highestCommit - min(highestCommit, s.appliedIndex))"])
+            case .failure(let error):
+                rows.append([endpoint, "-", "unreachable", "-", "-", "-", "-", "\(error)"])
+            }
+        }
+        let widths = (0..<rows[0].count).map { c in rows.map { $0[c].count }.max() ?? 0 }
+        for row in rows {
+            print(zip(row, widths).map { $0.padding(toLength: $1, withPad: " ", startingAt: 0) }.joined(separator: "  "))
+        }
+        let leaders = Set(reports.filter { $0.role == "leader" }.map(\.term))
+        if reports.isEmpty { throw ExitCode(2) }
+        if leaders.isEmpty { print("\nno leader at the moment") }
+    }
+}
+
+/// `raft-lite bench`: the load generator.
+struct Bench: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Load the key-value store over HTTP and report throughput and latency percentiles.",
+        discussion: """
+            Each client is one keep-alive connection with one request in flight (a closed loop); clients are spread
+            round-robin over the endpoints. Latency runs from writing a request to reading its whole response, into an
+            HDR histogram. A progress line goes to standard error each second; the report ends with ops/s and p50,
+            p90, p99, p99.9 and max latency.
+            """
+    )
+    @Option(help: "Comma-separated host:port HTTP endpoints.") var endpoints = defaultEndpoints
+    @Option(help: "Concurrent clients (connections).") var clients = 16
+    @Option(help: "Seconds measured (after the warm-up).") var seconds = 10.0
+    @Option(help: "Seconds of load before measuring.") var warmup = 2.0
+    @Option(help: "Bytes per value.") var valueSize = 128
+    @Option(help: "Distinct keys.") var keys = 1000
+    @Option(help: "put, get or mixed (90% gets).") var op = "put"
+    @Option(help: "Event-loop threads for the clients.") var threads = 1
+    @Option(help: "Also write the report as JSON to this file (- for standard output).") var json: String?
+
+    func validate() throws {
+        guard LoadGenerator.Operation(rawValue: op) != nil else { throw ValidationError("--op must be put, get or mixed") }
+        guard (1...10_000).contains(clients) else { throw ValidationError("--clients must be 1...10000") }
+        guard seconds > 0, warmup >= 0 else { throw ValidationError("--seconds must be positive") }
+        guard (0...(64 << 20)).contains(valueSize) else { throw ValidationError("--value-size must be 0...67108864") }
+        guard keys >= 1 else { throw ValidationError("--keys must be at least 1") }
+    }
+
+    func run() async throws {
+        var options = LoadGenerator.Options(endpoints: try Endpoint.list(endpoints))
+        options.clients = clients
+        options.seconds = seconds
+        options.warmup = warmup
+        options.valueSize = valueSize
+        options.keys = keys
+        options.operation = LoadGenerator.Operation(rawValue: op) ?? .put
+        options.threads = threads
+        let warm = Int(warmup.rounded(.up))
+        FileHandle.standardError.write(Data("bench: \(op), \(clients) clients on \(options.endpoints.count) endpoints, \(valueSize)-byte values, \(warmup) s warm-up + \(seconds) s\n".utf8))
+        let report = try await LoadGenerator(options: options).run { second, ops, errors in
+            let phase = second <= warm ? " (warm-up)" : ""
+            FileHandle.standardError.write(Data("  t=\(second)s  \(ops) ops/s  errors=\(errors)\(phase)\n".utf8))
+        }
+        print(String(format: "%@: %.0f ops/s  p50 %.3f ms  p90 %.3f ms  p99 %.3f ms  p99.9 %.3f ms  max %.3f ms  errors %d",
+                     op, report.opsPerSecond, report.p50Ms, report.p90Ms, report.p99Ms, report.p999Ms, report.maxMs, report.errors))
+        if !report.errorKinds.isEmpty { print("errors by kind: \(report.errorKinds)") }
+        if let json {
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.sortedKeys]
+            let data = try encoder.encode(report)
+            if json == "-" { print(String(decoding: data, as: UTF8.self)) } else { try data.write(to: URL(fileURLWithPath: json)) }
+        }
+    }
+}
