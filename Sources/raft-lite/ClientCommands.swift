@@ -133,7 +133,9 @@ struct Status: AsyncParsableCommand {
                 rows.append([endpoint, s.id, s.role, "\(s.term)", s.leader ?? "-", "\(s.commitIndex)", "\(s.appliedIndex)",
                              "\(highestCommit - min(highestCommit, s.appliedIndex))"])
             case .failure(let error):
-                rows.append([endpoint, "-", "unreachable", "-", "-", "-", "-", "\(error)"])
+                let text = "\(error)"
+                let reason = text.contains("refused") ? "connection refused" : text.contains("no response") ? "timeout" : text
+                rows.append([endpoint, "-", "unreachable", "-", "-", "-", "-", reason])
             }
         }
         let widths = (0..<rows[0].count).map { c in rows.map { $0[c].count }.max() ?? 0 }

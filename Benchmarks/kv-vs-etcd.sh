@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# The key-value store side by side with etcd, in one run on one machine, driven by the same load generator.
+#
+#   Benchmarks/kv-vs-etcd.sh [BENCH_DIR]
+#
+# BENCH_DIR holds kvbench.py, start_etcd.sh and stop_etcd.sh (default: ../shared/bench next to this checkout); etcd
+# comes from Debian's etcd-server package. Both systems run 3 nodes on loopback with fsync on, 128-byte values.
+# For each of ROUNDS rounds (default 3), the two systems take turns (their order alternating between rounds); each
+# runs PUT and GET with 1, 16 and 64 clients, SECONDS each after a 2-second warm-up, with server CPU measured. It
+# prints every result, then the median over the rounds and RaftLite's ratios to etcd.
+set -euo pipefail
+here=$(cd "$(dirname "$0")/.." && pwd)
+bench=${1:-$here/../shared/bench}
+ROUNDS=${ROUNDS:-3}
+SECONDS_PER=${SECONDS_PER:-10}
+CLIENTS=${CLIENTS:-"1 16 64"}
+OPS=${OPS:-"put get"}
+work=$(mktemp -d)
+out="$work/results.jsonl"
+trap 'pkill -f "raft-lite serve --config $work" || true; bash "$bench/stop_etcd.sh" "$work/etcd" >/dev/null 2>&1 || true' EXIT
+
+swift build -c release --package-path "$here" --product raft-lite >/dev/null
+raftlite="$here/.build/release/raft-lite"
+ports=(8181 8182 8183)
+
+start_raftlite() {
+	rm -rf "$work/rl" && mkdir -p "$work/rl"
+	printf '{"node0": {"ip": "127.0.0.1", "port": 9181, "http_port": 8181},\n "node1": {"ip": "127.0.0.1", "port": 9182, "http_port": 8182},\n "node2": {"ip": "127.0.0.1", "port": 9183, "http_port": 8183}}\n' >"$work/rl/cluster.json"
+	: >"$work/rl/pids"
+	for k in 0 1 2; do
+		"$raftlite" serve --config "$work/rl/cluster.json" --id "node$k" --data-dir "$work/rl/node$k" --log-level warning \
+			>"$work/rl/node$k.log" 2>&1 &
+		echo $! >>"$work/rl/pids"
+	done
+	for port in "${ports[@]}"; do
+		for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/v1/status" | grep -q '"leader":"node' && break; sleep 0.1; done
+	done
+}
+
+stop_raftlite() {
+	for pid in $(cat "$work/rl/pids"); do kill "$pid" 2>/dev/null || true; done
+	for pid in $(cat "$work/rl/pids"); do while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done; done
+}
+
+run_system() { # name
+	local name=$1 target endpoints pids
+	if [ "$name" = etcd ]; then
+		bash "$bench/start_etcd.sh" "$work/etcd" >/dev/null
+		target=etcd
+		endpoints=$(cat "$work/etcd/endpoints")
+		pids=$(paste -sd, "$work/etcd/pids")
+	else
+		start_raftlite
+		target=http
+		endpoints=127.0.0.1:8181,127.0.0.1:8182,127.0.0.1:8183
+		pids=$(paste -sd, "$work/rl/pids")
+	fi
+	for op in $OPS; do
+		for clients in $CLIENTS; do
+			python3 "$bench/kvbench.py" --target "$target" --endpoints "$endpoints" --clients "$clients" \
+				--seconds "$SECONDS_PER" --value-size 128 --op "$op" --pids "$pids" --label "$name" 2>/dev/null |
+				tee -a "$out"
+		done
+	done
+	if [ "$name" = etcd ]; then bash "$bench/stop_etcd.sh" "$work/etcd" >/dev/null; else stop_raftlite; fi
+}
+
+for round in $(seq "$ROUNDS"); do
+	if [ $((round % 2)) -eq 1 ]; then order="etcd raftlite"; else order="raftlite etcd"; fi
+	for system in $order; do run_system "$system"; done
+done
+
+python3 - "$out" <<'PY'
+import json, statistics, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip().startswith("{")]
+def med(label, op, clients, key):
+    vals = [r[key] for r in rows if r["label"] == label and r["op"] == op and r["clients"] == clients]
+    return statistics.median(vals) if vals else float("nan")
+print("\nmedians over rounds (3 nodes, loopback, fsync on, 128-byte values):")
+print("| op | clients | RaftLite ops/s | etcd ops/s | ratio | RaftLite p50 / p99 ms | etcd p50 / p99 ms | server CPU us/op RaftLite / etcd |")
+print("|---|---|---|---|---|---|---|---|")
+for op in sorted({r["op"] for r in rows}, reverse=True):
+    for c in sorted({r["clients"] for r in rows}):
+        a, b = med("raftlite", op, c, "ops_per_s"), med("etcd", op, c, "ops_per_s")
+        print(f"| {op} | {c} | {a:,.0f} | {b:,.0f} | {a / b:.2f}x | {med('raftlite', op, c, 'p50_ms'):.3f} / {med('raftlite', op, c, 'p99_ms'):.2f} "
+              f"| {med('etcd', op, c, 'p50_ms'):.3f} / {med('etcd', op, c, 'p99_ms'):.2f} "
+              f"| {med('raftlite', op, c, 'server_cpu_us_per_op'):.0f} / {med('etcd', op, c, 'server_cpu_us_per_op'):.0f} |")
+PY
+echo "raw results: $out"
