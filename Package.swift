@@ -106,6 +106,19 @@ let package = Package(
             dependencies: [.product(name: "NIOConcurrencyHelpers", package: "swift-nio")],
             path: "Tests/ProcessTesting"
         ),
+        // Test support: the Jepsen-style harness (proxies, clients, nemesis) and the linearizability checker.
+        .target(
+            name: "JepsenKit",
+            dependencies: [
+                "ProcessTesting", "RaftKVClient",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            ],
+            path: "Tests/JepsenKit"
+        ),
+        .testTarget(name: "RaftJepsenTests", dependencies: ["JepsenKit", "ProcessTesting"]),
         .testTarget(name: "RaftCoreTests", dependencies: ["RaftCore", "RaftSimulation"]),
         .testTarget(
             name: "RaftSimulationTests",

@@ -30,6 +30,13 @@ public final class KVServer: Sendable {
         public var maxKeyBytes = 1024
         /// The largest value, in bytes.
         public var maxValueBytes = 1 << 20
+        /// The most client connections open at once; more are closed as they arrive.
+        public var maxConnections = 4096
+        /// A connection with nothing read for this long is closed (a stalled upload must not hold memory forever).
+        public var idleTimeout = TimeAmount.seconds(60)
+        /// TESTING ONLY — breaks linearizability: serve "linearizable" reads from this node's own state machine, with
+        /// no quorum check. The Jepsen-style suite uses it to prove that its checker catches stale reads.
+        public var unsafeLocalReads = false
 
         public init() {}
     }
@@ -43,6 +50,7 @@ public final class KVServer: Sendable {
     final class State {
         var channel: (any Channel)?
         var inFlight = 0
+        var connections = 0
         var draining = false
         var drained: [EventLoopPromise<Void>] = []
         var requestCounters: [String: Counter] = [:]
@@ -71,6 +79,7 @@ public final class KVServer: Sendable {
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
             .childChannelInitializer { [self] channel in
                 channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(IdleStateHandler(readTimeout: self.options.idleTimeout))
                     try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
                     try channel.pipeline.syncOperations.addHandler(KVHTTPHandler(server: self))
                 }
@@ -109,6 +118,17 @@ public final class KVServer: Sendable {
 
     func requestStarted() {
         state.value.inFlight += 1
+    }
+
+    /// Counts a new connection; false if it would exceed the limit.
+    func connectionOpened() -> Bool {
+        guard state.value.connections < options.maxConnections else { return false }
+        state.value.connections += 1
+        return true
+    }
+
+    func connectionClosed() {
+        state.value.connections = max(0, state.value.connections - 1)
     }
 
     func requestFinished(method: String, status: HTTPResponseStatus, started: NIODeadline) {
@@ -166,9 +186,9 @@ public final class KVServer: Sendable {
                 return loop.makeSucceededFuture(.error(.badRequest, "bad_query", "unknown query parameter \"\(unknown)\""))
             }
             switch query["consistency"].map({ String(decoding: $0, as: UTF8.self) }) {
-            case nil, "linearizable":
+            case nil where !options.unsafeLocalReads, "linearizable" where !options.unsafeLocalReads:
                 return propose(.get(key: key))
-            case "serializable":
+            case nil, "linearizable", "serializable":
                 return node.readStateMachine { $0.value(for: key) }.map { (read: [UInt8]??) -> Reply in
                     guard case .some(.some(let value)) = read else {
                         return .error(.notFound, "not_found", "no value for this key")
@@ -350,26 +370,53 @@ final class KVHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
     private let server: KVServer
     private var head: HTTPRequestHead?
     private var body: [UInt8] = []
-    private var tooLarge = false
+    /// The size of a body over the limit (which is not kept), or nil.
+    private var oversized: Int?
 
     init(server: KVServer) { self.server = server }
+
+    func channelActive(context: ChannelHandlerContext) {
+        if !server.connectionOpened() {
+            // Over the connection limit: refuse rather than let memory grow.
+            context.close(promise: nil)
+            return
+        }
+        context.fireChannelActive()
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        server.connectionClosed()
+        context.fireChannelInactive()
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        // Idle for too long (a stalled upload, or a client that went away): close.
+        if event is IdleStateHandler.IdleStateEvent { context.close(promise: nil) }
+        context.fireUserInboundEventTriggered(event)
+    }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         switch unwrapInboundIn(data) {
         case .head(let request):
             head = request
-            body.removeAll(keepingCapacity: true)
-            tooLarge = false
+            body = []
+            oversized = nil
             if let length = request.headers.first(name: "content-length").flatMap(Int.init),
                 length > server.options.maxValueBytes
             {
-                tooLarge = true
+                // Refuse at once, without reading the body, and close the connection afterwards.
+                oversized = length
+                head = nil
+                respond(to: request, context: context, forceClose: true)
             }
         case .body(var chunk):
-            guard !tooLarge else { return }
+            if let size = oversized {
+                oversized = size + chunk.readableBytes
+                return
+            }
             if body.count + chunk.readableBytes > server.options.maxValueBytes {
-                tooLarge = true
-                body.removeAll()
+                oversized = body.count + chunk.readableBytes
+                body = []
                 return
             }
             body.append(contentsOf: chunk.readBytes(length: chunk.readableBytes) ?? [])
@@ -380,19 +427,20 @@ final class KVHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
         }
     }
 
-    private func respond(to request: HTTPRequestHead, context: ChannelHandlerContext) {
+    private func respond(to request: HTTPRequestHead, context: ChannelHandlerContext, forceClose: Bool = false) {
         let started = NIODeadline.now()
         let method = request.method.rawValue
         server.requestStarted()
-        let keepAlive = request.isKeepAlive && !server.isDraining
+        let keepAlive = request.isKeepAlive && !server.isDraining && !forceClose
         let answer: EventLoopFuture<Reply>
         if server.isDraining {
             answer = context.eventLoop.makeSucceededFuture(.error(.serviceUnavailable, "shutting_down", "the server is shutting down"))
-        } else if tooLarge {
-            answer = context.eventLoop.makeSucceededFuture(.tooLarge(body.count, server.options.maxValueBytes))
+        } else if let size = oversized {
+            answer = context.eventLoop.makeSucceededFuture(.tooLarge(size, server.options.maxValueBytes))
         } else {
             answer = server.handle(request, body: body)
         }
+        body = []
         let server = self.server
         let loopBoundContext = NIOLoopBound(context, eventLoop: context.eventLoop)
         let handler = NIOLoopBound(self, eventLoop: context.eventLoop)

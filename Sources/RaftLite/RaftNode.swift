@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
 import RaftCore
@@ -63,6 +64,8 @@ public final class RaftNode<Machine: StateMachine>: Sendable {
     private let machineBeforeStart: NIOLoopBoundBox<Machine?>
     private let runtime: NIOLoopBoundBox<NodeRuntime<Machine>?>
     private let observers: NIOLoopBoundBox<Observers>
+    /// Signalled when the node has stopped: with nil after `stop()`, with the error when it stopped on its own.
+    private let stopped = StopSignal()
     private let metrics: NodeMetrics
 
     /// Creates a node; it does nothing until `start()`.
@@ -198,7 +201,24 @@ public final class RaftNode<Machine: StateMachine>: Sendable {
                 done.resume()
             }.start()
         }
+        let reason = await onLoop { self.runtime.value?.failure } ?? nil
+        stopped.signal(reason)
         logger.info("stopped")
+    }
+
+    /// Waits until the node has stopped; returns nil if it was stopped by `stop()`, or the error that stopped it
+    /// (a failed write: the node cannot go on without durable storage).
+    /// (Cancelling the waiting task makes it return nil at once.)
+    public func waitUntilStopped() async -> RaftNodeError? {
+        let once = ResumeOnce<RaftNodeError?>()
+        return await withTaskCancellationHandler {
+            await withCheckedContinuation { continuation in
+                once.install(continuation)
+                stopped.whenSignalled { once.resume($0) }
+            }
+        } onCancel: {
+            once.resume(nil)
+        }
     }
 
     /// Takes the node out of the cluster without losing its state: it stops ticking, drops every message it
@@ -465,6 +485,7 @@ public final class RaftNode<Machine: StateMachine>: Sendable {
             // The node cannot go on without durable storage: it would break the promises it made.
             logger.critical("storage write failed; stopping the node", metadata: ["error": "\(error)"])
             rt.stopped = true
+            rt.failure = .storage("\(error)")
             rt.failAll(.storage("\(error)"))
             Task { await self.stop() }
             return
@@ -671,6 +692,8 @@ final class NodeRuntime<Machine: StateMachine> {
     var stopped = false
     /// `stop()` has released everything.
     var tornDown = false
+    /// Why the node stopped on its own, if it did.
+    var failure: RaftNodeError?
     var processScheduled = false
     var lastLeadership: LeadershipChange?
     var reportedCommit = LogIndex.zero
@@ -741,5 +764,62 @@ final class Observers {
         for continuation in entries.values { continuation.finish() }
         leadership.removeAll()
         entries.removeAll()
+    }
+}
+
+/// Resumes a continuation exactly once, whichever of its resumers comes first (even before it is installed).
+final class ResumeOnce<Value: Sendable>: Sendable {
+    private let state = NIOLockedValueBox<(continuation: CheckedContinuation<Value, Never>?, value: Value?, done: Bool)>(
+        (nil, nil, false))
+
+    func install(_ continuation: CheckedContinuation<Value, Never>) {
+        let ready: Value? = state.withLockedValue { s in
+            if let value = s.value, !s.done {
+                s.done = true
+                return value
+            }
+            s.continuation = continuation
+            return nil
+        }
+        if let ready { continuation.resume(returning: ready) }
+    }
+
+    func resume(_ value: Value) {
+        let continuation: CheckedContinuation<Value, Never>? = state.withLockedValue { s in
+            guard !s.done else { return nil }
+            guard let c = s.continuation else {
+                if s.value == nil { s.value = value }
+                return nil
+            }
+            s.done = true
+            s.continuation = nil
+            return c
+        }
+        continuation?.resume(returning: value)
+    }
+}
+
+/// A one-time signal with a value, and the callbacks waiting for it.
+final class StopSignal: Sendable {
+    private let state = NIOLockedValueBox<(signalled: Bool, value: RaftNodeError?, waiting: [@Sendable (RaftNodeError?) -> Void])>(
+        (false, nil, []))
+
+    func signal(_ value: RaftNodeError?) {
+        let waiting = state.withLockedValue { s -> [@Sendable (RaftNodeError?) -> Void] in
+            guard !s.signalled else { return [] }
+            s.signalled = true
+            s.value = value
+            defer { s.waiting = [] }
+            return s.waiting
+        }
+        for callback in waiting { callback(value) }
+    }
+
+    func whenSignalled(_ callback: @escaping @Sendable (RaftNodeError?) -> Void) {
+        let ready = state.withLockedValue { s -> (Bool, RaftNodeError?) in
+            if !s.signalled { s.waiting.append(callback) }
+            return (s.signalled, s.value)
+        }
+        if ready.0 { callback(ready.1) }
     }
 }

@@ -7,7 +7,9 @@ import RaftWire
 ///
 /// ```
 /// segment = magic:"RLWAL\0\0\1" sequence:u64 record*
-/// record  = length:u32 crc:u32 type:u8 payload      length counts type + payload; crc is CRC-32C of them
+/// record  = length:u32 lengthCheck:u32 crc:u32 type:u8 payload
+///           length counts type + payload; lengthCheck is the CRC-32C of the length's 4 bytes, so that a damaged
+///           length is recognised as damage (not taken at its word); crc is the CRC-32C of type + payload
 /// entries = firstIndex:u64 count:u32 (term:u64 kind:u8 length:u32 data)*
 /// hard    = term:u64 hasVote:u8 vote:u64 commit:u64
 /// base    = index:u64 term:u64                        the log starts after this entry (after compaction)
@@ -19,7 +21,8 @@ import RaftWire
 enum Records {
     static let segmentMagic: [UInt8] = Array("RLWAL".utf8) + [0, 0, 1]
     static let segmentHeaderSize = 16
-    static let recordHeaderSize = 9
+    /// length, lengthCheck, crc.
+    static let recordHeaderSize = 12
     /// Sanity bound on one record when reading: anything larger is corruption, not data.
     static let maxRecordSize = 1 << 30
     /// Writers split entry batches so that no record exceeds this.
@@ -47,7 +50,7 @@ enum Records {
     /// Appends one framed record to `out`.
     static func append(_ record: Record, to out: inout [UInt8]) {
         let start = out.count
-        out.append(contentsOf: [0, 0, 0, 0, 0, 0, 0, 0])
+        out.append(contentsOf: [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0])
         switch record {
         case .entries(let entries):
             out.append(RecordType.entries.rawValue)
@@ -70,10 +73,13 @@ enum Records {
             appendLE(index.rawValue, to: &out)
             appendLE(term.rawValue, to: &out)
         }
-        let length = UInt32(out.count - start - 8)
-        let crc = out.withUnsafeBytes { CRC32C.checksum(UnsafeRawBufferPointer(rebasing: $0[(start + 8)...])) }
+        let length = UInt32(out.count - start - recordHeaderSize)
+        let crc = out.withUnsafeBytes {
+            CRC32C.checksum(UnsafeRawBufferPointer(rebasing: $0[(start + recordHeaderSize)...]))
+        }
         setLE(length, at: start, in: &out)
-        setLE(crc, at: start + 4, in: &out)
+        setLE(lengthCheck(length), at: start + 4, in: &out)
+        setLE(crc, at: start + 8, in: &out)
     }
 
     /// Appends entries as one or more records, none larger than `maxEntriesRecordSize`.
@@ -93,9 +99,26 @@ enum Records {
 
     // MARK: - Reading
 
+    static func lengthCheck(_ length: UInt32) -> UInt32 {
+        withUnsafeBytes(of: length.littleEndian) { CRC32C.checksum($0) }
+    }
+
+    /// Whether a record with a sound header and checksum starts at `offset` (its content is not decoded).
+    static func isValidRecord(_ bytes: UnsafeRawBufferPointer, at offset: Int) -> Bool {
+        guard bytes.count - offset >= recordHeaderSize else { return false }
+        let length = loadLE(UInt32.self, bytes, offset)
+        guard length >= 1, Int(length) <= maxRecordSize, loadLE(UInt32.self, bytes, offset + 4) == lengthCheck(length),
+            bytes.count - offset - recordHeaderSize >= Int(length)
+        else { return false }
+        let body = UnsafeRawBufferPointer(rebasing: bytes[(offset + recordHeaderSize)..<(offset + recordHeaderSize + Int(length))])
+        return CRC32C.checksum(body) == loadLE(UInt32.self, bytes, offset + 8)
+    }
+
     /// Why a record could not be read.
     enum ReadFailure: Error, Equatable {
-        /// The bytes end before the record does.
+        /// The header is cut short or damaged (its length fails its check).
+        case badHeader
+        /// The header is sound but the bytes end before the record does.
         case truncated
         /// The record is complete but its checksum does not match.
         case checksum
@@ -105,12 +128,14 @@ enum Records {
 
     /// Reads the record at `offset` of `bytes`; returns it and the offset after it.
     static func read(_ bytes: UnsafeRawBufferPointer, at offset: Int) -> Result<(Record, Int), ReadFailure> {
-        guard bytes.count - offset >= recordHeaderSize else { return .failure(.truncated) }
-        let length = Int(loadLE(UInt32.self, bytes, offset))
-        let crc = loadLE(UInt32.self, bytes, offset + 4)
+        guard bytes.count - offset >= recordHeaderSize else { return .failure(.badHeader) }
+        let rawLength = loadLE(UInt32.self, bytes, offset)
+        guard loadLE(UInt32.self, bytes, offset + 4) == lengthCheck(rawLength) else { return .failure(.badHeader) }
+        let length = Int(rawLength)
+        let crc = loadLE(UInt32.self, bytes, offset + 8)
         guard length >= 1, length <= maxRecordSize else { return .failure(.malformed("record length \(length)")) }
-        guard bytes.count - offset - 8 >= length else { return .failure(.truncated) }
-        let body = UnsafeRawBufferPointer(rebasing: bytes[(offset + 8)..<(offset + 8 + length)])
+        guard bytes.count - offset - recordHeaderSize >= length else { return .failure(.truncated) }
+        let body = UnsafeRawBufferPointer(rebasing: bytes[(offset + recordHeaderSize)..<(offset + recordHeaderSize + length)])
         guard CRC32C.checksum(body) == crc else { return .failure(.checksum) }
         var reader = Reader(bytes: body, offset: 1)
         let record: Record
@@ -141,7 +166,7 @@ enum Records {
             return .failure(.malformed("record type \(body[0])"))
         }
         guard reader.offset == body.count else { return .failure(.malformed("\(body.count - reader.offset) bytes left in record")) }
-        return .success((record, offset + 8 + length))
+        return .success((record, offset + recordHeaderSize + length))
     }
 
     private struct Reader {

@@ -104,6 +104,7 @@ public final class WriteAheadLog: NodeStorage, LogStorage, @unchecked Sendable {
     private var lastIndex = LogIndex.zero
     private var snapshotIndex = LogIndex.zero
     private var buffer: [UInt8] = []
+    private var lastWrittenHardState: HardState?
 
     /// Opens (creating if needed) the data directory and replays its log.
     /// - Throws: `StorageFailure`: `.locked` if another process has it open, `.unsupportedFormat`, `.corrupt` or
@@ -116,9 +117,15 @@ public final class WriteAheadLog: NodeStorage, LogStorage, @unchecked Sendable {
         try Files.makeDirectory(directory)
         try lock()
         do {
-            try checkFormat()
+            let initialised = try checkFormat()
             try Files.makeDirectory(walDirectory)
-            try recover()
+            try Files.syncDirectory(directory)
+            try recover(requireSegments: initialised)
+            // FORMAT is written last: its presence says the directory was fully set up.
+            if !initialised {
+                try Files.writeAtomically(Array("raftlite-data \(Self.formatVersion)\n".utf8), to: directory + "/FORMAT",
+                                          directory: directory)
+            }
         } catch {
             releaseLock()
             if segmentFD >= 0 { Files.close(segmentFD) }
@@ -281,7 +288,10 @@ public final class WriteAheadLog: NodeStorage, LogStorage, @unchecked Sendable {
                 Records.append(entries: request.entries, to: &buffer)
                 lastIndex = last.index
             }
-            if let hardState = request.hardState { Records.append(.hardState(hardState), to: &buffer) }
+            if let hardState = request.hardState {
+                Records.append(.hardState(hardState), to: &buffer)
+                lastWrittenHardState = hardState
+            }
         }
         try flushBuffer()
         return refused
@@ -305,17 +315,22 @@ public final class WriteAheadLog: NodeStorage, LogStorage, @unchecked Sendable {
     }
 
     /// Closes the current segment (it is already durable) and starts the next, durably named in the directory.
+    /// A segment is written under a temporary name and renamed into place once durable, so that a segment that
+    /// exists under its name always holds its first records whole (a compaction's base above all).
     private func startSegment(sequence: UInt64, firstRecord: [UInt8] = []) throws(StorageFailure) {
         let path = segmentPath(sequence)
-        let fd = try Files.open(path, O_WRONLY | O_CREAT | O_EXCL)
+        let temporary = path + ".tmp"
+        try Files.remove(temporary)
+        let fd = try Files.open(temporary, O_WRONLY | O_CREAT | O_EXCL)
         var header: [UInt8] = []
         Records.appendSegmentHeader(sequence: sequence, to: &header)
         header.append(contentsOf: firstRecord)
         // Preallocated: a segment always ends in zeros, which replay reads as its end.
         Files.preallocate(fd, max(options.segmentBytes, header.count))
         do throws(StorageFailure) {
-            try Files.writeAll(fd, header, at: 0, path: path)
-            try Files.sync(fd, path: path)
+            try Files.writeAll(fd, header, at: 0, path: temporary)
+            try Files.sync(fd, path: temporary)
+            guard rename(temporary, path) == 0 else { throw Files.io("renaming into place", path) }
             try Files.syncDirectory(walDirectory)
         } catch {
             Files.close(fd)
@@ -361,16 +376,17 @@ public final class WriteAheadLog: NodeStorage, LogStorage, @unchecked Sendable {
     ) throws(StorageFailure) {
         var first: [UInt8] = []
         Records.append(.base(index: index, term: term), to: &first)
-        Records.append(.hardState(hardState), to: &first)
+        // The latest hard state written wins over the caller's, which may predate writes queued before this.
+        Records.append(.hardState(lastWrittenHardState ?? hardState), to: &first)
         Records.append(entries: retained, to: &first)
         let old = segmentSequence
         try startSegment(sequence: old + 1, firstRecord: first)
         snapshotIndex = max(snapshotIndex, index)
         lastIndex = retained.last?.index ?? max(lastIndex, index)
-        for name in try Files.list(walDirectory) {
-            if let sequence = Self.sequence(ofSegment: name), sequence <= old {
-                try Files.remove(walDirectory + "/" + name)
-            }
+        // Oldest first: a crash part way leaves a contiguous run ending at the new base segment, which replay
+        // recognises and finishes deleting.
+        for sequence in try Files.list(walDirectory).compactMap(Self.sequence(ofSegment:)).sorted() where sequence <= old {
+            try Files.remove(segmentPath(sequence))
         }
         try Files.syncDirectory(walDirectory)
     }
@@ -401,15 +417,15 @@ public final class WriteAheadLog: NodeStorage, LogStorage, @unchecked Sendable {
         }
     }
 
-    private func checkFormat() throws(StorageFailure) {
+    /// Checks the format version; returns whether the directory was initialised before (it has a FORMAT file).
+    private func checkFormat() throws(StorageFailure) -> Bool {
         let path = directory + "/FORMAT"
         let expected = "raftlite-data \(Self.formatVersion)"
         guard Files.exists(path) else {
-            if Files.exists(walDirectory), !(try Files.list(walDirectory)).isEmpty {
+            if Files.exists(walDirectory), try Files.list(walDirectory).contains(where: { Self.sequence(ofSegment: $0) != nil }) {
                 throw StorageFailure(.unsupportedFormat, "the data directory has a log but no FORMAT file", file: path)
             }
-            try Files.writeAtomically(Array((expected + "\n").utf8), to: path, directory: directory)
-            return
+            return false
         }
         let found = String(decoding: try Files.readAll(path), as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
         guard found == expected else {
@@ -417,6 +433,7 @@ public final class WriteAheadLog: NodeStorage, LogStorage, @unchecked Sendable {
                 .unsupportedFormat, "the data directory's format is \"\(found)\"; this version reads \"\(expected)\"",
                 file: path)
         }
+        return true
     }
 
     static func sequence(ofSegment name: String) -> UInt64? {
@@ -425,11 +442,25 @@ public final class WriteAheadLog: NodeStorage, LogStorage, @unchecked Sendable {
     }
 
     /// Replays every segment into `recovered` and opens the last one for appending.
-    private func recover() throws(StorageFailure) {
-        let sequences = try Files.list(walDirectory).compactMap(Self.sequence(ofSegment:)).sorted()
+    private func recover(requireSegments: Bool) throws(StorageFailure) {
+        // A segment still under its temporary name was never finished: nothing in it was acknowledged.
+        for name in try Files.list(walDirectory) where name.hasSuffix(".log.tmp") {
+            try Files.remove(walDirectory + "/" + name)
+        }
+        var sequences = try Files.list(walDirectory).compactMap(Self.sequence(ofSegment:)).sorted()
         guard !sequences.isEmpty else {
+            if requireSegments {
+                throw StorageFailure(.missingSegment, "the data directory was initialised but its log has no segments",
+                                     file: walDirectory)
+            }
             try startSegment(sequence: 1)
             return
+        }
+        // A compaction interrupted while deleting leaves older segments before its base segment: finish the job.
+        if let base = sequences.reversed().first(where: { startsWithBase(segmentPath($0)) }), base != sequences[0] {
+            for sequence in sequences where sequence < base { try Files.remove(segmentPath(sequence)) }
+            try Files.syncDirectory(walDirectory)
+            sequences.removeAll { $0 < base }
         }
         for (previous, next) in zip(sequences, sequences.dropFirst()) where next != previous + 1 {
             throw StorageFailure(.missingSegment, "segment \(previous + 1) is missing (found \(previous) and \(next))",
@@ -482,21 +513,20 @@ public final class WriteAheadLog: NodeStorage, LogStorage, @unchecked Sendable {
                             end = offset
                             return nil
                         }
-                        // A record cut short by the end of the file, or failing its checksum with only zeros after
-                        // it, is a write torn by a crash: in the last segment it is cut off.
-                        let declaredEnd: Int = {
-                            guard raw.count - offset >= 4 else { return raw.count }
-                            return min(raw.count, offset + 8 + Int(Records.loadLE(UInt32.self, raw, offset)))
-                        }()
-                        let zerosAfter = UnsafeRawBufferPointer(rebasing: raw[declaredEnd...]).allSatisfy { $0 == 0 }
-                        let torn = reason == .truncated || (reason == .checksum && zerosAfter)
-                        if isLast && torn {
-                            cut = (path, offset, declaredEnd)
+                        // A damaged record in the last segment with no sound record anywhere after it is what a crash
+                        // leaves of a write in progress, whichever of its pages reached the disk: cut it off. With a
+                        // sound record after it, the damage is in the middle of the log.
+                        if isLast, Self.soundRecord(in: raw, after: offset) == nil,
+                            !Self.isMalformed(reason)
+                        {
+                            let lastNonZero = raw.lastIndex { $0 != 0 } ?? offset
+                            cut = (path, offset, lastNonZero + 1)
                             end = offset
                             return nil
                         }
                         let what: String
                         switch reason {
+                        case .badHeader: what = "a record's header is damaged"
                         case .truncated: what = "a record is cut short"
                         case .checksum: what = "a record fails its checksum"
                         case .malformed(let m): what = "a record is malformed (\(m))"
@@ -531,11 +561,45 @@ public final class WriteAheadLog: NodeStorage, LogStorage, @unchecked Sendable {
         segmentSize = lastEnd
         Files.preallocate(segmentFD, options.segmentBytes)
         if let cut {
-            // Zero the torn bytes, so that the segment again ends in zeros where its records end.
+            // Keep the torn bytes aside (for an operator), then zero them, so that the segment again ends in zeros
+            // where its records end.
             report.tornBytesCut = cut.size - cut.offset
             report.tornRecordAt = (cut.path, cut.offset)
+            let torn = try Files.readAll(path).dropFirst(cut.offset).prefix(cut.size - cut.offset)
+            try Files.writeAtomically(Array(torn), to: "\(walDirectory)/torn-\(last)-\(cut.offset).bin", directory: walDirectory)
             try Files.writeAll(segmentFD, [UInt8](repeating: 0, count: cut.size - cut.offset), at: cut.offset, path: path)
             try Files.sync(segmentFD, path: path)
+        }
+    }
+
+    private static func isMalformed(_ reason: Records.ReadFailure) -> Bool {
+        if case .malformed = reason { return true }
+        return false
+    }
+
+    /// The offset of the first sound record (header and checksum) after `offset`, if any.
+    private static func soundRecord(in raw: UnsafeRawBufferPointer, after offset: Int) -> Int? {
+        var p = offset + 1
+        while p + Records.recordHeaderSize <= raw.count {
+            if raw[p] | raw[p + 1] | raw[p + 2] | raw[p + 3] != 0, Records.isValidRecord(raw, at: p) { return p }
+            p += 1
+        }
+        return nil
+    }
+
+    /// Whether a segment's first record is a compaction base.
+    private func startsWithBase(_ path: String) -> Bool {
+        guard let fd = try? Files.open(path, O_RDONLY) else { return false }
+        defer { Files.close(fd) }
+        var head = [UInt8](repeating: 0, count: Records.segmentHeaderSize + Records.recordHeaderSize + 64)
+        let n = head.withUnsafeMutableBytes { pread(fd, $0.baseAddress, $0.count, 0) }
+        guard n > 0 else { return false }
+        return head.withUnsafeBytes { raw -> Bool in
+            let bytes = UnsafeRawBufferPointer(rebasing: raw[..<n])
+            guard case .success(let (record, _)) = Records.read(bytes, at: Records.segmentHeaderSize),
+                case .base = record
+            else { return false }
+            return true
         }
     }
 

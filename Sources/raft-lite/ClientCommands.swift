@@ -13,6 +13,10 @@ struct EndpointOptions: ParsableArguments {
     @Option(help: "Seconds to wait for an answer.")
     var timeout = 10.0
 
+    func validate() throws {
+        guard timeout > 0, timeout <= 3600 else { throw ValidationError("--timeout must be in (0, 3600] seconds") }
+    }
+
     func client() throws -> KVClient {
         do {
             return KVClient(endpoints: try Endpoint.list(endpoints), timeout: .milliseconds(Int64(timeout * 1000)))
@@ -29,7 +33,25 @@ struct KV: AsyncParsableCommand {
         subcommands: [Put.self, Get.self, Delete.self, CompareAndSet.self]
     )
 
-    /// Prints the outcome of a request and exits with 0 (done), 1 (not found, precondition failed) or 2 (error).
+    /// Sends a request and prints its outcome; exits with 0 (done), 1 (not found, precondition failed) or 2 (error,
+    /// including no endpoint reachable).
+    static func run(printValue: Bool = false, _ request: () async throws -> HTTPResponse) async throws {
+        let response: HTTPResponse
+        do {
+            response = try await request()
+        } catch {
+            FileHandle.standardError.write(Data("error: \(error)\n".utf8))
+            throw ExitCode(2)
+        }
+        try finish(response, printValue: printValue)
+    }
+
+    /// The server's explanation in an error body, if it has one.
+    static func message(_ response: HTTPResponse) -> String {
+        struct Body: Decodable { var message: String }
+        return (try? JSONDecoder().decode(Body.self, from: Data(response.body)))?.message ?? response.text
+    }
+
     static func finish(_ response: HTTPResponse, printValue: Bool = false) throws {
         switch response.status {
         case 200..<300:
@@ -43,7 +65,7 @@ struct KV: AsyncParsableCommand {
             FileHandle.standardError.write(Data("not found\n".utf8))
             throw ExitCode(1)
         case 412:
-            FileHandle.standardError.write(Data("precondition failed: the current value differs\n".utf8))
+            FileHandle.standardError.write(Data("precondition failed: \(message(response))\n".utf8))
             throw ExitCode(1)
         default:
             FileHandle.standardError.write(Data("error: HTTP \(response.status) \(response.text)\n".utf8))
@@ -60,8 +82,8 @@ struct KV: AsyncParsableCommand {
         var prevValue: String?
 
         func run() async throws {
-            let response = try await connection.client().put(key, Array(value.utf8), prevValue: prevValue.map { Array($0.utf8) })
-            try KV.finish(response)
+            let client = try connection.client()
+            try await KV.run { try await client.put(key, Array(value.utf8), prevValue: prevValue.map { Array($0.utf8) }) }
         }
     }
 
@@ -73,7 +95,8 @@ struct KV: AsyncParsableCommand {
         var serializable = false
 
         func run() async throws {
-            try KV.finish(try await connection.client().get(key, serializable: serializable), printValue: true)
+            let client = try connection.client()
+            try await KV.run(printValue: true) { try await client.get(key, serializable: serializable) }
         }
     }
 
@@ -83,7 +106,8 @@ struct KV: AsyncParsableCommand {
         @Argument var key: String
 
         func run() async throws {
-            try KV.finish(try await connection.client().delete(key))
+            let client = try connection.client()
+            try await KV.run { try await client.delete(key) }
         }
     }
 
@@ -96,7 +120,8 @@ struct KV: AsyncParsableCommand {
         @Argument var value: String
 
         func run() async throws {
-            try KV.finish(try await connection.client().put(key, Array(value.utf8), prevValue: Array(expected.utf8)))
+            let client = try connection.client()
+            try await KV.run { try await client.put(key, Array(value.utf8), prevValue: Array(expected.utf8)) }
         }
     }
 }
@@ -172,7 +197,10 @@ struct Bench: AsyncParsableCommand {
     func validate() throws {
         guard LoadGenerator.Operation(rawValue: op) != nil else { throw ValidationError("--op must be put, get or mixed") }
         guard (1...10_000).contains(clients) else { throw ValidationError("--clients must be 1...10000") }
-        guard seconds > 0, warmup >= 0 else { throw ValidationError("--seconds must be positive") }
+        guard seconds > 0, seconds <= 86_400, warmup >= 0, warmup <= 3600 else {
+            throw ValidationError("--seconds must be in (0, 86400] and --warmup in [0, 3600]")
+        }
+        guard (1...64).contains(threads) else { throw ValidationError("--threads must be 1...64") }
         guard (0...(64 << 20)).contains(valueSize) else { throw ValidationError("--value-size must be 0...67108864") }
         guard keys >= 1 else { throw ValidationError("--keys must be at least 1") }
     }

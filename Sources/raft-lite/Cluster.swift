@@ -35,7 +35,9 @@ struct Cluster: AsyncParsableCommand {
             "\"node\(k)\": {\"ip\": \"127.0.0.1\", \"port\": \(peerBasePort + k), \"http_port\": \(basePort + k)}"
         }
         try ("{\n  " + entries.joined(separator: ",\n  ") + "\n}\n").write(toFile: config, atomically: true, encoding: .utf8)
-        let executable = URL(fileURLWithPath: CommandLine.arguments[0]).standardizedFileURL.path
+        // This very binary, wherever it was found (PATH, a relative path, swift run).
+        let executable = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe"))
+            ?? URL(fileURLWithPath: CommandLine.arguments[0]).standardizedFileURL.path
         var children: [(String, Process)] = []
         for k in 0..<nodes {
             let name = "node\(k)"
@@ -44,7 +46,9 @@ struct Cluster: AsyncParsableCommand {
             let process = Process()
             process.executableURL = URL(fileURLWithPath: executable)
             process.arguments = arguments
-            FileManager.default.createFile(atPath: directory + "/\(name).log", contents: nil)
+            if !FileManager.default.fileExists(atPath: directory + "/\(name).log") {
+                FileManager.default.createFile(atPath: directory + "/\(name).log", contents: nil)
+            }
             let log = try FileHandle(forWritingTo: URL(fileURLWithPath: directory + "/\(name).log"))
             try log.seekToEnd()
             process.standardOutput = log

@@ -48,12 +48,16 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel = "info"
 
+    /// Testing only: reads without a quorum check (deliberately broken; the Jepsen-style suite must catch it).
+    @Flag(help: .hidden)
+    var unsafeLocalReads = false
+
     func validate() throws {
         guard (1...10_000).contains(tickMilliseconds) else { throw ValidationError("--tick-milliseconds must be 1...10000") }
         guard (1...600_000).contains(requestTimeoutMilliseconds) else {
             throw ValidationError("--request-timeout-milliseconds must be 1...600000")
         }
-        guard (1...(64 << 20)).contains(maxValueBytes) else { throw ValidationError("--max-value-bytes must be 1...67108864") }
+        guard (1...(32 << 20)).contains(maxValueBytes) else { throw ValidationError("--max-value-bytes must be 1...33554432") }
         guard (1...65535).contains(maxKeyBytes) else { throw ValidationError("--max-key-bytes must be 1...65535") }
         guard Logger.Level(rawValue: logLevel) != nil else { throw ValidationError("unknown --log-level \(logLevel)") }
     }
@@ -105,6 +109,9 @@ struct Serve: AsyncParsableCommand {
         serverOptions.port = httpPort
         serverOptions.maxValueBytes = maxValueBytes
         serverOptions.maxKeyBytes = maxKeyBytes
+        serverOptions.unsafeLocalReads = unsafeLocalReads
+        serverOptions.idleTimeout = .milliseconds(Int64(max(60_000, requestTimeoutMilliseconds + 10_000)))
+        if unsafeLocalReads { logger.warning("--unsafe-local-reads: reads are NOT linearizable (testing only)") }
         let server = KVServer(node: node, options: serverOptions, logger: logger) { registry.emitToBuffer() }
 
         let service = KVService(node: node, server: server, logger: logger,
@@ -134,7 +141,23 @@ struct KVService: Service {
         logger.info("serving", metadata: [
             "http": "\(server.options.host):\(server.options.port)", "peers": "\(node.cluster[node.name]?.port ?? 0)",
         ])
-        try? await gracefulShutdown()
+        // Run until asked to stop — or until the node stops on its own (its disk failed): then stop serving too,
+        // and exit with an error rather than answer 503 forever.
+        let failure: RaftNodeError? = await withTaskGroup(of: RaftNodeError?.self) { group in
+            group.addTask {
+                try? await gracefulShutdown()
+                return nil
+            }
+            group.addTask { await node.waitUntilStopped() }
+            let first = await group.next() ?? nil
+            group.cancelAll()
+            return first
+        }
+        if let failure {
+            logger.critical("the node stopped on its own: \(failure)")
+            await server.drain(timeout: .seconds(1))
+            throw failure
+        }
         logger.info("shutting down: answering requests in flight")
         await server.drain(timeout: drainTimeout)
         await node.stop()

@@ -58,7 +58,7 @@ public final class ServerCluster: @unchecked Sendable {
     }
 
     /// Ports that were free a moment ago.
-    static func freePorts(_ count: Int) throws -> [Int] {
+    public static func freePorts(_ count: Int) throws -> [Int] {
         var sockets: [Int32] = []
         defer { for fd in sockets { close(fd) } }
         var ports: [Int] = []

@@ -29,11 +29,11 @@ func bytes(of path: String) throws -> [UInt8] { Array(try Data(contentsOf: URL(f
 func recordOffsets(_ data: [UInt8]) -> (starts: [Int], end: Int) {
     var offset = 16
     var starts: [Int] = []
-    while offset + 8 <= data.count {
+    while offset + 12 <= data.count {
         let length = Int(data[offset]) | Int(data[offset + 1]) << 8 | Int(data[offset + 2]) << 16 | Int(data[offset + 3]) << 24
         guard length > 0 else { break }
         starts.append(offset)
-        offset += 8 + length
+        offset += 12 + length
     }
     return (starts, offset)
 }
@@ -199,7 +199,7 @@ func write(_ bytes: [UInt8], to path: String) throws { try Data(bytes).write(to:
         let state = log.initialState()
         #expect(state.lastIndex == LogIndex(200), "the last entries record is whole")
         #expect(state.hardState.commit == LogIndex(180), "the torn hard state is gone; the one before is kept")
-        #expect(log.report.tornBytesCut == end - last)
+        #expect(log.report.tornBytesCut > 0 && log.report.tornBytesCut <= end - last)
         #expect(log.report.tornRecordAt?.file == segment)
         #expect(log.report.tornRecordAt?.offset == last)
         try log.persist(entries: entries(201...201, term: 1), hardState: nil)
@@ -258,7 +258,7 @@ func write(_ bytes: [UInt8], to path: String) throws { try Data(bytes).write(to:
         let segment = try #require(dir.segments.first)
         var data = try bytes(of: segment)
         // The first record starts right after the 16-byte header; damage its payload.
-        data[16 + 9 + 20] ^= 0x01
+        data[16 + 13 + 20] ^= 0x01
         try write(data, to: segment)
         let error = #expect(throws: StorageFailure.self) { try WriteAheadLog(directory: dir.path) }
         #expect(error?.kind == .corrupt)
@@ -304,19 +304,83 @@ func write(_ bytes: [UInt8], to path: String) throws { try Data(bytes).write(to:
         #expect(error?.file == segment)
     }
 
-    @Test func garbageAfterTheLastRecordIsDamageNotATornWrite() throws {
+    @Test func damageFollowedByASoundRecordIsDamageNotATornWrite() throws {
+        let dir = TemporaryDirectory()
+        WriteAheadLogTests.fill(dir)
+        let segment = try #require(dir.segments.last)
+        var data = try bytes(of: segment)
+        let (starts, _) = recordOffsets(data)
+        // The second-to-last record fails its checksum; the last one is sound: the log was damaged in place.
+        let victim = starts[starts.count - 2]
+        data[victim + 14] ^= 0x04
+        try write(data, to: segment)
+        let error = #expect(throws: StorageFailure.self) { try WriteAheadLog(directory: dir.path) }
+        #expect(error?.kind == .corrupt)
+        #expect(error?.offset == victim)
+    }
+
+    @Test func aDamagedLengthIsDamageNotAnInvitationToCutTheWholeLog() throws {
+        let dir = TemporaryDirectory()
+        WriteAheadLogTests.fill(dir)
+        let segment = try #require(dir.segments.last)
+        var data = try bytes(of: segment)
+        data[16 + 3] ^= 0x08  // a high bit of the first record's length: it now claims to run past everything
+        try write(data, to: segment)
+        let error = #expect(throws: StorageFailure.self) { try WriteAheadLog(directory: dir.path) }
+        #expect(error?.kind == .corrupt)
+        #expect(error?.offset == 16)
+        #expect("\(error.map { "\($0)" } ?? "")".contains("header"))
+        #expect(try bytes(of: segment) == data, "nothing was cut or zeroed")
+    }
+
+    @Test func aWriteTornAcrossPagesIsCutEvenIfALaterPageReachedTheDisk() throws {
         let dir = TemporaryDirectory()
         WriteAheadLogTests.fill(dir)
         let segment = try #require(dir.segments.last)
         var data = try bytes(of: segment)
         let (starts, end) = recordOffsets(data)
         let last = try #require(starts.last)
-        // The last record fails its checksum, and something other than zeros follows it: not a torn write.
-        data[last + 10] ^= 0x04
-        data[end + 100] = 0x55
+        // The last record's first bytes never reached the disk, but some later bytes (of an unfinished write) did.
+        for k in last..<(last + 8) { data[k] = 0 }
+        for k in (end + 200)..<(end + 260) { data[k] = 0xAB }
         try write(data, to: segment)
+        let log = try WriteAheadLog(directory: dir.path)
+        defer { log.close() }
+        #expect(log.initialState().lastIndex == LogIndex(200))
+        #expect(log.initialState().hardState.commit == LogIndex(180))
+        #expect(log.report.tornRecordAt?.offset == last)
+        // The torn bytes were kept aside for an operator.
+        let kept = try FileManager.default.contentsOfDirectory(atPath: dir.path + "/wal").filter { $0.hasPrefix("torn-") }
+        #expect(kept.count == 1)
+    }
+
+    @Test func aCompactionInterruptedWhileDeletingIsFinishedOnRestart() throws {
+        let dir = TemporaryDirectory()
+        var options = WriteAheadLog.Options()
+        options.segmentBytes = 2048
+        let hs = HardState(term: Term(1), votedFor: nil, commit: LogIndex(300))
+        WriteAheadLogTests.fill(dir, options: options)
+        let before = dir.segments
+        let saved = try before.map { ($0, try bytes(of: $0)) }
+        do {
+            let log = try WriteAheadLog(directory: dir.path, options: options)
+            try log.compact(through: LogIndex(150), term: Term(1), hardState: hs, retaining: entries(151...200, term: 1))
+            log.close()
+        }
+        // Put the old segments back, as if the crash came before they were all deleted.
+        for (path, data) in saved.prefix(saved.count - 1) { try write(data, to: path) }
+        let log = try WriteAheadLog(directory: dir.path, options: options)
+        defer { log.close() }
+        #expect(log.initialState().snapshotIndex == LogIndex(150))
+        #expect(log.initialState().entries == entries(151...200, term: 1))
+        #expect(dir.segments.count == 1)
+    }
+
+    @Test func anInitialisedDirectoryWhoseSegmentsVanishedIsRefused() throws {
+        let dir = TemporaryDirectory()
+        WriteAheadLogTests.fill(dir)
+        for segment in dir.segments { try FileManager.default.removeItem(atPath: segment) }
         let error = #expect(throws: StorageFailure.self) { try WriteAheadLog(directory: dir.path) }
-        #expect(error?.kind == .corrupt)
-        #expect(error?.offset == last)
+        #expect(error?.kind == .missingSegment)
     }
 }

@@ -1,0 +1,390 @@
+import Foundation
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+import ProcessTesting
+import RaftKVClient
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// The kinds of fault the nemesis injects.
+public enum FaultKind: String, Sendable, CaseIterable, Codable {
+    /// SIGKILL a node, restart it on the same data directory a little later.
+    case kill
+    /// SIGSTOP a node, SIGCONT it a little later.
+    case pause
+    /// Cut links between nodes through the proxies: one node isolated, the cluster split in halves, a node that can
+    /// send but not receive (or the reverse), or a bridge (two sides that only one node joins). Healed a little later.
+    case partition
+}
+
+/// How a run goes.
+public struct JepsenOptions: Sendable {
+    public var nodes = 3
+    public var seconds = 30.0
+    public var seed: UInt64 = 1
+    public var clients = 6
+    public var keys = 3
+    public var faults: [FaultKind] = FaultKind.allCases
+    /// Between two faults, and how long each lasts, in seconds (each drawn uniformly from the range).
+    public var quietSeconds = 1.0...3.0
+    public var faultSeconds = 1.0...4.0
+    /// The client's deadline for one operation; past it the outcome is unknown.
+    public var operationTimeout = TimeAmount.milliseconds(1500)
+    /// Milliseconds per Raft tick on the nodes, and their request deadline.
+    public var tickMilliseconds = 20
+    public var requestTimeoutMilliseconds = 1000
+    /// Extra `raft-lite serve` arguments (the broken-build test passes `--unsafe-local-reads`).
+    public var serveArguments: [String] = []
+    /// Where the `raft-lite` binary is.
+    public var executable = raftLiteExecutable()
+    /// Print faults and progress as they happen.
+    public var verbose = false
+
+    public init() {}
+}
+
+/// What a run did and found.
+public struct JepsenReport: Sendable {
+    public var seed: UInt64
+    public var seconds: Double
+    public var history: [HistoryOperation]
+    public var results: [LinearizabilityResult]
+    public var faults: [String: Int]
+    public var faultLog: [String]
+    public var finalValues: [String: String?]
+    public var checkSeconds: Double
+
+    public var linearizable: Bool { results.allSatisfy(\.linearizable) }
+    public var operations: Int { history.count }
+    public func count(_ predicate: (HistoryOperation.Outcome) -> Bool) -> Int { history.filter { predicate($0.outcome) }.count }
+    public var unknown: Int { count { $0 == .unknown } }
+    public var failed: Int { count { $0 == .failed } }
+
+    public var summary: String {
+        let ok = operations - unknown - failed
+        let faultText = faults.sorted { $0.key < $1.key }.map { "\($0.value) \($0.key)" }.joined(separator: ", ")
+        var lines = [
+            "jepsen: seed \(seed), \(Int(seconds)) s: \(operations) operations (\(ok) completed, \(unknown) unknown, "
+                + "\(failed) failed), faults: \(faultText.isEmpty ? "none" : faultText); "
+                + (linearizable ? "linearizable" : "NOT LINEARIZABLE") + String(format: " (checked in %.2f s)", checkSeconds)
+        ]
+        for result in results where !result.linearizable {
+            lines.append("key \(result.key): not linearizable (\(result.operations) operations)")
+            lines.append(contentsOf: result.explanation.map { "  " + $0 })
+        }
+        return lines.joined(separator: "\n")
+    }
+}
+
+/// A Jepsen-style test: a cluster of real `raft-lite serve` processes behind TCP proxies, concurrent clients doing
+/// reads, writes and compare-and-sets over HTTP, and a nemesis that kills, pauses and partitions nodes; then a
+/// linearizability check of everything the clients saw.
+public final class JepsenRun: @unchecked Sendable {
+    // @unchecked Sendable: mutable state lives in `NIOLockedValueBox`es; the rest is set in `init`.
+    public let options: JepsenOptions
+    private let scratch = ScratchDirectory("jepsen")
+    private let names: [String]
+    private let peerPorts: [Int]
+    private let httpPorts: [Int]
+    /// proxies[i][j]: the link node i uses to send to node j.
+    private var proxies: [[LinkProxy?]] = []
+    private let processes = NIOLockedValueBox<[String: ChildProcess]>([:])
+    private let paused = NIOLockedValueBox<Set<String>>([])
+    private let history = NIOLockedValueBox<[HistoryOperation]>([])
+    private let faultLog = NIOLockedValueBox<[String]>([])
+    private let faultCounts = NIOLockedValueBox<[String: Int]>([:])
+    private let clock = NIODeadline.now()
+
+    public init(options: JepsenOptions) throws {
+        self.options = options
+        names = (0..<options.nodes).map { "n\($0)" }
+        let ports = try ServerCluster.freePorts(2 * options.nodes + options.nodes * (options.nodes - 1))
+        peerPorts = Array(ports[0..<options.nodes])
+        httpPorts = Array(ports[options.nodes..<(2 * options.nodes)])
+        var proxyPorts = Array(ports[(2 * options.nodes)...])
+        proxies = (0..<options.nodes).map { i in
+            (0..<options.nodes).map { j in
+                i == j ? nil : LinkProxy(listenPort: proxyPorts.removeFirst(), targetPort: peerPorts[j])
+            }
+        }
+        // Each node has a file of its own: itself at its real address, every other node behind the proxy of the link.
+        for i in 0..<options.nodes {
+            let entries = (0..<options.nodes).map { j in
+                let port = i == j ? peerPorts[j] : (proxies[i][j]?.listenPort ?? 0)
+                return "\"\(names[j])\": {\"ip\": \"127.0.0.1\", \"port\": \(port), \"http_port\": \(httpPorts[j])}"
+            }
+            try ("{" + entries.joined(separator: ", ") + "}").write(
+                toFile: scratch.path + "/\(names[i]).json", atomically: true, encoding: .utf8)
+        }
+    }
+
+    private func now() -> Int64 { (NIODeadline.now() - clock).nanoseconds }
+
+    private func log(_ line: String) {
+        let stamped = String(format: "%8.3f s  ", Double(now()) / 1e9) + line
+        faultLog.withLockedValue { $0.append(stamped) }
+        if options.verbose { print("jepsen: " + stamped) }
+    }
+
+    // MARK: - Nodes
+
+    private func start(_ k: Int) throws {
+        let name = names[k]
+        let child = try ChildProcess(
+            options.executable,
+            ["serve", "--config", scratch.path + "/\(name).json", "--id", name, "--data-dir", scratch.path + "/" + name,
+             "--tick-milliseconds", "\(options.tickMilliseconds)",
+             "--request-timeout-milliseconds", "\(options.requestTimeoutMilliseconds)", "--log-level", "warning"]
+                + options.serveArguments,
+            label: name)
+        processes.withLockedValue { $0[name] = child }
+    }
+
+    private func endpoint(_ k: Int) -> Endpoint { Endpoint(host: "127.0.0.1", port: httpPorts[k]) }
+
+    private func leader() async -> Int? {
+        for k in names.indices {
+            let client = KVClient(endpoints: [endpoint(k)], timeout: .milliseconds(300))
+            if let response = try? await client.request(.GET, "/v1/status"),
+                let status = try? NodeStatusReport.decode(response), status.role == "leader"
+            {
+                return k
+            }
+        }
+        return nil
+    }
+
+    // MARK: - The run
+
+    public func run() async throws -> JepsenReport {
+        for row in proxies { for proxy in row { try await proxy?.start() } }
+        for k in names.indices { try start(k) }
+        defer {
+            for child in processes.withLockedValue({ Array($0.values) }) { child.kill9() }
+        }
+        // Wait for the first leader (bounded).
+        let deadline = Date().addingTimeInterval(30)
+        while await leader() == nil && Date() < deadline { try await Task.sleep(for: .milliseconds(50)) }
+        log("cluster up: \(names.count) nodes, leader \(await leader().map { names[$0] } ?? "none yet")")
+
+        let end = NIODeadline.now() + .nanoseconds(Int64(options.seconds * 1e9))
+        var random = SeededRandom(seed: options.seed)
+        let clientSeeds = (0..<options.clients).map { _ in random.next() }
+        let nemesisSeed = random.next()
+        await withTaskGroup(of: Void.self) { group in
+            for c in 0..<options.clients {
+                group.addTask { await self.client(c, seed: clientSeeds[c], until: end) }
+            }
+            group.addTask { await self.nemesis(seed: nemesisSeed, until: end) }
+        }
+        log("faults stop: healing, resuming, restarting")
+        await healAll()
+        // Final reads of every key, once a leader is back: the lost-write check.
+        var finals: [String: String?] = [:]
+        let finalDeadline = Date().addingTimeInterval(30)
+        for key in keys {
+            while Date() < finalDeadline {
+                if let value = await finalRead(key) {
+                    finals[key] = value
+                    break
+                }
+                try? await Task.sleep(for: .milliseconds(100))
+            }
+        }
+        await stopProxies()
+        let recorded = history.withLockedValue { $0 }
+        let started = NIODeadline.now()
+        let results = LinearizabilityChecker.check(recorded)
+        let checkSeconds = Double((NIODeadline.now() - started).nanoseconds) / 1e9
+        return JepsenReport(
+            seed: options.seed, seconds: options.seconds, history: recorded, results: results,
+            faults: faultCounts.withLockedValue { $0 }, faultLog: faultLog.withLockedValue { $0 },
+            finalValues: finals, checkSeconds: checkSeconds)
+    }
+
+    private var keys: [String] { (0..<options.keys).map { "r\($0)" } }
+
+    private func stopProxies() async {
+        for row in proxies { for proxy in row { await proxy?.stop() } }
+    }
+
+    // MARK: - Clients
+
+    /// One client: a closed loop of random operations on random keys, each through a random node, every invocation
+    /// and outcome recorded.
+    private func client(_ id: Int, seed: UInt64, until end: NIODeadline) async {
+        var random = SeededRandom(seed: seed)
+        var counter = 0
+        var lastSeen: [String: String] = [:]
+        while NIODeadline.now() < end {
+            let key = keys[Int(random.next() % UInt64(keys.count))]
+            let node = Int(random.next() % UInt64(names.count))
+            let roll = random.next() % 10
+            counter += 1
+            let call: HistoryOperation.Call
+            if roll < 5 {
+                call = .read
+            } else if roll < 8 || lastSeen[key] == nil {
+                call = .write("c\(id)-\(counter)")
+            } else {
+                call = .compareAndSet(expected: lastSeen[key] ?? "", new: "c\(id)-\(counter)")
+            }
+            let invoked = now()
+            let outcome = await perform(call, key: key, at: node)
+            let completed = now()
+            history.withLockedValue {
+                $0.append(HistoryOperation(client: id, key: key, call: call, outcome: outcome, invoked: invoked, completed: completed))
+            }
+            if case .read(let value?) = outcome { lastSeen[key] = value }
+            if case .write(let value) = call, outcome == .ok { lastSeen[key] = value }
+            if outcome == .failed || outcome == .unknown { try? await Task.sleep(for: .milliseconds(20)) }
+        }
+    }
+
+    private func perform(_ call: HistoryOperation.Call, key: String, at node: Int) async -> HistoryOperation.Outcome {
+        let path = "/v1/kv/" + KVClient.percentEncode(Array(key.utf8))
+        let connection: HTTPConnection
+        do {
+            connection = try await HTTPConnection.connect(
+                host: "127.0.0.1", port: httpPorts[node], timeout: .milliseconds(300)
+            ).get()
+        } catch {
+            return .failed  // never sent
+        }
+        defer { connection.close() }
+        let response: HTTPResponse
+        do {
+            switch call {
+            case .read:
+                response = try await connection.execute(method: .GET, path: path, timeout: options.operationTimeout).get()
+            case .write(let value):
+                response = try await connection.execute(method: .PUT, path: path, body: Array(value.utf8), timeout: options.operationTimeout).get()
+            case .compareAndSet(let expected, let new):
+                response = try await connection.execute(
+                    method: .PUT, path: path + "?prev_value=" + KVClient.percentEncode(Array(expected.utf8)),
+                    body: Array(new.utf8), timeout: options.operationTimeout
+                ).get()
+            }
+        } catch {
+            return .unknown  // sent, and no answer: it may or may not have taken effect
+        }
+        switch (call, response.status) {
+        case (.read, 200): return .read(response.text)
+        case (.read, 404): return .read(nil)
+        case (.write, 200), (.compareAndSet, 200): return .ok
+        case (.compareAndSet, 412): return .casFailed
+        case (_, 400..<500): return .failed
+        default: return .unknown  // 5xx: the outcome is not known
+        }
+    }
+
+    private func finalRead(_ key: String) async -> String?? {
+        for node in names.indices {
+            let invoked = now()
+            let outcome = await perform(.read, key: key, at: node)
+            if case .read(let value) = outcome {
+                history.withLockedValue {
+                    $0.append(HistoryOperation(client: 1000, key: key, call: .read, outcome: outcome, invoked: invoked, completed: now()))
+                }
+                return .some(value)
+            }
+        }
+        return nil
+    }
+
+    // MARK: - The nemesis
+
+    private func nemesis(seed: UInt64, until end: NIODeadline) async {
+        var random = SeededRandom(seed: seed)
+        func seconds(_ range: ClosedRange<Double>) -> Duration {
+            .milliseconds(Int64((range.lowerBound + Double(random.next() % 1000) / 1000 * (range.upperBound - range.lowerBound)) * 1000))
+        }
+        while NIODeadline.now() < end {
+            try? await Task.sleep(for: seconds(options.quietSeconds))
+            guard NIODeadline.now() < end, !options.faults.isEmpty else { break }
+            let kind = options.faults[Int(random.next() % UInt64(options.faults.count))]
+            // Half the time the fault strikes the leader, where it hurts most.
+            let leader = await leader()
+            let victim = (random.next() % 2 == 0 ? leader : nil) ?? Int(random.next() % UInt64(names.count))
+            faultCounts.withLockedValue { $0[kind.rawValue, default: 0] += 1 }
+            switch kind {
+            case .kill:
+                log("kill -9 \(names[victim])\(victim == leader ? " (leader)" : "")")
+                processes.withLockedValue { $0[names[victim]] }?.kill9()
+                try? await Task.sleep(for: seconds(options.faultSeconds))
+                log("restart \(names[victim])")
+                try? start(victim)
+            case .pause:
+                log("SIGSTOP \(names[victim])\(victim == leader ? " (leader)" : "")")
+                processes.withLockedValue { $0[names[victim]] }?.signal(SIGSTOP)
+                paused.withLockedValue { _ = $0.insert(names[victim]) }
+                try? await Task.sleep(for: seconds(options.faultSeconds))
+                log("SIGCONT \(names[victim])")
+                processes.withLockedValue { $0[names[victim]] }?.signal(SIGCONT)
+                paused.withLockedValue { _ = $0.remove(names[victim]) }
+            case .partition:
+                let cut = partition(around: victim, random: &random)
+                log("partition: \(cut.description)")
+                for (i, j) in cut.links { proxies[i][j]?.setBlocked(true) }
+                try? await Task.sleep(for: seconds(options.faultSeconds))
+                log("heal")
+                for row in proxies { for proxy in row { proxy?.setBlocked(false) } }
+            }
+        }
+    }
+
+    /// A random partition shape involving `node`; returns the directed links to cut.
+    private func partition(around node: Int, random: inout SeededRandom) -> (description: String, links: [(Int, Int)]) {
+        let n = names.count
+        let others = (0..<n).filter { $0 != node }
+        switch random.next() % 4 {
+        case 0:
+            return ("\(names[node]) isolated", others.flatMap { [(node, $0), ($0, node)] })
+        case 1:
+            var shuffled = Array(0..<n)
+            shuffled.shuffle(using: &random)
+            let side = Set(shuffled.prefix(n / 2))
+            let links = (0..<n).flatMap { a in (0..<n).filter { b in side.contains(a) != side.contains(b) }.map { (a, $0) } }
+            return ("halves \(side.sorted().map { names[$0] }) | \((0..<n).filter { !side.contains($0) }.map { names[$0] })", links)
+        case 2:
+            if random.next() % 2 == 0 {
+                return ("\(names[node]) can send but not receive", others.map { ($0, node) })
+            }
+            return ("\(names[node]) can receive but not send", others.map { (node, $0) })
+        default:
+            // A bridge: the others split in two sides that cannot talk; `node` talks to both.
+            let left = Set(others.prefix(others.count / 2))
+            let right = others.filter { !left.contains($0) }
+            let links = left.flatMap { a in right.flatMap { b in [(a, b), (b, a)] } }
+            return ("bridge \(names[node]) between \(left.sorted().map { names[$0] }) and \(right.map { names[$0] })", links)
+        }
+    }
+
+    private func healAll() async {
+        for row in proxies { for proxy in row { proxy?.setBlocked(false) } }
+        for name in paused.withLockedValue({ Array($0) }) {
+            processes.withLockedValue { $0[name] }?.signal(SIGCONT)
+        }
+        paused.withLockedValue { $0.removeAll() }
+        for (k, name) in names.enumerated() where processes.withLockedValue({ $0[name]?.isRunning }) != true {
+            try? start(k)
+        }
+    }
+}
+
+/// SplitMix64: the run's only source of randomness, so a seed replays its schedule of choices.
+public struct SeededRandom: RandomNumberGenerator, Sendable {
+    private var state: UInt64
+    public init(seed: UInt64) { state = seed }
+    public mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}
