@@ -125,16 +125,12 @@ public enum LinearizabilityChecker {
         }
     }
 
-    private struct Bitset: Hashable {
-        var words: [UInt64]
-        init(count: Int) { words = Array(repeating: 0, count: (count + 63) / 64) }
-        mutating func set(_ k: Int) { words[k >> 6] |= 1 << UInt64(k & 63) }
-        mutating func clear(_ k: Int) { words[k >> 6] &= ~(1 << UInt64(k & 63)) }
-        var count: Int { words.reduce(0) { $0 + $1.nonzeroBitCount } }
-    }
-
+    /// The set of operations linearized so far, as a 128-bit Zobrist hash (each operation toggles two random
+    /// words in), with the register's value: what the search memoizes. Two different sets collide with probability
+    /// 2^-128 per comparison, far below any other source of error.
     private struct CacheKey: Hashable {
-        var linearized: Bitset
+        var h1: UInt64
+        var h2: UInt64
         var state: Int
     }
 
@@ -200,8 +196,13 @@ public enum LinearizabilityChecker {
             call.next?.previous = call
         }
 
-        var linearized = Bitset(count: ops.count)
-        var cache: Set<CacheKey> = [CacheKey(linearized: linearized, state: 0)]
+        var zobrist = SplitMixSequence(seed: 0x5EED)
+        let z1 = ops.map { _ in zobrist.next() }
+        let z2 = ops.map { _ in zobrist.next() }
+        var h1: UInt64 = 0
+        var h2: UInt64 = 0
+        var cache: Set<CacheKey> = [CacheKey(h1: 0, h2: 0, state: 0)]
+        cache.reserveCapacity(1 << 16)
         var stack: [(Event, Int)] = []
         var state = 0
         var entry = head.next
@@ -213,12 +214,13 @@ public enum LinearizabilityChecker {
                 explored += 1
                 let (ok, newState) = ops[current.op].step.apply(state)
                 if ok {
-                    var next = linearized
-                    next.set(current.op)
-                    if cache.insert(CacheKey(linearized: next, state: newState)).inserted {
+                    let n1 = h1 ^ z1[current.op]
+                    let n2 = h2 ^ z2[current.op]
+                    if cache.insert(CacheKey(h1: n1, h2: n2, state: newState)).inserted {
                         stack.append((current, state))
                         state = newState
-                        linearized = next
+                        h1 = n1
+                        h2 = n2
                         lift(current)
                         entry = head.next
                         if stack.count > deepest {
@@ -237,7 +239,8 @@ public enum LinearizabilityChecker {
                         explanation: explain(ops, stuck: stuckAt), statesExplored: explored)
                 }
                 state = previousState
-                linearized.clear(call.op)
+                h1 ^= z1[call.op]
+                h2 ^= z2[call.op]
                 unlift(call)
                 entry = call.next
             }
@@ -256,5 +259,17 @@ public enum LinearizabilityChecker {
         for (_, op) in window.prefix(40) { lines.append("  " + op.original.description) }
         if window.count > 40 { lines.append("  ... \(window.count - 40) more") }
         return lines
+    }
+}
+
+struct SplitMixSequence {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
     }
 }

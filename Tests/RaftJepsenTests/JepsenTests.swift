@@ -1,0 +1,72 @@
+import Foundation
+import JepsenKit
+import ProcessTesting
+import Testing
+
+/// Real `raft-lite serve` processes behind TCP proxies, concurrent clients, a nemesis that kills, pauses and
+/// partitions, and a linearizability check of what the clients saw.
+///
+/// - The bounded suite (part of `swift test`): three 30-second runs with fixed seeds, every fault kind mixed.
+/// - A long run: `JEPSEN_SECONDS=3600 swift test --filter jepsenLongRun` (or `Scripts/jepsen-long.sh`), with a random
+///   seed printed first (`JEPSEN_SEED=S` to choose it, `JEPSEN_NODES=5` for five nodes).
+/// - A failing run prints the seed, the faults with their times, and for each key that is not linearizable the
+///   operation no order could explain with those around it; `JEPSEN_HISTORY=FILE` writes the whole history.
+@Suite(.serialized) struct JepsenTests {
+    static let environment = ProcessInfo.processInfo.environment
+
+    static func report(_ report: JepsenReport) {
+        print(report.summary)
+        if !report.linearizable {
+            print("faults:\n" + report.faultLog.map { "  " + $0 }.joined(separator: "\n"))
+        }
+        if let path = environment["JEPSEN_HISTORY"] {
+            let lines = report.history.sorted { $0.invoked < $1.invoked }.map(\.description)
+            try? lines.joined(separator: "\n").write(toFile: path, atomically: true, encoding: .utf8)
+            print("history written to \(path)")
+        }
+    }
+
+    @Test(arguments: [UInt64(11), 22, 33])
+    func aBoundedRunUnderEveryKindOfFaultIsLinearizable(seed: UInt64) async throws {
+        var options = JepsenOptions()
+        options.seed = seed
+        options.seconds = 30
+        options.nodes = 3
+        let report = try await JepsenRun(options: options).run()
+        Self.report(report)
+        #expect(report.linearizable, "seed \(seed): replay with JEPSEN_SEED=\(seed) JEPSEN_SECONDS=30 swift test --filter jepsenLongRun")
+        #expect(report.faults.values.reduce(0, +) >= 5, "the nemesis struck")
+        #expect(report.operations - report.unknown - report.failed >= 200, "enough operations completed to mean something")
+        #expect(report.finalValues.count == options.keys, "every key was read after the faults stopped")
+    }
+
+    /// A deliberately broken build — "linearizable" reads served from the node's own state, without a quorum check
+    /// (`serve --unsafe-local-reads`) — must be caught: a node cut off from the others, or merely a follower a
+    /// moment behind, returns values older than writes that completed before the read began.
+    @Test func theCheckerCatchesStaleReadsFromABrokenBuild() async throws {
+        var options = JepsenOptions()
+        options.seed = 7
+        options.seconds = 15
+        options.faults = [.partition]
+        options.quietSeconds = 0.5...1.0
+        options.faultSeconds = 1.5...3.0
+        options.serveArguments = ["--unsafe-local-reads"]
+        let report = try await JepsenRun(options: options).run()
+        Self.report(report)
+        #expect(!report.linearizable, "stale reads went unnoticed")
+    }
+
+    @Test(.enabled(if: environment["JEPSEN_SECONDS"] != nil))
+    func jepsenLongRun() async throws {
+        var options = JepsenOptions()
+        options.seconds = Double(Self.environment["JEPSEN_SECONDS"] ?? "") ?? 600
+        options.seed = UInt64(Self.environment["JEPSEN_SEED"] ?? "") ?? UInt64.random(in: 1...UInt64(Int64.max))
+        options.nodes = Int(Self.environment["JEPSEN_NODES"] ?? "") ?? 3
+        options.verbose = Self.environment["JEPSEN_VERBOSE"] == "1"
+        print("jepsen: long run of \(Int(options.seconds)) s on \(options.nodes) nodes, seed \(options.seed) "
+              + "(replay: JEPSEN_SEED=\(options.seed) JEPSEN_SECONDS=\(Int(options.seconds)) swift test --filter jepsenLongRun)")
+        let report = try await JepsenRun(options: options).run()
+        Self.report(report)
+        #expect(report.linearizable)
+    }
+}
