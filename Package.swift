@@ -74,6 +74,7 @@ let package = Package(
         .target(
             name: "RaftKVClient",
             dependencies: [
+                "RaftCore",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -110,7 +111,7 @@ let package = Package(
         .target(
             name: "JepsenKit",
             dependencies: [
-                "ProcessTesting", "RaftKVClient",
+                "ProcessTesting", "RaftKVClient", "RaftCore",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -118,7 +119,7 @@ let package = Package(
             ],
             path: "Tests/JepsenKit"
         ),
-        .testTarget(name: "RaftJepsenTests", dependencies: ["JepsenKit", "ProcessTesting"]),
+        .testTarget(name: "RaftJepsenTests", dependencies: ["JepsenKit", "ProcessTesting", "RaftCore"]),
         .testTarget(name: "RaftCoreTests", dependencies: ["RaftCore", "RaftSimulation"]),
         .testTarget(
             name: "RaftSimulationTests",

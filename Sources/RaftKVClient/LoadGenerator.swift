@@ -4,6 +4,7 @@ import NIOConcurrencyHelpers
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import RaftCore
 
 /// A closed-loop HTTP load generator for the key-value API: each client is one keep-alive connection with one request
 /// in flight; clients are spread round-robin over the endpoints. Latency is measured from just before a request is
@@ -85,7 +86,7 @@ public struct LoadGenerator: Sendable {
 
     private func run(on group: MultiThreadedEventLoopGroup, progress: @escaping @Sendable (Int, Int, Int) -> Void) async throws -> Report {
         let keys = (0..<options.keys).map { Self.key($0, size: options.keySize) }
-        var random = SplitMix(seed: options.seed)
+        var random = SplitMix64(seed: options.seed)
         let values = (0..<32).map { _ in
             (0..<options.valueSize).map { _ in Self.alphabet[Int(random.next() % UInt64(Self.alphabet.count))] }
         }
@@ -165,17 +166,6 @@ struct Counters {
     var errors = 0
 }
 
-struct SplitMix {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
 
 /// One closed-loop client, driven by callbacks on its connection's event loop.
 final class Client: @unchecked Sendable {
@@ -196,7 +186,7 @@ final class Client: @unchecked Sendable {
     let counters: NIOLockedValueBox<Counters>
     let finished: EventLoopPromise<Result>
     var connection: HTTPConnection?
-    var random: SplitMix
+    var random: SplitMix64
     var histogram = Histogram<UInt64>(highestTrackableValue: 120_000_000, numberOfSignificantValueDigits: .three)
     var errorKinds: [String: Int] = [:]
 
@@ -214,7 +204,7 @@ final class Client: @unchecked Sendable {
         self.end = end
         self.counters = counters
         self.finished = loop.makePromise(of: Result.self)
-        self.random = SplitMix(seed: options.seed &+ UInt64(id) &* 7919)
+        self.random = SplitMix64(seed: options.seed &+ UInt64(id) &* 7919)
     }
 
     static func start(

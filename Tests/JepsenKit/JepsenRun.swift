@@ -4,6 +4,7 @@ import NIOCore
 import NIOHTTP1
 import NIOPosix
 import ProcessTesting
+import RaftCore
 import RaftKVClient
 
 #if canImport(Glibc)
@@ -172,7 +173,7 @@ public final class JepsenRun: @unchecked Sendable {
         log("cluster up: \(names.count) nodes, leader \(await leader().map { names[$0] } ?? "none yet")")
 
         let end = NIODeadline.now() + .nanoseconds(Int64(options.seconds * 1e9))
-        var random = SeededRandom(seed: options.seed)
+        var random = SplitMix64(seed: options.seed)
         let clientSeeds = (0..<options.clients).map { _ in random.next() }
         let nemesisSeed = random.next()
         await withTaskGroup(of: Void.self) { group in
@@ -217,7 +218,7 @@ public final class JepsenRun: @unchecked Sendable {
     /// One client: a closed loop of random operations on random keys, each through a random node, every invocation
     /// and outcome recorded.
     private func client(_ id: Int, seed: UInt64, until end: NIODeadline) async {
-        var random = SeededRandom(seed: seed)
+        var random = SplitMix64(seed: seed)
         var counter = 0
         var lastSeen: [String: String] = [:]
         while NIODeadline.now() < end {
@@ -299,7 +300,7 @@ public final class JepsenRun: @unchecked Sendable {
     // MARK: - The nemesis
 
     private func nemesis(seed: UInt64, until end: NIODeadline) async {
-        var random = SeededRandom(seed: seed)
+        var random = SplitMix64(seed: seed)
         func seconds(_ range: ClosedRange<Double>) -> Duration {
             .milliseconds(Int64((range.lowerBound + Double(random.next() % 1000) / 1000 * (range.upperBound - range.lowerBound)) * 1000))
         }
@@ -338,7 +339,7 @@ public final class JepsenRun: @unchecked Sendable {
     }
 
     /// A random partition shape involving `node`; returns the directed links to cut.
-    private func partition(around node: Int, random: inout SeededRandom) -> (description: String, links: [(Int, Int)]) {
+    private func partition(around node: Int, random: inout SplitMix64) -> (description: String, links: [(Int, Int)]) {
         let n = names.count
         let others = (0..<n).filter { $0 != node }
         switch random.next() % 4 {
@@ -376,15 +377,3 @@ public final class JepsenRun: @unchecked Sendable {
     }
 }
 
-/// SplitMix64: the run's only source of randomness, so a seed replays its schedule of choices.
-public struct SeededRandom: RandomNumberGenerator, Sendable {
-    private var state: UInt64
-    public init(seed: UInt64) { state = seed }
-    public mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}

@@ -1,4 +1,5 @@
 import Foundation
+import RaftCore
 
 /// One client operation on one key of a register store, as a client saw it.
 public struct HistoryOperation: Sendable, Hashable, CustomStringConvertible {
@@ -196,7 +197,7 @@ public enum LinearizabilityChecker {
             call.next?.previous = call
         }
 
-        var zobrist = SplitMixSequence(seed: 0x5EED)
+        var zobrist = SplitMix64(seed: 0x5EED)
         let z1 = ops.map { _ in zobrist.next() }
         let z2 = ops.map { _ in zobrist.next() }
         var h1: UInt64 = 0
@@ -262,14 +263,3 @@ public enum LinearizabilityChecker {
     }
 }
 
-struct SplitMixSequence {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}

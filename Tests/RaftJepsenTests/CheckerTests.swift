@@ -1,4 +1,5 @@
 import JepsenKit
+import RaftCore
 import Testing
 
 /// The checker on small hand-written histories, linearizable and not: it must catch every violation.
@@ -100,7 +101,7 @@ import Testing
     /// Thousands of operations from concurrent clients on one key: a history produced by a correct register passes,
     /// and the same history with one read made stale fails.
     @Test func aLongConcurrentHistoryIsCheckedAndOneStaleReadIsFound() {
-        var random = SeededRandom(seed: 42)
+        var random = SplitMix64(seed: 42)
         var value: String? = nil
         var history: [HistoryOperation] = []
         var clock: Int64 = 0
