@@ -47,7 +47,7 @@ struct Cluster: AsyncParsableCommand {
             process.executableURL = URL(fileURLWithPath: executable)
             process.arguments = arguments
             if !FileManager.default.fileExists(atPath: directory + "/\(name).log") {
-                FileManager.default.createFile(atPath: directory + "/\(name).log", contents: nil)
+                _ = FileManager.default.createFile(atPath: directory + "/\(name).log", contents: nil)
             }
             let log = try FileHandle(forWritingTo: URL(fileURLWithPath: directory + "/\(name).log"))
             try log.seekToEnd()

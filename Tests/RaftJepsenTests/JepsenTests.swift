@@ -64,7 +64,8 @@ import Testing
         options.nodes = Int(Self.environment["JEPSEN_NODES"] ?? "") ?? 3
         options.verbose = Self.environment["JEPSEN_VERBOSE"] == "1"
         print("jepsen: long run of \(Int(options.seconds)) s on \(options.nodes) nodes, seed \(options.seed) "
-              + "(replay: JEPSEN_SEED=\(options.seed) JEPSEN_SECONDS=\(Int(options.seconds)) swift test --filter jepsenLongRun)")
+              + "(replay: JEPSEN_SEED=\(options.seed) JEPSEN_SECONDS=\(Int(options.seconds)) JEPSEN_NODES=\(options.nodes) "
+              + "swift test -c release --filter jepsenLongRun)")
         let report = try await JepsenRun(options: options).run()
         Self.report(report)
         #expect(report.linearizable)
