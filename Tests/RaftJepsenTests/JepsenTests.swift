@@ -69,5 +69,6 @@ import Testing
         let report = try await JepsenRun(options: options).run()
         Self.report(report)
         #expect(report.linearizable)
+        #expect(report.finalValues.count == options.keys, "every key was read after the faults stopped")
     }
 }
