@@ -49,6 +49,8 @@ public struct Raft: Sendable {
     private var messagesAfterPersist: [Message] = []
     /// The hard state last handed out in a `Ready` (or restored from storage).
     private var lastHardState: HardState
+    /// The highest term known durable: a restart would resume in this term or a later one.
+    private var durableTerm: Term
     /// Leader: something may now be sendable to a follower (new entries, a freed window, a new commit index).
     private var needsFlush = false
 
@@ -90,6 +92,7 @@ public struct Raft: Sendable {
             applied: max(applied, state.snapshotIndex)
         )
         self.lastHardState = hs
+        self.durableTerm = term
         resetElectionTimer()
     }
 
@@ -256,8 +259,9 @@ public struct Raft: Sendable {
     ///
     /// On the leader the command is appended at once; it is committed later, when a quorum holds it (watch
     /// `committedEntries` for its index). On a follower it is forwarded to the leader, or refused, as
-    /// `RaftConfiguration.forwardProposals` says. A forwarded proposal may be lost (the leader may change): the
-    /// application recognises its commands when they are applied and retries those it does not see.
+    /// `RaftConfiguration.forwardProposals` says. A forwarded proposal may be lost (the leader may change), or
+    /// reach the log more than once (the network may duplicate it): `ProposalTracker` and `ProposalSessions` are
+    /// the bookkeeping that retries what may be lost and applies one copy only.
     ///
     /// - Returns: where the command went.
     /// - Throws: `ProposalError` when the command is too large, or this node cannot take it.
@@ -280,7 +284,10 @@ public struct Raft: Sendable {
             return .appended(first...log.lastIndex, term: term)
         case .follower, .preCandidate, .candidate:
             guard configuration.forwardProposals, let leader else { throw .notLeader(leaderHint: leader) }
-            send(.propose(Array(batch)), to: leader, immediately: true)
+            // A forwarded proposal becomes an entry of the term it is sent in, or of none. Sending it only once that
+            // term is durable means that after a restart this node resumes in a term at least as high as any of its
+            // proposals' entries (what `ProposalSessions` relies on to forget a restarted proposer's old session).
+            send(.propose(Array(batch)), to: leader, immediately: term <= durableTerm)
             return .forwarded(to: leader)
         }
     }
@@ -317,7 +324,9 @@ public struct Raft: Sendable {
     /// Tells the core that `ready`'s entries and hard state are durable (and its messages sent, its committed
     /// entries applied or being applied).
     public mutating func advance(_ ready: Ready) {
+        if let hs = ready.hardState { durableTerm = max(durableTerm, hs.term) }
         guard let last = ready.entries.last else { return }
+        durableTerm = max(durableTerm, last.term)
         let before = log.stable
         log.persisted(upTo: last.index, term: last.term)
         // The leader counts its own log towards a quorum only once it is durable (thesis §10.2.1).
@@ -337,6 +346,11 @@ public struct Raft: Sendable {
         if newTerm != term {
             term = newTerm
             votedFor = nil
+            // Messages still queued from an older term may promise what this node no longer holds: an
+            // acknowledgement of entries that a leader of the new term has since overwritten, in the same batch of
+            // inputs, would be counted by the old leader as a durable copy. Messages may be lost; drop them.
+            messages.removeAll { $0.term < newTerm }
+            messagesAfterPersist.removeAll { $0.term < newTerm }
         }
         leader = nil
         heartbeatElapsed = 0

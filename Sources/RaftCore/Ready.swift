@@ -2,7 +2,8 @@
 ///
 /// The I/O ordering contract. For each `Ready`, in the order the readies were taken:
 /// 1. `messages` may be sent at once, before or while the rest is persisted. They are a leader's AppendEntries,
-///    heartbeats and commit notices and forwarded proposals: none depends on anything in this ready being durable
+///    heartbeats and commit notices, and proposals forwarded in a term already durable (one forwarded in a term
+///    not yet durable waits in `messagesAfterPersist`): none depends on anything in this ready being durable
 ///    (thesis §10.2.1: a leader may replicate an entry before its own write finishes; it counts itself towards a
 ///    quorum only once `advance(_:)` says the write is done).
 /// 2. `entries` and then `hardState` must be made durable (`LogStorage.persist`). The first entry may overwrite

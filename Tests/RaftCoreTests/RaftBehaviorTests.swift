@@ -309,6 +309,44 @@ private func electedCluster(
         leader.step(Message(from: n(2), to: n(1), term: leader.term, kind: .propose([])))
         #expect(leader.log.lastIndex == LogIndex(1))
     }
+
+    /// Several messages stepped before one ready (as the runtime steps everything read from its sockets in one go):
+    /// an acknowledgement queued in term 1 must not survive a move to a later term whose leader overwrote the
+    /// acknowledged entry — the term-1 leader would count a copy that no longer exists. (Found by the simulator once
+    /// it delivered messages in bursts.)
+    @Test func anAcknowledgementQueuedInAnOldTermIsNotSentAfterTheTermMoves() throws {
+        var follower = try Raft(configuration: RaftConfiguration(id: n(2), voters: [n(1), n(2), n(3)]))
+        let old = AppendEntries(prevIndex: .zero, prevTerm: .zero, entries: [Entry(term: Term(1), index: LogIndex(1), data: [1])],
+                                commit: .zero)
+        follower.step(Message(from: n(1), to: n(2), term: Term(1), kind: .appendEntries(old)))
+        let new = AppendEntries(prevIndex: .zero, prevTerm: .zero, entries: [Entry(term: Term(3), index: LogIndex(1), kind: .noop)],
+                                commit: .zero)
+        follower.step(Message(from: n(3), to: n(2), term: Term(3), kind: .appendEntries(new)))
+        let ready = follower.ready()
+        #expect(ready.entries.map(\.term) == [Term(3)], "what is persisted holds term 3 at index 1")
+        let acknowledgements = (ready.messages + ready.messagesAfterPersist).filter {
+            if case .appendEntriesResponse(let r) = $0.kind { r.success } else { false }
+        }
+        #expect(acknowledgements.map(\.term) == [Term(3)], "only the term-3 leader is told index 1 is held")
+    }
+
+    /// A forwarded proposal becomes an entry of the term it is sent in; it waits until that term is durable, so a
+    /// restarted proposer never resumes in a term lower than its proposals' entries (`ProposalSessions` relies on it).
+    @Test func aFollowerForwardsOnlyInADurableTerm() throws {
+        var follower = try Raft(configuration: RaftConfiguration(id: n(2), voters: [n(1), n(2), n(3)]))
+        follower.step(Message(from: n(1), to: n(2), term: Term(4), kind: .heartbeat(Heartbeat(commit: .zero))))
+        let first = try follower.propose([7])
+        #expect(first == .forwarded(to: n(1)))
+        let ready = follower.ready()
+        #expect(ready.hardState?.term == Term(4))
+        #expect(!ready.messages.contains { if case .propose = $0.kind { true } else { false } })
+        #expect(ready.messagesAfterPersist.contains { if case .propose = $0.kind { true } else { false } })
+        follower.advance(ready)
+        let second = try follower.propose([8])
+        #expect(second == .forwarded(to: n(1)))
+        #expect(follower.ready().messages.contains { if case .propose = $0.kind { true } else { false } },
+                "once the term is durable, forwarding goes out at once")
+    }
 }
 
 @Suite struct RestoreTests {
