@@ -93,7 +93,7 @@ public final class RaftNode<Machine: StateMachine>: Sendable {
         }
         let loop = eventLoop ?? transport?.eventLoop ?? MultiThreadedEventLoopGroup.singleton.next()
         // Every message must fit in a frame: the largest batch of entries, or the largest single proposal.
-        let largestMessage = max(options.maxMessageBytes, options.maxProposalBytes + Envelope.overhead + Entry.headerSize)
+        let largestMessage = max(options.maxMessageBytes, options.maxProposalBytes + ProposalEnvelope.overhead + Entry.headerSize)
         guard transport != nil || largestMessage + 4096 <= options.transport.maxFrameSize else {
             throw .configuration(
                 "maxMessageBytes (\(options.maxMessageBytes)) and maxProposalBytes (\(options.maxProposalBytes)) must "
@@ -137,7 +137,7 @@ public final class RaftNode<Machine: StateMachine>: Sendable {
             id: id, voters: Set(cluster.members.map(\.id)), electionTick: options.electionTicks,
             heartbeatTick: options.heartbeatTicks, preVote: options.preVote, checkQuorum: options.checkQuorum,
             maxMessageBytes: options.maxMessageBytes, maxInflightMessages: options.maxInflightMessages,
-            maxProposalBytes: options.maxProposalBytes + Envelope.overhead, forwardProposals: options.forwardProposals,
+            maxProposalBytes: options.maxProposalBytes + ProposalEnvelope.overhead, forwardProposals: options.forwardProposals,
             randomSeed: options.randomSeed ?? UInt64.random(in: 0...UInt64.max))
         let raft: Raft
         do {
@@ -148,12 +148,14 @@ public final class RaftNode<Machine: StateMachine>: Sendable {
         let installed = await onLoop { () -> Bool in
             guard self.runtime.value == nil, let machine = self.machineBeforeStart.value else { return false }
             self.machineBeforeStart.value = nil
-            self.runtime.value = NodeRuntime(raft: raft, machine: machine)
+            self.runtime.value = NodeRuntime(raft: raft, machine: machine, proposer: self.id)
             return true
         }
         guard installed == true else { throw .alreadyStarted }
         do {
-            try await transport.start { [weak self] message in self?.receive(message) }
+            try await transport.start(
+                deliver: { [weak self] message in self?.receive(message) },
+                linkReset: { [weak self] peer in self?.runtime.value?.tracker.linkReset(peer) })
         } catch {
             await stop()
             throw .configuration("cannot listen for peers: \(error)")
@@ -187,7 +189,7 @@ public final class RaftNode<Machine: StateMachine>: Sendable {
             rt.tornDown = true
             rt.stopped = true
             rt.ticker?.cancel()
-            rt.failAll(.stopped)
+            self.settleAll(rt, .stopped)
             self.observers.value.finish()
             return true
         }
@@ -292,52 +294,57 @@ public final class RaftNode<Machine: StateMachine>: Sendable {
         guard command.count <= options.maxProposalBytes else {
             return promise.fail(RaftNodeError.tooLarge(size: command.count, limit: options.maxProposalBytes))
         }
-        if let clientID, clientID.utf8.count > Envelope.maxIDBytes || clientID.isEmpty {
-            return promise.fail(RaftNodeError.invalidProposal("an id must have 1 to \(Envelope.maxIDBytes) bytes"))
+        if let clientID, clientID.utf8.count > ProposalEnvelope.maxIDBytes || clientID.isEmpty {
+            return promise.fail(RaftNodeError.invalidProposal("an id must have 1 to \(ProposalEnvelope.maxIDBytes) bytes"))
         }
-        let sequence = rt.nextSequence
-        rt.nextSequence += 1
         metrics.proposals.increment()
-        let data = Envelope(
-            proposer: id, incarnation: rt.incarnation, sequence: sequence, id: clientID, command: command
-        ).encoded()
-        rt.pending[sequence] = NodeRuntime<Machine>.Pending(promise: promise, data: data, started: .now())
-        rt.pending[sequence]?.timeout = eventLoop.scheduleTask(in: options.proposalTimeout) { [weak self] in
-            guard let rt = self?.runtime.value, let pending = rt.pending[sequence] else { return }
-            // Never handed to a leader: definitely not committed. Otherwise the outcome is unknown.
-            rt.fail(sequence, pending.awaitingLeader ? .notLeader(leaderHint: nil) : .timedOut)
+        let sequence = rt.tracker.submit(command, id: clientID, waiter: ProposalWaiter(promise: promise, started: .now()))
+        rt.tracker[sequence]?.timeout = eventLoop.scheduleTask(in: options.proposalTimeout) { [weak self] in
+            guard let self, let rt = self.runtime.value, let (waiter, settlement) = rt.tracker.settle(sequence) else {
+                return
+            }
+            // Never handed on, or every copy proven unable to commit: definitely not applied. Otherwise unknown.
+            switch settlement {
+            case .neverHanded: self.fail(waiter, .notLeader(leaderHint: nil), rt)
+            case .lost: self.fail(waiter, .dropped("every copy was overtaken by entries of a later term"), rt)
+            case .unknown, .applied: self.fail(waiter, .timedOut, rt)
+            }
         }
         hand(sequence, rt)
         scheduleProcess()
     }
 
-    /// Gives a pending proposal to the core. With no leader known (and forwarding on), it waits for one, up to
-    /// its timeout, rather than failing at once.
+    /// Gives a pending proposal to the core (see `ProposalTracker.hand`), failing it if the core refuses it for good.
     private func hand(_ sequence: UInt64, _ rt: NodeRuntime<Machine>) {
-        guard let data = rt.pending[sequence]?.data else { return }
-        let outcome: ProposalOutcome
-        do {
-            outcome = try rt.raft.propose(data)
-        } catch {
-            switch error {
-            case .notLeader(nil) where options.forwardProposals:
-                rt.pending[sequence]?.awaitingLeader = true
-                rt.awaitingLeader.append(sequence)
-            case .notLeader(let hint):
-                rt.fail(sequence, .notLeader(leaderHint: hint.flatMap { cluster.member(id: $0)?.name }))
-            case .tooLarge(let size, let limit):
-                rt.fail(sequence, .tooLarge(size: size, limit: limit))
-            case .empty:
-                rt.fail(sequence, .dropped("empty proposal"))
+        if let refusal = rt.tracker.hand(sequence, to: &rt.raft) { failRefused(refusal, rt) }
+    }
+
+    private func failRefused(_ refusal: ProposalTracker<ProposalWaiter<Machine.Output>>.Refusal, _ rt: NodeRuntime<Machine>) {
+        if case .unknown = refusal.settlement { return fail(refusal.waiter, .timedOut, rt) }
+        let error: RaftNodeError
+        switch refusal.error {
+        case .notLeader(let hint): error = .notLeader(leaderHint: hint.flatMap { cluster.member(id: $0)?.name })
+        case .tooLarge(let size, let limit): error = .tooLarge(size: size, limit: limit)
+        case .empty: error = .invalidProposal("empty proposal")
+        }
+        fail(refusal.waiter, error, rt)
+    }
+
+    /// Settles every pending proposal (the node stops): those that may still commit fail as of unknown outcome.
+    private func settleAll(_ rt: NodeRuntime<Machine>, _ definite: RaftNodeError) {
+        for (waiter, settlement) in rt.tracker.settleAll() {
+            if case .unknown = settlement {
+                fail(waiter, .stoppedOutcomeUnknown, rt)
+            } else {
+                fail(waiter, definite, rt)
             }
-            return
         }
-        rt.pending[sequence]?.awaitingLeader = false
-        rt.pending[sequence]?.data = []
-        if case .appended(let indexes, _) = outcome {
-            rt.pending[sequence]?.index = indexes.lowerBound
-            rt.pendingAtIndex[indexes.lowerBound] = sequence
-        }
+    }
+
+    private func fail(_ waiter: ProposalWaiter<Machine.Output>, _ error: RaftNodeError, _ rt: NodeRuntime<Machine>) {
+        rt.failures += 1
+        waiter.timeout?.cancel()
+        waiter.promise.fail(error)
     }
 
     // MARK: - Observing
@@ -427,6 +434,8 @@ public final class RaftNode<Machine: StateMachine>: Sendable {
     private func tick() {
         guard let rt = runtime.value, !rt.stopped, !rt.paused else { return }
         rt.raft.tick()
+        // Proposals whose link to the leader was reset since the last tick go again (once per reset).
+        for sequence in rt.tracker.takeRetries() { hand(sequence, rt) }
         process()
     }
 
@@ -486,7 +495,7 @@ public final class RaftNode<Machine: StateMachine>: Sendable {
             logger.critical("storage write failed; stopping the node", metadata: ["error": "\(error)"])
             rt.stopped = true
             rt.failure = .storage("\(error)")
-            rt.failAll(.storage("\(error)"))
+            settleAll(rt, .storage("\(error)"))
             Task { await self.stop() }
             return
         }
@@ -503,28 +512,33 @@ public final class RaftNode<Machine: StateMachine>: Sendable {
     /// What follows a durable write: send what waited for it, apply committed commands, tell the core.
     private func finish(_ ready: Ready, _ rt: NodeRuntime<Machine>) {
         for message in ready.messagesAfterPersist { send(message) }
-        for entry in ready.committedEntries { apply(entry, rt) }
+        var lost: [UInt64] = []
+        for entry in ready.committedEntries { apply(entry, rt, lost: &lost) }
         rt.raft.advance(ready)
+        // Proposals proven lost by what was applied: no copy of them can commit any more, so they go again.
+        for sequence in lost { hand(sequence, rt) }
     }
 
-    private func apply(_ entry: Entry, _ rt: NodeRuntime<Machine>) {
-        let envelope = entry.kind == .normal ? Envelope(decoding: entry.data) : nil
-        // A proposal of ours expected at this index, replaced by another entry, will never commit.
-        let ours = envelope.map { $0.proposer == id && $0.incarnation == rt.incarnation } ?? false
-        if let expected = rt.pendingAtIndex.removeValue(forKey: entry.index), !ours || envelope?.sequence != expected {
-            rt.fail(expected, .dropped("a new leader replaced the entry at index \(entry.index)"))
+    private func apply(_ entry: Entry, _ rt: NodeRuntime<Machine>, lost: inout [UInt64]) {
+        let header = entry.kind == .normal ? ProposalEnvelope.Header(decoding: entry.data) : nil
+        // A copy of a proposal applied (or settled) before is not applied again, on any node.
+        let admitted = entry.kind == .normal && (header.map { rt.sessions.admit($0, term: entry.term) } ?? true)
+        var output: Machine.Output?
+        if admitted {
+            let envelope = header != nil ? ProposalEnvelope(decoding: entry.data) : nil
+            let command = envelope?.command ?? entry.data
+            output = rt.machine.apply(command, at: entry.index)
+            let committed = CommittedEntry(index: entry.index, term: entry.term, data: command, id: envelope?.id)
+            rt.latest = committed
+            for continuation in observers.value.entries.values { continuation.yield(committed) }
+            if let clientID = envelope?.id { rt.remember(committed, as: clientID, limit: options.rememberedIDs) }
         }
-        guard entry.kind == .normal else { return }
-        let command = envelope?.command ?? entry.data
-        let output = rt.machine.apply(command, at: entry.index)
-        let committed = CommittedEntry(index: entry.index, term: entry.term, data: command, id: envelope?.id)
-        rt.latest = committed
-        for continuation in observers.value.entries.values { continuation.yield(committed) }
-        if let clientID = envelope?.id { rt.remember(committed, as: clientID, limit: options.rememberedIDs) }
-        if ours, let envelope, let pending = rt.pending.removeValue(forKey: envelope.sequence) {
-            pending.timeout?.cancel()
-            metrics.proposalDuration.recordNanoseconds(NIODeadline.now().nanoseconds(since: pending.started))
-            pending.promise.succeed(Committed(index: entry.index, term: entry.term, output: output))
+        let outcome = rt.tracker.applied((entry.index, entry.term), envelope: header, admitted: admitted)
+        lost += outcome.lost
+        if let (_, waiter) = outcome.settled, let output {
+            waiter.timeout?.cancel()
+            metrics.proposalDuration.recordNanoseconds(NIODeadline.now().nanoseconds(since: waiter.started))
+            waiter.promise.succeed(Committed(index: entry.index, term: entry.term, output: output))
         }
     }
 
@@ -547,6 +561,10 @@ public final class RaftNode<Machine: StateMachine>: Sendable {
             metrics.proposalsFailed.increment(by: rt.failures)
             rt.failures = 0
         }
+        // A new leader, or a new term: the proposals not yet handed to it go there.
+        let refused = rt.tracker.handOutIfLeaderChanged(&rt.raft)
+        for refusal in refused { failRefused(refusal, rt) }
+        if rt.raft.hasReady { scheduleProcess() }
         let now = leadershipState(rt)
         guard now != rt.lastLeadership else { return }
         if now.role == .candidate && rt.lastLeadership?.role != .candidate { metrics.elections.increment() }
@@ -557,12 +575,6 @@ public final class RaftNode<Machine: StateMachine>: Sendable {
         rt.lastLeadership = now
         logger.info("\(now)")
         for continuation in observers.value.leadership.values { continuation.yield(now) }
-        if now.leader != nil && !rt.awaitingLeader.isEmpty {
-            let waiting = rt.awaitingLeader
-            rt.awaitingLeader.removeAll()
-            for sequence in waiting where rt.pending[sequence]?.awaitingLeader == true { hand(sequence, rt) }
-            scheduleProcess()
-        }
     }
 
     /// Runs `body` on the node's loop and returns its result (nil if the loop is gone).
@@ -632,6 +644,8 @@ public enum RaftNodeError: Error, Hashable, Sendable, CustomStringConvertible {
     case notLeader(leaderHint: String?)
     /// The command was not seen committed in time. It may still commit: the outcome is unknown.
     case timedOut
+    /// The node stopped after handing the command on. It may still commit: the outcome is unknown.
+    case stoppedOutcomeUnknown
     /// The command will never commit.
     case dropped(String)
     case tooLarge(size: Int, limit: Int)
@@ -643,11 +657,22 @@ public enum RaftNodeError: Error, Hashable, Sendable, CustomStringConvertible {
     case storage(String)
     case configuration(String)
 
+    /// Whether the proposal may still take effect: true only for `timedOut` and `stoppedOutcomeUnknown`. Every
+    /// other error is definite: the command was not applied and never will be.
+    public var outcomeIsUnknown: Bool {
+        switch self {
+        case .timedOut, .stoppedOutcomeUnknown: true
+        default: false
+        }
+    }
+
     public var description: String {
         switch self {
         case .notLeader(let hint?): "this node is not the leader; the leader is \(hint)"
         case .notLeader(nil): "no leader is known yet; retry shortly"
         case .timedOut: "the proposal was not committed in time; it may still commit (outcome unknown)"
+        case .stoppedOutcomeUnknown:
+            "the node stopped after handing the proposal on; it may still commit (outcome unknown)"
         case .dropped(let why): "the proposal will never commit: \(why)"
         case .tooLarge(let size, let limit): "proposal of \(size) bytes exceeds the limit of \(limit) bytes"
         case .invalidProposal(let why): "invalid proposal: \(why)"
@@ -661,31 +686,30 @@ public enum RaftNodeError: Error, Hashable, Sendable, CustomStringConvertible {
     }
 }
 
+/// What a proposal's caller waits on.
+struct ProposalWaiter<Output: Sendable> {
+    var promise: EventLoopPromise<Committed<Output>>
+    var timeout: Scheduled<Void>?
+    var started: NIODeadline
+
+    init(promise: EventLoopPromise<Committed<Output>>, started: NIODeadline) {
+        self.promise = promise
+        self.started = started
+    }
+}
+
 /// Everything mutable about a running node, touched only on its event loop.
 final class NodeRuntime<Machine: StateMachine> {
-    struct Pending {
-        var promise: EventLoopPromise<Committed<Machine.Output>>
-        /// The proposal as handed to the core (kept only while it waits for a leader).
-        var data: [UInt8]
-        var index: LogIndex?
-        var timeout: Scheduled<Void>?
-        var awaitingLeader = false
-        var started: NIODeadline
-    }
-
     var raft: Raft
     var machine: Machine
+    /// Which proposals were applied: part of the replicated state, rebuilt from the log with the state machine.
+    var sessions = ProposalSessions()
+    /// This node's own proposals, until each is settled.
+    var tracker: ProposalTracker<ProposalWaiter<Machine.Output>>
     /// Readies waiting for their write (or, with `false`, only for the writes before them), oldest first.
     var writes: [(Ready, Bool)] = []
-    var pending: [UInt64: Pending] = [:]
-    var pendingAtIndex: [LogIndex: UInt64] = [:]
-    /// Proposals waiting for a leader to be known, oldest first.
-    var awaitingLeader: [UInt64] = []
-    var nextSequence: UInt64 = 1
     /// Proposals failed since the last metrics update.
     var failures = 0
-    /// Distinguishes this run's proposals from those of earlier runs of the same node.
-    let incarnation = UInt64.random(in: 1...UInt64.max)
     var ticker: RepeatedTask?
     var paused = false
     /// No more processing (set by `stop()`, or by a failed write before `stop()` runs).
@@ -703,21 +727,11 @@ final class NodeRuntime<Machine: StateMachine> {
     private var idOrder: [String] = []
     private var idOrderStart = 0
 
-    init(raft: Raft, machine: Machine) {
+    init(raft: Raft, machine: Machine, proposer: NodeID) {
         self.raft = raft
         self.machine = machine
-    }
-
-    func fail(_ sequence: UInt64, _ error: RaftNodeError) {
-        guard let pending = pending.removeValue(forKey: sequence) else { return }
-        failures += 1
-        pending.timeout?.cancel()
-        if let index = pending.index, pendingAtIndex[index] == sequence { pendingAtIndex[index] = nil }
-        pending.promise.fail(error)
-    }
-
-    func failAll(_ error: RaftNodeError) {
-        for sequence in Array(pending.keys) { fail(sequence, error) }
+        // A new incarnation at every start, so that this run's sequence numbers are never taken for an earlier run's.
+        self.tracker = ProposalTracker(proposer: proposer, incarnation: UInt64.random(in: 1...UInt64.max))
     }
 
     /// Remembers an entry by id, forgetting the oldest beyond `limit`.

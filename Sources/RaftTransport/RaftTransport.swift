@@ -15,6 +15,13 @@ public protocol RaftTransport: AnyObject, Sendable {
     /// - Parameter deliver: called on `eventLoop` with each message received for this node.
     func start(deliver: @escaping @Sendable (Message) -> Void) async throws
 
+    /// Starts as `start(deliver:)` does, and also reports, on `eventLoop`, each time messages queued for a peer may
+    /// have been lost (its connection was reset, or its queue overflowed), so that the node can resend what it must
+    /// not leave to chance (its forwarded proposals). The default implementation never reports.
+    func start(
+        deliver: @escaping @Sendable (Message) -> Void, linkReset: @escaping @Sendable (NodeID) -> Void
+    ) async throws
+
     /// Queues a message for its target. Call on `eventLoop`; never blocks. A message to an unknown node, or to a
     /// peer whose queue is full, is dropped.
     func send(_ message: Message)
@@ -27,6 +34,14 @@ public protocol RaftTransport: AnyObject, Sendable {
 
     /// Counters per peer.
     func statistics() async -> [NodeID: PeerStatistics]
+}
+
+extension RaftTransport {
+    public func start(
+        deliver: @escaping @Sendable (Message) -> Void, linkReset: @escaping @Sendable (NodeID) -> Void
+    ) async throws {
+        try await start(deliver: deliver)
+    }
 }
 
 /// Counters a transport keeps about one peer.

@@ -67,6 +67,7 @@ public final class TCPTransport: RaftTransport {
         var inbound: [ObjectIdentifier: any Channel] = [:]
         var stopped = false
         var deliver: (@Sendable (Message) -> Void)?
+        var linkReset: (@Sendable (NodeID) -> Void)?
         var boundPort: Int?
         var dirty: [NodeID] = []
         var received: [NodeID: Int] = [:]
@@ -126,6 +127,12 @@ public final class TCPTransport: RaftTransport {
     }
 
     public func start(deliver: @escaping @Sendable (Message) -> Void) async throws {
+        try await start(deliver: deliver, linkReset: { _ in })
+    }
+
+    public func start(
+        deliver: @escaping @Sendable (Message) -> Void, linkReset: @escaping @Sendable (NodeID) -> Void
+    ) async throws {
         let counted: @Sendable (Message) -> Void = { [weak self] message in
             self?.state.value.received[message.from, default: 0] += 1
             deliver(message)
@@ -159,6 +166,7 @@ public final class TCPTransport: RaftTransport {
             state.server = server
             state.boundPort = server.localAddress?.port
             state.deliver = deliver
+            state.linkReset = linkReset
             let allocator = server.allocator
             for peer in self.peers.values.sorted(by: { $0.id < $1.id }) {
                 let link = Link(peer: peer, allocator: allocator)
@@ -173,6 +181,7 @@ public final class TCPTransport: RaftTransport {
         guard !state.stopped, let link = state.links[message.to] else { return }
         if link.pending.readableBytes >= options.maxQueuedBytesPerPeer {
             link.statistics.messagesDropped += 1
+            state.linkReset?(message.to)
             return
         }
         if case .appendEntries = message.kind, MessageCodec.encodedSize(of: message) > options.maxFrameSize {
@@ -286,10 +295,12 @@ public final class TCPTransport: RaftTransport {
 
     private func scheduleReconnect(_ link: Link) {
         let state = self.state.value
-        // What was queued for a peer we cannot reach is stale by the time we can: drop it.
+        // What was queued for a peer we cannot reach is stale by the time we can: drop it. (What the lost
+        // connection had taken may be lost too.)
         link.statistics.messagesDropped += link.pending.readableBytes > 0 ? 1 : 0
         link.pending.clear()
         guard !state.stopped else { return }
+        state.linkReset?(link.peer.id)
         let exponent = min(link.attempts, 20)
         link.attempts += 1
         let ceiling = min(options.reconnectMaxDelayMilliseconds, options.reconnectFirstDelayMilliseconds << exponent)
