@@ -141,7 +141,9 @@ let package = Package(
         .testTarget(
             name: "RaftKVTests",
             dependencies: [
-                "RaftKV", "RaftKVClient", "ProcessTesting", .product(name: "NIOHTTP1", package: "swift-nio"),
+                "RaftKV", "RaftKVClient", "ProcessTesting", "RaftLite", "RaftTransport", "RaftCore",
+                .product(name: "NIOHTTP1", package: "swift-nio"), .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"), .product(name: "Logging", package: "swift-log"),
             ]
         ),
         .testTarget(

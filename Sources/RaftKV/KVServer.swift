@@ -19,9 +19,15 @@ import RaftLite
 /// | `GET /v1/status` | this node's role, term, leader, indexes |
 /// | `GET /metrics` | Prometheus text |
 ///
-/// Every node accepts every request: proposals made on a follower are forwarded to the leader. No leader within
-/// the request deadline: 503. A deadline passed after the command was handed on (outcome unknown): 504. Malformed
-/// requests get a 4xx; every error body is JSON `{"error":..., "message":...}`.
+/// Every node accepts every request: proposals made on a follower are forwarded to the leader. Every error body is
+/// JSON `{"error":..., "message":...}`, and the status says whether the command took effect:
+///
+/// | status | the command |
+/// |---|---|
+/// | 200, 404, 412 | was applied (a 412 compare-and-set, or a 404 read, was evaluated and changed nothing) |
+/// | 4xx otherwise | was refused before it was proposed: not applied |
+/// | 503 | was not applied and never will be: no leader within the deadline, the node is stopping or paused, or every copy was proven unable to commit |
+/// | 504 | may or may not take effect: it was handed on, and the deadline passed or the node stopped before its outcome was known |
 public final class KVServer: Sendable {
     public struct Options: Sendable {
         public var host = "127.0.0.1"
@@ -240,19 +246,25 @@ public final class KVServer: Sendable {
             case .invalid:
                 return .error(.internalServerError, "internal", "the command could not be decoded")
             }
-        }.flatMapErrorThrowing { error in
-            switch error as? RaftNodeError {
-            case .notLeader?, .dropped?, .paused?, .stopped?, .notStarted?:
-                return .error(.serviceUnavailable, "unavailable", "\(error)")
-            case .timedOut?:
-                return .error(.gatewayTimeout, "timeout", "\(error)")
-            case .tooLarge(let size, let limit)?:
-                return .tooLarge(size, limit)
-            case .invalidProposal?:
-                return .error(.badRequest, "bad_request", "\(error)")
-            default:
-                return .error(.internalServerError, "internal", "\(error)")
-            }
+        }.flatMapErrorThrowing { error in Self.reply(for: error) }
+    }
+
+    /// The answer to a proposal that failed. The status tells the client whether the command may still take effect:
+    /// 504 only when it may (it was handed on and may yet commit); 503 and 4xx only when it did not and never will.
+    static func reply(for error: any Error) -> Reply {
+        guard let error = error as? RaftNodeError else {
+            return .error(.gatewayTimeout, "unknown_outcome", "the outcome is unknown: \(error)")
+        }
+        switch error {
+        case .timedOut, .stoppedOutcomeUnknown:
+            // Handed on, and may still commit: the client must not read this as "not applied".
+            return .error(.gatewayTimeout, "unknown_outcome", "\(error)")
+        case .tooLarge(let size, let limit):
+            return .tooLarge(size, limit)
+        case .invalidProposal:
+            return .error(.badRequest, "bad_request", "\(error)")
+        case .notLeader, .dropped, .paused, .stopped, .notStarted, .storage, .alreadyStarted, .configuration:
+            return .error(.serviceUnavailable, "unavailable", "\(error)")
         }
     }
 
