@@ -13,8 +13,12 @@ public enum Invariant: String, Sendable, Hashable {
     /// No two nodes apply different entries at the same index; each node applies in order, each index once.
     case stateMachineSafety = "State Machine Safety"
     /// The I/O contract: a node acknowledges entries and grants votes only once they are durable; commit and
-    /// apply marks never move backwards.
+    /// apply marks never move backwards; a node applies only what the cluster committed; a restarted node's commit
+    /// index is one the cluster reached.
     case durability = "Durability"
+    /// Every proposal takes effect at most once, whatever copies of it reach the log; every node decides the same
+    /// at each index; a proposal settled as applied was applied there, and one settled as lost never is.
+    case exactlyOnce = "Exactly Once"
     /// Once faults stop, a leader is elected and every proposal accepted afterwards commits in bounded time.
     case liveness = "Liveness"
 }
@@ -72,6 +76,16 @@ public struct InvariantChecker: Sendable {
     /// `applied[i - 1]` is the entry first applied at index i, by any node.
     private var applied: [Entry] = []
     private var nodes: [NodeID: NodeTrack] = [:]
+    /// `admissions[i - 1]`: the proposal whose copy at index i took effect, or nil if none did (a duplicate, or not
+    /// a proposal), as the first node to apply index i decided.
+    private var admissions: [ProposalIdentity?] = []
+    /// Where each proposal took effect.
+    private var effectiveAt: [ProposalIdentity: LogIndex] = [:]
+    /// Proposals their proposer settled as definitely not applied.
+    private var settledLost: Set<ProposalIdentity> = []
+
+    /// Copies of proposals refused as duplicates (counted once per index).
+    public private(set) var duplicatesRefused = 0
 
     public init() {}
 
@@ -196,14 +210,26 @@ public struct InvariantChecker: Sendable {
         }
     }
 
-    /// State Machine Safety: every node applies the same entry at each index, in order, each index once.
-    public mutating func observeApplied(_ node: NodeID, _ entries: [Entry]) throws(InvariantViolation) {
+    /// State Machine Safety: every node applies the same entry at each index, in order, each index once — and only
+    /// entries it knows committed (`committed` is its commit index) and the cluster committed.
+    public mutating func observeApplied(_ node: NodeID, _ entries: [Entry], committed: LogIndex) throws(InvariantViolation) {
         var track = nodes[node] ?? NodeTrack()
         defer { nodes[node] = track }
         for entry in entries {
             if entry.index != track.applied.next {
                 throw InvariantViolation(
                     .stateMachineSafety, "\(node) applied \(entry.index) right after \(track.applied)")
+            }
+            if entry.index > committed {
+                throw InvariantViolation(
+                    .durability, "\(node) applied \(entry.index) beyond its commit index \(committed)")
+            }
+            let c = Int(entry.index.rawValue) - 1
+            if c >= self.committed.count || self.committed[c].term != entry.term {
+                throw InvariantViolation(
+                    .durability,
+                    "\(node) applied (\(entry.index), \(entry.term)), which the cluster never committed "
+                        + (c < self.committed.count ? "(it committed \(self.committed[c].term) there)" : "(it committed up to \(highestCommitted))"))
             }
             let k = Int(entry.index.rawValue) - 1
             if k < applied.count {
@@ -222,12 +248,87 @@ public struct InvariantChecker: Sendable {
     }
 
     /// A node restarted from its storage with its state machine at `applied`: marks that could not survive the
-    /// crash start again from what did.
-    public mutating func observeRestart(_ node: NodeID, _ raft: Raft, applied: LogIndex) {
+    /// crash start again from what did — but its commit index must be one the cluster reached, with the entries the
+    /// cluster committed below it.
+    public mutating func observeRestart(_ node: NodeID, _ raft: Raft, applied: LogIndex) throws(InvariantViolation) {
+        let log = raft.log
+        if log.committed > highestCommitted {
+            throw InvariantViolation(
+                .durability,
+                "\(node) restarted with commit index \(log.committed), beyond anything committed (\(highestCommitted))")
+        }
+        var index = log.snapshotIndex.next
+        while index <= log.committed {
+            let k = Int(index.rawValue) - 1
+            if log.term(at: index) != committed[k].term {
+                throw InvariantViolation(
+                    .durability,
+                    "\(node) restarted with \(index) committed holding \(log.term(at: index).map { "\($0)" } ?? "nothing"), "
+                        + "but the cluster committed \(committed[k].term) there")
+            }
+            index = index.next
+        }
         var track = NodeTrack()
-        track.committed = raft.log.committed
+        track.committed = log.committed
         track.applied = applied
         nodes[node] = track
+    }
+
+    /// Exactly once: at each index every node makes the same decision (`ProposalSessions` is a function of the log),
+    /// and no proposal takes effect at two indexes, or after its proposer settled it as lost.
+    public mutating func observeAdmission(
+        _ node: NodeID, _ entry: Entry, proposal: ProposalIdentity?, admitted: Bool
+    ) throws(InvariantViolation) {
+        let effective = admitted ? proposal : nil
+        let k = Int(entry.index.rawValue) - 1
+        if k < admissions.count {
+            if admissions[k] != effective {
+                throw InvariantViolation(
+                    .exactlyOnce,
+                    "\(node) decided \(effective.map { "\($0) takes effect" } ?? "nothing takes effect") at \(entry.index), "
+                        + "another node \(admissions[k].map { "\($0) takes effect" } ?? "nothing takes effect")")
+            }
+            return
+        }
+        guard k == admissions.count else {
+            throw InvariantViolation(.exactlyOnce, "\(node) applied \(entry.index) before any node applied \(admissions.count)")
+        }
+        admissions.append(effective)
+        if proposal != nil && !admitted { duplicatesRefused += 1 }
+        guard let effective else { return }
+        if let earlier = effectiveAt[effective] {
+            throw InvariantViolation(
+                .exactlyOnce, "proposal \(effective) took effect twice: at \(earlier) and at \(entry.index)")
+        }
+        if settledLost.contains(effective) {
+            throw InvariantViolation(
+                .exactlyOnce, "proposal \(effective) was settled as never applied, then took effect at \(entry.index)")
+        }
+        effectiveAt[effective] = entry.index
+    }
+
+    /// A proposer settled one of its proposals: applied (it must have taken effect there), lost or never handed out
+    /// (it must never take effect), or unknown (anything goes).
+    public mutating func observeSettled<W>(
+        _ proposal: ProposalIdentity, _ settlement: ProposalTracker<W>.Settlement
+    ) throws(InvariantViolation) {
+        switch settlement {
+        case .applied(let index, _):
+            if effectiveAt[proposal] != index {
+                throw InvariantViolation(
+                    .exactlyOnce,
+                    "proposal \(proposal) was settled as applied at \(index), but took effect "
+                        + (effectiveAt[proposal].map { "at \($0)" } ?? "nowhere"))
+            }
+        case .lost, .neverHanded:
+            if let index = effectiveAt[proposal] {
+                throw InvariantViolation(
+                    .exactlyOnce, "proposal \(proposal) was settled as never applied, but took effect at \(index)")
+            }
+            settledLost.insert(proposal)
+        case .unknown:
+            break
+        }
     }
 
     /// Durability: an acknowledgement or a vote is sent only once what it promises is durable. A vote in term T is

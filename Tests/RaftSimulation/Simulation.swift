@@ -16,6 +16,17 @@ public struct SimulationResult: Sendable, Hashable {
     public var tornWrites = 0
     public var pauses = 0
     public var partitions = 0
+    /// Client proposals: made, applied (each exactly once), copies refused as duplicates, proven lost (settled as
+    /// definitely not applied), and given up with an unknown outcome at their deadline.
+    public var proposals = 0
+    public var proposalsApplied = 0
+    public var duplicatesRefused = 0
+    public var proposalsLost = 0
+    public var proposalsUnknown = 0
+    /// Restarts whose restored commit index was checked against what the cluster committed.
+    public var restartsChecked = 0
+    /// Schedules whose liveness was judged under a partition that stays (one-way, bridge, isolation), not a heal.
+    public var steadyPartitions = 0
 }
 
 /// A schedule that broke an invariant: everything needed to understand and replay it.
@@ -61,8 +72,10 @@ public struct Simulation {
     private enum Event {
         case tick(node: Int, incarnation: Int)
         case deliver(Message)
+        case drainInbox(node: Int, incarnation: Int)
         case persisted(node: Int, incarnation: Int)
         case propose
+        case proposalDeadline(node: Int, incarnation: Int, sequence: UInt64)
         case nemesis
         case restart(node: Int, incarnation: Int)
         case resume(node: Int, incarnation: Int)
@@ -77,6 +90,10 @@ public struct Simulation {
         var storage = MemoryStorage()
         /// The index the state machine has applied, which survives crashes (unless it restarts empty).
         var applied = LogIndex.zero
+        /// Which proposals the state machine applied: replicated state, kept or lost with `applied`.
+        var sessions = ProposalSessions()
+        /// This incarnation's own proposals (a crash forgets them, as a process forgets its clients).
+        var tracker: ProposalTracker<Client>
         /// Readies waiting to be written, oldest first.
         var writes: [Ready] = []
         /// How many of `writes` the sync in progress covers (one sync makes every write before it durable: group
@@ -85,17 +102,31 @@ public struct Simulation {
         var incarnation = 0
         var paused = false
         var heldWhilePaused: [Event] = []
+        /// Messages delivered but not yet stepped: they are stepped together, then one ready is taken.
+        var inbox: [Message] = []
         /// The last term in which this node was seen leading.
         var ledTerm = Term.zero
         var ledCommit = LogIndex.zero
         /// The commit index last checked against the nodes' storage (reset on restart).
         var checkedCommit = LogIndex.zero
+
+        init(id: NodeID) {
+            self.id = id
+            self.tracker = ProposalTracker(proposer: id, incarnation: 1)
+        }
+    }
+
+    /// A client waiting for a proposal.
+    private struct Client {
+        /// Proposed once faults stopped: it must be applied.
+        var mustApply = false
     }
 
     private enum Stage: Equatable {
         case faults
         case awaitingLeader
-        case awaitingCommit(expected: [Entry])
+        /// Waiting for the liveness proposals made on `node` to be applied on `node` and on every node in `nodes`.
+        case awaitingCommit(node: Int, proposals: [UInt64], nodes: [Int])
         case done
     }
 
@@ -112,6 +143,10 @@ public struct Simulation {
     private var stageNumber = 0
     private var stageBound: Int64 = 0
     private var faultsEndedAt: Int64 = 0
+    /// The liveness proposals applied so far, by sequence, and where.
+    private var livenessApplied: [UInt64: LogIndex] = [:]
+    /// The liveness stage runs under a partition that stays: only nodes linked both ways to the leader must follow.
+    private var steadyPartition = false
     private var proposalCounter: UInt64 = 0
     private let traceCapacity: Int
     private var trace: [String] = []
@@ -157,6 +192,7 @@ public struct Simulation {
         result.committed = checker.highestCommitted
         result.leadersElected = checker.leaders.count
         result.highestTerm = checker.leaders.keys.max() ?? .zero
+        result.duplicatesRefused = checker.duplicatesRefused
         return result
     }
 
@@ -193,14 +229,21 @@ public struct Simulation {
     private mutating func boot(_ k: Int) throws(InvariantViolation) {
         let state = nodes[k].storage.initialState()
         // Some restarts keep the state machine (it is durable), others rebuild it from the log.
-        if nodes[k].incarnation > 0 && chance(0.3) { nodes[k].applied = .zero }
+        if nodes[k].incarnation > 0 && chance(0.3) {
+            nodes[k].applied = .zero
+            nodes[k].sessions = ProposalSessions()
+        }
+        nodes[k].tracker = ProposalTracker(
+            proposer: nodes[k].id, incarnation: UInt64(nodes[k].incarnation) + 1,
+            appliedTerm: state.term(at: nodes[k].applied) ?? .zero)
         let raft: Raft
         do {
             raft = try Raft(configuration: configuration(for: k), state: state, applied: nodes[k].applied)
         } catch {
             throw InvariantViolation(.durability, "\(nodes[k].id) cannot restart from its storage: \(error)")
         }
-        checker.observeRestart(nodes[k].id, raft, applied: nodes[k].applied)
+        try checker.observeRestart(nodes[k].id, raft, applied: nodes[k].applied)
+        result.restartsChecked += 1
         nodes[k].checkedCommit = raft.log.committed
         nodes[k].raft = raft
         schedule(.tick(node: k, incarnation: nodes[k].incarnation), after: 1 + randomDelay(upTo: options.tickInterval))
@@ -225,7 +268,23 @@ public struct Simulation {
             }
             if nodes[k].paused { return hold(event, for: k) }
             result.messagesDelivered += 1
+            if stage == .faults && chance(options.burstRate) {
+                if nodes[k].inbox.isEmpty {
+                    schedule(.drainInbox(node: k, incarnation: nodes[k].incarnation),
+                             after: randomDelay(upTo: options.burstWindow))
+                }
+                nodes[k].inbox.append(message)
+                return
+            }
             nodes[k].raft?.step(message)
+            try processReady(k)
+
+        case .drainInbox(let k, let incarnation):
+            guard nodes[k].incarnation == incarnation, nodes[k].raft != nil else { return }
+            if nodes[k].paused { return hold(event, for: k) }
+            let burst = nodes[k].inbox
+            nodes[k].inbox = []
+            for message in burst { nodes[k].raft?.step(message) }
             try processReady(k)
 
         case .persisted(let k, let incarnation):
@@ -237,6 +296,11 @@ public struct Simulation {
             guard stage == .faults else { return }
             try proposeSomewhere()
             schedule(.propose, after: 1 + randomDelay(upTo: options.proposalInterval * 2))
+
+        case .proposalDeadline(let k, let incarnation, let sequence):
+            guard nodes[k].incarnation == incarnation, nodes[k].raft != nil else { return }
+            if nodes[k].paused { return hold(event, for: k) }
+            if let (_, settlement) = nodes[k].tracker.settle(sequence) { try record(settlement, of: sequence, on: k) }
 
         case .nemesis:
             guard stage == .faults else { return }
@@ -271,18 +335,22 @@ public struct Simulation {
                 throw InvariantViolation(
                     .liveness, "no stable leader \(stageBound / options.tickInterval) ticks after faults stopped: "
                         + clusterSummary())
-            case .awaitingCommit(let expected):
+            case .awaitingCommit(let k, let proposals, let required):
                 throw InvariantViolation(
                     .liveness,
-                    "proposals at \(expected.first?.index ?? .zero)...\(expected.last?.index ?? .zero) not applied "
-                        + "everywhere \(stageBound / options.tickInterval) ticks after they were accepted: "
+                    "of \(proposals.count) proposals made on \(nodes[k].id), \(livenessApplied.count) were applied, not "
+                        + "all on \(([k] + required).map { "\(nodes[$0].id)" }.joined(separator: ", ")), "
+                        + "\(stageBound / options.tickInterval) ticks after they were made"
+                        + (steadyPartition ? " (under a steady partition: \(blockedSummary()))" : "") + ": "
                         + clusterSummary())
             case .faults, .done:
                 return
             }
         }
         if case .awaitingLeader = stage { try checkForStableLeader() }
-        if case .awaitingCommit(let expected) = stage { try checkProposalsApplied(expected) }
+        if case .awaitingCommit(let k, let proposals, let required) = stage {
+            try checkProposalsApplied(on: k, proposals, required)
+        }
     }
 
     /// Takes node `k`'s ready: sends what may go at once, queues the write, and completes it at once if there is
@@ -300,11 +368,15 @@ public struct Simulation {
                 if nodes[k].syncing == 0 { startSync(k) }
             }
         }
-        guard let raft = nodes[k].raft else { return }
-        if raft.log.committed > nodes[k].checkedCommit {
-            try checkDurableOnQuorum(raft.log.committed, term: raft.log.term(at: raft.log.committed), by: raft.id)
-            nodes[k].checkedCommit = raft.log.committed
+        // A new leader or term: the node's pending proposals go to it (as `RaftNode` does after each pass).
+        if nodes[k].raft != nil {
+            var refused: [ProposalTracker<Client>.Refusal] = []
+            withRaft(k) { raft, tracker in refused = tracker.handOutIfLeaderChanged(&raft) }
+            for refusal in refused { try record(refusal.settlement, of: refusal.sequence, on: k) }
+            if nodes[k].raft?.hasReady == true { return try processReady(k) }
         }
+        guard let raft = nodes[k].raft else { return }
+        try observeCommit(k)
         if raft.role == .leader && stage == .faults {
             // Strike leaders at the moments that matter: soon after they are elected (their logs half replicated),
             // and soon after their commit index moves (before the followers learn of it).
@@ -320,6 +392,16 @@ public struct Simulation {
             nodes[k].ledCommit = raft.log.committed
         }
         try checker.observe(id, raft)
+    }
+
+    /// Node `k`'s commit index must be durable on a majority, and is recorded as committed.
+    private mutating func observeCommit(_ k: Int) throws(InvariantViolation) {
+        guard let raft = nodes[k].raft else { return }
+        if raft.log.committed > nodes[k].checkedCommit {
+            try checkDurableOnQuorum(raft.log.committed, term: raft.log.term(at: raft.log.committed), by: raft.id)
+            nodes[k].checkedCommit = raft.log.committed
+            try checker.observe(raft.id, raft)
+        }
     }
 
     /// Starts one sync covering every write queued so far.
@@ -353,14 +435,63 @@ public struct Simulation {
             try checker.observeSent(message, durable: durable)
             send(message)
         }
+        var lost: [UInt64] = []
         if let last = ready.committedEntries.last {
-            try checker.observeApplied(nodes[k].id, ready.committedEntries)
+            try observeCommit(k)
+            try checker.observeApplied(nodes[k].id, ready.committedEntries, committed: nodes[k].raft?.log.committed ?? .zero)
             if durable.term(at: last.index) != last.term {
                 throw InvariantViolation(.durability, "\(nodes[k].id) applied \(last.index) before storing it")
             }
             nodes[k].applied = last.index
+            for entry in ready.committedEntries { try apply(entry, on: k, lost: &lost) }
         }
         nodes[k].raft?.advance(ready)
+        // Proposals proven lost go again (no copy of them can commit any more).
+        for sequence in lost { try hand(sequence, on: k) }
+    }
+
+    /// Applies one committed entry to node `k`'s state machine: `ProposalSessions` decides whether a proposal is
+    /// applied or is a copy, the checker holds every node to the same decision and every proposal to one
+    /// application, and the proposer's tracker learns what became of its proposals.
+    private mutating func apply(_ entry: Entry, on k: Int, lost: inout [UInt64]) throws(InvariantViolation) {
+        let header = entry.kind == .normal ? ProposalEnvelope.Header(decoding: entry.data) : nil
+        let admitted = entry.kind == .normal && (header.map { nodes[k].sessions.admit($0, term: entry.term) } ?? true)
+        try checker.observeAdmission(nodes[k].id, entry, proposal: header?.identity, admitted: admitted)
+        let outcome = nodes[k].tracker.applied((entry.index, entry.term), envelope: header, admitted: admitted)
+        lost += outcome.lost
+        if let (sequence, client) = outcome.settled {
+            try record(.applied(entry.index, entry.term), of: sequence, on: k)
+            if client.mustApply { livenessApplied[sequence] = entry.index }
+        }
+    }
+
+    /// Runs `body` on node `k`'s core and tracker in place (a copy of the core would duplicate its log).
+    private mutating func withRaft(_ k: Int, _ body: (inout Raft, inout ProposalTracker<Client>) -> Void) {
+        guard var raft = nodes[k].raft else { return }
+        nodes[k].raft = nil
+        body(&raft, &nodes[k].tracker)
+        nodes[k].raft = raft
+    }
+
+    /// Hands one of node `k`'s proposals to its core.
+    private mutating func hand(_ sequence: UInt64, on k: Int) throws(InvariantViolation) {
+        var refusal: ProposalTracker<Client>.Refusal?
+        withRaft(k) { raft, tracker in refusal = tracker.hand(sequence, to: &raft) }
+        if let refusal { try record(refusal.settlement, of: refusal.sequence, on: k) }
+    }
+
+    /// A proposal of node `k` was settled: the checker holds the settlement to what the cluster applied.
+    private mutating func record(
+        _ settlement: ProposalTracker<Client>.Settlement, of sequence: UInt64, on k: Int
+    ) throws(InvariantViolation) {
+        let identity = ProposalIdentity(
+            proposer: nodes[k].id, incarnation: nodes[k].tracker.incarnation, sequence: sequence)
+        try checker.observeSettled(identity, settlement)
+        switch settlement {
+        case .applied: result.proposalsApplied += 1
+        case .lost, .neverHanded: result.proposalsLost += 1
+        case .unknown: result.proposalsUnknown += 1
+        }
     }
 
     /// The definition of committed: the entry is durable on a majority. Every commit index any node reaches must
@@ -454,6 +585,7 @@ public struct Simulation {
         nodes[k].syncing = 0
         nodes[k].paused = false
         nodes[k].heldWhilePaused = []
+        nodes[k].inbox = []
         nodes[k].incarnation += 1
     }
 
@@ -524,12 +656,16 @@ public struct Simulation {
 
     // MARK: - Clients
 
+    /// A client proposes through a node, as through `RaftNode.propose`: the node's tracker hands it out, retries it
+    /// when the leader changes or a copy is proven lost, and settles it when it is applied or its deadline passes.
     private mutating func proposeSomewhere() throws(InvariantViolation) {
         // Clients mostly find the leader (or whoever thinks it leads); the rest go to any node.
         guard let k = victim(where: { $0.raft != nil && !$0.paused }) else { return }
-        let command = nextCommand()
-        // Refusals (no leader known, forwarding off) are normal during faults.
-        _ = try? nodes[k].raft?.propose(command)
+        let sequence = nodes[k].tracker.submit(nextCommand(), waiter: Client())
+        result.proposals += 1
+        schedule(.proposalDeadline(node: k, incarnation: nodes[k].incarnation, sequence: sequence),
+                 after: Int64(options.proposalTimeoutTicks) * options.tickInterval)
+        try hand(sequence, on: k)
         try processReady(k)
     }
 
@@ -557,6 +693,13 @@ public struct Simulation {
     private mutating func endFaults() throws(InvariantViolation) {
         faultsEndedAt = now
         blocked.removeAll()
+        // With PreVote and CheckQuorum, Raft makes progress under some partitions that stay: a node cut off, a node
+        // that can only send or only receive, two halves bridged by one node. Judge liveness under one of them.
+        if options.preVote && options.checkQuorum && chance(options.steadyPartitionRate) {
+            steadyPartition = true
+            result.steadyPartitions += 1
+            installSteadyPartition()
+        }
         for k in nodes.indices {
             if nodes[k].raft == nil {
                 try boot(k)
@@ -567,6 +710,31 @@ public struct Simulation {
         enterStage(.awaitingLeader)
     }
 
+    /// Cuts links for good: a node isolated, a node that can only send, a node that can only receive, or a bridge.
+    private mutating func installSteadyPartition() {
+        let n = nodes.count
+        let k = pick(n)
+        switch pick(4) {
+        case 0:
+            isolate(k)
+        case 1:
+            for j in 0..<n where j != k { blocked.insert(Link(from: j, to: k)) }
+        case 2:
+            for j in 0..<n where j != k { blocked.insert(Link(from: k, to: j)) }
+        default:
+            let others = (0..<n).filter { $0 != k }.shuffled(using: &random)
+            let left = Set(others.prefix(others.count / 2))
+            for a in left { for b in others where !left.contains(b) {
+                blocked.insert(Link(from: a, to: b))
+                blocked.insert(Link(from: b, to: a))
+            } }
+        }
+    }
+
+    private func blockedSummary() -> String {
+        blocked.map { "\(nodes[$0.from].id)→\(nodes[$0.to].id)" }.sorted().joined(separator: " ")
+    }
+
     private mutating func enterStage(_ next: Stage) {
         stage = next
         stageNumber += 1
@@ -574,44 +742,49 @@ public struct Simulation {
         schedule(.livenessDeadline(stage: stageNumber), after: stageBound)
     }
 
-    /// A stable leader: every node follows it in its term, and it has committed an entry of its term — judged only
-    /// once two election timeouts have passed since the network healed, so that CheckQuorum no longer judges a
-    /// period that was partitioned (a leader deposed for that is not a liveness failure).
+    /// The nodes linked both ways to node `k`.
+    private func connected(to k: Int) -> [Int] {
+        nodes.indices.filter {
+            $0 != k && !blocked.contains(Link(from: k, to: $0)) && !blocked.contains(Link(from: $0, to: k))
+        }
+    }
+
+    /// A stable leader: every node follows it in its term (under a steady partition, every node linked both ways to
+    /// it), and it has committed an entry of its term — judged only once two election timeouts have passed since the
+    /// faults stopped, so that CheckQuorum no longer judges a period of other faults (a leader deposed for that is
+    /// not a liveness failure).
     private mutating func checkForStableLeader() throws(InvariantViolation) {
         guard now >= faultsEndedAt + 2 * Int64(options.electionTick) * options.tickInterval + options.maxDelay else {
             return
         }
         guard let k = nodes.firstIndex(where: { $0.raft?.role == .leader }), let leader = nodes[k].raft else { return }
-        for node in nodes {
-            guard let raft = node.raft, raft.term == leader.term, raft.leader == leader.id else { return }
+        let followers = steadyPartition ? connected(to: k) : nodes.indices.filter { $0 != k }
+        for j in followers {
+            guard let raft = nodes[j].raft, raft.term == leader.term, raft.leader == leader.id else { return }
         }
         guard leader.log.term(at: leader.log.committed) == leader.term else { return }
-        var proposals: [[UInt8]] = []
-        for _ in 0..<options.livenessProposals { proposals.append(nextCommand()) }
-        let outcome: ProposalOutcome?
-        do {
-            outcome = try nodes[k].raft?.propose(contentsOf: proposals)
-        } catch {
-            throw InvariantViolation(.liveness, "the stable leader \(leader.id) refused proposals: \(error)")
+        var proposals: [UInt64] = []
+        for _ in 0..<options.livenessProposals {
+            let sequence = nodes[k].tracker.submit(nextCommand(), waiter: Client(mustApply: true))
+            result.proposals += 1
+            proposals.append(sequence)
         }
-        guard case .appended(let range, let term)? = outcome else {
-            throw InvariantViolation(.liveness, "the stable leader \(leader.id) did not append proposals")
+        enterStage(.awaitingCommit(node: k, proposals: proposals, nodes: followers))
+        for sequence in proposals {
+            var refusal: ProposalTracker<Client>.Refusal?
+            withRaft(k) { raft, tracker in refusal = tracker.hand(sequence, to: &raft) }
+            if let refusal {
+                throw InvariantViolation(.liveness, "the stable leader \(leader.id) refused a proposal: \(refusal.error)")
+            }
         }
-        let expected = zip(range, proposals).map { Entry(term: term, index: $0, data: $1) }
-        enterStage(.awaitingCommit(expected: expected))
         try processReady(k)
     }
 
-    private mutating func checkProposalsApplied(_ expected: [Entry]) throws(InvariantViolation) {
-        guard let last = expected.last, nodes.allSatisfy({ $0.applied >= last.index }) else { return }
-        for entry in expected {
-            // Every node applied the same entry here (State Machine Safety); check it is the one proposed.
-            guard let applied = nodes[0].raft?.log.entry(at: entry.index) else { continue }
-            if applied.term != entry.term || applied.data != entry.data {
-                throw InvariantViolation(
-                    .liveness, "the proposal accepted at \(entry.index) in \(entry.term) was replaced by another entry")
-            }
-        }
+    /// Every liveness proposal was applied (exactly once: the checker sees to that) on its node, and every required
+    /// node has applied at least as far.
+    private mutating func checkProposalsApplied(on k: Int, _ proposals: [UInt64], _ required: [Int]) throws(InvariantViolation) {
+        guard livenessApplied.count == proposals.count, let last = livenessApplied.values.max() else { return }
+        guard ([k] + required).allSatisfy({ nodes[$0].applied >= last }) else { return }
         stage = .done
     }
 
@@ -666,8 +839,10 @@ public struct Simulation {
         switch event {
         case .tick(let k, _): "tick \(nodes[k].id) \(nodes[k].raft.map { "\($0.role.rawValue) \($0.term)" } ?? "")"
         case .deliver(let m): "deliver \(m)"
+        case .drainInbox(let k, _): "step \(nodes[k].inbox.count) messages on \(nodes[k].id) as one burst"
         case .persisted(let k, _): "write done on \(nodes[k].id)"
         case .propose: "client proposal"
+        case .proposalDeadline(let k, _, let sequence): "deadline of proposal #\(sequence) on \(nodes[k].id)"
         case .nemesis: "fault (blocked links before: \(blocked.count))"
         case .restart(let k, _): "restart \(nodes[k].id)"
         case .resume(let k, _): "resume \(nodes[k].id)"

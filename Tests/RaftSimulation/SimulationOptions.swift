@@ -41,6 +41,11 @@ public struct SimulationOptions: Sendable, Hashable, CustomStringConvertible {
     public var proposalInterval: Int64
     /// Proposals made once faults stop, each of which must commit.
     public var livenessProposals: Int
+    /// How long a client waits for its proposal before it gives up (its outcome is then unknown, or definite if no
+    /// copy of it can commit), in ticks.
+    public var proposalTimeoutTicks: Int
+    /// Chance that liveness is judged under a partition that stays (with PreVote and CheckQuorum only).
+    public var steadyPartitionRate: Double
     /// The core's PreVote and CheckQuorum settings (on by default; off in some schedules, as some users run it).
     public var preVote: Bool
     public var checkQuorum: Bool
@@ -49,6 +54,11 @@ public struct SimulationOptions: Sendable, Hashable, CustomStringConvertible {
     /// Smaller message limits force many AppendEntries per catch-up, to exercise batching and the pipeline window.
     public var maxMessageEntries: Int
     public var maxInflightMessages: Int
+    /// Chance that a delivered message waits in the node's inbox to be stepped together with the others that arrive
+    /// within `burstWindow`, before one `Ready` is taken — as the runtime steps everything read from its sockets in
+    /// one go.
+    public var burstRate: Double
+    public var burstWindow: Int64
 
     /// The options for `seed`: node count 3, 5 or 7 and every fault rate drawn from the seed.
     public init(seed: UInt64) {
@@ -75,11 +85,15 @@ public struct SimulationOptions: Sendable, Hashable, CustomStringConvertible {
         tornWriteRate = pick([0, 0.5, 1])
         proposalInterval = pick([20, 100, 400])
         livenessProposals = pick([3, 10])
+        proposalTimeoutTicks = pick([5, 20, 60])
+        steadyPartitionRate = 0.3
         forwardProposals = chance(0.5)
         preVote = chance(0.85)
         checkQuorum = chance(0.85)
         maxMessageEntries = pick([2, 16, 4096])
         maxInflightMessages = pick([1, 4, 256])
+        burstRate = pick([0, 0.3, 1])
+        burstWindow = pick([0, 10, 60])
         leaderBias = 0.5
         assassinationRate = 0
         maxDowntimeTicks = 20
@@ -106,6 +120,7 @@ public struct SimulationOptions: Sendable, Hashable, CustomStringConvertible {
             + "leaderBias=\(leaderBias) assassination=\(assassinationRate) downtime<=\(maxDowntimeTicks) "
             + "torn=\(tornWriteRate) proposals/\(proposalInterval) forward=\(forwardProposals) "
             + "preVote=\(preVote) checkQuorum=\(checkQuorum) "
-            + "maxEntries=\(maxMessageEntries) window=\(maxInflightMessages) heartbeatTick=\(heartbeatTick)"
+            + "maxEntries=\(maxMessageEntries) window=\(maxInflightMessages) heartbeatTick=\(heartbeatTick) "
+            + "burst=\(burstRate)/\(burstWindow) proposalTimeout=\(proposalTimeoutTicks)"
     }
 }

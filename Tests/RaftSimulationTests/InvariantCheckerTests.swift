@@ -76,17 +76,99 @@ import Testing
         #expect(error?.invariant == .leaderCompleteness)
     }
 
-    @Test func differentEntriesAppliedAtOneIndexBreakStateMachineSafety() throws {
+    /// A checker that has seen index 1 (term 1) committed, by a follower of node 1.
+    static func checkerWithOneCommitted() throws -> InvariantChecker {
         var checker = InvariantChecker()
-        try checker.observeApplied(NodeID(1), [Self.entry(1, 1, [1])])
+        var follower = try Raft(configuration: RaftConfiguration(id: NodeID(2), voters: voters))
+        let append = AppendEntries(prevIndex: .zero, prevTerm: .zero, entries: [entry(1, 1, [1])], commit: LogIndex(1))
+        follower.step(Message(from: NodeID(1), to: NodeID(2), term: Term(1), kind: .appendEntries(append)))
+        try #require(follower.log.committed == LogIndex(1))
+        try checker.observe(follower.id, follower)
+        return checker
+    }
+
+    @Test func differentEntriesAppliedAtOneIndexBreakStateMachineSafety() throws {
+        var checker = try Self.checkerWithOneCommitted()
+        try checker.observeApplied(NodeID(1), [Self.entry(1, 1, [1])], committed: LogIndex(1))
         let error = #expect(throws: InvariantViolation.self) {
-            try checker.observeApplied(NodeID(2), [Self.entry(1, 1, [2])])
+            try checker.observeApplied(NodeID(2), [Self.entry(1, 1, [2])], committed: LogIndex(1))
         }
         #expect(error?.invariant == .stateMachineSafety)
         let gap = #expect(throws: InvariantViolation.self) {
-            try checker.observeApplied(NodeID(3), [Self.entry(2, 1, [5])])
+            try checker.observeApplied(NodeID(3), [Self.entry(2, 1, [5])], committed: LogIndex(2))
         }
         #expect(gap?.invariant == .stateMachineSafety, "applying index 2 before index 1")
+    }
+
+    @Test func applyingWhatIsNotCommittedBreaksDurability() throws {
+        var checker = try Self.checkerWithOneCommitted()
+        let beyondOwn = #expect(throws: InvariantViolation.self) {
+            try checker.observeApplied(NodeID(1), [Self.entry(1, 1, [1])], committed: .zero)
+        }
+        #expect(beyondOwn?.invariant == .durability, "applied beyond the node's own commit index")
+        let otherTerm = #expect(throws: InvariantViolation.self) {
+            try checker.observeApplied(NodeID(1), [Self.entry(1, 2, [1])], committed: LogIndex(1))
+        }
+        #expect(otherTerm?.invariant == .durability, "applied an entry the cluster did not commit there")
+        try checker.observeApplied(NodeID(1), [Self.entry(1, 1, [1])], committed: LogIndex(1))
+        let beyondCluster = #expect(throws: InvariantViolation.self) {
+            try checker.observeApplied(NodeID(1), [Self.entry(2, 1, [2])], committed: LogIndex(2))
+        }
+        #expect(beyondCluster?.invariant == .durability, "applied beyond what any node committed")
+    }
+
+    @Test func aRestartWithACommitIndexTheClusterNeverReachedBreaksDurability() throws {
+        var checker = try Self.checkerWithOneCommitted()
+        let voters = Self.voters
+        let ahead = PersistentState(
+            hardState: HardState(term: Term(1), commit: LogIndex(2)),
+            entries: [Self.entry(1, 1, [1]), Self.entry(2, 1, [2])])
+        let restarted = try Raft(configuration: RaftConfiguration(id: NodeID(3), voters: voters), state: ahead)
+        let error = #expect(throws: InvariantViolation.self) {
+            try checker.observeRestart(NodeID(3), restarted, applied: .zero)
+        }
+        #expect(error?.invariant == .durability)
+        let other = PersistentState(hardState: HardState(term: Term(2), commit: LogIndex(1)), entries: [Self.entry(1, 2, [9])])
+        let wrong = try Raft(configuration: RaftConfiguration(id: NodeID(3), voters: voters), state: other)
+        let mismatch = #expect(throws: InvariantViolation.self) {
+            try checker.observeRestart(NodeID(3), wrong, applied: .zero)
+        }
+        #expect(mismatch?.invariant == .durability, "restarted with another entry committed at index 1")
+        let fine = try Raft(configuration: RaftConfiguration(id: NodeID(3), voters: voters),
+                            state: PersistentState(hardState: HardState(term: Term(1), commit: LogIndex(1)),
+                                                   entries: [Self.entry(1, 1, [1])]))
+        try checker.observeRestart(NodeID(3), fine, applied: .zero)
+    }
+
+    @Test func aProposalTakingEffectTwiceOrAfterBeingSettledLostBreaksExactlyOnce() throws {
+        var checker = InvariantChecker()
+        let a = ProposalIdentity(proposer: NodeID(1), incarnation: 7, sequence: 1)
+        let b = ProposalIdentity(proposer: NodeID(1), incarnation: 7, sequence: 2)
+        try checker.observeAdmission(NodeID(1), Self.entry(1, 1, []), proposal: a, admitted: true)
+        try checker.observeAdmission(NodeID(2), Self.entry(1, 1, []), proposal: a, admitted: true)
+        let differently = #expect(throws: InvariantViolation.self) {
+            try checker.observeAdmission(NodeID(3), Self.entry(1, 1, []), proposal: a, admitted: false)
+        }
+        #expect(differently?.invariant == .exactlyOnce, "two nodes decided differently at one index")
+        // A copy of `a` refused at index 2 is fine; admitted at index 3, it took effect twice.
+        try checker.observeAdmission(NodeID(1), Self.entry(2, 1, []), proposal: a, admitted: false)
+        #expect(checker.duplicatesRefused == 1)
+        let twice = #expect(throws: InvariantViolation.self) {
+            try checker.observeAdmission(NodeID(1), Self.entry(3, 1, []), proposal: a, admitted: true)
+        }
+        #expect(twice?.invariant == .exactlyOnce)
+        // `b` settled as lost must never take effect; `a` settled as applied elsewhere than where it took effect is
+        // caught too.
+        try checker.observeSettled(b, ProposalTracker<Void>.Settlement.lost)
+        let afterLost = #expect(throws: InvariantViolation.self) {
+            try checker.observeAdmission(NodeID(1), Self.entry(4, 2, []), proposal: b, admitted: true)
+        }
+        #expect(afterLost?.invariant == .exactlyOnce)
+        let wrongIndex = #expect(throws: InvariantViolation.self) {
+            try checker.observeSettled(a, ProposalTracker<Void>.Settlement.applied(LogIndex(9), Term(1)))
+        }
+        #expect(wrongIndex?.invariant == .exactlyOnce)
+        try checker.observeSettled(a, ProposalTracker<Void>.Settlement.applied(LogIndex(1), Term(1)))
     }
 
     @Test func acknowledgingOrVotingBeforeTheWriteBreaksDurability() throws {
@@ -112,7 +194,7 @@ import Testing
         for id in cluster.ids {
             let raft = try #require(cluster[id])
             try checker.observe(id, raft)
-            try checker.observeApplied(id, cluster.applied[id] ?? [])
+            try checker.observeApplied(id, cluster.applied[id] ?? [], committed: raft.log.committed)
         }
         #expect(checker.highestCommitted == LogIndex(6))
         #expect(checker.highestApplied == LogIndex(6))

@@ -68,7 +68,11 @@ import Testing
                 "simulation: \(total.schedules) schedules, \(total.steps) steps, all invariants held "
                     + "(\(total.leaders) leaders elected, \(total.committed) entries committed, \(total.crashes) crashes, "
                     + "\(total.tornWrites) torn writes, \(total.pauses) pauses, \(total.partitions) partitions, "
-                    + "\(total.dropped) messages lost)")
+                    + "\(total.dropped) messages lost); exactly once: \(total.proposals) proposals, "
+                    + "\(total.applied) applied once, \(total.duplicates) duplicate copies refused, \(total.lost) settled "
+                    + "as not applied, \(total.unknown) unknown; commit index checked on \(total.restarts) restarts; applied <= "
+                    + "committed on every apply; liveness after \(total.schedules - total.steady) heals and under "
+                    + "\(total.steady) steady partitions")
         } else {
             print("simulation: \(total.failures.count) of the schedules run failed; see the replay commands above")
         }
@@ -108,6 +112,13 @@ private struct WorkerOutcome: Sendable {
     var pauses = 0
     var partitions = 0
     var dropped = 0
+    var proposals = 0
+    var applied = 0
+    var duplicates = 0
+    var lost = 0
+    var unknown = 0
+    var restarts = 0
+    var steady = 0
     var failures: [SimulationFailure] = []
 
     mutating func add(_ r: SimulationResult) {
@@ -120,6 +131,13 @@ private struct WorkerOutcome: Sendable {
         pauses += r.pauses
         partitions += r.partitions
         dropped += r.messagesDropped
+        proposals += r.proposals
+        applied += r.proposalsApplied
+        duplicates += r.duplicatesRefused
+        lost += r.proposalsLost
+        unknown += r.proposalsUnknown
+        restarts += r.restartsChecked
+        steady += r.steadyPartitions
     }
 
     mutating func merge(_ o: WorkerOutcome) {
@@ -132,6 +150,13 @@ private struct WorkerOutcome: Sendable {
         pauses += o.pauses
         partitions += o.partitions
         dropped += o.dropped
+        proposals += o.proposals
+        applied += o.applied
+        duplicates += o.duplicates
+        lost += o.lost
+        unknown += o.unknown
+        restarts += o.restarts
+        steady += o.steady
         failures += o.failures
     }
 }
