@@ -17,7 +17,8 @@ CLIENTS=${CLIENTS:-"1 16 64"}
 OPS=${OPS:-"put get"}
 work=$(mktemp -d)
 out="$work/results.jsonl"
-trap 'pkill -f "raft-lite serve --config $work" || true; bash "$bench/stop_etcd.sh" "$work/etcd" >/dev/null 2>&1 || true' EXIT
+# On exit, end only the servers this script started, by the pids it recorded.
+trap 'for pid in $(cat "$work/rl/pids" 2>/dev/null); do kill "$pid" 2>/dev/null || true; done; bash "$bench/stop_etcd.sh" "$work/etcd" >/dev/null 2>&1 || true' EXIT
 
 swift build -c release --package-path "$here" --product raft-lite >/dev/null
 raftlite="$here/.build/release/raft-lite"
