@@ -55,6 +55,8 @@ public struct JepsenReport: Sendable {
     public var history: [HistoryOperation]
     public var results: [LinearizabilityResult]
     public var faults: [String: Int]
+    /// Why operations did not complete: for each failed or unknown outcome, what the client saw.
+    public var reasons: [String: Int]
     public var faultLog: [String]
     public var finalValues: [String: String?]
     public var checkSeconds: Double
@@ -68,9 +70,10 @@ public struct JepsenReport: Sendable {
     public var summary: String {
         let ok = operations - unknown - failed
         let faultText = faults.sorted { $0.key < $1.key }.map { "\($0.value) \($0.key)" }.joined(separator: ", ")
+        let reasonText = reasons.sorted { $0.key < $1.key }.map { "\($0.value) \($0.key)" }.joined(separator: ", ")
         var lines = [
             "jepsen: seed \(seed), \(Int(seconds)) s: \(operations) operations (\(ok) completed, \(unknown) unknown, "
-                + "\(failed) failed), faults: \(faultText.isEmpty ? "none" : faultText); "
+                + "\(failed) failed: \(reasonText.isEmpty ? "none" : reasonText)), faults: \(faultText.isEmpty ? "none" : faultText); "
                 + (linearizable ? "linearizable" : "NOT LINEARIZABLE") + String(format: " (checked in %.2f s)", checkSeconds)
         ]
         for result in results where !result.linearizable {
@@ -98,6 +101,7 @@ public final class JepsenRun: @unchecked Sendable {
     private let history = NIOLockedValueBox<[HistoryOperation]>([])
     private let faultLog = NIOLockedValueBox<[String]>([])
     private let faultCounts = NIOLockedValueBox<[String: Int]>([:])
+    private let reasons = NIOLockedValueBox<[String: Int]>([:])
     private let clock = NIODeadline.now()
 
     public init(options: JepsenOptions) throws {
@@ -203,7 +207,7 @@ public final class JepsenRun: @unchecked Sendable {
         let checkSeconds = Double((NIODeadline.now() - started).nanoseconds) / 1e9
         return JepsenReport(
             seed: options.seed, seconds: options.seconds, history: recorded, results: results,
-            faults: faultCounts.withLockedValue { $0 }, faultLog: faultLog.withLockedValue { $0 },
+            faults: faultCounts.withLockedValue { $0 }, reasons: reasons.withLockedValue { $0 }, faultLog: faultLog.withLockedValue { $0 },
             finalValues: finals, checkSeconds: checkSeconds)
     }
 
@@ -247,6 +251,15 @@ public final class JepsenRun: @unchecked Sendable {
     }
 
     private func perform(_ call: HistoryOperation.Call, key: String, at node: Int) async -> HistoryOperation.Outcome {
+        let (outcome, reason) = await attempt(call, key: key, at: node)
+        if let reason { reasons.withLockedValue { $0[reason, default: 0] += 1 } }
+        return outcome
+    }
+
+    /// One operation; the outcome, and for a failed or unknown one what the client saw.
+    private func attempt(_ call: HistoryOperation.Call, key: String, at node: Int) async
+        -> (HistoryOperation.Outcome, String?)
+    {
         let path = "/v1/kv/" + KVClient.percentEncode(Array(key.utf8))
         let connection: HTTPConnection
         do {
@@ -254,7 +267,7 @@ public final class JepsenRun: @unchecked Sendable {
                 host: "127.0.0.1", port: httpPorts[node], timeout: .milliseconds(300)
             ).get()
         } catch {
-            return .failed  // never sent
+            return (.failed, "failed: not connected")  // never sent
         }
         defer { connection.close() }
         let response: HTTPResponse
@@ -271,15 +284,16 @@ public final class JepsenRun: @unchecked Sendable {
                 ).get()
             }
         } catch {
-            return .unknown  // sent, and no answer: it may or may not have taken effect
+            return (.unknown, "unknown: no answer in time")  // sent, and no answer: it may or may not have taken effect
         }
         switch (call, response.status) {
-        case (.read, 200): return .read(response.text)
-        case (.read, 404): return .read(nil)
-        case (.write, 200), (.compareAndSet, 200): return .ok
-        case (.compareAndSet, 412): return .casFailed
-        case (_, 400..<500): return .failed
-        default: return .unknown  // 5xx: the outcome is not known
+        case (.read, 200): return (.read(response.text), nil)
+        case (.read, 404): return (.read(nil), nil)
+        case (.write, 200), (.compareAndSet, 200): return (.ok, nil)
+        case (.compareAndSet, 412): return (.casFailed, nil)
+        // The server's contract: 4xx and 503 mean the command did not take effect and never will.
+        case (_, 400..<500), (_, 503): return (.failed, "failed: HTTP \(response.status)")
+        default: return (.unknown, "unknown: HTTP \(response.status)")  // 504 or another 5xx: not known
         }
     }
 
