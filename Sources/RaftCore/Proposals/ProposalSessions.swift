@@ -20,10 +20,39 @@
 public struct ProposalSessions: Sendable, Hashable {
     struct Session: Sendable, Hashable {
         var floor: UInt64 = 0
-        /// Sequences at or above `floor` that were applied.
-        var applied: Set<UInt64> = []
+        /// Sequences at or above `floor` that were applied, in increasing order (they mostly arrive in order, so an
+        /// insertion is usually an append, and raising the floor drops a prefix).
+        var applied: [UInt64] = []
         /// The proposer restarted: no entry of this session can have a term above this one.
         var lastTerm: Term?
+
+        /// Records `sequence` as applied; false if it was below the floor or applied before.
+        mutating func admit(_ sequence: UInt64, floor newFloor: UInt64) -> Bool {
+            if newFloor > floor {
+                floor = newFloor
+                applied.removeSubrange(..<position(of: newFloor))
+            }
+            guard sequence >= floor else { return false }
+            if let last = applied.last, sequence <= last {
+                let k = position(of: sequence)
+                if applied[k] == sequence { return false }
+                applied.insert(sequence, at: k)
+            } else {
+                applied.append(sequence)
+            }
+            return true
+        }
+
+        /// The index of the first element of `applied` at or above `sequence`.
+        private func position(of sequence: UInt64) -> Int {
+            var low = 0
+            var high = applied.count
+            while low < high {
+                let mid = (low + high) / 2
+                if applied[mid] < sequence { low = mid + 1 } else { high = mid }
+            }
+            return low
+        }
     }
 
     struct Key: Hashable, Sendable {
@@ -57,16 +86,6 @@ public struct ProposalSessions: Sendable, Hashable {
             }
             sessions[key] = Session()
         }
-        let sequence = header.identity.sequence
-        return Self.admit(sequence, floor: header.floor, into: &sessions[key, default: Session()])
-    }
-
-    private static func admit(_ sequence: UInt64, floor: UInt64, into session: inout Session) -> Bool {
-        if floor > session.floor {
-            session.floor = floor
-            session.applied = session.applied.filter { $0 >= floor }
-        }
-        guard sequence >= session.floor else { return false }
-        return session.applied.insert(sequence).inserted
+        return sessions[key, default: Session()].admit(header.identity.sequence, floor: header.floor)
     }
 }
