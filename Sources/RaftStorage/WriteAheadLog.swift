@@ -75,6 +75,8 @@ public final class WriteAheadLog: NodeStorage, LogStorage, @unchecked Sendable {
     public static let formatVersion = 1
     public let directory: String
     public let options: Options
+    /// Where the files are: the real file system, or a test's.
+    public let fileSystem: any FileSystem
     public private(set) var report = RecoveryReport()
 
     private struct Request {
@@ -93,11 +95,11 @@ public final class WriteAheadLog: NodeStorage, LogStorage, @unchecked Sendable {
     private var writerDone = false
     private var failure: StorageFailure?
     private var counters = Statistics()
-    private var lockFD: Int32 = -1
+    private var lockFile: OpenFile?
     private var recovered = PersistentState()
 
     private let walDirectory: String
-    private var segmentFD: Int32 = -1
+    private var segmentFile: OpenFile?
     private var segmentPath = ""
     private var segmentSequence: UInt64 = 0
     private var segmentSize = 0
@@ -109,26 +111,31 @@ public final class WriteAheadLog: NodeStorage, LogStorage, @unchecked Sendable {
     /// Opens (creating if needed) the data directory and replays its log.
     /// - Throws: `StorageFailure`: `.locked` if another process has it open, `.unsupportedFormat`, `.corrupt` or
     ///   `.missingSegment` (with the file and offset), `.io`.
-    public init(directory: String, options: Options = Options()) throws(StorageFailure) {
+    /// - Parameters:
+    ///   - fileSystem: where the files are (the real file system unless a test gives its own).
+    public init(
+        directory: String, options: Options = Options(), fileSystem: any FileSystem = PosixFileSystem()
+    ) throws(StorageFailure) {
         self.directory = directory
         self.options = options
+        self.fileSystem = fileSystem
         self.walDirectory = directory + "/wal"
         let started = ContinuousClock.now
-        try Files.makeDirectory(directory)
+        _ = try fileSystem.makeDirectory(directory)
         try lock()
         do {
             let initialised = try checkFormat()
-            try Files.makeDirectory(walDirectory)
-            try Files.syncDirectory(directory)
+            _ = try fileSystem.makeDirectory(walDirectory)
+            try fileSystem.syncDirectory(directory)
             try recover(requireSegments: initialised)
             // FORMAT is written last: its presence says the directory was fully set up.
             if !initialised {
-                try Files.writeAtomically(Array("raftlite-data \(Self.formatVersion)\n".utf8), to: directory + "/FORMAT",
-                                          directory: directory)
+                try fileSystem.writeAtomically(Array("raftlite-data \(Self.formatVersion)\n".utf8),
+                                               to: directory + "/FORMAT", directory: directory)
             }
         } catch {
             releaseLock()
-            if segmentFD >= 0 { Files.close(segmentFD) }
+            if let segmentFile { fileSystem.close(segmentFile) }
             throw error
         }
         let elapsed = (ContinuousClock.now - started).components
@@ -196,9 +203,9 @@ public final class WriteAheadLog: NodeStorage, LogStorage, @unchecked Sendable {
         while writerStarted && !writerDone { condition.wait() }
         writerDone = true
         condition.unlock()
-        if segmentFD >= 0 {
-            Files.close(segmentFD)
-            segmentFD = -1
+        if let segmentFile {
+            fileSystem.close(segmentFile)
+            self.segmentFile = nil
         }
         releaseLock()
     }
@@ -303,11 +310,12 @@ public final class WriteAheadLog: NodeStorage, LogStorage, @unchecked Sendable {
         if segmentSize > Records.segmentHeaderSize && segmentSize + buffer.count > options.segmentBytes {
             try startSegment(sequence: segmentSequence + 1)
         }
-        try Files.writeAll(segmentFD, buffer, at: segmentSize, path: segmentPath)
+        guard let segmentFile else { throw StorageFailure(.closed, "no segment is open", file: segmentPath) }
+        try fileSystem.write(buffer, to: segmentFile, at: segmentSize, path: segmentPath)
         segmentSize += buffer.count
         let written = buffer.count
         buffer.removeAll(keepingCapacity: true)
-        if options.sync { try Files.sync(segmentFD, path: segmentPath) }
+        if options.sync { try fileSystem.syncData(segmentFile, path: segmentPath) }
         condition.lock()
         counters.bytes += written
         counters.syncs += options.sync ? 1 : 0
@@ -320,24 +328,24 @@ public final class WriteAheadLog: NodeStorage, LogStorage, @unchecked Sendable {
     private func startSegment(sequence: UInt64, firstRecord: [UInt8] = []) throws(StorageFailure) {
         let path = segmentPath(sequence)
         let temporary = path + ".tmp"
-        try Files.remove(temporary)
-        let fd = try Files.open(temporary, O_WRONLY | O_CREAT | O_EXCL)
+        try fileSystem.remove(temporary)
+        let file = try fileSystem.open(temporary, .createNew)
         var header: [UInt8] = []
         Records.appendSegmentHeader(sequence: sequence, to: &header)
         header.append(contentsOf: firstRecord)
-        // Preallocated: a segment always ends in zeros, which replay reads as its end.
-        Files.preallocate(fd, max(options.segmentBytes, header.count))
         do throws(StorageFailure) {
-            try Files.writeAll(fd, header, at: 0, path: temporary)
-            try Files.sync(fd, path: temporary)
-            guard rename(temporary, path) == 0 else { throw Files.io("renaming into place", path) }
-            try Files.syncDirectory(walDirectory)
+            // Preallocated: a segment always ends in zeros, which replay reads as its end.
+            try fileSystem.preallocate(file, length: max(options.segmentBytes, header.count), path: temporary)
+            try fileSystem.write(header, to: file, at: 0, path: temporary)
+            try fileSystem.syncData(file, path: temporary)
+            try fileSystem.rename(temporary, to: path)
+            try fileSystem.syncDirectory(walDirectory)
         } catch {
-            Files.close(fd)
+            fileSystem.close(file)
             throw error
         }
-        if segmentFD >= 0 { Files.close(segmentFD) }
-        segmentFD = fd
+        if let segmentFile { fileSystem.close(segmentFile) }
+        segmentFile = file
         segmentPath = path
         segmentSequence = sequence
         segmentSize = header.count
@@ -385,35 +393,35 @@ public final class WriteAheadLog: NodeStorage, LogStorage, @unchecked Sendable {
         lastIndex = retained.last?.index ?? max(lastIndex, index)
         // Oldest first: a crash part way leaves a contiguous run ending at the new base segment, which replay
         // recognises and finishes deleting.
-        for sequence in try Files.list(walDirectory).compactMap(Self.sequence(ofSegment:)).sorted() where sequence <= old {
-            try Files.remove(segmentPath(sequence))
+        for sequence in try fileSystem.list(walDirectory).compactMap(Self.sequence(ofSegment:)).sorted() where sequence <= old {
+            try fileSystem.remove(segmentPath(sequence))
         }
-        try Files.syncDirectory(walDirectory)
+        try fileSystem.syncDirectory(walDirectory)
     }
 
     // MARK: - Opening
 
     private func lock() throws(StorageFailure) {
         let path = directory + "/LOCK"
-        let fd = try Files.open(path, O_RDWR | O_CREAT)
-        guard flock(fd, LOCK_EX | LOCK_NB) == 0 else {
-            let holder = (try? Files.readAll(path)).map { String(decoding: $0, as: UTF8.self) } ?? "?"
-            Files.close(fd)
+        let file: OpenFile
+        do {
+            file = try fileSystem.lockExclusively(path)
+        } catch let failure where failure.kind == .locked {
+            let holder = (try? fileSystem.read(path, upTo: 64)).map { String(decoding: $0, as: UTF8.self) } ?? "?"
             throw StorageFailure(
                 .locked, "the data directory is in use by another process (pid \(holder.trimmingCharacters(in: .whitespacesAndNewlines)))",
                 file: directory)
         }
-        let pid = Array("\(getpid())\n".utf8)
-        _ = ftruncate(fd, 0)
-        pid.withUnsafeBytes { _ = pwrite(fd, $0.baseAddress, $0.count, 0) }
-        lockFD = fd
+        // The pid is for the operator reading the error above; failing to write it changes nothing.
+        try? fileSystem.truncate(file, to: 0, path: path)
+        try? fileSystem.write(Array("\(getpid())\n".utf8), to: file, at: 0, path: path)
+        lockFile = file
     }
 
     private func releaseLock() {
-        if lockFD >= 0 {
-            _ = flock(lockFD, LOCK_UN)
-            Files.close(lockFD)
-            lockFD = -1
+        if let lockFile {
+            fileSystem.close(lockFile)
+            self.lockFile = nil
         }
     }
 
@@ -421,13 +429,15 @@ public final class WriteAheadLog: NodeStorage, LogStorage, @unchecked Sendable {
     private func checkFormat() throws(StorageFailure) -> Bool {
         let path = directory + "/FORMAT"
         let expected = "raftlite-data \(Self.formatVersion)"
-        guard Files.exists(path) else {
-            if Files.exists(walDirectory), try Files.list(walDirectory).contains(where: { Self.sequence(ofSegment: $0) != nil }) {
+        guard fileSystem.exists(path) else {
+            if fileSystem.exists(walDirectory),
+                try fileSystem.list(walDirectory).contains(where: { Self.sequence(ofSegment: $0) != nil })
+            {
                 throw StorageFailure(.unsupportedFormat, "the data directory has a log but no FORMAT file", file: path)
             }
             return false
         }
-        let found = String(decoding: try Files.readAll(path), as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+        let found = String(decoding: try fileSystem.read(path, upTo: 4096), as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
         guard found == expected else {
             throw StorageFailure(
                 .unsupportedFormat, "the data directory's format is \"\(found)\"; this version reads \"\(expected)\"",
@@ -444,10 +454,10 @@ public final class WriteAheadLog: NodeStorage, LogStorage, @unchecked Sendable {
     /// Replays every segment into `recovered` and opens the last one for appending.
     private func recover(requireSegments: Bool) throws(StorageFailure) {
         // A segment still under its temporary name was never finished: nothing in it was acknowledged.
-        for name in try Files.list(walDirectory) where name.hasSuffix(".log.tmp") {
-            try Files.remove(walDirectory + "/" + name)
+        for name in try fileSystem.list(walDirectory) where name.hasSuffix(".log.tmp") {
+            try fileSystem.remove(walDirectory + "/" + name)
         }
-        var sequences = try Files.list(walDirectory).compactMap(Self.sequence(ofSegment:)).sorted()
+        var sequences = try fileSystem.list(walDirectory).compactMap(Self.sequence(ofSegment:)).sorted()
         guard !sequences.isEmpty else {
             if requireSegments {
                 throw StorageFailure(.missingSegment, "the data directory was initialised but its log has no segments",
@@ -458,8 +468,8 @@ public final class WriteAheadLog: NodeStorage, LogStorage, @unchecked Sendable {
         }
         // A compaction interrupted while deleting leaves older segments before its base segment: finish the job.
         if let base = sequences.reversed().first(where: { startsWithBase(segmentPath($0)) }), base != sequences[0] {
-            for sequence in sequences where sequence < base { try Files.remove(segmentPath(sequence)) }
-            try Files.syncDirectory(walDirectory)
+            for sequence in sequences where sequence < base { try fileSystem.remove(segmentPath(sequence)) }
+            try fileSystem.syncDirectory(walDirectory)
             sequences.removeAll { $0 < base }
         }
         for (previous, next) in zip(sequences, sequences.dropFirst()) where next != previous + 1 {
@@ -473,7 +483,7 @@ public final class WriteAheadLog: NodeStorage, LogStorage, @unchecked Sendable {
         for (k, sequence) in sequences.enumerated() {
             let path = segmentPath(sequence)
             let isLast = k == sequences.count - 1
-            let bytes = try Files.readAll(path)
+            let bytes = try fileSystem.read(path)
             report.segments += 1
             let header = Array(bytes.prefix(Records.segmentHeaderSize))
             var expectedHeader: [UInt8] = []
@@ -551,24 +561,26 @@ public final class WriteAheadLog: NodeStorage, LogStorage, @unchecked Sendable {
         if let cut, cut.path == path, cut.offset < Records.segmentHeaderSize {
             report.tornBytesCut = cut.size - cut.offset
             report.tornRecordAt = (cut.path, cut.offset)
-            try Files.remove(path)
+            try fileSystem.remove(path)
             try startSegment(sequence: last)
             return
         }
-        segmentFD = try Files.open(path, O_WRONLY)
+        let file = try fileSystem.open(path, .write)
+        segmentFile = file
         segmentPath = path
         segmentSequence = last
         segmentSize = lastEnd
-        Files.preallocate(segmentFD, options.segmentBytes)
+        try? fileSystem.preallocate(file, length: options.segmentBytes, path: path)
         if let cut {
             // Keep the torn bytes aside (for an operator), then zero them, so that the segment again ends in zeros
             // where its records end.
             report.tornBytesCut = cut.size - cut.offset
             report.tornRecordAt = (cut.path, cut.offset)
-            let torn = try Files.readAll(path).dropFirst(cut.offset).prefix(cut.size - cut.offset)
-            try Files.writeAtomically(Array(torn), to: "\(walDirectory)/torn-\(last)-\(cut.offset).bin", directory: walDirectory)
-            try Files.writeAll(segmentFD, [UInt8](repeating: 0, count: cut.size - cut.offset), at: cut.offset, path: path)
-            try Files.sync(segmentFD, path: path)
+            let torn = try fileSystem.read(path).dropFirst(cut.offset).prefix(cut.size - cut.offset)
+            try fileSystem.writeAtomically(Array(torn), to: "\(walDirectory)/torn-\(last)-\(cut.offset).bin",
+                                           directory: walDirectory)
+            try fileSystem.write([UInt8](repeating: 0, count: cut.size - cut.offset), to: file, at: cut.offset, path: path)
+            try fileSystem.syncData(file, path: path)
         }
     }
 
@@ -589,13 +601,10 @@ public final class WriteAheadLog: NodeStorage, LogStorage, @unchecked Sendable {
 
     /// Whether a segment's first record is a compaction base.
     private func startsWithBase(_ path: String) -> Bool {
-        guard let fd = try? Files.open(path, O_RDONLY) else { return false }
-        defer { Files.close(fd) }
-        var head = [UInt8](repeating: 0, count: Records.segmentHeaderSize + Records.recordHeaderSize + 64)
-        let n = head.withUnsafeMutableBytes { pread(fd, $0.baseAddress, $0.count, 0) }
-        guard n > 0 else { return false }
-        return head.withUnsafeBytes { raw -> Bool in
-            let bytes = UnsafeRawBufferPointer(rebasing: raw[..<n])
+        guard let head = try? fileSystem.read(path, upTo: Records.segmentHeaderSize + Records.recordHeaderSize + 64),
+            !head.isEmpty
+        else { return false }
+        return head.withUnsafeBytes { bytes -> Bool in
             guard case .success(let (record, _)) = Records.read(bytes, at: Records.segmentHeaderSize),
                 case .base = record
             else { return false }
