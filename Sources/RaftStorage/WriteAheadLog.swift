@@ -8,19 +8,22 @@ import RaftCore
 /// A node's durable storage: an append-only write-ahead log in segment files, in a data directory of its own.
 ///
 /// ```
-/// DIR/FORMAT            "raftlite-data 1": the format version
+/// DIR/FORMAT            "raftlite-data 2": the format version (written last when the directory is set up)
 /// DIR/LOCK              held (flock) while a process has the directory open; holds its pid
-/// DIR/wal/00000000000000000001.log, ...   segments, each up to `Options.segmentBytes`
+/// DIR/wal/00000000000000000001.log, ...   segments, each up to `Options.segmentBytes` (format: `Records`)
 /// ```
 ///
 /// Every write goes through one writer thread, which takes everything queued since its last sync, writes it in one
-/// `write`, and makes it durable with one `fdatasync` before completing any of it: **group commit** — the more
-/// writers wait, the more each sync covers. Writes complete in the order they were made.
+/// `pwrite`, and makes it durable with one `fdatasync` before completing any of it: **group commit** — the more
+/// writers wait, the more each sync covers. Writes complete in the order they were made. Every record says at which
+/// offset of its segment its write began, and its checksums are seeded with its segment's random salt.
 ///
-/// On open the log is replayed. A damaged record at the very end of the last segment (a crash in the middle of a
-/// write: cut short, failing its checksum as the last record, or followed only by zeros) is cut off. Damage anywhere
-/// else, a missing segment, or an unknown format makes `init` throw a `StorageFailure` naming the file and offset:
-/// never silent loss.
+/// On open the log is replayed. Writes are synced one after another, so a crash can tear only the last one, in
+/// any of its pages. At a damaged record in the last segment: if no sound record follows it, or only records of a
+/// write that began at or before it, it is inside that last write, which was never acknowledged: it is cut off
+/// (kept aside in `wal/torn-*.bin`, then zeroed). If a sound record of a later write follows, or the damage is in
+/// an earlier segment, a missing segment, or an unknown format, `init` throws a `StorageFailure` naming the file
+/// and offset and changes nothing: never silent loss.
 public final class WriteAheadLog: NodeStorage, LogStorage, @unchecked Sendable {
     // @unchecked Sendable: `queue`, `closing`, `failure` and `writerDone` are only touched with `condition` locked;
     // the segment state (`segment*`, `lastIndex`, `snapshotIndex`, `buffer`) only by the writer thread once it runs
@@ -72,7 +75,7 @@ public final class WriteAheadLog: NodeStorage, LogStorage, @unchecked Sendable {
         return counters
     }
 
-    public static let formatVersion = 1
+    public static let formatVersion = 2
     public let directory: String
     public let options: Options
     /// Where the files are: the real file system, or a test's.
@@ -103,6 +106,9 @@ public final class WriteAheadLog: NodeStorage, LogStorage, @unchecked Sendable {
     private var segmentPath = ""
     private var segmentSequence: UInt64 = 0
     private var segmentSize = 0
+    private var segmentSalt = Records.Salt(0)
+    /// Whether the current segment was written since its last sync.
+    private var unsynced = false
     private var lastIndex = LogIndex.zero
     private var snapshotIndex = LogIndex.zero
     private var buffer: [UInt8] = []
@@ -127,6 +133,7 @@ public final class WriteAheadLog: NodeStorage, LogStorage, @unchecked Sendable {
             let initialised = try checkFormat()
             _ = try fileSystem.makeDirectory(walDirectory)
             try fileSystem.syncDirectory(directory)
+            if !initialised { try discardUnfinishedInitialisation() }
             try recover(requireSegments: initialised)
             // FORMAT is written last: its presence says the directory was fully set up.
             if !initialised {
@@ -234,15 +241,15 @@ public final class WriteAheadLog: NodeStorage, LogStorage, @unchecked Sendable {
                 do {
                     errors = try write(batch)
                 } catch {
-                    condition.lock()
-                    failure = error
-                    condition.unlock()
+                    fail(error)
                     errors = Array(repeating: error, count: batch.count)
                 }
             }
             condition.lock()
             counters.writes += batch.count
             condition.unlock()
+            // Nothing is completed before it is durable: one data sync covers the whole batch (group commit).
+            if let error = syncWritten() { errors = Array(repeating: error, count: batch.count) }
             for (request, error) in zip(batch, errors) { request.completion(error) }
             batch.removeAll(keepingCapacity: true)
         }
@@ -264,15 +271,23 @@ public final class WriteAheadLog: NodeStorage, LogStorage, @unchecked Sendable {
         }
     }
 
-    /// Writes a batch with one write and one sync (a compaction in the batch adds a flush point). Returns, per
-    /// request, the error that refused it, if any (an append that would leave a hole); throws when the disk fails,
-    /// which fails the whole log.
+    /// Makes the log refuse every later write with `error`.
+    private func fail(_ error: StorageFailure) {
+        condition.lock()
+        if failure == nil { failure = error }
+        condition.unlock()
+    }
+
+    /// Writes a batch with one write (a compaction, or a segment filling up, adds a flush point before it). Returns,
+    /// per request, the error that refused it, if any (an append that would leave a hole); throws when the disk
+    /// fails, which fails the whole log. The last write is synced by `syncWritten`.
     private func write(_ batch: [Request]) throws(StorageFailure) -> [StorageFailure?] {
         buffer.removeAll(keepingCapacity: true)
         var refused = [StorageFailure?](repeating: nil, count: batch.count)
         for (k, request) in batch.enumerated() {
             if let compaction = request.compaction {
                 try flushBuffer()
+                try syncSegment()
                 guard request.entries.first.map({ $0.index == compaction.index.next }) ?? true,
                     (request.entries.last?.index ?? compaction.index) >= lastIndex
                 else {
@@ -284,7 +299,7 @@ public final class WriteAheadLog: NodeStorage, LogStorage, @unchecked Sendable {
                 try compact(compaction.index, compaction.term, compaction.hardState, retaining: request.entries)
                 continue
             }
-            if let first = request.entries.first, let last = request.entries.last {
+            if let first = request.entries.first {
                 guard first.index <= lastIndex.next, first.index > snapshotIndex else {
                     refused[k] = StorageFailure(
                         .invalidAppend,
@@ -292,47 +307,89 @@ public final class WriteAheadLog: NodeStorage, LogStorage, @unchecked Sendable {
                             + "(compacted through \(snapshotIndex))", file: directory)
                     continue
                 }
-                Records.append(entries: request.entries, to: &buffer)
-                lastIndex = last.index
             }
-            if let hardState = request.hardState {
-                Records.append(.hardState(hardState), to: &buffer)
-                lastWrittenHardState = hardState
+            // Records carry the salt of the segment they land in and the offset their write begins at, so the
+            // segment is chosen before they are encoded: if this request would overfill a segment that holds
+            // something, what came before it is written and synced, and a new segment takes it.
+            let mark = buffer.count
+            encode(request)
+            if segmentSize + buffer.count > options.segmentBytes && (segmentSize > Records.segmentHeaderSize || mark > 0) {
+                buffer.removeSubrange(mark...)
+                try flushBuffer()
+                try syncSegment()
+                try startSegment(sequence: segmentSequence + 1)
+                encode(request)
             }
+            if let last = request.entries.last { lastIndex = last.index }
+            if let hardState = request.hardState { lastWrittenHardState = hardState }
         }
         try flushBuffer()
         return refused
     }
 
-    /// Writes and syncs what the buffer holds, starting a new segment first if the current one is full.
+    /// Appends a request's records to the buffer: its entries, then its hard state.
+    private func encode(_ request: Request) {
+        let batch = UInt64(segmentSize)
+        if !request.entries.isEmpty {
+            Records.append(entries: request.entries, batch: batch, salt: segmentSalt, to: &buffer)
+        }
+        if let hardState = request.hardState {
+            Records.append(.hardState(hardState), batch: batch, salt: segmentSalt, to: &buffer)
+        }
+    }
+
+    /// Writes what the buffer holds at the end of the current segment (one `pwrite`), not yet synced.
     private func flushBuffer() throws(StorageFailure) {
         guard !buffer.isEmpty else { return }
-        if segmentSize > Records.segmentHeaderSize && segmentSize + buffer.count > options.segmentBytes {
-            try startSegment(sequence: segmentSequence + 1)
-        }
         guard let segmentFile else { throw StorageFailure(.closed, "no segment is open", file: segmentPath) }
         try fileSystem.write(buffer, to: segmentFile, at: segmentSize, path: segmentPath)
         segmentSize += buffer.count
+        unsynced = true
         let written = buffer.count
         buffer.removeAll(keepingCapacity: true)
-        if options.sync { try fileSystem.syncData(segmentFile, path: segmentPath) }
         condition.lock()
         counters.bytes += written
+        condition.unlock()
+    }
+
+    /// Makes everything written to the current segment durable (one `fdatasync`).
+    private func syncSegment() throws(StorageFailure) {
+        guard unsynced, let segmentFile else { return }
+        if options.sync {
+            try fileSystem.syncData(segmentFile, path: segmentPath)
+        }
+        unsynced = false
+        condition.lock()
         counters.syncs += options.sync ? 1 : 0
         condition.unlock()
     }
 
+    /// After a batch: syncs its last write; a failure fails the log and is returned.
+    private func syncWritten() -> StorageFailure? {
+        do {
+            try syncSegment()
+            return nil
+        } catch {
+            fail(error)
+            return error
+        }
+    }
+
     /// Closes the current segment (it is already durable) and starts the next, durably named in the directory.
     /// A segment is written under a temporary name and renamed into place once durable, so that a segment that
-    /// exists under its name always holds its first records whole (a compaction's base above all).
-    private func startSegment(sequence: UInt64, firstRecord: [UInt8] = []) throws(StorageFailure) {
+    /// exists under its name always holds its header and first records whole (a compaction's base above all).
+    /// `firstRecords` are encoded with the new segment's salt, as a write beginning right after the header.
+    private func startSegment(
+        sequence: UInt64, firstRecords: (Records.Salt) -> [UInt8] = { _ in [] }
+    ) throws(StorageFailure) {
         let path = segmentPath(sequence)
         let temporary = path + ".tmp"
+        let salt = Records.Salt.random()
         try fileSystem.remove(temporary)
         let file = try fileSystem.open(temporary, .createNew)
         var header: [UInt8] = []
-        Records.appendSegmentHeader(sequence: sequence, to: &header)
-        header.append(contentsOf: firstRecord)
+        Records.appendSegmentHeader(sequence: sequence, salt: salt, to: &header)
+        header.append(contentsOf: firstRecords(salt))
         do throws(StorageFailure) {
             // Preallocated: a segment always ends in zeros, which replay reads as its end.
             try fileSystem.preallocate(file, length: max(options.segmentBytes, header.count), path: temporary)
@@ -348,7 +405,9 @@ public final class WriteAheadLog: NodeStorage, LogStorage, @unchecked Sendable {
         segmentFile = file
         segmentPath = path
         segmentSequence = sequence
+        segmentSalt = salt
         segmentSize = header.count
+        unsynced = false
         counters.segmentsStarted += 1
     }
 
@@ -382,13 +441,17 @@ public final class WriteAheadLog: NodeStorage, LogStorage, @unchecked Sendable {
     private func compact(
         _ index: LogIndex, _ term: Term, _ hardState: HardState, retaining retained: [Entry]
     ) throws(StorageFailure) {
-        var first: [UInt8] = []
-        Records.append(.base(index: index, term: term), to: &first)
         // The latest hard state written wins over the caller's, which may predate writes queued before this.
-        Records.append(.hardState(lastWrittenHardState ?? hardState), to: &first)
-        Records.append(entries: retained, to: &first)
+        let latest = lastWrittenHardState ?? hardState
         let old = segmentSequence
-        try startSegment(sequence: old + 1, firstRecord: first)
+        try startSegment(sequence: old + 1) { salt in
+            var first: [UInt8] = []
+            let batch = UInt64(Records.segmentHeaderSize)
+            Records.append(.base(index: index, term: term), batch: batch, salt: salt, to: &first)
+            Records.append(.hardState(latest), batch: batch, salt: salt, to: &first)
+            Records.append(entries: retained, batch: batch, salt: salt, to: &first)
+            return first
+        }
         snapshotIndex = max(snapshotIndex, index)
         lastIndex = retained.last?.index ?? max(lastIndex, index)
         // Oldest first: a crash part way leaves a contiguous run ending at the new base segment, which replay
@@ -425,25 +488,52 @@ public final class WriteAheadLog: NodeStorage, LogStorage, @unchecked Sendable {
         }
     }
 
+    /// The text of the FORMAT file this version writes and reads.
+    static let formatLine = "raftlite-data \(formatVersion)"
+
     /// Checks the format version; returns whether the directory was initialised before (it has a FORMAT file).
     private func checkFormat() throws(StorageFailure) -> Bool {
         let path = directory + "/FORMAT"
-        let expected = "raftlite-data \(Self.formatVersion)"
-        guard fileSystem.exists(path) else {
-            if fileSystem.exists(walDirectory),
-                try fileSystem.list(walDirectory).contains(where: { Self.sequence(ofSegment: $0) != nil })
-            {
-                throw StorageFailure(.unsupportedFormat, "the data directory has a log but no FORMAT file", file: path)
+        guard fileSystem.exists(path) else { return false }
+        let found = String(decoding: try fileSystem.read(path, upTo: 4096), as: UTF8.self)
+            .trimmingCharacters(in: .whitespacesAndNewlines)
+        guard found == Self.formatLine else {
+            if found == "raftlite-data 1" {
+                throw StorageFailure(
+                    .unsupportedFormat,
+                    "this data directory is in RaftLite's data format 1 (\"raftlite-data 1\"), which this version cannot "
+                        + "read: it reads only format \(Self.formatVersion), whose records are sealed with a salt per "
+                        + "segment so that a torn write is never taken for damage, and there is no migration. Run the "
+                        + "version that wrote the directory, or start a new cluster with new, empty data directories",
+                    file: path)
             }
-            return false
-        }
-        let found = String(decoding: try fileSystem.read(path, upTo: 4096), as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
-        guard found == expected else {
             throw StorageFailure(
-                .unsupportedFormat, "the data directory's format is \"\(found)\"; this version reads \"\(expected)\"",
+                .unsupportedFormat,
+                "the data directory's format is \"\(found)\"; this version reads only \"\(Self.formatLine)\"",
                 file: path)
         }
         return true
+    }
+
+    /// In a directory without FORMAT: segments left by an initialisation that a crash interrupted (FORMAT is
+    /// written last) hold nothing, since nothing is written before initialisation ends; they are removed. A segment
+    /// holding anything else is a log whose FORMAT is missing: refused.
+    private func discardUnfinishedInitialisation() throws(StorageFailure) {
+        guard fileSystem.exists(walDirectory) else { return }
+        let names = try fileSystem.list(walDirectory)
+        let segments = names.filter { Self.sequence(ofSegment: $0) != nil }
+        guard !segments.isEmpty else { return }
+        for name in segments {
+            let bytes = try fileSystem.read(walDirectory + "/" + name)
+            let holdsNothing = bytes.count <= Records.segmentHeaderSize
+                || bytes[Records.segmentHeaderSize...].allSatisfy { $0 == 0 }
+            guard holdsNothing else {
+                throw StorageFailure(.unsupportedFormat, "the data directory has a log but no FORMAT file",
+                                     file: directory + "/FORMAT")
+            }
+        }
+        for name in segments { try fileSystem.remove(walDirectory + "/" + name) }
+        try fileSystem.syncDirectory(walDirectory)
     }
 
     static func sequence(ofSegment name: String) -> UInt64? {
@@ -467,7 +557,7 @@ public final class WriteAheadLog: NodeStorage, LogStorage, @unchecked Sendable {
             return
         }
         // A compaction interrupted while deleting leaves older segments before its base segment: finish the job.
-        if let base = sequences.reversed().first(where: { startsWithBase(segmentPath($0)) }), base != sequences[0] {
+        if let base = sequences.reversed().first(where: { startsWithBase($0) }), base != sequences[0] {
             for sequence in sequences where sequence < base { try fileSystem.remove(segmentPath(sequence)) }
             try fileSystem.syncDirectory(walDirectory)
             sequences.removeAll { $0 < base }
@@ -478,78 +568,75 @@ public final class WriteAheadLog: NodeStorage, LogStorage, @unchecked Sendable {
         }
         var entries: [Entry] = []
         var state = PersistentState()
-        var cut: (path: String, offset: Int, size: Int)?
+        var cut: (offset: Int, through: Int)?
         var lastEnd = Records.segmentHeaderSize
+        var lastSalt = Records.Salt(0)
+        var lastIsEmpty = false
         for (k, sequence) in sequences.enumerated() {
             let path = segmentPath(sequence)
             let isLast = k == sequences.count - 1
             let bytes = try fileSystem.read(path)
             report.segments += 1
-            let header = Array(bytes.prefix(Records.segmentHeaderSize))
-            var expectedHeader: [UInt8] = []
-            Records.appendSegmentHeader(sequence: sequence, to: &expectedHeader)
-            guard header == expectedHeader else {
-                if isLast && bytes.allSatisfy({ $0 == 0 }) || isLast && bytes.count < Records.segmentHeaderSize {
-                    // A crash while the segment was being created: it holds nothing.
-                    cut = (path, 0, bytes.count)
-                    break
-                }
-                throw StorageFailure(.corrupt, "segment header does not match its name", file: path, offset: 0)
+            let header = bytes.withUnsafeBytes { Records.readSegmentHeader($0, sequence: sequence) }
+            let salt: Records.Salt
+            switch header {
+            case .success(let found):
+                salt = found
+            case .failure(.empty) where isLast:
+                // A crash while the segment was being created: it holds nothing.
+                cut = (0, bytes.count)
+                lastIsEmpty = true
+                continue
+            case .failure(.empty):
+                throw StorageFailure(.corrupt, "a segment has no header, and later segments follow it", file: path, offset: 0)
+            case .failure(.formatOne):
+                throw StorageFailure(.unsupportedFormat, "a segment of data format 1 in a format-\(Self.formatVersion) "
+                                         + "directory", file: path, offset: 0)
+            case .failure(.damaged(let why)):
+                throw StorageFailure(.corrupt, why, file: path, offset: 0)
             }
-            var offset = Records.segmentHeaderSize
-            var end = bytes.count
+            let mustStartWithBase = k == 0 && sequence != 1
             var sawFirst = false
-            let failure: StorageFailure? = bytes.withUnsafeBytes { raw -> StorageFailure? in
-                while offset < raw.count {
-                    switch Records.read(raw, at: offset) {
-                    case .success(let (record, next)):
-                        if !sawFirst && k == 0 && sequence != 1 {
-                            guard case .base = record else {
-                                return StorageFailure(
-                                    .missingSegment, "the log's first segment is \(sequence) but it does not say where the log begins",
-                                    file: path, offset: offset)
+            let verdict = bytes.withUnsafeBytes { raw -> Result<(Replay.Scan, Replay.Tail), Replay.Stop> in
+                do throws(Replay.Stop) {
+                    let scan = try Replay.scan(raw, salt: salt) { (read, offset) throws(Replay.Stop) in
+                        if mustStartWithBase && !sawFirst {
+                            guard case .base = read.record else {
+                                throw Replay.Stop(
+                                    kind: .missingSegment,
+                                    problem: "the log's first segment is \(sequence) but it does not say where the log begins",
+                                    offset: offset)
                             }
                         }
                         sawFirst = true
-                        if let problem = Self.apply(record, to: &state, entries: &entries) {
-                            return StorageFailure(.corrupt, problem, file: path, offset: offset)
+                        if let problem = Self.apply(read.record, to: &state, entries: &entries) {
+                            throw Replay.Stop(kind: .corrupt, problem: problem, offset: offset)
                         }
-                        report.records += 1
-                        offset = next
-                        end = next
-                    case .failure(let reason):
-                        // Zeros from here on: the end of what was written (segments are preallocated).
-                        if UnsafeRawBufferPointer(rebasing: raw[offset...]).allSatisfy({ $0 == 0 }) {
-                            end = offset
-                            return nil
-                        }
-                        // A damaged record in the last segment with no sound record anywhere after it is what a crash
-                        // leaves of a write in progress, whichever of its pages reached the disk: cut it off. With a
-                        // sound record after it, the damage is in the middle of the log.
-                        if isLast, Self.soundRecord(in: raw, after: offset) == nil,
-                            !Self.isMalformed(reason)
-                        {
-                            let lastNonZero = raw.lastIndex { $0 != 0 } ?? offset
-                            cut = (path, offset, lastNonZero + 1)
-                            end = offset
-                            return nil
-                        }
-                        let what: String
-                        switch reason {
-                        case .badHeader: what = "a record's header is damaged"
-                        case .truncated: what = "a record is cut short"
-                        case .checksum: what = "a record fails its checksum"
-                        case .malformed(let m): what = "a record is malformed (\(m))"
-                        }
-                        return StorageFailure(
-                            .corrupt, "the log is damaged before its end: \(what); refusing to start rather than lose "
-                                + "committed entries", file: path, offset: offset)
                     }
+                    return .success((scan, Replay.judge(raw, salt: salt, scan: scan, isLast: isLast)))
+                } catch {
+                    return .failure(error)
                 }
-                return nil
             }
-            if let failure { throw failure }
-            if isLast { lastEnd = end }
+            switch verdict {
+            case .failure(let stop):
+                throw StorageFailure(stop.kind, stop.problem, file: path, offset: stop.offset)
+            case .success(let (scan, tail)):
+                report.records += scan.recordCount
+                switch tail {
+                case .clean:
+                    if isLast { lastEnd = scan.end }
+                case .torn(let at, let through):
+                    cut = (at, through)
+                    lastEnd = at
+                case .corrupt(let at, let reason, let later):
+                    let after = later.map { "; a later write (at offset \($0)) follows it, so this one had been synced" } ?? ""
+                    throw StorageFailure(
+                        .corrupt, "the log is damaged before its end: \(reason.text)\(after); refusing to start rather "
+                            + "than lose committed entries", file: path, offset: at)
+                }
+            }
+            if isLast { lastSalt = salt }
         }
         state.entries = entries
         recovered = state
@@ -558,9 +645,9 @@ public final class WriteAheadLog: NodeStorage, LogStorage, @unchecked Sendable {
         // Continue the last segment where its records end (a fresh one if it was never initialised).
         guard let last = sequences.last else { return }
         let path = segmentPath(last)
-        if let cut, cut.path == path, cut.offset < Records.segmentHeaderSize {
-            report.tornBytesCut = cut.size - cut.offset
-            report.tornRecordAt = (cut.path, cut.offset)
+        if lastIsEmpty, let cut {
+            report.tornBytesCut = cut.through - cut.offset
+            report.tornRecordAt = (path, cut.offset)
             try fileSystem.remove(path)
             try startSegment(sequence: last)
             return
@@ -569,44 +656,30 @@ public final class WriteAheadLog: NodeStorage, LogStorage, @unchecked Sendable {
         segmentFile = file
         segmentPath = path
         segmentSequence = last
+        segmentSalt = lastSalt
         segmentSize = lastEnd
         try? fileSystem.preallocate(file, length: options.segmentBytes, path: path)
         if let cut {
             // Keep the torn bytes aside (for an operator), then zero them, so that the segment again ends in zeros
             // where its records end.
-            report.tornBytesCut = cut.size - cut.offset
-            report.tornRecordAt = (cut.path, cut.offset)
-            let torn = try fileSystem.read(path).dropFirst(cut.offset).prefix(cut.size - cut.offset)
+            report.tornBytesCut = cut.through - cut.offset
+            report.tornRecordAt = (path, cut.offset)
+            let torn = try fileSystem.read(path).dropFirst(cut.offset).prefix(cut.through - cut.offset)
             try fileSystem.writeAtomically(Array(torn), to: "\(walDirectory)/torn-\(last)-\(cut.offset).bin",
                                            directory: walDirectory)
-            try fileSystem.write([UInt8](repeating: 0, count: cut.size - cut.offset), to: file, at: cut.offset, path: path)
+            try fileSystem.write([UInt8](repeating: 0, count: cut.through - cut.offset), to: file, at: cut.offset, path: path)
             try fileSystem.syncData(file, path: path)
         }
     }
 
-    private static func isMalformed(_ reason: Records.ReadFailure) -> Bool {
-        if case .malformed = reason { return true }
-        return false
-    }
-
-    /// The offset of the first sound record (header and checksum) after `offset`, if any.
-    private static func soundRecord(in raw: UnsafeRawBufferPointer, after offset: Int) -> Int? {
-        var p = offset + 1
-        while p + Records.recordHeaderSize <= raw.count {
-            if raw[p] | raw[p + 1] | raw[p + 2] | raw[p + 3] != 0, Records.isValidRecord(raw, at: p) { return p }
-            p += 1
-        }
-        return nil
-    }
-
     /// Whether a segment's first record is a compaction base.
-    private func startsWithBase(_ path: String) -> Bool {
-        guard let head = try? fileSystem.read(path, upTo: Records.segmentHeaderSize + Records.recordHeaderSize + 64),
-            !head.isEmpty
-        else { return false }
+    private func startsWithBase(_ sequence: UInt64) -> Bool {
+        let limit = Records.segmentHeaderSize + Records.recordHeaderSize + 64
+        guard let head = try? fileSystem.read(segmentPath(sequence), upTo: limit) else { return false }
         return head.withUnsafeBytes { bytes -> Bool in
-            guard case .success(let (record, _)) = Records.read(bytes, at: Records.segmentHeaderSize),
-                case .base = record
+            guard case .success(let salt) = Records.readSegmentHeader(bytes, sequence: sequence),
+                case .success(let read) = Records.read(bytes, at: Records.segmentHeaderSize, salt: salt),
+                case .base = read.record
             else { return false }
             return true
         }
