@@ -11,6 +11,8 @@ public struct StorageFailure: Error, Hashable, Sendable, CustomStringConvertible
         case unsupportedFormat
         /// The operating system refused a read, write or sync.
         case io
+        /// The disk (or the user's quota) is full.
+        case noSpace
         /// The log is closed (or failed earlier and refuses further writes).
         case closed
         /// An append that would leave a hole in the log or rewrite compacted entries.
@@ -63,7 +65,7 @@ public enum OpenMode: Sendable, Hashable {
 /// The promises a `WriteAheadLog` relies on are POSIX's: data written to a file is durable once `syncData` returns
 /// for it, and a file's size with it; a name created, renamed or removed in a directory is durable once
 /// `syncDirectory` returns for that directory. Nothing else is assumed to reach the disk, or in any order.
-/// Every failure is a `StorageFailure`, of kind `.io` unless said otherwise.
+/// Every failure is a `StorageFailure`, of kind `.io` unless said otherwise; a full disk is `.noSpace`.
 public protocol FileSystem: Sendable {
     /// Creates a directory (its parent must exist). Returns false if it existed already.
     func makeDirectory(_ path: String) throws(StorageFailure) -> Bool
@@ -98,7 +100,7 @@ public protocol FileSystem: Sendable {
 
     /// Reserves space for the first `length` bytes of a file (`posix_fallocate`), growing it with zeros if it is
     /// shorter, so that later writes within them need no new space and change no metadata (cheaper syncs). A file
-    /// system that cannot preallocate may do nothing.
+    /// system that cannot preallocate may do nothing; one without the space throws `.noSpace`.
     func preallocate(_ file: OpenFile, length: Int, path: String) throws(StorageFailure)
 
     /// Cuts a file to `length` bytes (`ftruncate`).

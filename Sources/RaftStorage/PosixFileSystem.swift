@@ -13,7 +13,10 @@ public struct PosixFileSystem: FileSystem {
     }
 
     static func failure(_ what: String, _ path: String, code: Int32 = errno) -> StorageFailure {
-        StorageFailure(.io, "\(what) failed: \(errorText(code))", file: path)
+        if code == ENOSPC || code == EDQUOT {
+            return StorageFailure(.noSpace, "\(what) failed: \(errorText(code))", file: path)
+        }
+        return StorageFailure(.io, "\(what) failed: \(errorText(code))", file: path)
     }
 
     public func makeDirectory(_ path: String) throws(StorageFailure) -> Bool {
@@ -136,7 +139,11 @@ public struct PosixFileSystem: FileSystem {
 
     public func preallocate(_ file: OpenFile, length: Int, path: String) throws(StorageFailure) {
         #if canImport(Glibc)
-            _ = posix_fallocate(file.descriptor, 0, off_t(length))
+            // posix_fallocate returns the error number; it does not set errno.
+            let code = posix_fallocate(file.descriptor, 0, off_t(length))
+            // A file system that cannot preallocate: the file grows as it is written instead.
+            if code == 0 || code == EOPNOTSUPP || code == ENOSYS { return }
+            throw Self.failure("preallocating \(length) bytes for", path, code: code)
         #endif
     }
 

@@ -57,6 +57,9 @@ public final class WriteAheadLog: NodeStorage, LogStorage, @unchecked Sendable {
         private var tornFile: String?
         private var tornOffset = 0
         public var seconds = 0.0
+        /// What went wrong without keeping the log from opening (on a full disk: the torn bytes could not be kept
+        /// aside, the last segment could not be preallocated).
+        public var warnings: [String] = []
     }
 
     /// What the writer has done since the log was opened.
@@ -131,6 +134,10 @@ public final class WriteAheadLog: NodeStorage, LogStorage, @unchecked Sendable {
         try lock()
         do {
             let initialised = try checkFormat()
+            if !initialised {
+                // The directory's own name must be durable before anything in it is acknowledged.
+                try fileSystem.syncDirectory(Self.parent(of: directory))
+            }
             _ = try fileSystem.makeDirectory(walDirectory)
             try fileSystem.syncDirectory(directory)
             if !initialised { try discardUnfinishedInitialisation() }
@@ -155,6 +162,15 @@ public final class WriteAheadLog: NodeStorage, LogStorage, @unchecked Sendable {
 
     deinit {
         close()
+    }
+
+    /// The directory that holds `path`.
+    static func parent(of path: String) -> String {
+        var trimmed = Substring(path)
+        while trimmed.count > 1 && trimmed.hasSuffix("/") { trimmed = trimmed.dropLast() }
+        guard let slash = trimmed.lastIndex(of: "/") else { return "." }
+        let parent = trimmed[..<slash]
+        return parent.isEmpty ? "/" : String(parent)
     }
 
     /// Everything the log held when it was opened.
@@ -391,14 +407,25 @@ public final class WriteAheadLog: NodeStorage, LogStorage, @unchecked Sendable {
         Records.appendSegmentHeader(sequence: sequence, salt: salt, to: &header)
         header.append(contentsOf: firstRecords(salt))
         do throws(StorageFailure) {
-            // Preallocated: a segment always ends in zeros, which replay reads as its end.
-            try fileSystem.preallocate(file, length: max(options.segmentBytes, header.count), path: temporary)
+            // Preallocated: a segment always ends in zeros, which replay reads as its end. Without the space for a
+            // whole segment the log stops here, cleanly, rather than run out in the middle of a write.
+            let length = max(options.segmentBytes, header.count)
+            do {
+                try fileSystem.preallocate(file, length: length, path: temporary)
+            } catch let failure where failure.kind == .noSpace {
+                throw StorageFailure(
+                    .noSpace, "no space left on device for a new log segment of \(length) bytes; the log accepts no "
+                        + "more writes (everything acknowledged is kept): free space, then restart the node",
+                    file: path)
+            }
             try fileSystem.write(header, to: file, at: 0, path: temporary)
             try fileSystem.syncData(file, path: temporary)
             try fileSystem.rename(temporary, to: path)
             try fileSystem.syncDirectory(walDirectory)
         } catch {
             fileSystem.close(file)
+            // A segment never renamed into place is nothing; if it cannot be removed now, the next open does it.
+            try? fileSystem.remove(temporary)
             throw error
         }
         if let segmentFile { fileSystem.close(segmentFile) }
@@ -572,6 +599,7 @@ public final class WriteAheadLog: NodeStorage, LogStorage, @unchecked Sendable {
         var lastEnd = Records.segmentHeaderSize
         var lastSalt = Records.Salt(0)
         var lastIsEmpty = false
+        var previous: (sequence: UInt64, end: Int, salt: Records.Salt)?
         for (k, sequence) in sequences.enumerated() {
             let path = segmentPath(sequence)
             let isLast = k == sequences.count - 1
@@ -626,6 +654,7 @@ public final class WriteAheadLog: NodeStorage, LogStorage, @unchecked Sendable {
                 switch tail {
                 case .clean:
                     if isLast { lastEnd = scan.end }
+                    if !isLast { previous = (sequence, scan.end, salt) }
                 case .torn(let at, let through):
                     cut = (at, through)
                     lastEnd = at
@@ -642,31 +671,64 @@ public final class WriteAheadLog: NodeStorage, LogStorage, @unchecked Sendable {
         recovered = state
         snapshotIndex = state.snapshotIndex
         lastIndex = state.lastIndex
-        // Continue the last segment where its records end (a fresh one if it was never initialised).
-        guard let last = sequences.last else { return }
-        let path = segmentPath(last)
+        // Continue the last segment where its records end. Nothing here may need new space, so that a node on a
+        // full disk can always restart: preallocating is tried, keeping torn bytes aside is best effort.
+        guard var last = sequences.last else { return }
         if lastIsEmpty, let cut {
+            // A segment left empty by a crash while it was being created.
+            let path = segmentPath(last)
             report.tornBytesCut = cut.through - cut.offset
             report.tornRecordAt = (path, cut.offset)
-            try fileSystem.remove(path)
-            try startSegment(sequence: last)
-            return
+            if let previous {
+                // Go on in the segment before it (no new space needed; the next one is started when that one is full).
+                try fileSystem.remove(path)
+                try fileSystem.syncDirectory(walDirectory)
+                last = previous.sequence
+                lastEnd = previous.end
+                lastSalt = previous.salt
+            } else {
+                guard last == 1 else {
+                    throw StorageFailure(.missingSegment, "the log's first segment is \(last) but it is empty: it does "
+                                             + "not say where the log begins", file: path, offset: 0)
+                }
+                // The log's only segment: it must be made again, which needs space. The new one replaces it only once
+                // it is whole, so that a failure leaves the directory as it was.
+                do {
+                    try startSegment(sequence: last)
+                } catch let failure where failure.kind == .noSpace {
+                    throw StorageFailure(
+                        .noSpace, "no space left on device to make the log's first segment again (a crash left it "
+                            + "empty); nothing is lost: free space, then restart the node", file: path)
+                }
+                return
+            }
         }
+        let path = segmentPath(last)
         let file = try fileSystem.open(path, .write)
         segmentFile = file
         segmentPath = path
         segmentSequence = last
         segmentSalt = lastSalt
         segmentSize = lastEnd
-        try? fileSystem.preallocate(file, length: options.segmentBytes, path: path)
-        if let cut {
+        do {
+            try fileSystem.preallocate(file, length: options.segmentBytes, path: path)
+        } catch {
+            report.warnings.append("the last segment could not be preallocated, so it grows as it is written: \(error)")
+        }
+        if let cut, !lastIsEmpty {
             // Keep the torn bytes aside (for an operator), then zero them, so that the segment again ends in zeros
-            // where its records end.
+            // where its records end. Zeroing overwrites bytes the file holds already: it needs no new space.
             report.tornBytesCut = cut.through - cut.offset
             report.tornRecordAt = (path, cut.offset)
-            let torn = try fileSystem.read(path).dropFirst(cut.offset).prefix(cut.through - cut.offset)
-            try fileSystem.writeAtomically(Array(torn), to: "\(walDirectory)/torn-\(last)-\(cut.offset).bin",
-                                           directory: walDirectory)
+            let torn = Array(try fileSystem.read(path).dropFirst(cut.offset).prefix(cut.through - cut.offset))
+            let aside = "\(walDirectory)/torn-\(last)-\(cut.offset).bin"
+            do {
+                try fileSystem.writeAtomically(torn, to: aside, directory: walDirectory)
+            } catch {
+                try? fileSystem.remove(aside + ".tmp")
+                report.warnings.append("the \(torn.count) torn bytes cut at offset \(cut.offset) of \(path) could not "
+                                           + "be kept aside in \(aside): \(error)")
+            }
             try fileSystem.write([UInt8](repeating: 0, count: cut.through - cut.offset), to: file, at: cut.offset, path: path)
             try fileSystem.syncData(file, path: path)
         }

@@ -109,6 +109,15 @@ public final class SimulatedFileSystem: FileSystem {
         set { state.withLockedValue { $0.failAtOperation = newValue } }
     }
 
+    /// How many writes to files opened under `prefix` are in the page cache, not yet synced.
+    public func unsyncedWrites(toFilesUnder prefix: String = "/") -> Int {
+        state.withLockedValue { s in
+            s.inodes.values.reduce(0) { total, inode in
+                total + inode.unsynced.filter { if case .write(_, _, let path) = $0 { path.hasPrefix(prefix) } else { false } }.count
+            }
+        }
+    }
+
     /// Whether a power cut (or `failAtOperation`) froze this file system.
     public var isFrozen: Bool { state.withLockedValue { $0.frozen } }
 
@@ -333,7 +342,7 @@ public final class SimulatedFileSystem: FileSystem {
     }
 
     private static func noSpace(_ what: String, _ path: String) -> StorageFailure {
-        StorageFailure(.io, "\(what) failed: No space left on device", file: path)
+        StorageFailure(.noSpace, "\(what) failed: no space left on device", file: path)
     }
 
     /// Counts an operation; fails it if the file system is frozen or this is the operation chosen to fail.
@@ -462,7 +471,19 @@ public final class SimulatedFileSystem: FileSystem {
         try withState("syncing", path) { (s: inout State) throws(StorageFailure) in
             let entry = try Self.entry(file, path, s)
             guard var inode = s.inodes[entry.inode] else { return }
-            inode.durable = inode.content
+            s.inodes[entry.inode] = nil  // so that `inode` is the only reference to its buffers
+            // The changes are applied to the durable copy (rather than copying the content), so that a sync costs
+            // what was written, not the size of the file.
+            for change in inode.unsynced {
+                switch change {
+                case .write(let offset, let bytes, _): Self.put(bytes[...], at: offset, into: &inode.durable)
+                case .grow(let length):
+                    if length > inode.durable.count {
+                        inode.durable.append(contentsOf: [UInt8](repeating: 0, count: length - inode.durable.count))
+                    }
+                case .truncate(let length): Self.resize(&inode.durable, to: length)
+                }
+            }
             inode.unsynced = []
             s.inodes[entry.inode] = inode
         }
