@@ -9,6 +9,8 @@ public struct StorageFailure: Error, Hashable, Sendable, CustomStringConvertible
         case locked
         /// The data directory was written by an incompatible version.
         case unsupportedFormat
+        /// The data directory belongs to another node, another cluster, or another member set.
+        case identityMismatch
         /// The operating system refused a read, write or sync.
         case io
         /// The disk (or the user's quota) is full.

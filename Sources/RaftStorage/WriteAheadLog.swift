@@ -9,6 +9,7 @@ import RaftCore
 ///
 /// ```
 /// DIR/FORMAT            "raftlite-data 2": the format version (written last when the directory is set up)
+/// DIR/IDENTITY          whose directory it is (`DataDirectoryIdentity`), checked on every open
 /// DIR/LOCK              held (flock) while a process has the directory open; holds its pid
 /// DIR/wal/00000000000000000001.log, ...   segments, each up to `Options.segmentBytes` (format: `Records`)
 /// ```
@@ -83,6 +84,10 @@ public final class WriteAheadLog: NodeStorage, LogStorage, @unchecked Sendable {
     public let options: Options
     /// Where the files are: the real file system, or a test's.
     public let fileSystem: any FileSystem
+    /// Whose directory this must be (nil: anyone's, for tools and benchmarks).
+    public let expectedIdentity: DataDirectoryIdentity?
+    /// Whose directory it is, as its IDENTITY file says (nil if it has none).
+    public private(set) var identity: DataDirectoryIdentity?
     public private(set) var report = RecoveryReport()
 
     private struct Request {
@@ -118,16 +123,21 @@ public final class WriteAheadLog: NodeStorage, LogStorage, @unchecked Sendable {
     private var lastWrittenHardState: HardState?
 
     /// Opens (creating if needed) the data directory and replays its log.
-    /// - Throws: `StorageFailure`: `.locked` if another process has it open, `.unsupportedFormat`, `.corrupt` or
-    ///   `.missingSegment` (with the file and offset), `.io`.
     /// - Parameters:
     ///   - fileSystem: where the files are (the real file system unless a test gives its own).
+    ///   - expectedIdentity: whose directory it must be: a new directory is created for it, an existing one must
+    ///     have been (one set up without an identity is claimed). Nil: no check.
+    /// - Throws: `StorageFailure`: `.locked` if another process has it open, `.identityMismatch` (naming both
+    ///   identities), `.unsupportedFormat`, `.corrupt` or `.missingSegment` (with the file and offset), `.noSpace`,
+    ///   `.io`.
     public init(
-        directory: String, options: Options = Options(), fileSystem: any FileSystem = PosixFileSystem()
+        directory: String, options: Options = Options(), fileSystem: any FileSystem = PosixFileSystem(),
+        expectedIdentity: DataDirectoryIdentity? = nil
     ) throws(StorageFailure) {
         self.directory = directory
         self.options = options
         self.fileSystem = fileSystem
+        self.expectedIdentity = expectedIdentity
         self.walDirectory = directory + "/wal"
         let started = ContinuousClock.now
         _ = try fileSystem.makeDirectory(directory)
@@ -138,6 +148,8 @@ public final class WriteAheadLog: NodeStorage, LogStorage, @unchecked Sendable {
                 // The directory's own name must be durable before anything in it is acknowledged.
                 try fileSystem.syncDirectory(Self.parent(of: directory))
             }
+            // Before anything is changed: whose directory is it?
+            try checkIdentity(initialised: initialised)
             _ = try fileSystem.makeDirectory(walDirectory)
             try fileSystem.syncDirectory(directory)
             if !initialised { try discardUnfinishedInitialisation() }
@@ -512,6 +524,31 @@ public final class WriteAheadLog: NodeStorage, LogStorage, @unchecked Sendable {
         if let lockFile {
             fileSystem.close(lockFile)
             self.lockFile = nil
+        }
+    }
+
+    /// Refuses a directory of another node, cluster or member set; writes the identity into a new directory (or one
+    /// set up without one).
+    private func checkIdentity(initialised: Bool) throws(StorageFailure) {
+        let path = directory + "/IDENTITY"
+        if initialised && fileSystem.exists(path) {
+            guard let stored = DataDirectoryIdentity.decode(try fileSystem.read(path, upTo: 1 << 20)) else {
+                throw StorageFailure(.corrupt, "the data directory's IDENTITY file cannot be read", file: path)
+            }
+            identity = stored
+            if let expected = expectedIdentity, let why = stored.refusal(toOpenAs: expected) {
+                throw StorageFailure(.identityMismatch, why, file: directory)
+            }
+            return
+        }
+        guard let expected = expectedIdentity else { return }
+        do {
+            try fileSystem.writeAtomically(expected.encoded(), to: path, directory: directory)
+            identity = expected
+        } catch let failure where initialised && failure.kind == .noSpace {
+            // Claiming a directory that has none is not worth refusing a restart on a full disk.
+            try? fileSystem.remove(path + ".tmp")
+            report.warnings.append("the data directory has no IDENTITY and it could not be written: \(failure)")
         }
     }
 
