@@ -19,6 +19,8 @@ public struct StorageFailure: Error, Hashable, Sendable, CustomStringConvertible
         case closed
         /// An append that would leave a hole in the log or rewrite compacted entries.
         case invalidAppend
+        /// A repair that cannot be done as asked (`LogRepair`).
+        case refused
     }
 
     public var kind: Kind

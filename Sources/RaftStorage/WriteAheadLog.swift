@@ -130,9 +130,19 @@ public final class WriteAheadLog: NodeStorage, LogStorage, @unchecked Sendable {
     /// - Throws: `StorageFailure`: `.locked` if another process has it open, `.identityMismatch` (naming both
     ///   identities), `.unsupportedFormat`, `.corrupt` or `.missingSegment` (with the file and offset), `.noSpace`,
     ///   `.io`.
-    public init(
+    public convenience init(
         directory: String, options: Options = Options(), fileSystem: any FileSystem = PosixFileSystem(),
         expectedIdentity: DataDirectoryIdentity? = nil
+    ) throws(StorageFailure) {
+        try self.init(directory: directory, options: options, fileSystem: fileSystem, expectedIdentity: expectedIdentity,
+                      heldLock: nil)
+    }
+
+    /// `heldLock`: the directory's lock, taken already (by `LogRepair`, which hands it over); the log releases it
+    /// when it closes. With it, a directory left without segments by a repair is given a new first one.
+    init(
+        directory: String, options: Options, fileSystem: any FileSystem, expectedIdentity: DataDirectoryIdentity?,
+        heldLock: OpenFile?
     ) throws(StorageFailure) {
         self.directory = directory
         self.options = options
@@ -140,8 +150,12 @@ public final class WriteAheadLog: NodeStorage, LogStorage, @unchecked Sendable {
         self.expectedIdentity = expectedIdentity
         self.walDirectory = directory + "/wal"
         let started = ContinuousClock.now
-        _ = try fileSystem.makeDirectory(directory)
-        try lock()
+        if let heldLock {
+            lockFile = heldLock
+        } else {
+            _ = try fileSystem.makeDirectory(directory)
+            lockFile = try Self.lock(directory, fileSystem)
+        }
         do {
             let initialised = try checkFormat()
             if !initialised {
@@ -153,7 +167,7 @@ public final class WriteAheadLog: NodeStorage, LogStorage, @unchecked Sendable {
             _ = try fileSystem.makeDirectory(walDirectory)
             try fileSystem.syncDirectory(directory)
             if !initialised { try discardUnfinishedInitialisation() }
-            try recover(requireSegments: initialised)
+            try recover(requireSegments: initialised && heldLock == nil)
             // FORMAT is written last: its presence says the directory was fully set up.
             if !initialised {
                 try fileSystem.writeAtomically(Array("raftlite-data \(Self.formatVersion)\n".utf8),
@@ -503,7 +517,8 @@ public final class WriteAheadLog: NodeStorage, LogStorage, @unchecked Sendable {
 
     // MARK: - Opening
 
-    private func lock() throws(StorageFailure) {
+    /// Takes a data directory's lock (`DIR/LOCK`, which holds the pid of the process that has it).
+    static func lock(_ directory: String, _ fileSystem: any FileSystem) throws(StorageFailure) -> OpenFile {
         let path = directory + "/LOCK"
         let file: OpenFile
         do {
@@ -517,7 +532,7 @@ public final class WriteAheadLog: NodeStorage, LogStorage, @unchecked Sendable {
         // The pid is for the operator reading the error above; failing to write it changes nothing.
         try? fileSystem.truncate(file, to: 0, path: path)
         try? fileSystem.write(Array("\(getpid())\n".utf8), to: file, at: 0, path: path)
-        lockFile = file
+        return file
     }
 
     private func releaseLock() {
@@ -785,7 +800,7 @@ public final class WriteAheadLog: NodeStorage, LogStorage, @unchecked Sendable {
     }
 
     /// Applies one record to the state being rebuilt; returns a problem if the record cannot follow the log so far.
-    private static func apply(_ record: Records.Record, to state: inout PersistentState, entries: inout [Entry]) -> String? {
+    static func apply(_ record: Records.Record, to state: inout PersistentState, entries: inout [Entry]) -> String? {
         switch record {
         case .entries(let batch):
             guard let first = batch.first?.index else { return nil }
