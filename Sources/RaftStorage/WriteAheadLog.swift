@@ -26,9 +26,10 @@ import RaftCore
 /// an earlier segment, a missing segment, or an unknown format, `init` throws a `StorageFailure` naming the file
 /// and offset and changes nothing: never silent loss.
 public final class WriteAheadLog: NodeStorage, LogStorage, @unchecked Sendable {
-    // @unchecked Sendable: `queue`, `closing`, `failure` and `writerDone` are only touched with `condition` locked;
-    // the segment state (`segment*`, `lastIndex`, `snapshotIndex`, `buffer`) only by the writer thread once it runs
-    // (and by `init` before it starts); `recovered` and `report` are written once, in `init`.
+    // @unchecked Sendable: `queue`, `closing`, `failure`, `counters` and `writerDone` are only touched with
+    // `condition` locked; the segment state (`segment*`, `unsynced`, `lastIndex`, `snapshotIndex`, `buffer`,
+    // `lastWrittenHardState`) only by the writer thread once it runs (and by `init` before it starts); `recovered`,
+    // `report` and `identity` are written only in `init`.
 
     public struct Options: Sendable, Hashable {
         /// A segment is closed and a new one started once it exceeds this size.
@@ -461,7 +462,9 @@ public final class WriteAheadLog: NodeStorage, LogStorage, @unchecked Sendable {
         segmentSalt = salt
         segmentSize = header.count
         unsynced = false
+        condition.lock()
         counters.segmentsStarted += 1
+        condition.unlock()
     }
 
     private func segmentPath(_ sequence: UInt64) -> String {
