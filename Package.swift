@@ -88,6 +88,12 @@ let package = Package(
             dependencies: ["RaftCore"],
             path: "Tests/RaftSimulation"
         ),
+        // Test support: a file system in memory that models the page cache and power cuts, for the storage tests.
+        .target(
+            name: "StorageTesting",
+            dependencies: ["RaftStorage", .product(name: "NIOConcurrencyHelpers", package: "swift-nio")],
+            path: "Tests/StorageTesting"
+        ),
         .executableTarget(
             name: "raft-lite",
             dependencies: [
@@ -130,14 +136,14 @@ let package = Package(
         .testTarget(
             name: "RaftLiteTests",
             dependencies: [
-                "RaftCore", "RaftLite", "RaftWire", "RaftTransport", "RaftStorage", "ProcessTesting",
+                "RaftCore", "RaftLite", "RaftWire", "RaftTransport", "RaftStorage", "ProcessTesting", "StorageTesting",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
-        .testTarget(name: "RaftStorageTests", dependencies: ["RaftCore", "RaftStorage"]),
+        .testTarget(name: "RaftStorageTests", dependencies: ["RaftCore", "RaftStorage", "RaftWire", "StorageTesting"]),
         .testTarget(
             name: "RaftKVTests",
             dependencies: [

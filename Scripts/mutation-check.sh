@@ -1,26 +1,45 @@
 #!/usr/bin/env bash
-# Mutation check: break one Raft rule at a time in Sources/RaftCore/Raft.swift and make sure the simulator notices.
+# Mutation check: break one rule at a time and make sure a test notices.
 #
-#   Scripts/mutation-check.sh            # every mutation, 10,000 schedules each (release build)
-#   SCHEDULES=2000 Scripts/mutation-check.sh commit-rule
+#   Scripts/mutation-check.sh                                  # every mutation
+#   SCHEDULES=2000 Scripts/mutation-check.sh commit-rule       # some of them, by name
+#   Scripts/mutation-check.sh wal-no-sync wal-complete-before-sync
 #
-# Each mutation is applied in place, the simulation test runs, and the original file is put back (also on Ctrl-C).
-# A mutation the simulator does not catch makes the script fail. Run it on a clean Raft.swift.
+# Mutations come in groups, one per target: a source file and the test that must catch a mutation of it (a command,
+# and the line it prints when it fails). Each mutation is applied in place, the target's test runs, and the original
+# file is put back (also on Ctrl-C). A mutation the test does not catch makes the script fail. Run it on clean files.
+#
+# To add a mutation: a `mutate` line under the right `target` (or a new `target` line first).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-file=Sources/RaftCore/Raft.swift
 schedules=${SCHEDULES:-10000}
-git diff --quiet -- "$file" || { echo "error: $file has uncommitted changes; commit or stash them first" >&2; exit 2; }
-backup=$(mktemp)
-cp "$file" "$backup"
-trap 'cp "$backup" "$file"; rm -f "$backup"' EXIT
-
+selected=("$@")
 survivors=0
+declare -A backups=()
+
+restore() {
+  for f in "${!backups[@]}"; do cp "${backups[$f]}" "$f"; rm -f "${backups[$f]}"; done
+}
+trap restore EXIT
+
+# target FILE "LINE A FAILURE PRINTS" COMMAND...: the mutations that follow break FILE, and COMMAND must fail.
+target() {
+  file=$1
+  failure_line=$2
+  shift 2
+  command=("$@")
+}
+
 # mutate NAME "WHAT IT BREAKS" 'TEXT TO FIND' 'TEXT TO PUT INSTEAD'
 mutate() {
   local name=$1 what=$2 find=$3 replace=$4
   if [ ${#selected[@]} -gt 0 ] && [[ " ${selected[*]} " != *" $name "* ]]; then return 0; fi
-  cp "$backup" "$file"
+  if [ -z "${backups[$file]:-}" ]; then
+    git diff --quiet -- "$file" || { echo "error: $file has uncommitted changes; commit or stash them first" >&2; exit 2; }
+    backups[$file]=$(mktemp)
+    cp "$file" "${backups[$file]}"
+  fi
+  cp "${backups[$file]}" "$file"
   FIND="$find" REPLACE="$replace" python3 - "$file" <<'PY'
 import os, sys
 path = sys.argv[1]
@@ -30,14 +49,14 @@ if text.count(find) != 1:
     sys.exit(f"mutation target not found exactly once in {path}: {find!r}")
 open(path, "w").write(text.replace(find, replace))
 PY
-  echo "== $name: $what"
+  echo "== $name: $what ($file)"
   local log
   log=$(mktemp)
-  if RAFT_SIM_SCHEDULES=$schedules RAFT_SIM_MAX_FAILURES=1 swift test -c release --filter randomizedSchedulesKeepEveryInvariant >"$log" 2>&1; then
-    echo "   NOT caught in $schedules schedules"
+  if "${command[@]}" >"$log" 2>&1; then
+    echo "   NOT caught by: ${command[*]}"
     survivors=$((survivors + 1))
-  elif grep -q "simulation failed" "$log"; then
-    echo "   caught: $(grep -m1 'simulation failed' "$log" | sed 's/^.*simulation failed: //' | cut -c1-160)"
+  elif grep -q "$failure_line" "$log"; then
+    echo "   caught: $(grep -m1 "$failure_line" "$log" | sed "s/^.*$failure_line: //" | cut -c1-160)"
     echo "   $(grep -m1 'replay:' "$log" | sed 's/^ *//')"
   else
     echo "   the build or test run failed for another reason:"
@@ -45,8 +64,13 @@ PY
     survivors=$((survivors + 1))
   fi
   rm -f "$log"
+  cp "${backups[$file]}" "$file"
 }
-selected=("$@")
+
+# The Raft rules, against the simulator's 10,000 schedules (release build).
+target Sources/RaftCore/Raft.swift "simulation failed" \
+  env RAFT_SIM_SCHEDULES="$schedules" RAFT_SIM_MAX_FAILURES=1 \
+  swift test -c release --filter randomizedSchedulesKeepEveryInvariant
 
 mutate commit-rule "count replicas of an old-term entry (Raft §5.4.2, Figure 8)" \
   'guard index > log.committed, log.term(at: index) == term else { return }' \
@@ -61,5 +85,19 @@ mutate ack-before-persist "acknowledge entries before they are durable" \
   'send(.appendEntriesResponse(AppendEntriesResponse(success: true, index: lastNew)), to: leaderID)' \
   'send(.appendEntriesResponse(AppendEntriesResponse(success: true, index: lastNew)), to: leaderID, immediately: true)'
 
-cp "$backup" "$file"
+# The write-ahead log's durability, against the power-cut test over the simulated file system (debug build).
+target Sources/RaftStorage/WriteAheadLog.swift "power cuts failed" \
+  swift test --filter powerCutsLoseNoAcknowledgedWrite
+
+mutate wal-no-sync "never sync the log's data (fdatasync)" \
+  '            try fileSystem.syncData(segmentFile, path: segmentPath)' \
+  '            _ = segmentFile'
+mutate wal-complete-before-sync "complete a batch's writes before they are synced" \
+  '            if let error = syncWritten() { errors = Array(repeating: error, count: batch.count) }
+            for (request, error) in zip(batch, errors) { request.completion(error) }' \
+  '            for (request, error) in zip(batch, errors) { request.completion(error) }
+            _ = syncWritten()'
+
+restore
+backups=()
 [ "$survivors" -eq 0 ] && echo "every mutation was caught" || { echo "$survivors mutation(s) survived"; exit 1; }

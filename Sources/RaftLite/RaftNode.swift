@@ -585,18 +585,30 @@ public final class RaftNode<Machine: StateMachine>: Sendable {
 
 extension RaftNode {
     /// A node whose term, vote and log live in a write-ahead log in `dataDirectory` (created if needed), so that it
-    /// can be stopped, killed or restarted without breaking Raft's guarantees.
-    /// - Throws: `RaftNodeError.storage` if the directory is in use by another process, damaged, or of another
-    ///   format (the message names the file and offset).
+    /// can be stopped, killed or restarted without breaking Raft's guarantees. The directory belongs to this node of
+    /// this cluster, created for this member list: any other is refused.
+    /// - Throws: `RaftNodeError.storage` if the directory is in use by another process, damaged, of another
+    ///   format (the message names the file and offset), or another node's, another cluster's, or made for another
+    ///   member list (the message names both); `RaftNodeError.configuration` if `name` is not a member.
     public convenience init(
         cluster: ClusterConfiguration, name: String, stateMachine: sending Machine, dataDirectory: String,
         options: Options = Options()
     ) throws(RaftNodeError) {
+        guard let me = cluster[name] else {
+            throw .configuration(
+                "node \"\(name)\" is not in the cluster configuration (members: "
+                    + cluster.members.map(\.name).joined(separator: ", ") + ")")
+        }
+        let identity = DataDirectoryIdentity(
+            clusterID: cluster.clusterID, nodeName: name, nodeID: me.id, members: cluster.members.map(\.name))
         let log: WriteAheadLog
         do {
-            log = try WriteAheadLog(directory: dataDirectory)
+            log = try WriteAheadLog(directory: dataDirectory, expectedIdentity: identity)
         } catch {
             throw .storage("\(error)")
+        }
+        for warning in log.report.warnings {
+            options.logger.warning("\(warning)", metadata: ["node": "\(name)"])
         }
         do {
             try self.init(cluster: cluster, name: name, stateMachine: stateMachine, storage: log, options: options)

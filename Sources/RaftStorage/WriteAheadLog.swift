@@ -8,23 +8,28 @@ import RaftCore
 /// A node's durable storage: an append-only write-ahead log in segment files, in a data directory of its own.
 ///
 /// ```
-/// DIR/FORMAT            "raftlite-data 1": the format version
+/// DIR/FORMAT            "raftlite-data 2": the format version (written last when the directory is set up)
+/// DIR/IDENTITY          whose directory it is (`DataDirectoryIdentity`), checked on every open
 /// DIR/LOCK              held (flock) while a process has the directory open; holds its pid
-/// DIR/wal/00000000000000000001.log, ...   segments, each up to `Options.segmentBytes`
+/// DIR/wal/00000000000000000001.log, ...   segments, each up to `Options.segmentBytes` (format: `Records`)
 /// ```
 ///
 /// Every write goes through one writer thread, which takes everything queued since its last sync, writes it in one
-/// `write`, and makes it durable with one `fdatasync` before completing any of it: **group commit** — the more
-/// writers wait, the more each sync covers. Writes complete in the order they were made.
+/// `pwrite`, and makes it durable with one `fdatasync` before completing any of it: **group commit** — the more
+/// writers wait, the more each sync covers. Writes complete in the order they were made. Every record says at which
+/// offset of its segment its write began, and its checksums are seeded with its segment's random salt.
 ///
-/// On open the log is replayed. A damaged record at the very end of the last segment (a crash in the middle of a
-/// write: cut short, failing its checksum as the last record, or followed only by zeros) is cut off. Damage anywhere
-/// else, a missing segment, or an unknown format makes `init` throw a `StorageFailure` naming the file and offset:
-/// never silent loss.
+/// On open the log is replayed. Writes are synced one after another, so a crash can tear only the last one, in
+/// any of its pages. At a damaged record in the last segment: if no sound record follows it, or only records of a
+/// write that began at or before it, it is inside that last write, which was never acknowledged: it is cut off
+/// (kept aside in `wal/torn-*.bin`, then zeroed). If a sound record of a later write follows, or the damage is in
+/// an earlier segment, a missing segment, or an unknown format, `init` throws a `StorageFailure` naming the file
+/// and offset and changes nothing: never silent loss.
 public final class WriteAheadLog: NodeStorage, LogStorage, @unchecked Sendable {
-    // @unchecked Sendable: `queue`, `closing`, `failure` and `writerDone` are only touched with `condition` locked;
-    // the segment state (`segment*`, `lastIndex`, `snapshotIndex`, `buffer`) only by the writer thread once it runs
-    // (and by `init` before it starts); `recovered` and `report` are written once, in `init`.
+    // @unchecked Sendable: `queue`, `closing`, `failure`, `counters` and `writerDone` are only touched with
+    // `condition` locked; the segment state (`segment*`, `unsynced`, `lastIndex`, `snapshotIndex`, `buffer`,
+    // `lastWrittenHardState`) only by the writer thread once it runs (and by `init` before it starts); `recovered`,
+    // `report` and `identity` are written only in `init`.
 
     public struct Options: Sendable, Hashable {
         /// A segment is closed and a new one started once it exceeds this size.
@@ -54,6 +59,9 @@ public final class WriteAheadLog: NodeStorage, LogStorage, @unchecked Sendable {
         private var tornFile: String?
         private var tornOffset = 0
         public var seconds = 0.0
+        /// What went wrong without keeping the log from opening (on a full disk: the torn bytes could not be kept
+        /// aside, the last segment could not be preallocated).
+        public var warnings: [String] = []
     }
 
     /// What the writer has done since the log was opened.
@@ -72,9 +80,15 @@ public final class WriteAheadLog: NodeStorage, LogStorage, @unchecked Sendable {
         return counters
     }
 
-    public static let formatVersion = 1
+    public static let formatVersion = 2
     public let directory: String
     public let options: Options
+    /// Where the files are: the real file system, or a test's.
+    public let fileSystem: any FileSystem
+    /// Whose directory this must be (nil: anyone's, for tools and benchmarks).
+    public let expectedIdentity: DataDirectoryIdentity?
+    /// Whose directory it is, as its IDENTITY file says (nil if it has none).
+    public private(set) var identity: DataDirectoryIdentity?
     public private(set) var report = RecoveryReport()
 
     private struct Request {
@@ -93,42 +107,76 @@ public final class WriteAheadLog: NodeStorage, LogStorage, @unchecked Sendable {
     private var writerDone = false
     private var failure: StorageFailure?
     private var counters = Statistics()
-    private var lockFD: Int32 = -1
+    private var lockFile: OpenFile?
     private var recovered = PersistentState()
 
     private let walDirectory: String
-    private var segmentFD: Int32 = -1
+    private var segmentFile: OpenFile?
     private var segmentPath = ""
     private var segmentSequence: UInt64 = 0
     private var segmentSize = 0
+    private var segmentSalt = Records.Salt(0)
+    /// Whether the current segment was written since its last sync.
+    private var unsynced = false
     private var lastIndex = LogIndex.zero
     private var snapshotIndex = LogIndex.zero
     private var buffer: [UInt8] = []
     private var lastWrittenHardState: HardState?
 
     /// Opens (creating if needed) the data directory and replays its log.
-    /// - Throws: `StorageFailure`: `.locked` if another process has it open, `.unsupportedFormat`, `.corrupt` or
-    ///   `.missingSegment` (with the file and offset), `.io`.
-    public init(directory: String, options: Options = Options()) throws(StorageFailure) {
+    /// - Parameters:
+    ///   - fileSystem: where the files are (the real file system unless a test gives its own).
+    ///   - expectedIdentity: whose directory it must be: a new directory is created for it, an existing one must
+    ///     have been (one set up without an identity is claimed). Nil: no check.
+    /// - Throws: `StorageFailure`: `.locked` if another process has it open, `.identityMismatch` (naming both
+    ///   identities), `.unsupportedFormat`, `.corrupt` or `.missingSegment` (with the file and offset), `.noSpace`,
+    ///   `.io`.
+    public convenience init(
+        directory: String, options: Options = Options(), fileSystem: any FileSystem = PosixFileSystem(),
+        expectedIdentity: DataDirectoryIdentity? = nil
+    ) throws(StorageFailure) {
+        try self.init(directory: directory, options: options, fileSystem: fileSystem, expectedIdentity: expectedIdentity,
+                      heldLock: nil)
+    }
+
+    /// `heldLock`: the directory's lock, taken already (by `LogRepair`, which hands it over); the log releases it
+    /// when it closes. With it, a directory left without segments by a repair is given a new first one.
+    init(
+        directory: String, options: Options, fileSystem: any FileSystem, expectedIdentity: DataDirectoryIdentity?,
+        heldLock: OpenFile?
+    ) throws(StorageFailure) {
         self.directory = directory
         self.options = options
+        self.fileSystem = fileSystem
+        self.expectedIdentity = expectedIdentity
         self.walDirectory = directory + "/wal"
         let started = ContinuousClock.now
-        try Files.makeDirectory(directory)
-        try lock()
+        if let heldLock {
+            lockFile = heldLock
+        } else {
+            _ = try fileSystem.makeDirectory(directory)
+            lockFile = try Self.lock(directory, fileSystem)
+        }
         do {
             let initialised = try checkFormat()
-            try Files.makeDirectory(walDirectory)
-            try Files.syncDirectory(directory)
-            try recover(requireSegments: initialised)
+            if !initialised {
+                // The directory's own name must be durable before anything in it is acknowledged.
+                try fileSystem.syncDirectory(Self.parent(of: directory))
+            }
+            // Before anything is changed: whose directory is it?
+            try checkIdentity(initialised: initialised)
+            _ = try fileSystem.makeDirectory(walDirectory)
+            try fileSystem.syncDirectory(directory)
+            if !initialised { try discardUnfinishedInitialisation() }
+            try recover(requireSegments: initialised && heldLock == nil)
             // FORMAT is written last: its presence says the directory was fully set up.
             if !initialised {
-                try Files.writeAtomically(Array("raftlite-data \(Self.formatVersion)\n".utf8), to: directory + "/FORMAT",
-                                          directory: directory)
+                try fileSystem.writeAtomically(Array("raftlite-data \(Self.formatVersion)\n".utf8),
+                                               to: directory + "/FORMAT", directory: directory)
             }
         } catch {
             releaseLock()
-            if segmentFD >= 0 { Files.close(segmentFD) }
+            if let segmentFile { fileSystem.close(segmentFile) }
             throw error
         }
         let elapsed = (ContinuousClock.now - started).components
@@ -141,6 +189,15 @@ public final class WriteAheadLog: NodeStorage, LogStorage, @unchecked Sendable {
 
     deinit {
         close()
+    }
+
+    /// The directory that holds `path`.
+    static func parent(of path: String) -> String {
+        var trimmed = Substring(path)
+        while trimmed.count > 1 && trimmed.hasSuffix("/") { trimmed = trimmed.dropLast() }
+        guard let slash = trimmed.lastIndex(of: "/") else { return "." }
+        let parent = trimmed[..<slash]
+        return parent.isEmpty ? "/" : String(parent)
     }
 
     /// Everything the log held when it was opened.
@@ -196,9 +253,9 @@ public final class WriteAheadLog: NodeStorage, LogStorage, @unchecked Sendable {
         while writerStarted && !writerDone { condition.wait() }
         writerDone = true
         condition.unlock()
-        if segmentFD >= 0 {
-            Files.close(segmentFD)
-            segmentFD = -1
+        if let segmentFile {
+            fileSystem.close(segmentFile)
+            self.segmentFile = nil
         }
         releaseLock()
     }
@@ -227,15 +284,15 @@ public final class WriteAheadLog: NodeStorage, LogStorage, @unchecked Sendable {
                 do {
                     errors = try write(batch)
                 } catch {
-                    condition.lock()
-                    failure = error
-                    condition.unlock()
+                    fail(error)
                     errors = Array(repeating: error, count: batch.count)
                 }
             }
             condition.lock()
             counters.writes += batch.count
             condition.unlock()
+            // Nothing is completed before it is durable: one data sync covers the whole batch (group commit).
+            if let error = syncWritten() { errors = Array(repeating: error, count: batch.count) }
             for (request, error) in zip(batch, errors) { request.completion(error) }
             batch.removeAll(keepingCapacity: true)
         }
@@ -257,15 +314,23 @@ public final class WriteAheadLog: NodeStorage, LogStorage, @unchecked Sendable {
         }
     }
 
-    /// Writes a batch with one write and one sync (a compaction in the batch adds a flush point). Returns, per
-    /// request, the error that refused it, if any (an append that would leave a hole); throws when the disk fails,
-    /// which fails the whole log.
+    /// Makes the log refuse every later write with `error`.
+    private func fail(_ error: StorageFailure) {
+        condition.lock()
+        if failure == nil { failure = error }
+        condition.unlock()
+    }
+
+    /// Writes a batch with one write (a compaction, or a segment filling up, adds a flush point before it). Returns,
+    /// per request, the error that refused it, if any (an append that would leave a hole); throws when the disk
+    /// fails, which fails the whole log. The last write is synced by `syncWritten`.
     private func write(_ batch: [Request]) throws(StorageFailure) -> [StorageFailure?] {
         buffer.removeAll(keepingCapacity: true)
         var refused = [StorageFailure?](repeating: nil, count: batch.count)
         for (k, request) in batch.enumerated() {
             if let compaction = request.compaction {
                 try flushBuffer()
+                try syncSegment()
                 guard request.entries.first.map({ $0.index == compaction.index.next }) ?? true,
                     (request.entries.last?.index ?? compaction.index) >= lastIndex
                 else {
@@ -277,7 +342,7 @@ public final class WriteAheadLog: NodeStorage, LogStorage, @unchecked Sendable {
                 try compact(compaction.index, compaction.term, compaction.hardState, retaining: request.entries)
                 continue
             }
-            if let first = request.entries.first, let last = request.entries.last {
+            if let first = request.entries.first {
                 guard first.index <= lastIndex.next, first.index > snapshotIndex else {
                     refused[k] = StorageFailure(
                         .invalidAppend,
@@ -285,63 +350,121 @@ public final class WriteAheadLog: NodeStorage, LogStorage, @unchecked Sendable {
                             + "(compacted through \(snapshotIndex))", file: directory)
                     continue
                 }
-                Records.append(entries: request.entries, to: &buffer)
-                lastIndex = last.index
             }
-            if let hardState = request.hardState {
-                Records.append(.hardState(hardState), to: &buffer)
-                lastWrittenHardState = hardState
+            // Records carry the salt of the segment they land in and the offset their write begins at, so the
+            // segment is chosen before they are encoded: if this request would overfill a segment that holds
+            // something, what came before it is written and synced, and a new segment takes it.
+            let mark = buffer.count
+            encode(request)
+            if segmentSize + buffer.count > options.segmentBytes && (segmentSize > Records.segmentHeaderSize || mark > 0) {
+                buffer.removeSubrange(mark...)
+                try flushBuffer()
+                try syncSegment()
+                try startSegment(sequence: segmentSequence + 1)
+                encode(request)
             }
+            if let last = request.entries.last { lastIndex = last.index }
+            if let hardState = request.hardState { lastWrittenHardState = hardState }
         }
         try flushBuffer()
         return refused
     }
 
-    /// Writes and syncs what the buffer holds, starting a new segment first if the current one is full.
+    /// Appends a request's records to the buffer: its entries, then its hard state.
+    private func encode(_ request: Request) {
+        let batch = UInt64(segmentSize)
+        if !request.entries.isEmpty {
+            Records.append(entries: request.entries, batch: batch, salt: segmentSalt, to: &buffer)
+        }
+        if let hardState = request.hardState {
+            Records.append(.hardState(hardState), batch: batch, salt: segmentSalt, to: &buffer)
+        }
+    }
+
+    /// Writes what the buffer holds at the end of the current segment (one `pwrite`), not yet synced.
     private func flushBuffer() throws(StorageFailure) {
         guard !buffer.isEmpty else { return }
-        if segmentSize > Records.segmentHeaderSize && segmentSize + buffer.count > options.segmentBytes {
-            try startSegment(sequence: segmentSequence + 1)
-        }
-        try Files.writeAll(segmentFD, buffer, at: segmentSize, path: segmentPath)
+        guard let segmentFile else { throw StorageFailure(.closed, "no segment is open", file: segmentPath) }
+        try fileSystem.write(buffer, to: segmentFile, at: segmentSize, path: segmentPath)
         segmentSize += buffer.count
+        unsynced = true
         let written = buffer.count
         buffer.removeAll(keepingCapacity: true)
-        if options.sync { try Files.sync(segmentFD, path: segmentPath) }
         condition.lock()
         counters.bytes += written
+        condition.unlock()
+    }
+
+    /// Makes everything written to the current segment durable (one `fdatasync`).
+    private func syncSegment() throws(StorageFailure) {
+        guard unsynced, let segmentFile else { return }
+        if options.sync {
+            try fileSystem.syncData(segmentFile, path: segmentPath)
+        }
+        unsynced = false
+        condition.lock()
         counters.syncs += options.sync ? 1 : 0
         condition.unlock()
     }
 
+    /// After a batch: syncs its last write; a failure fails the log and is returned.
+    private func syncWritten() -> StorageFailure? {
+        do {
+            try syncSegment()
+            return nil
+        } catch {
+            fail(error)
+            return error
+        }
+    }
+
     /// Closes the current segment (it is already durable) and starts the next, durably named in the directory.
     /// A segment is written under a temporary name and renamed into place once durable, so that a segment that
-    /// exists under its name always holds its first records whole (a compaction's base above all).
-    private func startSegment(sequence: UInt64, firstRecord: [UInt8] = []) throws(StorageFailure) {
+    /// exists under its name always holds its header and first records whole (a compaction's base above all).
+    /// `firstRecords` are encoded with the new segment's salt, as a write beginning right after the header.
+    private func startSegment(
+        sequence: UInt64, firstRecords: (Records.Salt) -> [UInt8] = { _ in [] }
+    ) throws(StorageFailure) {
         let path = segmentPath(sequence)
         let temporary = path + ".tmp"
-        try Files.remove(temporary)
-        let fd = try Files.open(temporary, O_WRONLY | O_CREAT | O_EXCL)
+        let salt = Records.Salt.random()
+        try fileSystem.remove(temporary)
+        let file = try fileSystem.open(temporary, .createNew)
         var header: [UInt8] = []
-        Records.appendSegmentHeader(sequence: sequence, to: &header)
-        header.append(contentsOf: firstRecord)
-        // Preallocated: a segment always ends in zeros, which replay reads as its end.
-        Files.preallocate(fd, max(options.segmentBytes, header.count))
+        Records.appendSegmentHeader(sequence: sequence, salt: salt, to: &header)
+        header.append(contentsOf: firstRecords(salt))
         do throws(StorageFailure) {
-            try Files.writeAll(fd, header, at: 0, path: temporary)
-            try Files.sync(fd, path: temporary)
-            guard rename(temporary, path) == 0 else { throw Files.io("renaming into place", path) }
-            try Files.syncDirectory(walDirectory)
+            // Preallocated: a segment always ends in zeros, which replay reads as its end. Without the space for a
+            // whole segment the log stops here, cleanly, rather than run out in the middle of a write.
+            let length = max(options.segmentBytes, header.count)
+            do {
+                try fileSystem.preallocate(file, length: length, path: temporary)
+            } catch let failure where failure.kind == .noSpace {
+                throw StorageFailure(
+                    .noSpace, "no space left on device for a new log segment of \(length) bytes; the log accepts no "
+                        + "more writes (everything acknowledged is kept): free space, then restart the node",
+                    file: path)
+            }
+            try fileSystem.write(header, to: file, at: 0, path: temporary)
+            try fileSystem.syncData(file, path: temporary)
+            try fileSystem.rename(temporary, to: path)
+            try fileSystem.syncDirectory(walDirectory)
         } catch {
-            Files.close(fd)
+            fileSystem.close(file)
+            // A segment never renamed into place is nothing; if it cannot be removed now, the next open does it.
+            try? fileSystem.remove(temporary)
             throw error
         }
-        if segmentFD >= 0 { Files.close(segmentFD) }
-        segmentFD = fd
+        if let segmentFile { fileSystem.close(segmentFile) }
+        segmentFile = file
         segmentPath = path
         segmentSequence = sequence
+        segmentSalt = salt
         segmentSize = header.count
+        unsynced = false
+        condition.lock()
         counters.segmentsStarted += 1
+        condition.unlock()
     }
 
     private func segmentPath(_ sequence: UInt64) -> String {
@@ -374,66 +497,125 @@ public final class WriteAheadLog: NodeStorage, LogStorage, @unchecked Sendable {
     private func compact(
         _ index: LogIndex, _ term: Term, _ hardState: HardState, retaining retained: [Entry]
     ) throws(StorageFailure) {
-        var first: [UInt8] = []
-        Records.append(.base(index: index, term: term), to: &first)
         // The latest hard state written wins over the caller's, which may predate writes queued before this.
-        Records.append(.hardState(lastWrittenHardState ?? hardState), to: &first)
-        Records.append(entries: retained, to: &first)
+        let latest = lastWrittenHardState ?? hardState
         let old = segmentSequence
-        try startSegment(sequence: old + 1, firstRecord: first)
+        try startSegment(sequence: old + 1) { salt in
+            var first: [UInt8] = []
+            let batch = UInt64(Records.segmentHeaderSize)
+            Records.append(.base(index: index, term: term), batch: batch, salt: salt, to: &first)
+            Records.append(.hardState(latest), batch: batch, salt: salt, to: &first)
+            Records.append(entries: retained, batch: batch, salt: salt, to: &first)
+            return first
+        }
         snapshotIndex = max(snapshotIndex, index)
         lastIndex = retained.last?.index ?? max(lastIndex, index)
         // Oldest first: a crash part way leaves a contiguous run ending at the new base segment, which replay
         // recognises and finishes deleting.
-        for sequence in try Files.list(walDirectory).compactMap(Self.sequence(ofSegment:)).sorted() where sequence <= old {
-            try Files.remove(segmentPath(sequence))
+        for sequence in try fileSystem.list(walDirectory).compactMap(Self.sequence(ofSegment:)).sorted() where sequence <= old {
+            try fileSystem.remove(segmentPath(sequence))
         }
-        try Files.syncDirectory(walDirectory)
+        try fileSystem.syncDirectory(walDirectory)
     }
 
     // MARK: - Opening
 
-    private func lock() throws(StorageFailure) {
+    /// Takes a data directory's lock (`DIR/LOCK`, which holds the pid of the process that has it).
+    static func lock(_ directory: String, _ fileSystem: any FileSystem) throws(StorageFailure) -> OpenFile {
         let path = directory + "/LOCK"
-        let fd = try Files.open(path, O_RDWR | O_CREAT)
-        guard flock(fd, LOCK_EX | LOCK_NB) == 0 else {
-            let holder = (try? Files.readAll(path)).map { String(decoding: $0, as: UTF8.self) } ?? "?"
-            Files.close(fd)
+        let file: OpenFile
+        do {
+            file = try fileSystem.lockExclusively(path)
+        } catch let failure where failure.kind == .locked {
+            let holder = (try? fileSystem.read(path, upTo: 64)).map { String(decoding: $0, as: UTF8.self) } ?? "?"
             throw StorageFailure(
                 .locked, "the data directory is in use by another process (pid \(holder.trimmingCharacters(in: .whitespacesAndNewlines)))",
                 file: directory)
         }
-        let pid = Array("\(getpid())\n".utf8)
-        _ = ftruncate(fd, 0)
-        pid.withUnsafeBytes { _ = pwrite(fd, $0.baseAddress, $0.count, 0) }
-        lockFD = fd
+        // The pid is for the operator reading the error above; failing to write it changes nothing.
+        try? fileSystem.truncate(file, to: 0, path: path)
+        try? fileSystem.write(Array("\(getpid())\n".utf8), to: file, at: 0, path: path)
+        return file
     }
 
     private func releaseLock() {
-        if lockFD >= 0 {
-            _ = flock(lockFD, LOCK_UN)
-            Files.close(lockFD)
-            lockFD = -1
+        if let lockFile {
+            fileSystem.close(lockFile)
+            self.lockFile = nil
         }
     }
+
+    /// Refuses a directory of another node, cluster or member set; writes the identity into a new directory (or one
+    /// set up without one).
+    private func checkIdentity(initialised: Bool) throws(StorageFailure) {
+        let path = directory + "/IDENTITY"
+        if initialised && fileSystem.exists(path) {
+            guard let stored = DataDirectoryIdentity.decode(try fileSystem.read(path, upTo: 1 << 20)) else {
+                throw StorageFailure(.corrupt, "the data directory's IDENTITY file cannot be read", file: path)
+            }
+            identity = stored
+            if let expected = expectedIdentity, let why = stored.refusal(toOpenAs: expected) {
+                throw StorageFailure(.identityMismatch, why, file: directory)
+            }
+            return
+        }
+        guard let expected = expectedIdentity else { return }
+        do {
+            try fileSystem.writeAtomically(expected.encoded(), to: path, directory: directory)
+            identity = expected
+        } catch let failure where initialised && failure.kind == .noSpace {
+            // Claiming a directory that has none is not worth refusing a restart on a full disk.
+            try? fileSystem.remove(path + ".tmp")
+            report.warnings.append("the data directory has no IDENTITY and it could not be written: \(failure)")
+        }
+    }
+
+    /// The text of the FORMAT file this version writes and reads.
+    static let formatLine = "raftlite-data \(formatVersion)"
 
     /// Checks the format version; returns whether the directory was initialised before (it has a FORMAT file).
     private func checkFormat() throws(StorageFailure) -> Bool {
         let path = directory + "/FORMAT"
-        let expected = "raftlite-data \(Self.formatVersion)"
-        guard Files.exists(path) else {
-            if Files.exists(walDirectory), try Files.list(walDirectory).contains(where: { Self.sequence(ofSegment: $0) != nil }) {
-                throw StorageFailure(.unsupportedFormat, "the data directory has a log but no FORMAT file", file: path)
+        guard fileSystem.exists(path) else { return false }
+        let found = String(decoding: try fileSystem.read(path, upTo: 4096), as: UTF8.self)
+            .trimmingCharacters(in: .whitespacesAndNewlines)
+        guard found == Self.formatLine else {
+            if found == "raftlite-data 1" {
+                throw StorageFailure(
+                    .unsupportedFormat,
+                    "this data directory is in RaftLite's data format 1 (\"raftlite-data 1\"), which this version cannot "
+                        + "read: it reads only format \(Self.formatVersion), whose records are sealed with a salt per "
+                        + "segment so that a torn write is never taken for damage, and there is no migration. Run the "
+                        + "version that wrote the directory, or start a new cluster with new, empty data directories",
+                    file: path)
             }
-            return false
-        }
-        let found = String(decoding: try Files.readAll(path), as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
-        guard found == expected else {
             throw StorageFailure(
-                .unsupportedFormat, "the data directory's format is \"\(found)\"; this version reads \"\(expected)\"",
+                .unsupportedFormat,
+                "the data directory's format is \"\(found)\"; this version reads only \"\(Self.formatLine)\"",
                 file: path)
         }
         return true
+    }
+
+    /// In a directory without FORMAT: segments left by an initialisation that a crash interrupted (FORMAT is
+    /// written last) hold nothing, since nothing is written before initialisation ends; they are removed. A segment
+    /// holding anything else is a log whose FORMAT is missing: refused.
+    private func discardUnfinishedInitialisation() throws(StorageFailure) {
+        guard fileSystem.exists(walDirectory) else { return }
+        let names = try fileSystem.list(walDirectory)
+        let segments = names.filter { Self.sequence(ofSegment: $0) != nil }
+        guard !segments.isEmpty else { return }
+        for name in segments {
+            let bytes = try fileSystem.read(walDirectory + "/" + name)
+            let holdsNothing = bytes.count <= Records.segmentHeaderSize
+                || bytes[Records.segmentHeaderSize...].allSatisfy { $0 == 0 }
+            guard holdsNothing else {
+                throw StorageFailure(.unsupportedFormat, "the data directory has a log but no FORMAT file",
+                                     file: directory + "/FORMAT")
+            }
+        }
+        for name in segments { try fileSystem.remove(walDirectory + "/" + name) }
+        try fileSystem.syncDirectory(walDirectory)
     }
 
     static func sequence(ofSegment name: String) -> UInt64? {
@@ -444,10 +626,10 @@ public final class WriteAheadLog: NodeStorage, LogStorage, @unchecked Sendable {
     /// Replays every segment into `recovered` and opens the last one for appending.
     private func recover(requireSegments: Bool) throws(StorageFailure) {
         // A segment still under its temporary name was never finished: nothing in it was acknowledged.
-        for name in try Files.list(walDirectory) where name.hasSuffix(".log.tmp") {
-            try Files.remove(walDirectory + "/" + name)
+        for name in try fileSystem.list(walDirectory) where name.hasSuffix(".log.tmp") {
+            try fileSystem.remove(walDirectory + "/" + name)
         }
-        var sequences = try Files.list(walDirectory).compactMap(Self.sequence(ofSegment:)).sorted()
+        var sequences = try fileSystem.list(walDirectory).compactMap(Self.sequence(ofSegment:)).sorted()
         guard !sequences.isEmpty else {
             if requireSegments {
                 throw StorageFailure(.missingSegment, "the data directory was initialised but its log has no segments",
@@ -457,9 +639,9 @@ public final class WriteAheadLog: NodeStorage, LogStorage, @unchecked Sendable {
             return
         }
         // A compaction interrupted while deleting leaves older segments before its base segment: finish the job.
-        if let base = sequences.reversed().first(where: { startsWithBase(segmentPath($0)) }), base != sequences[0] {
-            for sequence in sequences where sequence < base { try Files.remove(segmentPath(sequence)) }
-            try Files.syncDirectory(walDirectory)
+        if let base = sequences.reversed().first(where: { startsWithBase($0) }), base != sequences[0] {
+            for sequence in sequences where sequence < base { try fileSystem.remove(segmentPath(sequence)) }
+            try fileSystem.syncDirectory(walDirectory)
             sequences.removeAll { $0 < base }
         }
         for (previous, next) in zip(sequences, sequences.dropFirst()) where next != previous + 1 {
@@ -468,143 +650,160 @@ public final class WriteAheadLog: NodeStorage, LogStorage, @unchecked Sendable {
         }
         var entries: [Entry] = []
         var state = PersistentState()
-        var cut: (path: String, offset: Int, size: Int)?
+        var cut: (offset: Int, through: Int)?
         var lastEnd = Records.segmentHeaderSize
+        var lastSalt = Records.Salt(0)
+        var lastIsEmpty = false
+        var previous: (sequence: UInt64, end: Int, salt: Records.Salt)?
         for (k, sequence) in sequences.enumerated() {
             let path = segmentPath(sequence)
             let isLast = k == sequences.count - 1
-            let bytes = try Files.readAll(path)
+            let bytes = try fileSystem.read(path)
             report.segments += 1
-            let header = Array(bytes.prefix(Records.segmentHeaderSize))
-            var expectedHeader: [UInt8] = []
-            Records.appendSegmentHeader(sequence: sequence, to: &expectedHeader)
-            guard header == expectedHeader else {
-                if isLast && bytes.allSatisfy({ $0 == 0 }) || isLast && bytes.count < Records.segmentHeaderSize {
-                    // A crash while the segment was being created: it holds nothing.
-                    cut = (path, 0, bytes.count)
-                    break
-                }
-                throw StorageFailure(.corrupt, "segment header does not match its name", file: path, offset: 0)
+            let header = bytes.withUnsafeBytes { Records.readSegmentHeader($0, sequence: sequence) }
+            let salt: Records.Salt
+            switch header {
+            case .success(let found):
+                salt = found
+            case .failure(.empty) where isLast:
+                // A crash while the segment was being created: it holds nothing.
+                cut = (0, bytes.count)
+                lastIsEmpty = true
+                continue
+            case .failure(.empty):
+                throw StorageFailure(.corrupt, "a segment has no header, and later segments follow it", file: path, offset: 0)
+            case .failure(.formatOne):
+                throw StorageFailure(.unsupportedFormat, "a segment of data format 1 in a format-\(Self.formatVersion) "
+                                         + "directory", file: path, offset: 0)
+            case .failure(.damaged(let why)):
+                throw StorageFailure(.corrupt, why, file: path, offset: 0)
             }
-            var offset = Records.segmentHeaderSize
-            var end = bytes.count
+            let mustStartWithBase = k == 0 && sequence != 1
             var sawFirst = false
-            let failure: StorageFailure? = bytes.withUnsafeBytes { raw -> StorageFailure? in
-                while offset < raw.count {
-                    switch Records.read(raw, at: offset) {
-                    case .success(let (record, next)):
-                        if !sawFirst && k == 0 && sequence != 1 {
-                            guard case .base = record else {
-                                return StorageFailure(
-                                    .missingSegment, "the log's first segment is \(sequence) but it does not say where the log begins",
-                                    file: path, offset: offset)
+            let verdict = bytes.withUnsafeBytes { raw -> Result<(Replay.Scan, Replay.Tail), Replay.Stop> in
+                do throws(Replay.Stop) {
+                    let scan = try Replay.scan(raw, salt: salt) { (read, offset) throws(Replay.Stop) in
+                        if mustStartWithBase && !sawFirst {
+                            guard case .base = read.record else {
+                                throw Replay.Stop(
+                                    kind: .missingSegment,
+                                    problem: "the log's first segment is \(sequence) but it does not say where the log begins",
+                                    offset: offset)
                             }
                         }
                         sawFirst = true
-                        if let problem = Self.apply(record, to: &state, entries: &entries) {
-                            return StorageFailure(.corrupt, problem, file: path, offset: offset)
+                        if let problem = Self.apply(read.record, to: &state, entries: &entries) {
+                            throw Replay.Stop(kind: .corrupt, problem: problem, offset: offset)
                         }
-                        report.records += 1
-                        offset = next
-                        end = next
-                    case .failure(let reason):
-                        // Zeros from here on: the end of what was written (segments are preallocated).
-                        if UnsafeRawBufferPointer(rebasing: raw[offset...]).allSatisfy({ $0 == 0 }) {
-                            end = offset
-                            return nil
-                        }
-                        // A damaged record in the last segment with no sound record anywhere after it is what a crash
-                        // leaves of a write in progress, whichever of its pages reached the disk: cut it off. With a
-                        // sound record after it, the damage is in the middle of the log.
-                        if isLast, Self.soundRecord(in: raw, after: offset) == nil,
-                            !Self.isMalformed(reason)
-                        {
-                            let lastNonZero = raw.lastIndex { $0 != 0 } ?? offset
-                            cut = (path, offset, lastNonZero + 1)
-                            end = offset
-                            return nil
-                        }
-                        let what: String
-                        switch reason {
-                        case .badHeader: what = "a record's header is damaged"
-                        case .truncated: what = "a record is cut short"
-                        case .checksum: what = "a record fails its checksum"
-                        case .malformed(let m): what = "a record is malformed (\(m))"
-                        }
-                        return StorageFailure(
-                            .corrupt, "the log is damaged before its end: \(what); refusing to start rather than lose "
-                                + "committed entries", file: path, offset: offset)
                     }
+                    return .success((scan, Replay.judge(raw, salt: salt, scan: scan, isLast: isLast)))
+                } catch {
+                    return .failure(error)
                 }
-                return nil
             }
-            if let failure { throw failure }
-            if isLast { lastEnd = end }
+            switch verdict {
+            case .failure(let stop):
+                throw StorageFailure(stop.kind, stop.problem, file: path, offset: stop.offset)
+            case .success(let (scan, tail)):
+                report.records += scan.recordCount
+                switch tail {
+                case .clean:
+                    if isLast { lastEnd = scan.end }
+                    if !isLast { previous = (sequence, scan.end, salt) }
+                case .torn(let at, let through):
+                    cut = (at, through)
+                    lastEnd = at
+                case .corrupt(let at, let reason, let later):
+                    let after = later.map { "; a later write (at offset \($0)) follows it, so this one had been synced" } ?? ""
+                    throw StorageFailure(
+                        .corrupt, "the log is damaged before its end: \(reason.text)\(after); refusing to start rather "
+                            + "than lose committed entries", file: path, offset: at)
+                }
+            }
+            if isLast { lastSalt = salt }
         }
         state.entries = entries
         recovered = state
         snapshotIndex = state.snapshotIndex
         lastIndex = state.lastIndex
-        // Continue the last segment where its records end (a fresh one if it was never initialised).
-        guard let last = sequences.last else { return }
-        let path = segmentPath(last)
-        if let cut, cut.path == path, cut.offset < Records.segmentHeaderSize {
-            report.tornBytesCut = cut.size - cut.offset
-            report.tornRecordAt = (cut.path, cut.offset)
-            try Files.remove(path)
-            try startSegment(sequence: last)
-            return
+        // Continue the last segment where its records end. Nothing here may need new space, so that a node on a
+        // full disk can always restart: preallocating is tried, keeping torn bytes aside is best effort.
+        guard var last = sequences.last else { return }
+        if lastIsEmpty, let cut {
+            // A segment left empty by a crash while it was being created.
+            let path = segmentPath(last)
+            report.tornBytesCut = cut.through - cut.offset
+            report.tornRecordAt = (path, cut.offset)
+            if let previous {
+                // Go on in the segment before it (no new space needed; the next one is started when that one is full).
+                try fileSystem.remove(path)
+                try fileSystem.syncDirectory(walDirectory)
+                last = previous.sequence
+                lastEnd = previous.end
+                lastSalt = previous.salt
+            } else {
+                guard last == 1 else {
+                    throw StorageFailure(.missingSegment, "the log's first segment is \(last) but it is empty: it does "
+                                             + "not say where the log begins", file: path, offset: 0)
+                }
+                // The log's only segment: it must be made again, which needs space. The new one replaces it only once
+                // it is whole, so that a failure leaves the directory as it was.
+                do {
+                    try startSegment(sequence: last)
+                } catch let failure where failure.kind == .noSpace {
+                    throw StorageFailure(
+                        .noSpace, "no space left on device to make the log's first segment again (a crash left it "
+                            + "empty); nothing is lost: free space, then restart the node", file: path)
+                }
+                return
+            }
         }
-        segmentFD = try Files.open(path, O_WRONLY)
+        let path = segmentPath(last)
+        let file = try fileSystem.open(path, .write)
+        segmentFile = file
         segmentPath = path
         segmentSequence = last
+        segmentSalt = lastSalt
         segmentSize = lastEnd
-        Files.preallocate(segmentFD, options.segmentBytes)
-        if let cut {
+        do {
+            try fileSystem.preallocate(file, length: options.segmentBytes, path: path)
+        } catch {
+            report.warnings.append("the last segment could not be preallocated, so it grows as it is written: \(error)")
+        }
+        if let cut, !lastIsEmpty {
             // Keep the torn bytes aside (for an operator), then zero them, so that the segment again ends in zeros
-            // where its records end.
-            report.tornBytesCut = cut.size - cut.offset
-            report.tornRecordAt = (cut.path, cut.offset)
-            let torn = try Files.readAll(path).dropFirst(cut.offset).prefix(cut.size - cut.offset)
-            try Files.writeAtomically(Array(torn), to: "\(walDirectory)/torn-\(last)-\(cut.offset).bin", directory: walDirectory)
-            try Files.writeAll(segmentFD, [UInt8](repeating: 0, count: cut.size - cut.offset), at: cut.offset, path: path)
-            try Files.sync(segmentFD, path: path)
+            // where its records end. Zeroing overwrites bytes the file holds already: it needs no new space.
+            report.tornBytesCut = cut.through - cut.offset
+            report.tornRecordAt = (path, cut.offset)
+            let torn = Array(try fileSystem.read(path).dropFirst(cut.offset).prefix(cut.through - cut.offset))
+            let aside = "\(walDirectory)/torn-\(last)-\(cut.offset).bin"
+            do {
+                try fileSystem.writeAtomically(torn, to: aside, directory: walDirectory)
+            } catch {
+                try? fileSystem.remove(aside + ".tmp")
+                report.warnings.append("the \(torn.count) torn bytes cut at offset \(cut.offset) of \(path) could not "
+                                           + "be kept aside in \(aside): \(error)")
+            }
+            try fileSystem.write([UInt8](repeating: 0, count: cut.through - cut.offset), to: file, at: cut.offset, path: path)
+            try fileSystem.syncData(file, path: path)
         }
-    }
-
-    private static func isMalformed(_ reason: Records.ReadFailure) -> Bool {
-        if case .malformed = reason { return true }
-        return false
-    }
-
-    /// The offset of the first sound record (header and checksum) after `offset`, if any.
-    private static func soundRecord(in raw: UnsafeRawBufferPointer, after offset: Int) -> Int? {
-        var p = offset + 1
-        while p + Records.recordHeaderSize <= raw.count {
-            if raw[p] | raw[p + 1] | raw[p + 2] | raw[p + 3] != 0, Records.isValidRecord(raw, at: p) { return p }
-            p += 1
-        }
-        return nil
     }
 
     /// Whether a segment's first record is a compaction base.
-    private func startsWithBase(_ path: String) -> Bool {
-        guard let fd = try? Files.open(path, O_RDONLY) else { return false }
-        defer { Files.close(fd) }
-        var head = [UInt8](repeating: 0, count: Records.segmentHeaderSize + Records.recordHeaderSize + 64)
-        let n = head.withUnsafeMutableBytes { pread(fd, $0.baseAddress, $0.count, 0) }
-        guard n > 0 else { return false }
-        return head.withUnsafeBytes { raw -> Bool in
-            let bytes = UnsafeRawBufferPointer(rebasing: raw[..<n])
-            guard case .success(let (record, _)) = Records.read(bytes, at: Records.segmentHeaderSize),
-                case .base = record
+    private func startsWithBase(_ sequence: UInt64) -> Bool {
+        let limit = Records.segmentHeaderSize + Records.recordHeaderSize + 64
+        guard let head = try? fileSystem.read(segmentPath(sequence), upTo: limit) else { return false }
+        return head.withUnsafeBytes { bytes -> Bool in
+            guard case .success(let salt) = Records.readSegmentHeader(bytes, sequence: sequence),
+                case .success(let read) = Records.read(bytes, at: Records.segmentHeaderSize, salt: salt),
+                case .base = read.record
             else { return false }
             return true
         }
     }
 
     /// Applies one record to the state being rebuilt; returns a problem if the record cannot follow the log so far.
-    private static func apply(_ record: Records.Record, to state: inout PersistentState, entries: inout [Entry]) -> String? {
+    static func apply(_ record: Records.Record, to state: inout PersistentState, entries: inout [Entry]) -> String? {
         switch record {
         case .entries(let batch):
             guard let first = batch.first?.index else { return nil }

@@ -25,9 +25,12 @@ func entries(_ range: ClosedRange<UInt64>, term: UInt64, size: Int = 16) -> [Ent
 
 func bytes(of path: String) throws -> [UInt8] { Array(try Data(contentsOf: URL(fileURLWithPath: path))) }
 
+/// The size of a segment's header (data format 2).
+let segmentHeaderSize = 32
+
 /// The offsets of the records in a segment, and where the last one ends (segments are preallocated: zeros follow).
 func recordOffsets(_ data: [UInt8]) -> (starts: [Int], end: Int) {
-    var offset = 16
+    var offset = segmentHeaderSize
     var starts: [Int] = []
     while offset + 12 <= data.count {
         let length = Int(data[offset]) | Int(data[offset + 1]) << 8 | Int(data[offset + 2]) << 16 | Int(data[offset + 3]) << 24
@@ -57,7 +60,7 @@ func write(_ bytes: [UInt8], to path: String) throws { try Data(bytes).write(to:
         #expect(state.entries == entries(1...10, term: 1) + entries(11...12, term: 3))
         #expect(log.report.tornBytesCut == 0)
         let format = try String(contentsOfFile: dir.path + "/FORMAT", encoding: .utf8)
-        #expect(format == "raftlite-data 1\n")
+        #expect(format == "raftlite-data 2\n")
     }
 
     @Test func anAppendAtOrBelowTheEndCutsTheLogThereAsARepairedFollowerNeeds() throws {
@@ -172,6 +175,17 @@ func write(_ bytes: [UInt8], to path: String) throws { try Data(bytes).write(to:
         #expect(error?.kind == .unsupportedFormat)
     }
 
+    @Test func aDirectoryOfDataFormatOneIsRefusedSayingWhatToDo() throws {
+        let dir = TemporaryDirectory()
+        WriteAheadLogTests.fill(dir)
+        try write(Array("raftlite-data 1\n".utf8), to: dir.path + "/FORMAT")
+        let error = #expect(throws: StorageFailure.self) { try WriteAheadLog(directory: dir.path) }
+        #expect(error?.kind == .unsupportedFormat)
+        let text = error.map { "\($0)" } ?? ""
+        #expect(text.contains("data format 1") && text.contains("cannot read") && text.contains("no migration"), "\(text)")
+        #expect(text.contains("new, empty data directories"), "\(text)")
+    }
+
     /// Twenty records of 16-byte entries: 10 entries each, then a hard state each time.
     static func fill(_ dir: TemporaryDirectory, options: WriteAheadLog.Options = .init()) {
         guard let log = try? WriteAheadLog(directory: dir.path, options: options) else { return }
@@ -257,13 +271,14 @@ func write(_ bytes: [UInt8], to path: String) throws { try Data(bytes).write(to:
         WriteAheadLogTests.fill(dir)
         let segment = try #require(dir.segments.first)
         var data = try bytes(of: segment)
-        // The first record starts right after the 16-byte header; damage its payload.
-        data[16 + 13 + 20] ^= 0x01
+        // The first record starts right after the header; damage its payload (after its 12-byte header, its batch
+        // offset and its type).
+        data[segmentHeaderSize + 12 + 9 + 20] ^= 0x01
         try write(data, to: segment)
         let error = #expect(throws: StorageFailure.self) { try WriteAheadLog(directory: dir.path) }
         #expect(error?.kind == .corrupt)
         #expect(error?.file == segment)
-        #expect(error?.offset == 16)
+        #expect(error?.offset == segmentHeaderSize)
         #expect("\(error.map { "\($0)" } ?? "")".contains("checksum"))
         // Nothing was cut: the damaged file is left as it was, for an operator to look at.
         #expect(try bytes(of: segment) == data)
@@ -304,19 +319,41 @@ func write(_ bytes: [UInt8], to path: String) throws { try Data(bytes).write(to:
         #expect(error?.file == segment)
     }
 
-    @Test func damageFollowedByASoundRecordIsDamageNotATornWrite() throws {
+    @Test func damageFollowedByALaterWriteIsDamageNotATornWrite() throws {
         let dir = TemporaryDirectory()
         WriteAheadLogTests.fill(dir)
         let segment = try #require(dir.segments.last)
         var data = try bytes(of: segment)
         let (starts, _) = recordOffsets(data)
-        // The second-to-last record fails its checksum; the last one is sound: the log was damaged in place.
-        let victim = starts[starts.count - 2]
-        data[victim + 14] ^= 0x04
+        // The hard state of the second-to-last write fails its checksum; the last write is sound: the damaged one had
+        // been synced before it, so the log was damaged in place.
+        let victim = starts[starts.count - 3]
+        data[victim + 24] ^= 0x04
         try write(data, to: segment)
         let error = #expect(throws: StorageFailure.self) { try WriteAheadLog(directory: dir.path) }
         #expect(error?.kind == .corrupt)
+        #expect(error?.file == segment)
         #expect(error?.offset == victim)
+        #expect("\(error.map { "\($0)" } ?? "")".contains("a later write (at offset \(starts[starts.count - 2]))"))
+        #expect(try bytes(of: segment) == data, "nothing was cut or zeroed")
+    }
+
+    @Test func damageFollowedOnlyBySoundRecordsOfTheSameWriteIsATornWrite() throws {
+        let dir = TemporaryDirectory()
+        WriteAheadLogTests.fill(dir)
+        let segment = try #require(dir.segments.last)
+        var data = try bytes(of: segment)
+        let (starts, _) = recordOffsets(data)
+        // The last write holds two records, its entries and its hard state: a crash kept the hard state's page but
+        // not the entries'. Nothing of that write was acknowledged.
+        let victim = starts[starts.count - 2]
+        data[victim + 30] ^= 0x04
+        try write(data, to: segment)
+        let log = try WriteAheadLog(directory: dir.path)
+        defer { log.close() }
+        #expect(log.initialState().lastIndex == LogIndex(190))
+        #expect(log.initialState().hardState.commit == LogIndex(180))
+        #expect(log.report.tornRecordAt?.offset == victim)
     }
 
     @Test func aDamagedLengthIsDamageNotAnInvitationToCutTheWholeLog() throws {
@@ -324,11 +361,11 @@ func write(_ bytes: [UInt8], to path: String) throws { try Data(bytes).write(to:
         WriteAheadLogTests.fill(dir)
         let segment = try #require(dir.segments.last)
         var data = try bytes(of: segment)
-        data[16 + 3] ^= 0x08  // a high bit of the first record's length: it now claims to run past everything
+        data[segmentHeaderSize + 3] ^= 0x08  // a high bit of the first record's length: it claims to run past everything
         try write(data, to: segment)
         let error = #expect(throws: StorageFailure.self) { try WriteAheadLog(directory: dir.path) }
         #expect(error?.kind == .corrupt)
-        #expect(error?.offset == 16)
+        #expect(error?.offset == segmentHeaderSize)
         #expect("\(error.map { "\($0)" } ?? "")".contains("header"))
         #expect(try bytes(of: segment) == data, "nothing was cut or zeroed")
     }
