@@ -4,6 +4,7 @@
 #   Scripts/mutation-check.sh                                  # every mutation
 #   SCHEDULES=2000 Scripts/mutation-check.sh commit-rule       # some of them, by name
 #   Scripts/mutation-check.sh wal-no-sync wal-complete-before-sync
+#   MAX_FAILURES=100000 Scripts/mutation-check.sh commit-rule   # count every schedule that fails
 #
 # Mutations come in groups, one per target: a source file and the test that must catch a mutation of it (a command,
 # and the line it prints when it fails). Each mutation is applied in place, the target's test runs, and the original
@@ -13,6 +14,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 schedules=${SCHEDULES:-10000}
+# MAX_FAILURES=100000 counts every failing schedule instead of stopping at the first (for the README's table).
+max_failures=${MAX_FAILURES:-1}
 selected=("$@")
 survivors=0
 declare -A backups=()
@@ -57,6 +60,7 @@ PY
     survivors=$((survivors + 1))
   elif grep -q "$failure_line" "$log"; then
     echo "   caught: $(grep -m1 "$failure_line" "$log" | sed "s/^.*$failure_line: //" | cut -c1-160)"
+    if grep -q "of the schedules run failed" "$log"; then echo "   $(grep -m1 'of the schedules run failed' "$log")"; fi
     echo "   $(grep -m1 'replay:' "$log" | sed 's/^ *//')"
   else
     echo "   the build or test run failed for another reason:"
@@ -69,7 +73,7 @@ PY
 
 # The Raft rules, against the simulator's 10,000 schedules (release build).
 target Sources/RaftCore/Raft.swift "simulation failed" \
-  env RAFT_SIM_SCHEDULES="$schedules" RAFT_SIM_MAX_FAILURES=1 \
+  env RAFT_SIM_SCHEDULES="$schedules" RAFT_SIM_MAX_FAILURES="$max_failures" \
   swift test -c release --filter randomizedSchedulesKeepEveryInvariant
 
 mutate commit-rule "count replicas of an old-term entry (Raft §5.4.2, Figure 8)" \
@@ -84,6 +88,28 @@ mutate leader-self-durability "count the leader's own log before it is durable (
 mutate ack-before-persist "acknowledge entries before they are durable" \
   'send(.appendEntriesResponse(AppendEntriesResponse(success: true, index: lastNew)), to: leaderID)' \
   'send(.appendEntriesResponse(AppendEntriesResponse(success: true, index: lastNew)), to: leaderID, immediately: true)'
+
+mutate stale-term-messages "keep messages queued in an older term when the term moves" \
+  '            messages.removeAll { $0.term < newTerm }
+            messagesAfterPersist.removeAll { $0.term < newTerm }' \
+  '            _ = newTerm'
+
+# Exactly-once proposals, against the same simulation: copies refused at apply time, and "lost" only once proven.
+target Sources/RaftCore/Proposals/ProposalSessions.swift "simulation failed" \
+  env RAFT_SIM_SCHEDULES="$schedules" RAFT_SIM_MAX_FAILURES="$max_failures" \
+  swift test -c release --filter randomizedSchedulesKeepEveryInvariant
+
+mutate apply-copies "apply a copy of a proposal that was applied before" \
+  '                if applied[k] == sequence { return false }' \
+  '                if applied[k] == sequence { return true }'
+
+target Sources/RaftCore/Proposals/ProposalTracker.swift "simulation failed" \
+  env RAFT_SIM_SCHEDULES="$schedules" RAFT_SIM_MAX_FAILURES="$max_failures" \
+  swift test -c release --filter randomizedSchedulesKeepEveryInvariant
+
+mutate lost-too-early "settle a proposal as lost when an entry of its copy's own term is applied" \
+  'where p.liveTerm.map({ $0 < entry.term }) == true' \
+  'where p.liveTerm.map({ $0 <= entry.term }) == true'
 
 # The write-ahead log's durability, against the power-cut test over the simulated file system (debug build).
 target Sources/RaftStorage/WriteAheadLog.swift "power cuts failed" \
