@@ -83,11 +83,7 @@ public final class RaftNode<Machine: StateMachine>: Sendable {
         storage: any NodeStorage = InMemoryNodeStorage(), options: Options = Options(),
         eventLoop: (any EventLoop)? = nil, transport: (any RaftTransport)? = nil
     ) throws(RaftNodeError) {
-        guard let me = cluster[name] else {
-            throw .configuration(
-                "node \"\(name)\" is not in the cluster configuration (members: "
-                    + cluster.members.map(\.name).joined(separator: ", ") + ")")
-        }
+        let me = try Self.member(name, of: cluster)
         if let eventLoop, let transport, eventLoop !== transport.eventLoop {
             throw .configuration("the transport runs on another event loop than the one given for the node")
         }
@@ -119,6 +115,16 @@ public final class RaftNode<Machine: StateMachine>: Sendable {
         self.runtime = NIOLoopBoundBox.makeEmptyBox(valueType: NodeRuntime<Machine>.self, eventLoop: loop)
         self.observers = NIOLoopBoundBox.makeBoxSendingValue(Observers(), eventLoop: loop)
         self.metrics = NodeMetrics(node: name, peers: cluster.members.filter { $0.name != name }.map { ($0.id, $0.name) })
+    }
+
+    /// The member named `name`, or the error that says it is not one.
+    static func member(_ name: String, of cluster: ClusterConfiguration) throws(RaftNodeError) -> ClusterConfiguration.Member {
+        guard let me = cluster[name] else {
+            throw .configuration(
+                "node \"\(name)\" is not in the cluster configuration (members: "
+                    + cluster.members.map(\.name).joined(separator: ", ") + ")")
+        }
+        return me
     }
 
     // MARK: - Life cycle
@@ -594,11 +600,7 @@ extension RaftNode {
         cluster: ClusterConfiguration, name: String, stateMachine: sending Machine, dataDirectory: String,
         options: Options = Options()
     ) throws(RaftNodeError) {
-        guard let me = cluster[name] else {
-            throw .configuration(
-                "node \"\(name)\" is not in the cluster configuration (members: "
-                    + cluster.members.map(\.name).joined(separator: ", ") + ")")
-        }
+        let me = try Self.member(name, of: cluster)
         let identity = DataDirectoryIdentity(
             clusterID: cluster.clusterID, nodeName: name, nodeID: me.id, members: cluster.members.map(\.name))
         let log: WriteAheadLog

@@ -84,7 +84,7 @@ public final class LogRepair {
                          + (identity.map { "; \($0)" } ?? "; no identity"))
             if segments.isEmpty { lines.append("  no segments") }
             for segment in segments {
-                var line = "  \(segment.name): \(segment.size) bytes"
+                var line = "  \(segment.name): written up to offset \(max(segment.size, segment.end))"
                 if segment.leftOverFromCompaction { line += " (left over from a compaction: opening deletes it)" }
                 if let problem = segment.headerProblem {
                     line += "; header unusable: \(problem)"
