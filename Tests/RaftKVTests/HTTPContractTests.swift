@@ -66,8 +66,11 @@ import Testing
         #expect(try await client.put("before", Array("ok".utf8)).status == 200)
 
         network.isolate(node.id)
+        let before = await node.status().lastIndex
         let write = Task { try await client.put("in flight", Array("maybe".utf8)) }
-        try await Task.sleep(for: .milliseconds(200))
+        // Stop only once the leader has appended the write (it cannot commit: the leader is cut off).
+        let appended = await eventually { await node.status().lastIndex > before }
+        #expect(appended)
         await node.stop()
         let response = try await write.value
         #expect(response.status == 504, "\(response.status) \(response.text)")

@@ -159,7 +159,7 @@ struct InMemoryCluster {
     /// next tick, instead of costing its client the whole deadline and ending as "unknown".
     @Test func aForwardedProposalLostWithItsLinkIsSentAgain() async throws {
         var options = LocalCluster.options()
-        options.proposalTimeout = .seconds(3)
+        options.proposalTimeout = .seconds(8)
         let cluster = try InMemoryCluster(options: options) { id, network, loop in
             MisbehavingTransport(id: id, network: network, eventLoop: loop, fault: .loseProposals(count: 3))
         }
@@ -207,8 +207,10 @@ struct InMemoryCluster {
         // The leader appends, but cannot commit: nothing reaches the followers.
         for k in 0..<3 where k != leader { cluster.network.isolate(cluster.nodes[k].id) }
         cluster.network.isolate(cluster.nodes[leader].id)
+        let before = await cluster.nodes[leader].status().lastIndex
         let appended = Task { try await cluster.nodes[leader].propose("appended, not committed") }
-        try await Task.sleep(for: .milliseconds(100))
+        let isAppended = await eventually { await cluster.nodes[leader].status().lastIndex > before }
+        #expect(isAppended)
         await cluster.nodes[leader].stop()
         let error = await #expect(throws: RaftNodeError.self) { try await appended.value }
         #expect(error == .stoppedOutcomeUnknown)
