@@ -36,6 +36,17 @@ public struct RaftLog: Sendable {
         let last = LogIndex(snapshotIndex.rawValue + UInt64(entries.count))
         self.stable = last
         self.handedOut = last
+        checkMarks()
+    }
+
+    /// Checks, in debug builds, that the marks are in the order the type's documentation promises. Every mutating
+    /// method ends with this check; a release build skips it.
+    func checkMarks() {
+        assert(snapshotIndex <= applied && applied <= committed && committed <= lastIndex,
+               "log marks out of order: snapshot \(snapshotIndex), applied \(applied), committed \(committed), last \(lastIndex)")
+        assert(snapshotIndex <= stable && stable <= handedOut && handedOut <= lastIndex,
+               "log marks out of order: snapshot \(snapshotIndex), stable \(stable), handed out \(handedOut), last \(lastIndex)")
+        assert(applied <= handedOut, "log applied \(applied) beyond what was handed out to persist \(handedOut)")
     }
 
     public var firstIndex: LogIndex { snapshotIndex.next }
@@ -100,6 +111,7 @@ public struct RaftLog: Sendable {
     mutating func appendAsLeader(_ entry: Entry) {
         assert(entry.index == lastIndex.next, "leader append must extend the log")
         entries.append(entry)
+        checkMarks()
     }
 
     /// The outcome of offering a leader's entries to a follower's log.
@@ -134,6 +146,7 @@ public struct RaftLog: Sendable {
         if k < newEntries.count {
             entries.append(contentsOf: newEntries[k...])
         }
+        checkMarks()
         return .appended(lastNewIndex: lastNew)
     }
 
@@ -149,6 +162,7 @@ public struct RaftLog: Sendable {
     mutating func commit(to index: LogIndex) {
         let target = min(index, lastIndex)
         if target > committed { committed = target }
+        checkMarks()
     }
 
     /// The largest index at or below `index` whose term is at most `term`, and that term: where a log that has
@@ -175,6 +189,7 @@ public struct RaftLog: Sendable {
         guard handedOut < lastIndex else { return [] }
         let out = Array(entries[offset(of: handedOut.next)...])
         handedOut = lastIndex
+        checkMarks()
         return out
     }
 
@@ -186,6 +201,7 @@ public struct RaftLog: Sendable {
     mutating func persisted(upTo index: LogIndex, term: Term) {
         guard index > stable, index <= handedOut, matches(index: index, term: term) else { return }
         stable = index
+        checkMarks()
     }
 
     /// Committed entries not yet handed out for applying, limited to those handed out for persisting.
@@ -194,6 +210,7 @@ public struct RaftLog: Sendable {
         guard end > applied else { return [] }
         let out = entries(applied.next, through: end)
         applied = end
+        checkMarks()
         return out
     }
 

@@ -33,11 +33,8 @@ public struct Raft: Sendable {
     /// The log, with its commit, apply and durability marks.
     public private(set) var log: RaftLog
 
-    private var voters: MajorityConfig
-    /// The leader's view of each follower (empty unless leader).
-    private var progress: [NodeID: Progress] = [:]
-    /// Votes received in the current election (or pre-vote poll).
-    private var votes: [NodeID: Bool] = [:]
+    /// The members, the leader's view of each follower, the votes of an election, and the quorum arithmetic.
+    private var tracker: ProgressTracker
     /// Ticks since the last election timeout reset (followers, candidates), or since the last quorum check (leader).
     private var electionElapsed = 0
     private var heartbeatElapsed = 0
@@ -78,7 +75,7 @@ public struct Raft: Sendable {
         // stored term. The node has then sent nothing in that term, so it may simply adopt it, with no vote.
         let term = max(hs.term, lastTerm)
         self.configuration = configuration
-        self.voters = MajorityConfig(configuration.voters)
+        self.tracker = ProgressTracker(id: configuration.id, voters: JointConfig(configuration.voters))
         self.random = SplitMix64(seed: configuration.randomSeed)
         self.term = term
         self.votedFor = hs.term == term ? hs.votedFor : nil
@@ -135,11 +132,11 @@ public struct Raft: Sendable {
     public var status: Status {
         Status(
             id: id, role: role, term: term, leader: leader, commitIndex: log.committed,
-            appliedIndex: log.applied, lastIndex: log.lastIndex, progress: progress)
+            appliedIndex: log.applied, lastIndex: log.lastIndex, progress: tracker.progress)
     }
 
     /// The leader's view of `peer`, if this node is the leader.
-    public func progress(of peer: NodeID) -> Progress? { progress[peer] }
+    public func progress(of peer: NodeID) -> Progress? { tracker.progress[peer] }
 
     /// The hard state as it is now (term, vote, commit).
     public var hardState: HardState { HardState(term: term, votedFor: votedFor, commit: log.committed) }
@@ -171,9 +168,7 @@ public struct Raft: Sendable {
             // Thesis §6.2: a leader that has not heard from a quorum in an election timeout steps down, so that
             // clients can find the real leader and a partitioned leader stops serving.
             if configuration.checkQuorum {
-                let active = voters.hasQuorum { $0 == id || progress[$0]?.recentActive == true }
-                for i in progress.indices { progress.values[i].recentActive = false }
-                if !active {
+                if !tracker.quorumActive() {
                     becomeFollower(term: term, leader: nil)
                     return
                 }
@@ -189,11 +184,11 @@ public struct Raft: Sendable {
     /// benchmarks use it to choose the first leader.
     public mutating func campaign() {
         guard isPromotable, role != .leader, term < Term.ceiling else { return }
-        startElection(preVote: configuration.preVote)
+        campaign(configuration.preVote ? .preElection : .election)
     }
 
     /// Whether this node may become leader: only voters stand for election.
-    private var isPromotable: Bool { voters.contains(id) }
+    private var isPromotable: Bool { tracker.isVoter(id) }
 
     /// Handles a message from a peer.
     ///
@@ -355,8 +350,8 @@ public struct Raft: Sendable {
         leader = nil
         heartbeatElapsed = 0
         resetElectionTimer()
-        votes = [:]
-        progress = [:]
+        tracker.resetVotes()
+        tracker.clearProgress()
         needsFlush = false
     }
 
@@ -366,48 +361,67 @@ public struct Raft: Sendable {
         leader = newLeader
     }
 
+    /// Starts a pre-vote poll. A pre-candidate keeps its term and vote: the poll changes nothing durable, on any node.
+    private mutating func becomePreCandidate() {
+        leader = nil
+        tracker.resetVotes()
+        tracker.clearProgress()
+        resetElectionTimer()
+        role = .preCandidate
+    }
+
+    /// Starts a real election: a new term, with this node's vote for itself.
+    private mutating func becomeCandidate() {
+        reset(term: term.next)
+        role = .candidate
+        votedFor = id
+    }
+
     private mutating func becomeLeader() {
         reset(term: term)
         role = .leader
         leader = id
         let next = log.lastIndex.next
-        for peer in voters.ordered where peer != id {
-            var pr = Progress(next: next, maxInflight: configuration.maxInflightMessages)
-            // Give every follower a full CheckQuorum period before it must have answered.
-            pr.recentActive = true
-            progress[peer] = pr
-        }
+        // Every follower is probed from the end of our log, and has a full CheckQuorum period before it must have
+        // answered.
+        tracker.resetProgress(next: next, maxInflight: configuration.maxInflightMessages)
         // Raft §8: a new leader appends an empty entry of its own term; committing it commits everything before
         // it (§5.4.2), and tells the leader which of its entries are committed.
         log.appendAsLeader(Entry(term: term, index: next, kind: .noop))
         needsFlush = true
     }
 
-    /// Starts an election (Raft §5.2), or, with `preVote`, a poll that a real election would succeed (thesis §9.6).
-    private mutating func startElection(preVote: Bool) {
+    /// The ways a node stands for election.
+    enum CampaignKind: Sendable, Hashable {
+        /// A poll that a real election would succeed (thesis §9.6): asks for votes in the next term without
+        /// entering it.
+        case preElection
+        /// A real election in the next term (Raft §5.2).
+        case election
+    }
+
+    /// Asks the voters for their votes: in a real election, or in a pre-vote poll.
+    private mutating func campaign(_ kind: CampaignKind) {
         let electionTerm: Term
-        if preVote {
-            // A pre-candidate keeps its term and vote: the poll changes nothing durable, on any node.
-            leader = nil
-            votes = [:]
-            progress = [:]
-            resetElectionTimer()
-            role = .preCandidate
+        switch kind {
+        case .preElection:
+            becomePreCandidate()
             electionTerm = term.next
-        } else {
-            reset(term: term.next)
-            role = .candidate
-            votedFor = id
+        case .election:
+            becomeCandidate()
             electionTerm = term
         }
-        votes[id] = true
-        if voters.voteResult(votes) == .won {
+        if tracker.recordVote(from: id, granted: true) == .won {
             // A single-voter cluster wins at once.
-            if preVote { startElection(preVote: false) } else { becomeLeader() }
+            switch kind {
+            case .preElection: campaign(.election)
+            case .election: becomeLeader()
+            }
             return
         }
-        let request = RequestVote(preVote: preVote, lastLogIndex: log.lastIndex, lastLogTerm: log.lastTerm)
-        for voter in voters.ordered where voter != id {
+        let request = RequestVote(
+            preVote: kind == .preElection, lastLogIndex: log.lastIndex, lastLogTerm: log.lastTerm)
+        for voter in tracker.peers where tracker.isVoter(voter) {
             // A vote request goes out only after the candidate's own term and vote are durable (it is a
             // message-after-persist), so a crash cannot make it vote twice in this term.
             send(.requestVote(request), to: voter, term: electionTerm)
@@ -447,10 +461,9 @@ public struct Raft: Sendable {
             guard response.preVote == (role == .preCandidate) else { return }
             // A granted pre-vote must answer this poll (for the next term), not an earlier one.
             if response.preVote && response.granted && m.term != term.next { return }
-            if votes[m.from] == nil { votes[m.from] = response.granted }
-            switch voters.voteResult(votes) {
+            switch tracker.recordVote(from: m.from, granted: response.granted) {
             case .won:
-                if role == .preCandidate { startElection(preVote: false) } else { becomeLeader() }
+                if role == .preCandidate { campaign(.election) } else { becomeLeader() }
             case .lost:
                 becomeFollower(term: term, leader: nil)
             case .pending:
@@ -573,8 +586,7 @@ public struct Raft: Sendable {
     /// Runs `body` on the leader's progress record for `peer`, in place.
     @discardableResult
     private mutating func updateProgress<R>(of peer: NodeID, _ body: (inout Progress) -> R) -> R? {
-        guard let i = progress.index(forKey: peer) else { return nil }
-        return body(&progress.values[i])
+        tracker.update(peer, body)
     }
 
     private mutating func appendProposals(_ batch: some Collection<[UInt8]>) {
@@ -588,9 +600,7 @@ public struct Raft: Sendable {
     /// from the current term. Entries of earlier terms are committed only indirectly, by a later entry of this
     /// term (Figure 8 shows why counting replicas of an old entry is unsafe).
     private mutating func maybeCommit() {
-        let index = voters.committedIndex { peer in
-            peer == id ? log.stable : (progress[peer]?.match ?? .zero)
-        }
+        let index = tracker.committedIndex(own: log.stable)
         guard index > log.committed, log.term(at: index) == term else { return }
         log.commit(to: index)
         needsFlush = true
@@ -600,7 +610,7 @@ public struct Raft: Sendable {
     /// receive, a commit notice when its commit index is behind.
     private mutating func flushReplication() {
         let committed = log.committed
-        for peer in voters.ordered where peer != id {
+        for peer in tracker.peers {
             var sent = false
             while sendAppend(to: peer, allowEmpty: false) { sent = true }
             guard !sent else { continue }
@@ -618,7 +628,7 @@ public struct Raft: Sendable {
     /// the follower is paused. Returns whether a message was sent.
     @discardableResult
     private mutating func sendAppend(to peer: NodeID, allowEmpty: Bool) -> Bool {
-        guard let next = progress[peer].flatMap({ $0.isPaused ? nil : $0.next }) else { return false }
+        guard let next = tracker.progress[peer].flatMap({ $0.isPaused ? nil : $0.next }) else { return false }
         let prevIndex = next.previous
         guard let prevTerm = log.term(at: prevIndex) else { return false }
         let entries = log.entries(
@@ -638,7 +648,7 @@ public struct Raft: Sendable {
 
     private mutating func broadcastHeartbeat() {
         let committed = log.committed
-        for peer in voters.ordered where peer != id {
+        for peer in tracker.peers {
             let commit = updateProgress(of: peer) { pr in
                 let commit = min(committed, pr.match)
                 pr.commitSent = max(pr.commitSent, commit)
@@ -662,7 +672,7 @@ public struct Raft: Sendable {
         }
     }
 
-    private func isMember(_ node: NodeID) -> Bool { voters.contains(node) }
+    private func isMember(_ node: NodeID) -> Bool { tracker.isMember(node) }
 
     /// Whether a message is internally consistent. A well-behaved peer only sends well-formed messages; anything
     /// else is dropped before it can touch the log.

@@ -95,6 +95,14 @@ public struct Progress: Sendable, Hashable {
         inflights.reset()
     }
 
+    /// Checks, in debug builds, the marks every record keeps: the next index lies beyond the match, and in replicate
+    /// state the messages in flight lie between them, oldest first.
+    func checkInvariants() {
+        assert(next > match, "progress: next \(next) must exceed match \(match)")
+        assert(state == .replicate || inflights.count == 0, "progress: messages in flight while probing")
+        assert(inflights.isOrdered(below: next), "progress: in-flight window out of order or beyond next \(next)")
+    }
+
     /// Notes that an AppendEntries was sent: with entries up to `last`, or none (`isEmpty`).
     mutating func sent(entriesThrough last: LogIndex, isEmpty: Bool = false) {
         switch state {
@@ -146,5 +154,16 @@ struct Inflights: Sendable, Hashable {
     mutating func reset() {
         start = 0
         count = 0
+    }
+
+    /// Whether the messages in flight end at increasing indexes, all below `bound` (checked in debug builds).
+    func isOrdered(below bound: LogIndex) -> Bool {
+        var previous = LogIndex.zero
+        for k in 0..<count {
+            let last = buffer[(start + k) % buffer.count]
+            guard last >= previous, last < bound else { return false }
+            previous = last
+        }
+        return true
     }
 }

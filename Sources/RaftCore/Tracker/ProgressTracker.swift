@@ -1,0 +1,90 @@
+/// Who is in the cluster and how far each member has come, as this node sees it: the voters (a `JointConfig`, so
+/// that a membership change can need two majorities), the learners (members that receive the log but do not vote),
+/// the leader's `Progress` record for every other member, and the votes of the election in progress.
+///
+/// It answers the quorum questions the core asks — how far the log is committed, whether an election is won,
+/// whether a quorum was heard from lately — so that `Raft` never counts replicas itself.
+public struct ProgressTracker: Sendable {
+    /// The node whose view this is; it keeps no `Progress` record of its own.
+    public let id: NodeID
+    /// The members with a vote.
+    public private(set) var voters: JointConfig
+    /// The members that receive the log without a vote.
+    public private(set) var learners: Set<NodeID>
+    /// Every member but this node, in ascending order: the nodes a leader replicates to. (Iterating a `Set` would
+    /// visit them in an order that changes from process to process; the core must behave the same on every run.)
+    public private(set) var peers: [NodeID]
+    /// The leader's view of each peer (empty unless this node leads).
+    public private(set) var progress: [NodeID: Progress] = [:]
+    /// Votes received in the current election or pre-vote poll (this node's own included).
+    private var votes: [NodeID: Bool] = [:]
+
+    public init(id: NodeID, voters: JointConfig, learners: Set<NodeID> = []) {
+        self.id = id
+        self.voters = voters
+        self.learners = learners.subtracting(voters.voters)
+        self.peers = voters.voters.union(learners).subtracting([id]).sorted()
+    }
+
+    /// Whether `node` belongs to the cluster, as a voter or a learner.
+    public func isMember(_ node: NodeID) -> Bool { voters.contains(node) || learners.contains(node) }
+
+    /// Whether `node` has a vote.
+    public func isVoter(_ node: NodeID) -> Bool { voters.contains(node) }
+
+    // MARK: - Progress
+
+    /// Starts tracking every peer afresh, as a new leader does: each is probed from `next`, and counts as recently
+    /// active, so that it has a whole CheckQuorum period to answer.
+    mutating func resetProgress(next: LogIndex, maxInflight: Int) {
+        progress = [:]
+        for peer in peers {
+            var pr = Progress(next: next, maxInflight: maxInflight)
+            pr.recentActive = true
+            progress[peer] = pr
+        }
+    }
+
+    /// Forgets every peer's progress (a node that stops leading).
+    mutating func clearProgress() {
+        progress = [:]
+    }
+
+    /// Runs `body` on the progress record of `peer`, in place; nil if the peer has none.
+    @discardableResult
+    mutating func update<R>(_ peer: NodeID, _ body: (inout Progress) -> R) -> R? {
+        guard let i = progress.index(forKey: peer) else { return nil }
+        let result = body(&progress.values[i])
+        progress.values[i].checkInvariants()
+        return result
+    }
+
+    /// The highest index held by a quorum of voters, counting this node as holding `own` (its durable log).
+    func committedIndex(own: LogIndex) -> LogIndex {
+        voters.committedIndex { peer in peer == id ? own : (progress[peer]?.match ?? .zero) }
+    }
+
+    /// Whether a quorum of voters (this node included) was heard from since the last call; starts a new period.
+    mutating func quorumActive() -> Bool {
+        let active = voters.hasQuorum { $0 == id || progress[$0]?.recentActive == true }
+        for i in progress.indices { progress.values[i].recentActive = false }
+        return active
+    }
+
+    // MARK: - Votes
+
+    /// Forgets the votes of an earlier election.
+    mutating func resetVotes() {
+        votes = [:]
+    }
+
+    /// Records `voter`'s answer (the first answer counts; a repeat changes nothing) and returns the election's state.
+    @discardableResult
+    mutating func recordVote(from voter: NodeID, granted: Bool) -> VoteResult {
+        if votes[voter] == nil { votes[voter] = granted }
+        return voteResult
+    }
+
+    /// The state of the election so far.
+    var voteResult: VoteResult { voters.voteResult(votes) }
+}
