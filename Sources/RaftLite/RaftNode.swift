@@ -471,31 +471,25 @@ public final class RaftNode<Machine: StateMachine>: Sendable {
     /// Carries out every ready, following the I/O contract of `Ready`.
     private func process() {
         guard let rt = runtime.value, !rt.stopped else { return }
-        while rt.raft.hasReady {
-            let ready = rt.raft.ready()
-            for message in ready.messages { send(message) }
-            let needsWrite = !ready.entries.isEmpty || ready.hardState != nil
-            if !needsWrite && rt.writes.isEmpty {
-                finish(ready, rt)
-            } else {
-                // A ready with nothing to write still waits for the writes before it, but costs no storage call.
-                rt.writes.append((ready, needsWrite))
-                guard needsWrite else { continue }
+        while let step = rt.pipeline.take(from: &rt.raft) {
+            for message in step.messages { send(message) }
+            if let write = step.write {
                 let started = NIODeadline.now()
-                storage.persist(entries: ready.entries, hardState: ready.hardState) { [weak self] error in
+                storage.persist(entries: write.entries, hardState: write.hardState) { [weak self] error in
                     guard let node = self else { return }
                     let took = NIODeadline.now().nanoseconds(since: started)
                     node.metrics.storageWriteDuration.recordNanoseconds(took)
                     node.eventLoop.execute { node.writeCompleted(error) }
                 }
             }
+            for ready in step.durable { finish(ready, rt) }
         }
         transport.flush()
         reportLeadership(rt)
     }
 
     private func writeCompleted(_ error: (any Error)?) {
-        guard let rt = runtime.value, !rt.stopped, !rt.writes.isEmpty else { return }
+        guard let rt = runtime.value, !rt.stopped, rt.pipeline.writesInProgress > 0 else { return }
         if let error {
             // The node cannot go on without durable storage: it would break the promises it made.
             logger.critical("storage write failed; stopping the node", metadata: ["error": "\(error)"])
@@ -506,21 +500,16 @@ public final class RaftNode<Machine: StateMachine>: Sendable {
             return
         }
         // The oldest write is durable: finish it, and the readies queued behind it that had nothing to write.
-        let (ready, _) = rt.writes.removeFirst()
-        finish(ready, rt)
-        while let (next, needsWrite) = rt.writes.first, !needsWrite {
-            rt.writes.removeFirst()
-            finish(next, rt)
-        }
+        for ready in rt.pipeline.writeCompleted(&rt.raft) { finish(ready, rt) }
         process()
     }
 
-    /// What follows a durable write: send what waited for it, apply committed commands, tell the core.
+    /// What follows a durable write (the pipeline has told the core): send what waited for it, apply committed
+    /// commands.
     private func finish(_ ready: Ready, _ rt: NodeRuntime<Machine>) {
         for message in ready.messagesAfterPersist { send(message) }
         var lost: [UInt64] = []
         for entry in ready.committedEntries { apply(entry, rt, lost: &lost) }
-        rt.raft.advance(ready)
         // Proposals proven lost by what was applied: no copy of them can commit any more, so they go again.
         for sequence in lost { hand(sequence, rt) }
     }
@@ -720,8 +709,8 @@ final class NodeRuntime<Machine: StateMachine> {
     var sessions = ProposalSessions()
     /// This node's own proposals, until each is settled.
     var tracker: ProposalTracker<ProposalWaiter<Machine.Output>>
-    /// Readies waiting for their write (or, with `false`, only for the writes before them), oldest first.
-    var writes: [(Ready, Bool)] = []
+    /// The readies taken from the core and not yet durable: the ordered write pipeline every shell shares.
+    var pipeline = ReadyPipeline()
     /// Proposals failed since the last metrics update.
     var failures = 0
     var ticker: RepeatedTask?

@@ -101,17 +101,28 @@ public struct LockstepCluster {
         nodes[id] = try Raft(configuration: configuration, state: state, applied: appliedIndex)
     }
 
-    /// Takes every ready of node `id` and carries it out at once: persist, send (to the in-flight queue), apply.
+    /// Takes every ready of node `id` through the write pipeline and carries it out at once: persist, send (to the
+    /// in-flight queue), apply.
     private mutating func collect(_ id: NodeID) {
-        while nodes[id]?.hasReady == true, let ready = nodes[id]?.ready() {
-            // In-memory storage refuses only malformed writes, which the core never produces; a refusal would
-            // show up as a missing entry in the test's checks.
-            try? storage[id]?.persist(entries: ready.entries, hardState: ready.hardState)
-            inFlight.append(contentsOf: ready.messages)
-            inFlight.append(contentsOf: ready.messagesAfterPersist)
-            applied[id, default: []].append(contentsOf: ready.committedEntries)
-            nodes[id]?.advance(ready)
+        guard var raft = nodes[id] else { return }
+        // Moved out while it works, so that the core is changed in place rather than copied.
+        nodes[id] = nil
+        var pipeline = ReadyPipeline()
+        while let step = pipeline.take(from: &raft) {
+            inFlight.append(contentsOf: step.messages)
+            var durable = step.durable
+            if let write = step.write {
+                // In-memory storage refuses only malformed writes, which the core never produces; a refusal would
+                // show up as a missing entry in the test's checks.
+                try? storage[id]?.persist(entries: write.entries, hardState: write.hardState)
+                durable += pipeline.writeCompleted(&raft)
+            }
+            for ready in durable {
+                inFlight.append(contentsOf: ready.messagesAfterPersist)
+                applied[id, default: []].append(contentsOf: ready.committedEntries)
+            }
         }
+        nodes[id] = raft
     }
 
     // MARK: - Delivering messages

@@ -94,8 +94,10 @@ public struct Simulation {
         var sessions = ProposalSessions()
         /// This incarnation's own proposals (a crash forgets them, as a process forgets its clients).
         var tracker: ProposalTracker<Client>
-        /// Readies waiting to be written, oldest first.
-        var writes: [Ready] = []
+        /// The ordered write pipeline, as `RaftNode` runs it.
+        var pipeline = ReadyPipeline()
+        /// Writes the pipeline handed out and the disk has not yet made durable, oldest first.
+        var writes: [ReadyPipeline.Write] = []
         /// How many of `writes` the sync in progress covers (one sync makes every write before it durable: group
         /// commit); zero when the disk is idle.
         var syncing = 0
@@ -353,20 +355,20 @@ public struct Simulation {
         }
     }
 
-    /// Takes node `k`'s ready: sends what may go at once, queues the write, and completes it at once if there is
-    /// nothing to write and nothing ahead of it.
+    /// Takes node `k`'s readies through the write pipeline: sends what may go at once, queues the writes for the
+    /// disk, and finishes at once a ready with nothing to write and nothing ahead of it.
     private mutating func processReady(_ k: Int) throws(InvariantViolation) {
         let id = nodes[k].id
-        // The core is mutated in place (`nodes[k].raft?.…`): a copy would duplicate its log on every write.
-        while nodes[k].raft?.hasReady == true, let ready = nodes[k].raft?.ready(), let log = nodes[k].raft?.log {
-            try checker.observeAppended(id, ready.entries, in: log)
-            for message in ready.messages { send(message) }
-            if ready.entries.isEmpty && ready.hardState == nil && nodes[k].writes.isEmpty {
-                try finish(ready, on: k)
-            } else {
-                nodes[k].writes.append(ready)
+        while let step = withPipeline(k, { pipeline, raft in pipeline.take(from: &raft) }) ?? nil,
+            let log = nodes[k].raft?.log
+        {
+            try checker.observeAppended(id, step.write?.entries ?? [], in: log)
+            for message in step.messages { send(message) }
+            if let write = step.write {
+                nodes[k].writes.append(write)
                 if nodes[k].syncing == 0 { startSync(k) }
             }
+            for ready in step.durable { try finish(ready, on: k) }
         }
         // A new leader or term: the node's pending proposals go to it (as `RaftNode` does after each pass).
         if nodes[k].raft != nil {
@@ -416,19 +418,21 @@ public struct Simulation {
         nodes[k].syncing = 0
         for _ in 0..<count {
             guard !nodes[k].writes.isEmpty else { break }
-            let ready = nodes[k].writes.removeFirst()
+            let write = nodes[k].writes.removeFirst()
             do {
-                try nodes[k].storage.persist(entries: ready.entries, hardState: ready.hardState)
+                try nodes[k].storage.persist(entries: write.entries, hardState: write.hardState)
             } catch {
                 throw InvariantViolation(.durability, "\(nodes[k].id) handed out a write its storage refused: \(error)")
             }
-            try finish(ready, on: k)
+            let durable = withPipeline(k) { pipeline, raft in pipeline.writeCompleted(&raft) } ?? []
+            for ready in durable { try finish(ready, on: k) }
         }
         try processReady(k)
         if nodes[k].syncing == 0 && !nodes[k].writes.isEmpty { startSync(k) }
     }
 
-    /// What follows a durable write: send the messages that waited for it, apply committed entries, tell the core.
+    /// What follows a durable write (the pipeline has told the core): send the messages that waited for it, apply
+    /// committed entries.
     private mutating func finish(_ ready: Ready, on k: Int) throws(InvariantViolation) {
         let durable = nodes[k].storage.state
         for message in ready.messagesAfterPersist {
@@ -445,7 +449,6 @@ public struct Simulation {
             nodes[k].applied = last.index
             for entry in ready.committedEntries { try apply(entry, on: k, lost: &lost) }
         }
-        nodes[k].raft?.advance(ready)
         // Proposals proven lost go again (no copy of them can commit any more).
         for sequence in lost { try hand(sequence, on: k) }
     }
@@ -463,6 +466,15 @@ public struct Simulation {
             try record(.applied(entry.index, entry.term), of: sequence, on: k)
             if client.mustApply { livenessApplied[sequence] = entry.index }
         }
+    }
+
+    /// Runs `body` on node `k`'s write pipeline and core in place (a copy of the core would duplicate its log).
+    private mutating func withPipeline<R>(_ k: Int, _ body: (inout ReadyPipeline, inout Raft) -> R) -> R? {
+        guard var raft = nodes[k].raft else { return nil }
+        nodes[k].raft = nil
+        let result = body(&nodes[k].pipeline, &raft)
+        nodes[k].raft = raft
+        return result
     }
 
     /// Runs `body` on node `k`'s core and tracker in place (a copy of the core would duplicate its log).
@@ -574,14 +586,15 @@ public struct Simulation {
             // Some of the writes of the sync in progress reach the disk, the last of them perhaps only in part.
             result.tornWrites += 1
             let whole = pick(nodes[k].syncing)
-            for ready in nodes[k].writes.prefix(whole) {
-                try? nodes[k].storage.persist(entries: ready.entries, hardState: ready.hardState)
+            for write in nodes[k].writes.prefix(whole) {
+                try? nodes[k].storage.persist(entries: write.entries, hardState: write.hardState)
             }
             let partial = nodes[k].writes[whole].entries
             try? nodes[k].storage.append(partial.prefix(pick(partial.count + 1)))
         }
         nodes[k].raft = nil
         nodes[k].writes = []
+        nodes[k].pipeline.reset()
         nodes[k].syncing = 0
         nodes[k].paused = false
         nodes[k].heldWhilePaused = []
