@@ -122,6 +122,19 @@ public struct NodeStatusReport: Sendable, Decodable, Hashable {
     /// The last index in this node's log (absent from servers older than this field).
     public var lastIndex: UInt64?
 
+    public init(
+        id: String, role: String, term: UInt64, leader: String?, commitIndex: UInt64, appliedIndex: UInt64,
+        lastIndex: UInt64?
+    ) {
+        self.id = id
+        self.role = role
+        self.term = term
+        self.leader = leader
+        self.commitIndex = commitIndex
+        self.appliedIndex = appliedIndex
+        self.lastIndex = lastIndex
+    }
+
     enum CodingKeys: String, CodingKey {
         case id, role, term, leader
         case commitIndex = "commit_index"
@@ -142,6 +155,11 @@ public struct KVWriteReply: Sendable, Decodable, Hashable {
     /// For a delete: whether the key had a value. Nil for a put or compare-and-set.
     public var deleted: Bool?
 
+    public init(index: UInt64, deleted: Bool? = nil) {
+        self.index = index
+        self.deleted = deleted
+    }
+
     /// Decodes a write's response; nil if it is not a successful write's.
     public static func decode(_ response: HTTPResponse) -> KVWriteReply? {
         guard response.status == 200 else { return nil }
@@ -157,6 +175,11 @@ public struct KVErrorReply: Sendable, Decodable, Hashable {
     public var error: String
     /// A human-readable explanation.
     public var message: String
+
+    public init(error: String, message: String) {
+        self.error = error
+        self.message = message
+    }
 
     /// Decodes an error response's body; nil if it has none (or the response is not an error).
     public static func decode(_ response: HTTPResponse) -> KVErrorReply? {

@@ -1,5 +1,6 @@
 import NIOHTTP1
 import RaftCore
+import RaftKVClient
 import RaftLite
 import Testing
 
@@ -276,5 +277,26 @@ import Testing
         #expect(throws: EncodingError.self) { try JSONWriter.encode(Double.nan) }
         struct Nothing: Encodable { func encode(to encoder: any Encoder) throws {} }
         #expect(throws: EncodingError.self) { try JSONWriter.encode(Nothing()) }
+    }
+
+    // MARK: What the client library reads
+
+    @Test func theClientDecodesTheBodiesTheRouterWrites() throws {
+        func response(_ reply: KVReply) -> HTTPResponse {
+            HTTPResponse(status: Int(reply.status.code), headers: [], body: reply.body)
+        }
+        let deleted = response(.committed(.delete(key: [1]), index: LogIndex(7), output: .done(existed: true)))
+        #expect(KVWriteReply.decode(deleted) == KVWriteReply(index: 7, deleted: true))
+        let put = response(.committed(.put(key: [1], value: []), index: LogIndex(8), output: .done(existed: false)))
+        #expect(KVWriteReply.decode(put) == KVWriteReply(index: 8, deleted: nil))
+        let refused = response(.failure(RaftNodeError.stopped))
+        #expect(KVErrorReply.decode(refused)?.error == "unavailable")
+        #expect(KVWriteReply.decode(refused) == nil)
+        #expect(KVErrorReply.decode(put) == nil)
+        let status = StatusBody(
+            id: "n1", role: "follower", term: 2, leader: nil, commitIndex: 5, appliedIndex: 4, lastIndex: 6)
+        let report = try NodeStatusReport.decode(HTTPResponse(status: 200, body: try JSONWriter.encode(status)))
+        #expect(report == NodeStatusReport(
+            id: "n1", role: "follower", term: 2, leader: nil, commitIndex: 5, appliedIndex: 4, lastIndex: 6))
     }
 }
