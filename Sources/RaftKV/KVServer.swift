@@ -28,6 +28,9 @@ import RaftLite
 /// | 4xx otherwise | was refused before it was proposed: not applied |
 /// | 503 | was not applied and never will be: no leader within the deadline, the node is stopping or paused, or every copy was proven unable to commit |
 /// | 504 | may or may not take effect: it was handed on, and the deadline passed or the node stopped before its outcome was known |
+///
+/// The rules above live in `KVRouter` and `KVReply`, which are pure; this class and its channel handler only read
+/// requests, ask the node what the router says, and write the replies.
 public final class KVServer: Sendable {
     public struct Options: Sendable {
         public var host = "127.0.0.1"
