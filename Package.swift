@@ -8,6 +8,7 @@ let package = Package(
         .library(name: "RaftCore", targets: ["RaftCore"]),
         .library(name: "RaftLite", targets: ["RaftLite"]),
         .library(name: "RaftStorage", targets: ["RaftStorage"]),
+        .library(name: "RaftKVClient", targets: ["RaftKVClient"]),
         .executable(name: "raft-lite", targets: ["raft-lite"]),
     ],
     dependencies: [

@@ -28,6 +28,9 @@ import RaftLite
 /// | 4xx otherwise | was refused before it was proposed: not applied |
 /// | 503 | was not applied and never will be: no leader within the deadline, the node is stopping or paused, or every copy was proven unable to commit |
 /// | 504 | may or may not take effect: it was handed on, and the deadline passed or the node stopped before its outcome was known |
+///
+/// The rules above live in `KVRouter` and `KVReply`, which are pure; this class and its channel handler only read
+/// requests, ask the node what the router says, and write the replies.
 public final class KVServer: Sendable {
     public struct Options: Sendable {
         public var host = "127.0.0.1"
@@ -49,6 +52,7 @@ public final class KVServer: Sendable {
 
     public let node: RaftNode<KVStore>
     public let options: Options
+    let router: KVRouter
     private let metricsText: @Sendable () -> [UInt8]
     private let logger: Logger
     private let state: NIOLoopBoundBox<State>
@@ -67,6 +71,7 @@ public final class KVServer: Sendable {
     public init(node: RaftNode<KVStore>, options: Options, logger: Logger, metricsText: @escaping @Sendable () -> [UInt8]) {
         self.node = node
         self.options = options
+        self.router = KVRouter(options: options)
         self.logger = logger
         self.metricsText = metricsText
         self.state = NIOLoopBoundBox.makeBoxSendingValue(State(), eventLoop: node.eventLoop)
@@ -159,222 +164,34 @@ public final class KVServer: Sendable {
         }
     }
 
-    /// Answers one complete request.
-    func handle(_ request: HTTPRequestHead, body: [UInt8]) -> EventLoopFuture<Reply> {
+    /// Answers one complete request: the router says what it asks for, the node does it, the router says how to
+    /// answer.
+    func handle(_ request: KVRequest) -> EventLoopFuture<KVReply> {
         let loop = node.eventLoop
-        let target = RequestTarget(request.uri)
-        if target.path == "/v1/status" {
-            guard request.method == .GET else { return loop.makeSucceededFuture(.methodNotAllowed("GET")) }
-            return node.statusFuture().map { Reply.json(.ok, Self.statusJSON($0)) }
-        }
-        if target.path == "/metrics" {
-            guard request.method == .GET else { return loop.makeSucceededFuture(.methodNotAllowed("GET")) }
-            return loop.makeSucceededFuture(Reply(status: .ok, contentType: "text/plain; version=0.0.4", body: metricsText()))
-        }
-        guard target.path.hasPrefix("/v1/kv/") else {
-            return loop.makeSucceededFuture(.error(.notFound, "not_found", "no such endpoint: \(target.path)"))
-        }
-        let rawKey = target.path.dropFirst("/v1/kv/".count)
-        guard let key = RequestTarget.percentDecode(rawKey) else {
-            return loop.makeSucceededFuture(.error(.badRequest, "bad_key", "the key is not valid percent-encoding"))
-        }
-        guard !key.isEmpty else { return loop.makeSucceededFuture(.error(.badRequest, "bad_key", "the key is empty")) }
-        guard key.count <= options.maxKeyBytes else {
-            return loop.makeSucceededFuture(.error(
-                .badRequest, "key_too_long", "the key has \(key.count) bytes; the limit is \(options.maxKeyBytes)"))
-        }
-        guard let query = target.query else {
-            return loop.makeSucceededFuture(.error(.badRequest, "bad_query", "the query string is not valid percent-encoding"))
-        }
-        switch request.method {
-        case .GET:
-            if let unknown = query.keys.first(where: { $0 != "consistency" }) {
-                return loop.makeSucceededFuture(.error(.badRequest, "bad_query", "unknown query parameter \"\(unknown)\""))
-            }
-            switch query["consistency"].map({ String(decoding: $0, as: UTF8.self) }) {
-            case nil where !options.unsafeLocalReads, "linearizable" where !options.unsafeLocalReads:
-                return propose(.get(key: key))
-            case nil, "linearizable", "serializable":
-                return node.readStateMachine { $0.value(for: key) }.map { (read: [UInt8]??) -> Reply in
-                    guard case .some(.some(let value)) = read else {
-                        return .error(.notFound, "not_found", "no value for this key")
-                    }
-                    return Reply(status: .ok, contentType: "application/octet-stream", body: value)
-                }
-            case let other?:
-                return loop.makeSucceededFuture(.error(
-                    .badRequest, "bad_query", "consistency must be linearizable or serializable, not \"\(other)\""))
-            }
-        case .PUT:
-            if let unknown = query.keys.first(where: { $0 != "prev_value" }) {
-                return loop.makeSucceededFuture(.error(.badRequest, "bad_query", "unknown query parameter \"\(unknown)\""))
-            }
-            guard body.count <= options.maxValueBytes else {
-                return loop.makeSucceededFuture(.tooLarge(body.count, options.maxValueBytes))
-            }
-            if let expected = query["prev_value"] {
-                return propose(.compareAndSet(key: key, expected: expected, value: body))
-            }
-            return propose(.put(key: key, value: body))
-        case .DELETE:
-            guard query.isEmpty else {
-                return loop.makeSucceededFuture(.error(.badRequest, "bad_query", "DELETE takes no query parameters"))
-            }
-            return propose(.delete(key: key))
-        default:
-            return loop.makeSucceededFuture(.methodNotAllowed("GET, PUT, DELETE"))
+        switch router.route(request) {
+        case .refused(let reply):
+            return loop.makeSucceededFuture(reply)
+        case .status:
+            return node.statusFuture().map(KVReply.status)
+        case .metrics:
+            return loop.makeSucceededFuture(.metrics(metricsText()))
+        case .localRead(let key):
+            return node.readStateMachine { $0.value(for: key) }.map { KVReply.localRead($0 ?? nil) }
+        case .propose(let command):
+            return node.proposeFuture(command.encoded())
+                .map { KVReply.committed(command, index: $0.index, output: $0.output) }
+                .flatMapErrorThrowing { error in KVReply.failure(error) }
         }
     }
 
-    private func propose(_ command: KVCommand) -> EventLoopFuture<Reply> {
-        node.proposeFuture(command.encoded()).map { committed in
-            switch committed.output {
-            case .done(let existed):
-                if case .delete = command {
-                    return .json(.ok, "{\"index\":\(committed.index.rawValue),\"deleted\":\(existed)}")
-                }
-                return .json(.ok, "{\"index\":\(committed.index.rawValue)}")
-            case .value(let value):
-                return Reply(status: .ok, contentType: "application/octet-stream", body: value)
-            case .notFound:
-                if case .compareAndSet = command {
-                    return .error(.preconditionFailed, "precondition_failed", "the key has no value")
-                }
-                return .error(.notFound, "not_found", "no value for this key")
-            case .preconditionFailed:
-                return .error(.preconditionFailed, "precondition_failed", "the current value differs from prev_value")
-            case .invalid:
-                return .error(.internalServerError, "internal", "the command could not be decoded")
-            }
-        }.flatMapErrorThrowing { error in Self.reply(for: error) }
-    }
-
-    /// The answer to a proposal that failed. The status tells the client whether the command may still take effect:
-    /// 504 only when it may (it was handed on and may yet commit); 503 and 4xx only when it did not and never will.
-    static func reply(for error: any Error) -> Reply {
-        guard let error = error as? RaftNodeError else {
-            return .error(.gatewayTimeout, "unknown_outcome", "the outcome is unknown: \(error)")
-        }
-        switch error {
-        case .timedOut, .stoppedOutcomeUnknown:
-            // Handed on, and may still commit: the client must not read this as "not applied".
-            return .error(.gatewayTimeout, "unknown_outcome", "\(error)")
-        case .tooLarge(let size, let limit):
-            return .tooLarge(size, limit)
-        case .invalidProposal:
-            return .error(.badRequest, "bad_request", "\(error)")
-        case .notLeader, .dropped, .paused, .stopped, .notStarted, .storage, .alreadyStarted, .configuration:
-            return .error(.serviceUnavailable, "unavailable", "\(error)")
-        }
-    }
-
-    static func statusJSON(_ s: NodeStatus) -> String {
-        "{\"id\":\(JSON.string(s.name)),\"role\":\(JSON.string(s.role.rawValue)),\"term\":\(s.term.rawValue),"
-            + "\"leader\":\(s.leader.map(JSON.string) ?? "null"),\"commit_index\":\(s.commitIndex.rawValue),"
-            + "\"applied_index\":\(s.appliedIndex.rawValue),\"last_index\":\(s.lastIndex.rawValue)}"
+    /// The answer to a proposal that failed: see `KVReply.failure(_:)`.
+    static func reply(for error: any Error) -> KVReply {
+        KVReply.failure(error)
     }
 }
 
-/// An answer to send.
-struct Reply: Sendable {
-    var status: HTTPResponseStatus
-    var contentType: String
-    var body: [UInt8]
-    var extraHeaders: [(String, String)] = []
-
-    static func json(_ status: HTTPResponseStatus, _ text: String) -> Reply {
-        Reply(status: status, contentType: "application/json", body: Array(text.utf8))
-    }
-
-    static func error(_ status: HTTPResponseStatus, _ code: String, _ message: String) -> Reply {
-        json(status, "{\"error\":\(JSON.string(code)),\"message\":\(JSON.string(message))}")
-    }
-
-    static func tooLarge(_ size: Int, _ limit: Int) -> Reply {
-        error(.payloadTooLarge, "value_too_large", "the value has \(size) bytes; the limit is \(limit)")
-    }
-
-    static func methodNotAllowed(_ allowed: String) -> Reply {
-        var reply = error(.methodNotAllowed, "method_not_allowed", "allowed: \(allowed)")
-        reply.extraHeaders = [("Allow", allowed)]
-        return reply
-    }
-}
-
-/// A request's path and query, split and decoded.
-struct RequestTarget {
-    var path: String
-    /// Nil when the query string is not valid percent-encoding.
-    var query: [String: [UInt8]]?
-
-    init(_ uri: String) {
-        guard let mark = uri.firstIndex(of: "?") else {
-            path = uri
-            query = [:]
-            return
-        }
-        path = String(uri[..<mark])
-        var fields: [String: [UInt8]] = [:]
-        for part in uri[uri.index(after: mark)...].split(separator: "&", omittingEmptySubsequences: true) {
-            let pieces = part.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
-            guard let name = Self.percentDecode(pieces[0]), let value = Self.percentDecode(pieces.count > 1 ? pieces[1] : "")
-            else {
-                query = nil
-                return
-            }
-            fields[String(decoding: name, as: UTF8.self)] = value
-        }
-        query = fields
-    }
-
-    /// Decodes `%XX` escapes (a `+` stays a `+`); nil for a malformed escape.
-    static func percentDecode(_ text: Substring) -> [UInt8]? {
-        var out: [UInt8] = []
-        out.reserveCapacity(text.utf8.count)
-        var iterator = text.utf8.makeIterator()
-        while let byte = iterator.next() {
-            guard byte == UInt8(ascii: "%") else {
-                out.append(byte)
-                continue
-            }
-            guard let high = iterator.next().flatMap(hex), let low = iterator.next().flatMap(hex) else { return nil }
-            out.append(high << 4 | low)
-        }
-        return out
-    }
-
-    private static func hex(_ c: UInt8) -> UInt8? {
-        switch c {
-        case UInt8(ascii: "0")...UInt8(ascii: "9"): c - UInt8(ascii: "0")
-        case UInt8(ascii: "a")...UInt8(ascii: "f"): c - UInt8(ascii: "a") + 10
-        case UInt8(ascii: "A")...UInt8(ascii: "F"): c - UInt8(ascii: "A") + 10
-        default: nil
-        }
-    }
-}
-
-enum JSON {
-    /// A JSON string literal.
-    static func string(_ s: String) -> String {
-        var out = "\""
-        for scalar in s.unicodeScalars {
-            switch scalar {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            case "\r": out += "\\r"
-            case "\t": out += "\\t"
-            case _ where scalar.value < 0x20:
-                let hex = String(scalar.value, radix: 16)
-                out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
-            default: out.unicodeScalars.append(scalar)
-            }
-        }
-        return out + "\""
-    }
-}
-
-/// One client connection: collects a request, has the server answer it, writes the answer.
+/// One client connection: collects a request, has the server answer it, writes the answer. It knows nothing of
+/// the API: `KVRouter` does.
 final class KVHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPServerRequestPart
     typealias OutboundOut = HTTPServerResponsePart
@@ -413,9 +230,7 @@ final class KVHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
             head = request
             body = []
             oversized = nil
-            if let length = request.headers.first(name: "content-length").flatMap(Int.init),
-                length > server.options.maxValueBytes
-            {
+            if let length = server.router.declaredBodyTooLarge(request.headers) {
                 // Refuse at once, without reading the body, and close the connection afterwards.
                 oversized = length
                 head = nil
@@ -444,31 +259,31 @@ final class KVHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
         let method = request.method.rawValue
         server.requestStarted()
         let keepAlive = request.isKeepAlive && !server.isDraining && !forceClose
-        let answer: EventLoopFuture<Reply>
+        let answer: EventLoopFuture<KVReply>
         if server.isDraining {
-            answer = context.eventLoop.makeSucceededFuture(.error(.serviceUnavailable, "shutting_down", "the server is shutting down"))
-        } else if let size = oversized {
-            answer = context.eventLoop.makeSucceededFuture(.tooLarge(size, server.options.maxValueBytes))
+            answer = context.eventLoop.makeSucceededFuture(.shuttingDown)
         } else {
-            answer = server.handle(request, body: body)
+            answer = server.handle(KVRequest(
+                method: request.method, uri: request.uri, headers: request.headers,
+                body: oversized.map { .tooLarge(size: $0) } ?? .bytes(body)))
         }
         body = []
         let server = self.server
         let loopBoundContext = NIOLoopBound(context, eventLoop: context.eventLoop)
         let handler = NIOLoopBound(self, eventLoop: context.eventLoop)
         answer.whenComplete { result in
-            let reply = (try? result.get()) ?? .error(.internalServerError, "internal", "no answer")
+            let reply = (try? result.get()) ?? .noAnswer
             handler.value.write(reply, keepAlive: keepAlive && !server.isDraining, version: request.version,
                                 context: loopBoundContext.value)
             server.requestFinished(method: method, status: reply.status, started: started)
         }
     }
 
-    private func write(_ reply: Reply, keepAlive: Bool, version: HTTPVersion, context: ChannelHandlerContext) {
+    private func write(_ reply: KVReply, keepAlive: Bool, version: HTTPVersion, context: ChannelHandlerContext) {
         var headers = HTTPHeaders()
         headers.add(name: "Content-Type", value: reply.contentType)
         headers.add(name: "Content-Length", value: String(reply.body.count))
-        for (name, value) in reply.extraHeaders { headers.add(name: name, value: value) }
+        for header in reply.extraHeaders { headers.add(name: header.name, value: header.value) }
         if !keepAlive { headers.add(name: "Connection", value: "close") }
         context.write(wrapOutboundOut(.head(HTTPResponseHead(version: version, status: reply.status, headers: headers))), promise: nil)
         var buffer = context.channel.allocator.buffer(capacity: reply.body.count)

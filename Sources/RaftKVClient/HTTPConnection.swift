@@ -4,29 +4,80 @@ import NIOCore
 import NIOHTTP1
 import NIOPosix
 
-/// An HTTP response, whole.
+/// An HTTP response, whole: whatever its status, a response is a value, not an error.
 public struct HTTPResponse: Sendable {
+    /// The status code, such as 200 or 504.
     public var status: Int
+    /// The headers, in the order received.
     public var headers: [(String, String)]
     public var body: [UInt8]
 
+    public init(status: Int, headers: [(String, String)] = [], body: [UInt8] = []) {
+        self.status = status
+        self.headers = headers
+        self.body = body
+    }
+
+    /// The body as UTF-8 text (invalid sequences replaced).
     public var text: String { String(decoding: body, as: UTF8.self) }
 
+    /// The first header of this name, compared case-insensitively.
     public func header(_ name: String) -> String? {
         headers.first { $0.0.lowercased() == name.lowercased() }?.1
     }
 }
 
-/// Why a request failed before any response arrived.
-public struct HTTPClientError: Error, Sendable, CustomStringConvertible {
-    public var description: String
-    public init(_ description: String) { self.description = description }
+/// Why a request failed before any response arrived (a response, even a 5xx, is not an error: see `HTTPResponse`).
+///
+/// `code` is what a program branches on; `details` is for people. Codes are values of an open struct rather than
+/// cases of an enum, so that new ones can be added without breaking code that switches over them.
+public struct HTTPClientError: Error, Sendable, Hashable, CustomStringConvertible {
+    /// The kind of failure.
+    public struct Code: RawRepresentable, Sendable, Hashable, CustomStringConvertible {
+        public var rawValue: String
+        public init(rawValue: String) { self.rawValue = rawValue }
+        public var description: String { rawValue }
+
+        /// No connection could be made: the request was never sent, so it did not take effect.
+        public static let unreachable = Code(rawValue: "unreachable")
+        /// The request was sent and no response came within the timeout (the connection is then closed). The
+        /// request may or may not have taken effect.
+        public static let timedOut = Code(rawValue: "timed_out")
+        /// The server closed the connection before the whole response arrived. The request may or may not have
+        /// taken effect.
+        public static let connectionClosed = Code(rawValue: "connection_closed")
+        /// The connection failed while the request was in flight. The request may or may not have taken effect.
+        public static let connectionFailed = Code(rawValue: "connection_failed")
+        /// A request was made on a connection that already has one in flight; it was not sent.
+        public static let busy = Code(rawValue: "busy")
+        /// An endpoint, or a list of them, could not be parsed.
+        public static let badEndpoint = Code(rawValue: "bad_endpoint")
+        /// A response arrived but was not what the caller needed (for example a failed preload in the load
+        /// generator, or a status body that does not decode).
+        public static let unexpectedResponse = Code(rawValue: "unexpected_response")
+    }
+
+    public var code: Code
+    /// A human-readable explanation.
+    public var details: String
+
+    public init(_ code: Code, _ details: String) {
+        self.code = code
+        self.details = details
+    }
+
+    /// The details (the code is not repeated: messages read as before codes existed).
+    public var description: String { details }
 }
 
 /// One keep-alive HTTP/1.1 connection with at most one request in flight (a closed-loop client).
+///
+/// Requests on one connection must not overlap: `execute` fails with `.busy` while one is in flight.
 public final class HTTPConnection: Sendable {
+    /// The NIO channel underneath.
     public let channel: any Channel
     private let collector: ResponseCollector
+    /// The host and port this connection was made to.
     public let host: String
     public let port: Int
 
@@ -37,7 +88,7 @@ public final class HTTPConnection: Sendable {
         self.port = port
     }
 
-    /// Connects to `host:port`.
+    /// Connects to `host:port`, failing after `timeout` (the error is NIO's own: connection refused, timeout...).
     public static func connect(
         host: String, port: Int, group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
         timeout: TimeAmount = .seconds(5)
@@ -69,7 +120,7 @@ public final class HTTPConnection: Sendable {
         let host = self.host
         loop.execute {
             guard collector.start(promise) else {
-                promise.fail(HTTPClientError("a request is already in flight on this connection"))
+                promise.fail(HTTPClientError(.busy, "a request is already in flight on this connection"))
                 return
             }
             var headers = HTTPHeaders()
@@ -85,13 +136,14 @@ public final class HTTPConnection: Sendable {
             channel.writeAndFlush(HTTPClientRequestPart.end(nil), promise: nil)
         }
         let timer = loop.scheduleTask(in: timeout) {
-            promise.fail(HTTPClientError("no response within \(timeout.nanoseconds / 1_000_000) ms"))
+            promise.fail(HTTPClientError(.timedOut, "no response within \(timeout.nanoseconds / 1_000_000) ms"))
             channel.close(promise: nil)
         }
         promise.futureResult.whenComplete { _ in timer.cancel() }
         return promise.futureResult
     }
 
+    /// Closes the connection; a request in flight fails with `.connectionClosed`.
     public func close() {
         channel.close(promise: nil)
     }
@@ -141,7 +193,7 @@ final class ResponseCollector: ChannelInboundHandler, Sendable {
     func channelInactive(context: ChannelHandlerContext) {
         if let promise = state.value.promise {
             state.value.promise = nil
-            promise.fail(HTTPClientError("the server closed the connection"))
+            promise.fail(HTTPClientError(.connectionClosed, "the server closed the connection"))
         }
         context.fireChannelInactive()
     }
@@ -149,13 +201,13 @@ final class ResponseCollector: ChannelInboundHandler, Sendable {
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         if let promise = state.value.promise {
             state.value.promise = nil
-            promise.fail(HTTPClientError("\(error)"))
+            promise.fail(HTTPClientError(.connectionFailed, "\(error)"))
         }
         context.close(promise: nil)
     }
 }
 
-/// A `host:port` pair, parsed from the command line.
+/// Where a node's HTTP API listens: a `host:port` pair, as given on a command line.
 public struct Endpoint: Sendable, Hashable, CustomStringConvertible {
     public var host: String
     public var port: Int
@@ -194,11 +246,11 @@ public struct Endpoint: Sendable, Hashable, CustomStringConvertible {
         var out: [Endpoint] = []
         for part in text.split(separator: ",") {
             guard let endpoint = Endpoint(String(part)) else {
-                throw HTTPClientError("\"\(part)\" is not an endpoint: expected host:port")
+                throw HTTPClientError(.badEndpoint, "\"\(part)\" is not an endpoint: expected host:port")
             }
             out.append(endpoint)
         }
-        guard !out.isEmpty else { throw HTTPClientError("no endpoints given") }
+        guard !out.isEmpty else { throw HTTPClientError(.badEndpoint, "no endpoints given") }
         return out
     }
 

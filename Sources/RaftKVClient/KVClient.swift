@@ -3,10 +3,30 @@ import NIOCore
 import NIOHTTP1
 import NIOPosix
 
-/// A client of the key-value store's HTTP API. Each call opens a connection to the first endpoint that answers
-/// (trying the others in order when one cannot be reached) and closes it afterwards.
+/// A client of the key-value store's HTTP API, as `raft-lite serve` and `raft-lite cluster` offer it.
+///
+/// Each call opens a connection to the first endpoint that answers (trying the others in order when one cannot be
+/// reached) and closes it afterwards; any node will do, since followers forward writes to the leader. A call
+/// returns the server's response whatever its status, and throws `HTTPClientError` only when no response arrived.
+/// What a status means (see `KVServer` for the whole API):
+///
+/// - 200: done. A write's body is `{"index":N}` (a delete adds `"deleted":true|false`): see `KVWriteReply`. A read's
+///   body is the value, as bytes.
+/// - 404: a read found no value. 412: a compare-and-set found another value, or none.
+/// - Other 4xx, and 503: refused; the command did not take effect and never will. The body is `{"error":...,
+///   "message":...}`: see `KVErrorReply`.
+/// - 504, and a thrown `.timedOut`, `.connectionClosed` or `.connectionFailed`: the outcome is unknown; the command
+///   may yet take effect.
+///
+/// ```swift
+/// let client = KVClient(endpoints: try Endpoint.list("127.0.0.1:8081,127.0.0.1:8082"))
+/// let put = try await client.put("greeting", Array("hello".utf8))
+/// let get = try await client.get("greeting")   // get.status == 200, get.text == "hello"
+/// ```
 public struct KVClient: Sendable {
+    /// The nodes to try, in order.
     public var endpoints: [Endpoint]
+    /// How long to wait for a response once a request is sent.
     public var timeout: TimeAmount
 
     public init(endpoints: [Endpoint], timeout: TimeAmount = .seconds(10)) {
@@ -14,20 +34,26 @@ public struct KVClient: Sendable {
         self.timeout = timeout
     }
 
+    /// Sets `key` to `value`; with `prevValue`, only if the current value is exactly that (compare-and-set: 412
+    /// otherwise, and also when the key has no value).
     public func put(_ key: String, _ value: [UInt8], prevValue: [UInt8]? = nil) async throws -> HTTPResponse {
         let query = prevValue.map { "?prev_value=" + Self.percentEncode($0) } ?? ""
         return try await request(.PUT, "/v1/kv/" + Self.percentEncode(Array(key.utf8)) + query, body: value)
     }
 
+    /// Reads `key`: linearizable by default (the read goes through the log); `serializable` reads the answering
+    /// node's own copy, which is faster and may be stale.
     public func get(_ key: String, serializable: Bool = false) async throws -> HTTPResponse {
         try await request(.GET, "/v1/kv/" + Self.percentEncode(Array(key.utf8)) + (serializable ? "?consistency=serializable" : ""))
     }
 
+    /// Deletes `key` (200 whether or not it had a value: see `KVWriteReply.deleted`).
     public func delete(_ key: String) async throws -> HTTPResponse {
         try await request(.DELETE, "/v1/kv/" + Self.percentEncode(Array(key.utf8)))
     }
 
-    /// Sends a request to the first reachable endpoint.
+    /// Sends a request to the first reachable endpoint. `path` is the request target, already percent-encoded.
+    /// Throws `.unreachable` when no endpoint accepts a connection.
     public func request(_ method: HTTPMethod, _ path: String, body: [UInt8] = []) async throws -> HTTPResponse {
         var failures: [String] = []
         for endpoint in endpoints {
@@ -41,14 +67,25 @@ public struct KVClient: Sendable {
             defer { connection.close() }
             return try await connection.execute(method: method, path: path, body: body, timeout: timeout).get()
         }
-        throw HTTPClientError("no endpoint could be reached (" + failures.joined(separator: "; ") + ")")
+        throw HTTPClientError(.unreachable, "no endpoint could be reached (" + failures.joined(separator: "; ") + ")")
     }
 
-    /// Sends a request to one endpoint.
+    /// Sends a request to one endpoint (for per-node requests such as `GET /v1/status`). Throws `.unreachable`
+    /// when it does not accept a connection.
     public func request(_ method: HTTPMethod, _ path: String, at endpoint: Endpoint) async throws -> HTTPResponse {
-        let connection = try await HTTPConnection.connect(host: endpoint.host, port: endpoint.port, timeout: .seconds(2)).get()
+        let connection: HTTPConnection
+        do {
+            connection = try await HTTPConnection.connect(host: endpoint.host, port: endpoint.port, timeout: .seconds(2)).get()
+        } catch {
+            throw HTTPClientError(.unreachable, "\(error)")
+        }
         defer { connection.close() }
         return try await connection.execute(method: method, path: path, timeout: timeout).get()
+    }
+
+    /// `GET /v1/status` of one node, decoded.
+    public func status(at endpoint: Endpoint) async throws -> NodeStatusReport {
+        try NodeStatusReport.decode(try await request(.GET, "/v1/status", at: endpoint))
     }
 
     /// Percent-encodes every byte outside the unreserved set of RFC 3986.
@@ -71,13 +108,32 @@ public struct KVClient: Sendable {
 
 /// A node's `/v1/status`, decoded.
 public struct NodeStatusReport: Sendable, Decodable, Hashable {
+    /// The node's name.
     public var id: String
+    /// `follower`, `pre-candidate`, `candidate` or `leader`.
     public var role: String
     public var term: UInt64
+    /// The leader this node knows of, if any.
     public var leader: String?
+    /// The highest log index known committed.
     public var commitIndex: UInt64
+    /// The highest log index applied to this node's copy.
     public var appliedIndex: UInt64
+    /// The last index in this node's log (absent from servers older than this field).
     public var lastIndex: UInt64?
+
+    public init(
+        id: String, role: String, term: UInt64, leader: String?, commitIndex: UInt64, appliedIndex: UInt64,
+        lastIndex: UInt64?
+    ) {
+        self.id = id
+        self.role = role
+        self.term = term
+        self.leader = leader
+        self.commitIndex = commitIndex
+        self.appliedIndex = appliedIndex
+        self.lastIndex = lastIndex
+    }
 
     enum CodingKeys: String, CodingKey {
         case id, role, term, leader
@@ -86,7 +142,48 @@ public struct NodeStatusReport: Sendable, Decodable, Hashable {
         case lastIndex = "last_index"
     }
 
+    /// Decodes a status response's body; throws a `DecodingError` if it is not one.
     public static func decode(_ response: HTTPResponse) throws -> NodeStatusReport {
         try JSONDecoder().decode(NodeStatusReport.self, from: Data(response.body))
+    }
+}
+
+/// The body of a successful write: `{"index":N}`, with `"deleted"` for a delete.
+public struct KVWriteReply: Sendable, Decodable, Hashable {
+    /// The log index the command committed at.
+    public var index: UInt64
+    /// For a delete: whether the key had a value. Nil for a put or compare-and-set.
+    public var deleted: Bool?
+
+    public init(index: UInt64, deleted: Bool? = nil) {
+        self.index = index
+        self.deleted = deleted
+    }
+
+    /// Decodes a write's response; nil if it is not a successful write's.
+    public static func decode(_ response: HTTPResponse) -> KVWriteReply? {
+        guard response.status == 200 else { return nil }
+        return try? JSONDecoder().decode(KVWriteReply.self, from: Data(response.body))
+    }
+}
+
+/// The body of every error the server answers: `{"error":code,"message":text}`. Codes include `not_found`,
+/// `precondition_failed`, `bad_key`, `key_too_long`, `bad_query`, `value_too_large`, `method_not_allowed`,
+/// `unavailable`, `shutting_down` (the command did not take effect) and `unknown_outcome` (with 504: it may have).
+public struct KVErrorReply: Sendable, Decodable, Hashable {
+    /// A stable, machine-readable code.
+    public var error: String
+    /// A human-readable explanation.
+    public var message: String
+
+    public init(error: String, message: String) {
+        self.error = error
+        self.message = message
+    }
+
+    /// Decodes an error response's body; nil if it has none (or the response is not an error).
+    public static func decode(_ response: HTTPResponse) -> KVErrorReply? {
+        guard response.status >= 400 else { return nil }
+        return try? JSONDecoder().decode(KVErrorReply.self, from: Data(response.body))
     }
 }

@@ -143,7 +143,7 @@ public struct LoadGenerator: Sendable {
                     for k in start..<min(keys.count, start + stride) {
                         let response = try await client.put(keys[k], values[k % values.count])
                         guard (200..<300).contains(response.status) else {
-                            throw HTTPClientError("preloading \(keys[k]) failed: HTTP \(response.status) \(response.text)")
+                            throw HTTPClientError(.unexpectedResponse, "preloading \(keys[k]) failed: HTTP \(response.status) \(response.text)")
                         }
                     }
                 }
@@ -242,7 +242,7 @@ final class Client: @unchecked Sendable {
             case .success(let response):
                 if !(200..<300).contains(response.status) { error = "http_\(response.status)" }
             case .failure(let failure):
-                error = failure is HTTPClientError && "\(failure)".hasPrefix("no response") ? "timeout" : "connection"
+                error = (failure as? HTTPClientError)?.code == .timedOut ? "timeout" : "connection"
             }
             if measured {
                 if let error {

@@ -48,8 +48,7 @@ struct KV: AsyncParsableCommand {
 
     /// The server's explanation in an error body, if it has one.
     static func message(_ response: HTTPResponse) -> String {
-        struct Body: Decodable { var message: String }
-        return (try? JSONDecoder().decode(Body.self, from: Data(response.body)))?.message ?? response.text
+        KVErrorReply.decode(response)?.message ?? response.text
     }
 
     static func finish(_ response: HTTPResponse, printValue: Bool = false) throws {
@@ -178,10 +177,12 @@ struct Bench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Load the key-value store over HTTP and report throughput and latency percentiles.",
         discussion: """
-            Each client is one keep-alive connection with one request in flight (a closed loop); clients are spread
-            round-robin over the endpoints. Latency runs from writing a request to reading its whole response, into an
-            HDR histogram. A progress line goes to standard error each second; the report ends with ops/s and p50,
-            p90, p99, p99.9 and max latency.
+            Each client is one keep-alive connection with one request in flight (a closed loop); clients are spread \
+            round-robin over the endpoints. Latency runs from writing a request to reading its whole response, into \
+            an HDR histogram.
+
+            A progress line goes to standard error each second; the report ends with ops/s and p50, p90, p99, p99.9 \
+            and max latency.
             """
     )
     @Option(help: "Comma-separated host:port HTTP endpoints.") var endpoints = defaultEndpoints

@@ -8,10 +8,11 @@ struct Cluster: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Start a local cluster of raft-lite serve processes; Ctrl-C stops them all.",
         discussion: """
-            Writes DIR/cluster.json, starts one `raft-lite serve` per node (node0, node1, ...) with its data in
-            DIR/nodeK and its log in DIR/nodeK.log, prints the endpoints, and waits. Node K serves clients on
-            base-port + K and talks to its peers on peer-base-port + K. A node that is killed stays down; the line
-            printed for each node is the command that starts it again.
+            Writes DIR/cluster.json, starts one `raft-lite serve` per node (node0, node1, ...) with its data in \
+            DIR/nodeK and its log in DIR/nodeK.log, prints the endpoints, and waits. Node K serves clients on \
+            base-port + K and talks to its peers on peer-base-port + K.
+
+            A node that is killed stays down; the line printed for each node is the command that starts it again.
             """
     )
     @Option(help: "How many nodes.") var nodes = 3

@@ -11,10 +11,12 @@ struct Node: AsyncParsableCommand {
         abstract: "Run one node of a cluster described by a JSON file; each line on standard input is proposed.",
         discussion: """
             The file uses the seed's format: {"node0": {"ip": "127.0.0.1", "port": "5567"}, ...}.
-            With --data-dir the node keeps its term, vote and log in a write-ahead log there and can be stopped,
-            killed and restarted safely. Without it the log is in memory: restarting the process loses term, vote
+
+            With --data-dir the node keeps its term, vote and log in a write-ahead log there and can be stopped, \
+            killed and restarted safely. Without it the log is in memory: restarting the process loses term, vote \
             and log, which is only safe for experiments.
-            Output lines: "ok #INDEX: LINE" when a proposal made here is committed, "committed #INDEX (term T):
+
+            Output lines: "ok #INDEX: LINE" when a proposal made here is committed, "committed #INDEX (term T): \
             LINE" for every entry applied, and role changes.
             """
     )

@@ -9,11 +9,13 @@ struct Repair: ParsableCommand {
         discussion: """
             Without --cut-at: prints every segment (records, entries, hard states), any damage with its file and \
             offset, and whether the log opens (exit status 0 if it does, 1 if not).
+
             With --cut-at SEGMENT:OFFSET (as the damage report shows it): prints exactly what a cut there would lose \
             (the records from that point on, and every later segment). Only with --yes does it cut: the cut bytes and \
             later segments are kept aside in wal/cut-*, the segment is zeroed from the offset, everything is synced, \
             and a hard state one term above the highest term seen, with no vote, is written, so that the node never \
             votes twice in a term.
+
             It takes the directory's lock: it refuses while a node runs on the directory.
             """
     )

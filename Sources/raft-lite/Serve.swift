@@ -14,10 +14,14 @@ struct Serve: AsyncParsableCommand {
         abstract: "Run one node of the replicated key-value store, with its HTTP API.",
         discussion: """
             The cluster file is the seed's format with an http_port per node:
+
               {"node0": {"ip": "127.0.0.1", "port": 9081, "http_port": 8081}, ...}
-            The node listens for peers on its port and for clients on its http_port, and reaches every other node at
-            the address this file gives for it. SIGTERM or SIGINT stops it gracefully: requests in flight are
-            answered, the log is synced, and the process exits 0.
+
+            The node listens for peers on its port and for clients on its http_port, and reaches every other node \
+            at the address this file gives for it.
+
+            SIGTERM or SIGINT stops it gracefully: requests in flight are answered, the log is synced, and the \
+            process exits 0.
             """
     )
 

@@ -1,0 +1,359 @@
+import NIOHTTP1
+import RaftCore
+import RaftLite
+
+/// A whole HTTP request, as the router sees it: already read, detached from its connection.
+struct KVRequest: Sendable {
+    /// The body, or only its size when it was over the limit and not kept.
+    enum Body: Sendable, Hashable {
+        case bytes([UInt8])
+        case tooLarge(size: Int)
+    }
+
+    var method: HTTPMethod
+    /// The request target: path and query, still percent-encoded.
+    var uri: String
+    var headers: HTTPHeaders
+    var body: Body
+
+    init(method: HTTPMethod, uri: String, headers: HTTPHeaders = [:], body: Body = .bytes([])) {
+        self.method = method
+        self.uri = uri
+        self.headers = headers
+        self.body = body
+    }
+}
+
+/// What a request asks of the node.
+enum KVRoute: Sendable, Equatable {
+    /// `GET /v1/status`.
+    case status
+    /// `GET /metrics`.
+    case metrics
+    /// A command to propose through the log: a write, or a linearizable read.
+    case propose(KVCommand)
+    /// A read of this node's own copy of the key (`?consistency=serializable`, or unsafe local reads).
+    case localRead(key: [UInt8])
+    /// Refused before the node is asked anything: a bad path, method, key, query or body.
+    case refused(KVReply)
+}
+
+/// The key-value API's routing: from a request to what it asks of the node, and from the node's answer to the reply.
+/// It is pure and synchronous — no sockets, no event loop, no node — so every rule of the API can be tested alone;
+/// `KVServer` reads requests, calls `route(_:)`, asks the node, and writes the `KVReply` it gets back.
+struct KVRouter: Sendable {
+    static let keyPrefix = "/v1/kv/"
+
+    /// The longest key, in bytes (after percent-decoding).
+    var maxKeyBytes: Int
+    /// The largest value, in bytes.
+    var maxValueBytes: Int
+    /// Serve linearizable reads from the local copy (testing only: see `KVServer.Options.unsafeLocalReads`).
+    var unsafeLocalReads: Bool
+
+    init(maxKeyBytes: Int, maxValueBytes: Int, unsafeLocalReads: Bool = false) {
+        self.maxKeyBytes = maxKeyBytes
+        self.maxValueBytes = maxValueBytes
+        self.unsafeLocalReads = unsafeLocalReads
+    }
+
+    init(options: KVServer.Options) {
+        self.init(
+            maxKeyBytes: options.maxKeyBytes, maxValueBytes: options.maxValueBytes,
+            unsafeLocalReads: options.unsafeLocalReads)
+    }
+
+    /// The size a request's head declares for its body, when that is over the limit: such a request is refused at
+    /// once, without reading the body.
+    func declaredBodyTooLarge(_ headers: HTTPHeaders) -> Int? {
+        guard let length = headers.first(name: "content-length").flatMap(Int.init), length > maxValueBytes else {
+            return nil
+        }
+        return length
+    }
+
+    /// What a request asks for, or why it is refused.
+    func route(_ request: KVRequest) -> KVRoute {
+        let body: [UInt8]
+        switch request.body {
+        case .tooLarge(let size): return .refused(.tooLarge(size, maxValueBytes))
+        case .bytes(let bytes): body = bytes
+        }
+        let target = RequestTarget(request.uri)
+        if target.path == "/v1/status" {
+            return request.method == .GET ? .status : .refused(.methodNotAllowed("GET"))
+        }
+        if target.path == "/metrics" {
+            return request.method == .GET ? .metrics : .refused(.methodNotAllowed("GET"))
+        }
+        guard target.path.hasPrefix(Self.keyPrefix) else {
+            return .refused(.error(.notFound, "not_found", "no such endpoint: \(target.path)"))
+        }
+        guard let key = RequestTarget.percentDecode(target.path.dropFirst(Self.keyPrefix.count)) else {
+            return .refused(.error(.badRequest, "bad_key", "the key is not valid percent-encoding"))
+        }
+        guard !key.isEmpty else { return .refused(.error(.badRequest, "bad_key", "the key is empty")) }
+        guard key.count <= maxKeyBytes else {
+            return .refused(.error(
+                .badRequest, "key_too_long", "the key has \(key.count) bytes; the limit is \(maxKeyBytes)"))
+        }
+        guard let query = target.query else {
+            return .refused(.error(.badRequest, "bad_query", "the query string is not valid percent-encoding"))
+        }
+        switch request.method {
+        case .GET:
+            if let unknown = query.keys.first(where: { $0 != "consistency" }) {
+                return .refused(.error(.badRequest, "bad_query", "unknown query parameter \"\(unknown)\""))
+            }
+            switch query["consistency"].map({ String(decoding: $0, as: UTF8.self) }) {
+            case nil where !unsafeLocalReads, "linearizable" where !unsafeLocalReads:
+                return .propose(.get(key: key))
+            case nil, "linearizable", "serializable":
+                return .localRead(key: key)
+            case let other?:
+                return .refused(.error(
+                    .badRequest, "bad_query", "consistency must be linearizable or serializable, not \"\(other)\""))
+            }
+        case .PUT:
+            if let unknown = query.keys.first(where: { $0 != "prev_value" }) {
+                return .refused(.error(.badRequest, "bad_query", "unknown query parameter \"\(unknown)\""))
+            }
+            guard body.count <= maxValueBytes else { return .refused(.tooLarge(body.count, maxValueBytes)) }
+            if let expected = query["prev_value"] {
+                return .propose(.compareAndSet(key: key, expected: expected, value: body))
+            }
+            return .propose(.put(key: key, value: body))
+        case .DELETE:
+            guard query.isEmpty else {
+                return .refused(.error(.badRequest, "bad_query", "DELETE takes no query parameters"))
+            }
+            return .propose(.delete(key: key))
+        default:
+            return .refused(.methodNotAllowed("GET, PUT, DELETE"))
+        }
+    }
+}
+
+// MARK: - Replies
+
+/// An answer to send: status, headers and body.
+struct KVReply: Sendable, Equatable {
+    struct Header: Sendable, Hashable {
+        var name: String
+        var value: String
+    }
+
+    var status: HTTPResponseStatus
+    var contentType: String
+    var body: [UInt8]
+    /// Headers besides `Content-Type`, `Content-Length` and `Connection`.
+    var extraHeaders: [Header] = []
+
+    /// The text of the body (for tests and logs).
+    var text: String { String(decoding: body, as: UTF8.self) }
+
+    static func json(_ status: HTTPResponseStatus, _ value: some Encodable) -> KVReply {
+        guard let body = try? JSONWriter.encode(value) else {
+            // Only the server's own types are encoded here, and they always encode; this is a safety net.
+            return KVReply(
+                status: .internalServerError, contentType: "application/json",
+                body: Array("{\"error\":\"internal\",\"message\":\"the reply could not be encoded\"}".utf8))
+        }
+        return KVReply(status: status, contentType: "application/json", body: body)
+    }
+
+    static func bytes(_ value: [UInt8]) -> KVReply {
+        KVReply(status: .ok, contentType: "application/octet-stream", body: value)
+    }
+
+    static func error(_ status: HTTPResponseStatus, _ code: String, _ message: String) -> KVReply {
+        json(status, ErrorBody(error: code, message: message))
+    }
+
+    static func tooLarge(_ size: Int, _ limit: Int) -> KVReply {
+        error(.payloadTooLarge, "value_too_large", "the value has \(size) bytes; the limit is \(limit)")
+    }
+
+    static func methodNotAllowed(_ allowed: String) -> KVReply {
+        var reply = error(.methodNotAllowed, "method_not_allowed", "allowed: \(allowed)")
+        reply.extraHeaders = [Header(name: "Allow", value: allowed)]
+        return reply
+    }
+
+    /// The answer to a request that arrives while the server drains.
+    static let shuttingDown = error(.serviceUnavailable, "shutting_down", "the server is shutting down")
+
+    /// The answer when the node could not produce one (it failed to report its status, or to read its state).
+    static let noAnswer = error(.internalServerError, "internal", "no answer")
+
+    /// `GET /v1/status`.
+    static func status(_ status: NodeStatus) -> KVReply {
+        json(.ok, StatusBody(status))
+    }
+
+    /// `GET /metrics`: Prometheus text.
+    static func metrics(_ text: [UInt8]) -> KVReply {
+        KVReply(status: .ok, contentType: "text/plain; version=0.0.4", body: text)
+    }
+
+    /// A read of this node's own copy.
+    static func localRead(_ value: [UInt8]?) -> KVReply {
+        guard let value else { return .error(.notFound, "not_found", "no value for this key") }
+        return .bytes(value)
+    }
+
+    /// The answer to a command that committed at `index` and gave `output` when applied.
+    static func committed(_ command: KVCommand, index: LogIndex, output: KVResult) -> KVReply {
+        switch output {
+        case .done(let existed):
+            if case .delete = command { return .json(.ok, WriteBody(index: index.rawValue, deleted: existed)) }
+            return .json(.ok, WriteBody(index: index.rawValue))
+        case .value(let value):
+            return .bytes(value)
+        case .notFound:
+            if case .compareAndSet = command {
+                return .error(.preconditionFailed, "precondition_failed", "the key has no value")
+            }
+            return .error(.notFound, "not_found", "no value for this key")
+        case .preconditionFailed:
+            return .error(.preconditionFailed, "precondition_failed", "the current value differs from prev_value")
+        case .invalid:
+            return .error(.internalServerError, "internal", "the command could not be decoded")
+        }
+    }
+
+    /// The answer to a proposal that failed. The status tells the client whether the command may still take effect:
+    /// 504 only when it may (it was handed on and may yet commit); 503 and 4xx only when it did not and never will.
+    static func failure(_ error: any Error) -> KVReply {
+        guard let error = error as? RaftNodeError else {
+            return .error(.gatewayTimeout, "unknown_outcome", "the outcome is unknown: \(error)")
+        }
+        switch error {
+        case .timedOut, .stoppedOutcomeUnknown:
+            // Handed on, and may still commit: the client must not read this as "not applied".
+            return .error(.gatewayTimeout, "unknown_outcome", "\(error)")
+        case .tooLarge(let size, let limit):
+            return .tooLarge(size, limit)
+        case .invalidProposal:
+            return .error(.badRequest, "bad_request", "\(error)")
+        case .notLeader, .dropped, .paused, .stopped, .notStarted, .storage, .alreadyStarted, .configuration:
+            return .error(.serviceUnavailable, "unavailable", "\(error)")
+        }
+    }
+}
+
+// MARK: - JSON bodies
+
+/// Every error body: `{"error":code,"message":text}`.
+struct ErrorBody: Encodable, Hashable {
+    var error: String
+    var message: String
+}
+
+/// The answer to a committed write: `{"index":N}`, and for a delete `{"index":N,"deleted":true|false}`.
+struct WriteBody: Encodable, Hashable {
+    var index: UInt64
+    var deleted: Bool?
+}
+
+/// `GET /v1/status`. The leader is `null` when there is none (not left out).
+struct StatusBody: Encodable, Hashable {
+    var id: String
+    var role: String
+    var term: UInt64
+    var leader: String?
+    var commitIndex: UInt64
+    var appliedIndex: UInt64
+    var lastIndex: UInt64
+
+    init(
+        id: String, role: String, term: UInt64, leader: String?, commitIndex: UInt64, appliedIndex: UInt64,
+        lastIndex: UInt64
+    ) {
+        self.id = id
+        self.role = role
+        self.term = term
+        self.leader = leader
+        self.commitIndex = commitIndex
+        self.appliedIndex = appliedIndex
+        self.lastIndex = lastIndex
+    }
+
+    init(_ s: NodeStatus) {
+        self.init(
+            id: s.name, role: s.role.rawValue, term: s.term.rawValue, leader: s.leader,
+            commitIndex: s.commitIndex.rawValue, appliedIndex: s.appliedIndex.rawValue, lastIndex: s.lastIndex.rawValue)
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case id, role, term, leader
+        case commitIndex = "commit_index"
+        case appliedIndex = "applied_index"
+        case lastIndex = "last_index"
+    }
+
+    func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(id, forKey: .id)
+        try c.encode(role, forKey: .role)
+        try c.encode(term, forKey: .term)
+        try c.encode(leader, forKey: .leader)
+        try c.encode(commitIndex, forKey: .commitIndex)
+        try c.encode(appliedIndex, forKey: .appliedIndex)
+        try c.encode(lastIndex, forKey: .lastIndex)
+    }
+}
+
+// MARK: - Request targets
+
+/// A request's path and query, split and decoded.
+struct RequestTarget {
+    var path: String
+    /// Nil when the query string is not valid percent-encoding.
+    var query: [String: [UInt8]]?
+
+    init(_ uri: String) {
+        guard let mark = uri.firstIndex(of: "?") else {
+            path = uri
+            query = [:]
+            return
+        }
+        path = String(uri[..<mark])
+        var fields: [String: [UInt8]] = [:]
+        for part in uri[uri.index(after: mark)...].split(separator: "&", omittingEmptySubsequences: true) {
+            let pieces = part.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+            guard let name = Self.percentDecode(pieces[0]), let value = Self.percentDecode(pieces.count > 1 ? pieces[1] : "")
+            else {
+                query = nil
+                return
+            }
+            fields[String(decoding: name, as: UTF8.self)] = value
+        }
+        query = fields
+    }
+
+    /// Decodes `%XX` escapes (a `+` stays a `+`); nil for a malformed escape.
+    static func percentDecode(_ text: Substring) -> [UInt8]? {
+        var out: [UInt8] = []
+        out.reserveCapacity(text.utf8.count)
+        var iterator = text.utf8.makeIterator()
+        while let byte = iterator.next() {
+            guard byte == UInt8(ascii: "%") else {
+                out.append(byte)
+                continue
+            }
+            guard let high = iterator.next().flatMap(hex), let low = iterator.next().flatMap(hex) else { return nil }
+            out.append(high << 4 | low)
+        }
+        return out
+    }
+
+    private static func hex(_ c: UInt8) -> UInt8? {
+        switch c {
+        case UInt8(ascii: "0")...UInt8(ascii: "9"): c - UInt8(ascii: "0")
+        case UInt8(ascii: "a")...UInt8(ascii: "f"): c - UInt8(ascii: "a") + 10
+        case UInt8(ascii: "A")...UInt8(ascii: "F"): c - UInt8(ascii: "A") + 10
+        default: nil
+        }
+    }
+}
