@@ -8,6 +8,9 @@ let package = Package(
         .library(name: "RaftCore", targets: ["RaftCore"]),
         .library(name: "RaftLite", targets: ["RaftLite"]),
         .library(name: "RaftStorage", targets: ["RaftStorage"]),
+        // For bringing your own transport: the protocol, and the codec that turns messages into bytes.
+        .library(name: "RaftTransport", targets: ["RaftTransport"]),
+        .library(name: "RaftWire", targets: ["RaftWire"]),
         .library(name: "RaftKVClient", targets: ["RaftKVClient"]),
         .executable(name: "raft-lite", targets: ["raft-lite"]),
     ],
