@@ -83,8 +83,8 @@ mutate double-vote "grant a second vote in a term when no leader is known (Raft 
   '|| (votedFor == nil && leader == nil)' \
   '|| leader == nil'
 mutate leader-self-durability "count the leader's own log before it is durable (thesis §10.2.1)" \
-  'peer == id ? log.stable :' \
-  'peer == id ? log.lastIndex :'
+  'tracker.committedIndex(own: log.stable)' \
+  'tracker.committedIndex(own: log.lastIndex)'
 mutate ack-before-persist "acknowledge entries before they are durable" \
   'send(.appendEntriesResponse(AppendEntriesResponse(success: true, index: lastNew)), to: leaderID)' \
   'send(.appendEntriesResponse(AppendEntriesResponse(success: true, index: lastNew)), to: leaderID, immediately: true)'
@@ -93,6 +93,15 @@ mutate stale-term-messages "keep messages queued in an older term when the term 
   '            messages.removeAll { $0.term < newTerm }
             messagesAfterPersist.removeAll { $0.term < newTerm }' \
   '            _ = newTerm'
+
+# The write pipeline every shell runs, against the same simulation.
+target Sources/RaftCore/ReadyPipeline.swift "simulation failed" \
+  env RAFT_SIM_SCHEDULES="$schedules" RAFT_SIM_MAX_FAILURES="$max_failures" \
+  swift test -c release --filter randomizedSchedulesKeepEveryInvariant
+
+mutate pipeline-overtakes "finish a ready with nothing to write before the writes ahead of it are durable" \
+  '        if !hasWrite && waiting.isEmpty {' \
+  '        if !hasWrite {'
 
 # Exactly-once proposals, against the same simulation: copies refused at apply time, and "lost" only once proven.
 target Sources/RaftCore/Proposals/ProposalSessions.swift "simulation failed" \
