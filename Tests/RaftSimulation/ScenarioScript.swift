@@ -476,7 +476,7 @@ private func name(_ id: NodeID?) -> String { id.map { String($0.rawValue) } ?? "
 // MARK: - Printing messages and entries
 
 /// One line per entry: `2@t1 "hello"` or `1@t1 noop`.
-func describe(_ entry: Entry) -> String {
+private func describe(_ entry: Entry) -> String {
     let body: String
     switch entry.kind {
     case .noop: body = "noop"
@@ -486,7 +486,7 @@ func describe(_ entry: Entry) -> String {
 }
 
 /// Data as a quoted string if it is printable ASCII, otherwise as hex.
-func describe(data: [UInt8]) -> String {
+private func describe(data: [UInt8]) -> String {
     if data.allSatisfy({ (0x20...0x7E).contains($0) && $0 != 0x22 && $0 != 0x5C }) {
         return "\"" + String(decoding: data, as: UTF8.self) + "\""
     }
@@ -495,7 +495,7 @@ func describe(data: [UInt8]) -> String {
 }
 
 /// One line per message, `FROM->TO KIND tTERM details`.
-func describe(_ m: Message) -> String {
+private func describe(_ m: Message) -> String {
     let head = "\(m.from.rawValue)->\(m.to.rawValue)"
     let term = "t\(m.term.rawValue)"
     switch m.kind {
