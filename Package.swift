@@ -91,7 +91,7 @@ let package = Package(
         // Test support: a file system in memory that models the page cache and power cuts, for the storage tests.
         .target(
             name: "StorageTesting",
-            dependencies: ["RaftStorage", .product(name: "NIOConcurrencyHelpers", package: "swift-nio")],
+            dependencies: ["RaftCore", "RaftStorage", .product(name: "NIOConcurrencyHelpers", package: "swift-nio")],
             path: "Tests/StorageTesting"
         ),
         .executableTarget(
