@@ -8,6 +8,7 @@ let package = Package(
         .library(name: "RaftCore", targets: ["RaftCore"]),
         .library(name: "RaftLite", targets: ["RaftLite"]),
         .library(name: "RaftStorage", targets: ["RaftStorage"]),
+        .library(name: "RaftTesting", targets: ["RaftTesting"]),
         .executable(name: "raft-lite", targets: ["raft-lite"]),
     ],
     dependencies: [
@@ -46,6 +47,8 @@ let package = Package(
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             ]
         ),
+        // Checks for users' own tests (no test framework in it): the storage conformance suite.
+        .target(name: "RaftTesting", dependencies: ["RaftCore", "RaftStorage"]),
         // The runtime and the public API: RaftNode, cluster configuration, state machines.
         .target(
             name: "RaftLite",
@@ -143,7 +146,9 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
-        .testTarget(name: "RaftStorageTests", dependencies: ["RaftCore", "RaftStorage", "RaftWire", "StorageTesting"]),
+        .testTarget(
+            name: "RaftStorageTests", dependencies: ["RaftCore", "RaftStorage", "RaftTesting", "RaftWire", "StorageTesting"]
+        ),
         .testTarget(
             name: "RaftKVTests",
             dependencies: [
