@@ -12,6 +12,7 @@ let package = Package(
         .library(name: "RaftTransport", targets: ["RaftTransport"]),
         .library(name: "RaftWire", targets: ["RaftWire"]),
         .library(name: "RaftKVClient", targets: ["RaftKVClient"]),
+        .library(name: "RaftTesting", targets: ["RaftTesting"]),
         .executable(name: "raft-lite", targets: ["raft-lite"]),
     ],
     dependencies: [
@@ -50,6 +51,8 @@ let package = Package(
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             ]
         ),
+        // Checks for users' own tests (no test framework in it): the storage conformance suite.
+        .target(name: "RaftTesting", dependencies: ["RaftCore", "RaftStorage"]),
         // The runtime and the public API: RaftNode, cluster configuration, state machines.
         .target(
             name: "RaftLite",
@@ -95,7 +98,7 @@ let package = Package(
         // Test support: a file system in memory that models the page cache and power cuts, for the storage tests.
         .target(
             name: "StorageTesting",
-            dependencies: ["RaftStorage", .product(name: "NIOConcurrencyHelpers", package: "swift-nio")],
+            dependencies: ["RaftCore", "RaftStorage", .product(name: "NIOConcurrencyHelpers", package: "swift-nio")],
             path: "Tests/StorageTesting"
         ),
         .executableTarget(
@@ -148,7 +151,9 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
-        .testTarget(name: "RaftStorageTests", dependencies: ["RaftCore", "RaftStorage", "RaftWire", "StorageTesting"]),
+        .testTarget(
+            name: "RaftStorageTests", dependencies: ["RaftCore", "RaftStorage", "RaftTesting", "RaftWire", "StorageTesting"]
+        ),
         .testTarget(
             name: "RaftKVTests",
             dependencies: [

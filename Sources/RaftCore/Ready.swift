@@ -6,7 +6,7 @@
 ///    not yet durable waits in `messagesAfterPersist`): none depends on anything in this ready being durable
 ///    (thesis §10.2.1: a leader may replicate an entry before its own write finishes; it counts itself towards a
 ///    quorum only once `advance(_:)` says the write is done).
-/// 2. `entries` and then `hardState` must be made durable (`LogStorage.persist`). The first entry may overwrite
+/// 2. `entries` and then `hardState` must be made durable (`NodeStorage.persist`). The first entry may overwrite
 ///    stored entries from its index on. Readies must be persisted in the order they were taken: a later ready's
 ///    writes never overtake an earlier one's (so a vote is never reordered after a log write that followed it).
 /// 3. Only then may `messagesAfterPersist` be sent (votes, acknowledgements, campaigns: every message that

@@ -30,62 +30,108 @@ public struct PersistentState: Sendable, Hashable {
     }
 }
 
-/// Where a node keeps its term, vote and log so that they survive a crash.
+/// A failure to store or read back Raft state: what kind of failure it is, what happened, and the file (and
+/// offset) at fault when there is one. The one storage error of RaftLite: the in-memory log, the write-ahead log,
+/// its file systems and `LogRepair` all throw it.
 ///
-/// The core never calls storage itself: the runtime takes each `Ready` from the core, calls `persist` with its
-/// entries and hard state, and only then sends the messages and applies the entries that depend on them. An
-/// implementation must make both durable before `persist` returns, entries first and hard state second, and must
-/// never reorder one call's writes after a later call's.
-public protocol LogStorage {
-    /// Reads back everything persisted so far.
-    func initialState() throws -> PersistentState
+/// `Kind` is a struct with one static member per kind rather than an enum, so that new kinds can be added without
+/// breaking anyone's `switch`: compare it (`failure.kind == .noSpace`, `catch let f where f.kind == .locked`).
+public struct StorageFailure: Error, Hashable, Sendable, CustomStringConvertible {
+    public struct Kind: Hashable, Sendable, CustomStringConvertible {
+        private enum Base: String, Hashable, Sendable {
+            case corrupt, missingSegment, locked, unsupportedFormat, identityMismatch, io, noSpace, closed
+            case invalidAppend, refused
+        }
 
-    /// Durably stores `entries` and then `hardState` (if given).
-    ///
-    /// The first of `entries` may have an index at or below the last stored one: the stored log is cut just before
-    /// it (a follower's log being repaired by a new leader, Raft §5.3) and the new entries take its place.
-    mutating func persist(entries: [Entry], hardState: HardState?) throws
-}
+        private let base: Base
 
-/// A failure to store or read back Raft state.
-public enum StorageError: Error, Hashable, Sendable, CustomStringConvertible {
-    /// An append would leave a hole in the log.
-    case gap(expected: LogIndex, got: LogIndex)
-    /// Entries would overwrite the compacted part of the log.
-    case beforeSnapshot(index: LogIndex, snapshotIndex: LogIndex)
+        private init(_ base: Base) {
+            self.base = base
+        }
+
+        /// A record in the middle of the log is damaged: the node must not start (nothing is silently dropped).
+        public static let corrupt = Kind(.corrupt)
+        /// A segment of the log is missing.
+        public static let missingSegment = Kind(.missingSegment)
+        /// Another process has the data directory open.
+        public static let locked = Kind(.locked)
+        /// The data directory was written by an incompatible version.
+        public static let unsupportedFormat = Kind(.unsupportedFormat)
+        /// The data directory belongs to another node, another cluster, or another member set.
+        public static let identityMismatch = Kind(.identityMismatch)
+        /// The operating system refused a read, write or sync.
+        public static let io = Kind(.io)
+        /// The disk (or the user's quota) is full.
+        public static let noSpace = Kind(.noSpace)
+        /// The log is closed (or failed earlier and refuses further writes).
+        public static let closed = Kind(.closed)
+        /// An append that would leave a hole in the log or rewrite compacted entries.
+        public static let invalidAppend = Kind(.invalidAppend)
+        /// A repair that cannot be done as asked (`LogRepair`).
+        public static let refused = Kind(.refused)
+
+        public var description: String { base.rawValue }
+    }
+
+    public var kind: Kind
+    public var message: String
+    public var file: String?
+    public var offset: Int?
+
+    public init(_ kind: Kind, _ message: String, file: String? = nil, offset: Int? = nil) {
+        self.kind = kind
+        self.message = message
+        self.file = file
+        self.offset = offset
+    }
 
     public var description: String {
-        switch self {
-        case .gap(let expected, let got):
-            "log append would leave a gap: the next index is \(expected) but the entries start at \(got)"
-        case .beforeSnapshot(let index, let snapshotIndex):
-            "log append at \(index) would overwrite the snapshot, which covers up to \(snapshotIndex)"
-        }
+        var text = message
+        if let file { text += " (\(file)" + (offset.map { " at offset \($0)" } ?? "") + ")" }
+        return text
     }
 }
 
-/// A `LogStorage` in memory: for tests, the simulator, and nodes that need no durability.
-public struct MemoryStorage: LogStorage, Sendable, Hashable {
+/// The log and hard state of one node, in memory: a plain value with the append rule every storage follows.
+///
+/// It is not a storage protocol of its own (the runtime's is `NodeStorage`, in RaftStorage): it is the value that
+/// `InMemoryNodeStorage` keeps behind a lock, and that the deterministic simulator, which runs without threads,
+/// uses directly. The core never calls storage itself: the runtime takes each `Ready` from the core, persists its
+/// entries and then its hard state, and only then sends the messages and applies the entries that depend on them.
+public struct MemoryStorage: Sendable, Hashable {
     public private(set) var state: PersistentState
 
     public init(_ state: PersistentState = PersistentState()) {
         self.state = state
     }
 
+    /// Everything stored so far.
     public func initialState() -> PersistentState { state }
 
-    public mutating func persist(entries: [Entry], hardState: HardState?) throws(StorageError) {
+    /// Stores `entries` and then `hardState` (if given).
+    ///
+    /// The first of `entries` may have an index at or below the last stored one: the stored log is cut just before
+    /// it (a follower's log being repaired by a new leader, Raft §5.3) and the new entries take its place.
+    /// - Throws: `StorageFailure` of kind `.invalidAppend` for entries that would leave a hole in the log or
+    ///   overwrite its compacted part; nothing is changed then.
+    public mutating func persist(entries: [Entry], hardState: HardState?) throws(StorageFailure) {
         try append(entries)
         if let hardState { state.hardState = hardState }
     }
 
     /// Appends entries as `persist` does, without touching the hard state.
-    public mutating func append(_ entries: some Collection<Entry>) throws(StorageError) {
+    public mutating func append(_ entries: some Collection<Entry>) throws(StorageFailure) {
         guard let first = entries.first else { return }
         let next = state.lastIndex.next
-        guard first.index <= next else { throw .gap(expected: next, got: first.index) }
+        guard first.index <= next else {
+            throw StorageFailure(
+                .invalidAppend,
+                "log append would leave a gap: the next index is \(next) but the entries start at \(first.index)")
+        }
         guard first.index > state.snapshotIndex else {
-            throw .beforeSnapshot(index: first.index, snapshotIndex: state.snapshotIndex)
+            throw StorageFailure(
+                .invalidAppend,
+                "log append at \(first.index) would overwrite the snapshot, which covers up to \(state.snapshotIndex)")
         }
         let keep = Int(first.index.rawValue - state.snapshotIndex.rawValue - 1)
         if keep < state.entries.count { state.entries.removeSubrange(keep...) }

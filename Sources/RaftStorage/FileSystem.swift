@@ -1,46 +1,4 @@
-/// A storage problem, with the file (and offset) at fault when there is one.
-public struct StorageFailure: Error, Hashable, Sendable, CustomStringConvertible {
-    public enum Kind: Sendable, Hashable {
-        /// A record in the middle of the log is damaged: the node must not start (nothing is silently dropped).
-        case corrupt
-        /// A segment of the log is missing.
-        case missingSegment
-        /// Another process has the data directory open.
-        case locked
-        /// The data directory was written by an incompatible version.
-        case unsupportedFormat
-        /// The data directory belongs to another node, another cluster, or another member set.
-        case identityMismatch
-        /// The operating system refused a read, write or sync.
-        case io
-        /// The disk (or the user's quota) is full.
-        case noSpace
-        /// The log is closed (or failed earlier and refuses further writes).
-        case closed
-        /// An append that would leave a hole in the log or rewrite compacted entries.
-        case invalidAppend
-        /// A repair that cannot be done as asked (`LogRepair`).
-        case refused
-    }
-
-    public var kind: Kind
-    public var message: String
-    public var file: String?
-    public var offset: Int?
-
-    public init(_ kind: Kind, _ message: String, file: String? = nil, offset: Int? = nil) {
-        self.kind = kind
-        self.message = message
-        self.file = file
-        self.offset = offset
-    }
-
-    public var description: String {
-        var text = message
-        if let file { text += " (\(file)" + (offset.map { " at offset \($0)" } ?? "") + ")" }
-        return text
-    }
-}
+import RaftCore
 
 /// An open file of a `FileSystem`: an opaque number (a file descriptor, for `PosixFileSystem`).
 public struct OpenFile: Sendable, Hashable {

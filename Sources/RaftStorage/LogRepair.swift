@@ -199,7 +199,7 @@ public final class LogRepair {
         guard fileSystem.exists(directory + "/FORMAT") || fileSystem.exists(walDirectory) else {
             throw StorageFailure(.io, "there is no data directory here (no FORMAT, no wal/)", file: directory)
         }
-        lockFile = try WriteAheadLog.lock(directory, fileSystem)
+        lockFile = try DataDirectory.lock(directory, fileSystem)
     }
 
     deinit { close() }
@@ -222,7 +222,7 @@ public final class LogRepair {
         let identity = fileSystem.exists(directory + "/IDENTITY")
             ? DataDirectoryIdentity.decode(try fileSystem.read(directory + "/IDENTITY", upTo: 1 << 20)) : nil
         let sequences = fileSystem.exists(walDirectory)
-            ? try fileSystem.list(walDirectory).compactMap(WriteAheadLog.sequence(ofSegment:)).sorted() : []
+            ? try fileSystem.list(walDirectory).compactMap(DataDirectory.sequence(ofSegment:)).sorted() : []
         var segments: [Segment] = []
         for (k, sequence) in sequences.enumerated() {
             segments.append(try read(sequence, isLast: k == sequences.count - 1))
@@ -236,9 +236,9 @@ public final class LogRepair {
         }
         let highest = segments.flatMap { $0.records + ($0.damage?.readableAfter ?? []) }.map(\.highestTerm).max() ?? .zero
         var refusal: StorageFailure?
-        if format != WriteAheadLog.formatLine {
+        if format != DataDirectory.formatLine {
             refusal = StorageFailure(.unsupportedFormat, "the format is \(format.map { "\"\($0)\"" } ?? "missing"); this "
-                                         + "version reads \"\(WriteAheadLog.formatLine)\"", file: formatPath)
+                                         + "version reads \"\(DataDirectory.formatLine)\"", file: formatPath)
         }
         let live = segments.filter { !$0.leftOverFromCompaction }
         if refusal == nil {
@@ -270,8 +270,7 @@ public final class LogRepair {
     }
 
     static func name(_ sequence: UInt64) -> String {
-        let digits = String(sequence)
-        return String(repeating: "0", count: max(0, 20 - digits.count)) + digits + ".log"
+        DataDirectory.segmentName(sequence)
     }
 
     static func summary(_ read: Records.Read, at offset: Int) -> RecordSummary {
@@ -351,8 +350,8 @@ public final class LogRepair {
                                      + live.map(\.name).joined(separator: ", ") + ")", file: walDirectory)
         }
         let segment = live[k]
-        guard inspection.format == WriteAheadLog.formatLine else {
-            throw StorageFailure(.refused, "the data directory's format is not \"\(WriteAheadLog.formatLine)\": this "
+        guard inspection.format == DataDirectory.formatLine else {
+            throw StorageFailure(.refused, "the data directory's format is not \"\(DataDirectory.formatLine)\": this "
                                      + "version cannot repair it", file: directory + "/FORMAT")
         }
         for earlier in live[..<k] {
@@ -422,7 +421,7 @@ public final class LogRepair {
                 }
                 var offset = Records.segmentHeaderSize
                 while offset < limit, case .success(let read) = Records.read(raw, at: offset, salt: salt) {
-                    if let why = WriteAheadLog.apply(read.record, to: &state, entries: &entries) {
+                    if let why = Replay.apply(read.record, to: &state, entries: &entries) {
                         return StorageFailure(.refused, "the records before the cut do not make a log: \(why)",
                                               file: path, offset: offset)
                     }
@@ -455,7 +454,7 @@ public final class LogRepair {
             let bytes = try fileSystem.read(path)
             let end = bytes.withUnsafeBytes { Replay.lastNonZero($0) }
             if end > plan.offset {
-                let sequence = WriteAheadLog.sequence(ofSegment: plan.segment) ?? 0
+                let sequence = DataDirectory.sequence(ofSegment: plan.segment) ?? 0
                 let aside = "\(walDirectory)/cut-\(sequence)-\(plan.offset).bin"
                 try fileSystem.writeAtomically(Array(bytes[plan.offset..<end]), to: aside, directory: walDirectory)
                 keptAside.append(aside)

@@ -1,11 +1,15 @@
 import NIOConcurrencyHelpers
 import RaftCore
 
-/// Where a `RaftNode` keeps its term, vote and log.
+/// Where a `RaftNode` keeps its term, vote and log so that they survive a crash: the one storage protocol.
 ///
-/// Writes may complete asynchronously (a write-ahead log syncs in the background and covers many writes with one
-/// sync), but they must complete in the order they were made, and `completion` may only run once `entries` and then
-/// `hardState` are durable.
+/// The core never calls storage itself: the runtime takes each `Ready` from the core, calls `persist` with its
+/// entries and hard state, and holds back what depends on them until that completes. Writes may complete
+/// asynchronously (a write-ahead log syncs in the background and covers many writes with one sync), but they must
+/// complete in the order they were made, and `completion` may only run once `entries` and then `hardState` are
+/// durable. A write that cannot be done (an append that would leave a hole in the log) is refused with a
+/// `StorageFailure` of kind `.invalidAppend` and changes nothing. `StorageConformance`, in the RaftTesting library,
+/// checks these promises against an implementation.
 public protocol NodeStorage: AnyObject, Sendable {
     /// Everything persisted so far.
     func initialState() throws -> PersistentState
@@ -32,8 +36,8 @@ public final class InMemoryNodeStorage: NodeStorage {
     }
 
     public func persist(entries: [Entry], hardState: HardState?, completion: @escaping @Sendable ((any Error)?) -> Void) {
-        let error = storage.withLockedValue { s -> StorageError? in
-            do throws(StorageError) {
+        let error = storage.withLockedValue { s -> StorageFailure? in
+            do throws(StorageFailure) {
                 try s.persist(entries: entries, hardState: hardState)
                 return nil
             } catch {

@@ -1,3 +1,5 @@
+import RaftCore
+
 #if canImport(Glibc)
     import Glibc
 #elseif canImport(Darwin)

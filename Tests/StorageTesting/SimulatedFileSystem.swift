@@ -1,4 +1,5 @@
 import NIOConcurrencyHelpers
+import RaftCore
 import RaftStorage
 
 /// A file system in memory that models the page cache, for power-cut tests of the write-ahead log.
