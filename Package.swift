@@ -51,8 +51,16 @@ let package = Package(
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             ]
         ),
-        // Checks for users' own tests (no test framework in it): the storage conformance suite.
-        .target(name: "RaftTesting", dependencies: ["RaftCore", "RaftStorage"]),
+        // Test support for users' own tests, with no test framework in it: the lockstep cluster and its scenario
+        // scripts, the in-memory transport, and the storage conformance suite.
+        .target(
+            name: "RaftTesting",
+            dependencies: [
+                "RaftCore", "RaftStorage", "RaftTransport",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            ]
+        ),
         // The runtime and the public API: RaftNode, cluster configuration, state machines.
         .target(
             name: "RaftLite",
@@ -134,17 +142,19 @@ let package = Package(
         ),
         .testTarget(name: "RaftJepsenTests", dependencies: ["JepsenKit", "ProcessTesting", "RaftCore"]),
         // Scripts/*.txt are read from the source tree (through #filePath), so that a rewrite can update them.
-        .testTarget(name: "RaftCoreTests", dependencies: ["RaftCore", "RaftSimulation"], exclude: ["Scripts"]),
+        .testTarget(name: "RaftCoreTests", dependencies: ["RaftCore", "RaftSimulation", "RaftTesting"], exclude: ["Scripts"]),
         .testTarget(
             name: "RaftSimulationTests",
             dependencies: [
-                "RaftCore", "RaftSimulation", .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                "RaftCore", "RaftSimulation", "RaftTesting",
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             ]
         ),
         .testTarget(
             name: "RaftLiteTests",
             dependencies: [
-                "RaftCore", "RaftLite", "RaftWire", "RaftTransport", "RaftStorage", "ProcessTesting", "StorageTesting",
+                "RaftCore", "RaftLite", "RaftWire", "RaftTransport", "RaftStorage", "RaftTesting", "ProcessTesting",
+                "StorageTesting",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
@@ -157,7 +167,7 @@ let package = Package(
         .testTarget(
             name: "RaftKVTests",
             dependencies: [
-                "RaftKV", "RaftKVClient", "ProcessTesting", "RaftLite", "RaftTransport", "RaftCore",
+                "RaftKV", "RaftKVClient", "ProcessTesting", "RaftLite", "RaftTransport", "RaftTesting", "RaftCore",
                 .product(name: "NIOHTTP1", package: "swift-nio"), .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"), .product(name: "Logging", package: "swift-log"),
             ]

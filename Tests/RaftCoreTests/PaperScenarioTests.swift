@@ -1,6 +1,7 @@
 import RaftCore
 import RaftSimulation
 import Testing
+import RaftTesting
 
 /// The Raft paper's own scenarios, each in three parts: set up, drive, check.
 @Suite struct PaperScenarioTests {

@@ -1,6 +1,7 @@
 import RaftCore
 import RaftSimulation
 import Testing
+import RaftTesting
 
 private func n(_ k: UInt64) -> NodeID { NodeID(k) }
 

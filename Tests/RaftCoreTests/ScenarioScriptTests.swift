@@ -2,6 +2,7 @@ import Foundation
 import RaftCore
 import RaftSimulation
 import Testing
+import RaftTesting
 
 /// The scripted scenarios in `Scripts/*.txt`: each file is run and its output compared with what is written in it.
 ///

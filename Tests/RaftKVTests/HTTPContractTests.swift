@@ -8,6 +8,7 @@ import RaftTransport
 import Testing
 
 @testable import RaftKV
+import RaftTesting
 
 /// Which HTTP statuses tell a client that its command did not take effect, and which leave the outcome open.
 @Suite struct HTTPContractTests {

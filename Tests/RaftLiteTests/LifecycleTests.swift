@@ -4,6 +4,7 @@ import NIOPosix
 import RaftLite
 import RaftTransport
 import Testing
+import RaftTesting
 
 /// Storage whose writes fail after a number of successes.
 final class FailingStorage: NodeStorage {

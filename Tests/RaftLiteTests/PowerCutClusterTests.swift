@@ -9,6 +9,7 @@ import RaftStorage
 import RaftTransport
 import StorageTesting
 import Testing
+import RaftTesting
 
 /// Three nodes in this process, each on a write-ahead log over its own simulated file system; while proposals flow,
 /// the power of a random node (the leader included) is cut again and again, and a new node starts on what survived.

@@ -5,6 +5,7 @@ import RaftCore
 import RaftLite
 import RaftTransport
 import Testing
+import RaftTesting
 
 /// An in-memory transport that misbehaves on purpose with forwarded proposals: it can send every one of them twice
 /// (the second copy late, after the first has committed), or lose them and report the link as reset, as a TCP

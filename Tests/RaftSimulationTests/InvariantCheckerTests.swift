@@ -1,6 +1,7 @@
 import RaftCore
 import RaftSimulation
 import Testing
+import RaftTesting
 
 /// The checker is the judge of every simulated schedule: these tests hand it violations made on purpose and expect
 /// it to name each one.

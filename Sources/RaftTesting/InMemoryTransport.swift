@@ -1,6 +1,7 @@
 import NIOConcurrencyHelpers
 import NIOCore
 import RaftCore
+import RaftTransport
 
 /// A network in one process, for tests: transports registered on it deliver to each other's event loops, and the
 /// test can cut links.
