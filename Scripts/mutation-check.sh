@@ -121,12 +121,15 @@ mutate lost-too-early "settle a proposal as lost when an entry of its copy's own
   'where p.liveTerm.map({ $0 <= entry.term }) == true'
 
 # The write-ahead log's durability, against the power-cut test over the simulated file system (debug build).
-target Sources/RaftStorage/WriteAheadLog.swift "power cuts failed" \
+target Sources/RaftStorage/WALWriter.swift "power cuts failed" \
   swift test --filter powerCutsLoseNoAcknowledgedWrite
 
 mutate wal-no-sync "never sync the log's data (fdatasync)" \
-  '            try fileSystem.syncData(segmentFile, path: segmentPath)' \
-  '            _ = segmentFile'
+  '            try fileSystem.syncData(file, path: path)' \
+  '            _ = file'
+
+target Sources/RaftStorage/WriteAheadLog.swift "power cuts failed" \
+  swift test --filter powerCutsLoseNoAcknowledgedWrite
 mutate wal-complete-before-sync "complete a batch's writes before they are synced" \
   '            if let error = syncWritten() { errors = Array(repeating: error, count: batch.count) }
             for (request, error) in zip(batch, errors) { request.completion(error) }' \
