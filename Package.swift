@@ -52,12 +52,13 @@ let package = Package(
             ]
         ),
         // Test support for users' own tests, with no test framework in it: the lockstep cluster and its scenario
-        // scripts, the in-memory transport, and the storage conformance suite.
+        // scripts, the in-memory transport and cluster, and the storage conformance suite.
         .target(
             name: "RaftTesting",
             dependencies: [
-                "RaftCore", "RaftStorage", "RaftTransport",
+                "RaftCore", "RaftStorage", "RaftTransport", "RaftLite",
                 .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             ]
         ),
