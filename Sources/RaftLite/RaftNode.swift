@@ -328,10 +328,12 @@ public final class RaftNode<Machine: StateMachine>: Sendable {
     private func failRefused(_ refusal: ProposalTracker<ProposalWaiter<Machine.Output>>.Refusal, _ rt: NodeRuntime<Machine>) {
         if case .unknown = refusal.settlement { return fail(refusal.waiter, .timedOut, rt) }
         let error: RaftNodeError
-        switch refusal.error {
-        case .notLeader(let hint): error = .notLeader(leaderHint: hint.flatMap { cluster.member(id: $0)?.name })
-        case .tooLarge(let size, let limit): error = .tooLarge(size: size, limit: limit)
+        switch refusal.error.code {
+        case .notLeader:
+            error = .notLeader(leaderHint: refusal.error.leaderHint.flatMap { cluster.member(id: $0)?.name })
+        case .tooLarge: error = .tooLarge(size: refusal.error.size ?? 0, limit: refusal.error.limit ?? 0)
         case .empty: error = .invalidProposal("empty proposal")
+        default: error = .invalidProposal("\(refusal.error)")
         }
         fail(refusal.waiter, error, rt)
     }
@@ -639,54 +641,6 @@ public struct NodeStatus: Sendable, Hashable {
     public var lastIndex: LogIndex
     public var paused: Bool
     public var started: Bool
-}
-
-/// Why a node could not do what it was asked.
-public enum RaftNodeError: Error, Hashable, Sendable, CustomStringConvertible {
-    /// This node is not the leader and does not forward proposals, or knows no leader yet.
-    case notLeader(leaderHint: String?)
-    /// The command was not seen committed in time. It may still commit: the outcome is unknown.
-    case timedOut
-    /// The node stopped after handing the command on. It may still commit: the outcome is unknown.
-    case stoppedOutcomeUnknown
-    /// The command will never commit.
-    case dropped(String)
-    case tooLarge(size: Int, limit: Int)
-    case invalidProposal(String)
-    case paused
-    case stopped
-    case notStarted
-    case alreadyStarted
-    case storage(String)
-    case configuration(String)
-
-    /// Whether the proposal may still take effect: true only for `timedOut` and `stoppedOutcomeUnknown`. Every
-    /// other error is definite: the command was not applied and never will be.
-    public var outcomeIsUnknown: Bool {
-        switch self {
-        case .timedOut, .stoppedOutcomeUnknown: true
-        default: false
-        }
-    }
-
-    public var description: String {
-        switch self {
-        case .notLeader(let hint?): "this node is not the leader; the leader is \(hint)"
-        case .notLeader(nil): "no leader is known yet; retry shortly"
-        case .timedOut: "the proposal was not committed in time; it may still commit (outcome unknown)"
-        case .stoppedOutcomeUnknown:
-            "the node stopped after handing the proposal on; it may still commit (outcome unknown)"
-        case .dropped(let why): "the proposal will never commit: \(why)"
-        case .tooLarge(let size, let limit): "proposal of \(size) bytes exceeds the limit of \(limit) bytes"
-        case .invalidProposal(let why): "invalid proposal: \(why)"
-        case .paused: "the node is paused"
-        case .stopped: "the node has stopped"
-        case .notStarted: "the node has not been started"
-        case .alreadyStarted: "the node was already started (a stopped node cannot be restarted; create a new one)"
-        case .storage(let why): "storage: \(why)"
-        case .configuration(let why): why
-        }
-    }
 }
 
 /// What a proposal's caller waits on.
