@@ -74,14 +74,3 @@ public struct RaftConfiguration: Sendable, Hashable {
         if maxProposalBytes < 0 { throw .invalid("maxProposalBytes must not be negative (got \(maxProposalBytes))") }
     }
 }
-
-/// A configuration or restored state that the core cannot start from.
-public enum ConfigurationError: Error, Hashable, Sendable, CustomStringConvertible {
-    case invalid(String)
-
-    public var description: String {
-        switch self {
-        case .invalid(let why): "invalid Raft configuration: \(why)"
-        }
-    }
-}

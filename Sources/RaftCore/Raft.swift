@@ -708,22 +708,3 @@ public enum ProposalOutcome: Sendable, Hashable {
     /// Forwarded to the leader.
     case forwarded(to: NodeID)
 }
-
-/// Why a proposal was refused.
-public enum ProposalError: Error, Hashable, Sendable, CustomStringConvertible {
-    /// This node is not the leader, and is not forwarding proposals (or knows no leader to forward to).
-    case notLeader(leaderHint: NodeID?)
-    /// The command exceeds `RaftConfiguration.maxProposalBytes`.
-    case tooLarge(size: Int, limit: Int)
-    /// An empty batch of commands.
-    case empty
-
-    public var description: String {
-        switch self {
-        case .notLeader(let hint?): "this node is not the leader; the leader is \(hint)"
-        case .notLeader(nil): "this node is not the leader, and no leader is known yet; retry later"
-        case .tooLarge(let size, let limit): "proposal of \(size) bytes exceeds the limit of \(limit) bytes"
-        case .empty: "empty batch of proposals"
-        }
-    }
-}

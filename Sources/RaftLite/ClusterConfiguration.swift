@@ -94,12 +94,12 @@ public struct ClusterConfiguration: Sendable, Hashable {
         do {
             data = try Data(contentsOf: URL(fileURLWithPath: path))
         } catch {
-            throw ClusterConfigurationError(nil, "cannot read \(path): \(error.localizedDescription)")
+            throw ClusterConfigurationError(nil, "cannot read \(path): \(error.localizedDescription)", code: .unreadable)
         }
         do {
             try self.init(json: data)
         } catch {
-            throw ClusterConfigurationError(error.path, "\(error.problem) (in \(path))")
+            throw ClusterConfigurationError(error.path, "\(error.problem) (in \(path))", code: error.code)
         }
     }
 
@@ -173,12 +173,35 @@ public struct ClusterConfiguration: Sendable, Hashable {
 }
 
 /// A cluster configuration that cannot be used, with the field at fault.
+///
+/// It has a `code` so that later versions can tell more kinds of problem apart without breaking anyone: match on
+/// `error.code` with a `default:`. Two errors are equal when their codes, paths and problems are.
 public struct ClusterConfigurationError: Error, Hashable, Sendable, CustomStringConvertible {
+    public struct Code: Hashable, Sendable, CustomStringConvertible {
+        private enum Value: String, Hashable, Sendable {
+            case invalid, unreadable
+        }
+
+        private let value: Value
+
+        private init(_ value: Value) { self.value = value }
+
+        /// The configuration says something RaftLite cannot use: not JSON, a missing or mistyped field, a port out
+        /// of range, a duplicate name.
+        public static let invalid = Code(.invalid)
+        /// The configuration file cannot be read.
+        public static let unreadable = Code(.unreadable)
+
+        public var description: String { value.rawValue }
+    }
+
+    public var code: Code
     /// The field, as `node.field` (nil for a problem with the whole file).
     public var path: String?
     public var problem: String
 
-    public init(_ path: String?, _ problem: String) {
+    public init(_ path: String?, _ problem: String, code: Code = .invalid) {
+        self.code = code
         self.path = path
         self.problem = problem
     }

@@ -40,6 +40,15 @@ struct NodeMetrics: Sendable {
         })
     }
 
+    /// A change of role, term or leader: the gauges, and the counts of elections and of leader changes.
+    func record(_ now: LeadershipChange, after previous: LeadershipChange?) {
+        if now.role == .candidate && previous?.role != .candidate { elections.increment() }
+        if now.leader != previous?.leader && now.leader != nil { leaderChanges.increment() }
+        term.record(Int64(truncatingIfNeeded: now.term.rawValue))
+        role.record(Self.code(now.role))
+        isLeader.record(now.role == .leader ? 1 : 0)
+    }
+
     /// The role as a number: 0 follower, 1 pre-candidate, 2 candidate, 3 leader.
     static func code(_ role: Raft.Role) -> Int {
         switch role {

@@ -62,11 +62,12 @@ public final class RaftNode<Machine: StateMachine>: Sendable {
     private let storage: any NodeStorage
     private let logger: Logger
     private let machineBeforeStart: NIOLoopBoundBox<Machine?>
-    private let runtime: NIOLoopBoundBox<NodeRuntime<Machine>?>
+    let runtime: NIOLoopBoundBox<NodeRuntime<Machine>?>
     private let observers: NIOLoopBoundBox<Observers>
     /// Signalled when the node has stopped: with nil after `stop()`, with the error when it stopped on its own.
     private let stopped = StopSignal()
     private let metrics: NodeMetrics
+    private var streams: NodeStreams { NodeStreams(eventLoop: eventLoop, observers: observers) }
 
     /// Creates a node; it does nothing until `start()`.
     ///
@@ -305,52 +306,9 @@ public final class RaftNode<Machine: StateMachine>: Sendable {
         }
         metrics.proposals.increment()
         let sequence = rt.tracker.submit(command, id: clientID, waiter: ProposalWaiter(promise: promise, started: .now()))
-        rt.tracker[sequence]?.timeout = eventLoop.scheduleTask(in: options.proposalTimeout) { [weak self] in
-            guard let self, let rt = self.runtime.value, let (waiter, settlement) = rt.tracker.settle(sequence) else {
-                return
-            }
-            // Never handed on, or every copy proven unable to commit: definitely not applied. Otherwise unknown.
-            switch settlement {
-            case .neverHanded: self.fail(waiter, .notLeader(leaderHint: nil), rt)
-            case .lost: self.fail(waiter, .dropped("every copy was overtaken by entries of a later term"), rt)
-            case .unknown, .applied: self.fail(waiter, .timedOut, rt)
-            }
-        }
+        armDeadline(sequence, rt)
         hand(sequence, rt)
         scheduleProcess()
-    }
-
-    /// Gives a pending proposal to the core (see `ProposalTracker.hand`), failing it if the core refuses it for good.
-    private func hand(_ sequence: UInt64, _ rt: NodeRuntime<Machine>) {
-        if let refusal = rt.tracker.hand(sequence, to: &rt.raft) { failRefused(refusal, rt) }
-    }
-
-    private func failRefused(_ refusal: ProposalTracker<ProposalWaiter<Machine.Output>>.Refusal, _ rt: NodeRuntime<Machine>) {
-        if case .unknown = refusal.settlement { return fail(refusal.waiter, .timedOut, rt) }
-        let error: RaftNodeError
-        switch refusal.error {
-        case .notLeader(let hint): error = .notLeader(leaderHint: hint.flatMap { cluster.member(id: $0)?.name })
-        case .tooLarge(let size, let limit): error = .tooLarge(size: size, limit: limit)
-        case .empty: error = .invalidProposal("empty proposal")
-        }
-        fail(refusal.waiter, error, rt)
-    }
-
-    /// Settles every pending proposal (the node stops): those that may still commit fail as of unknown outcome.
-    private func settleAll(_ rt: NodeRuntime<Machine>, _ definite: RaftNodeError) {
-        for (waiter, settlement) in rt.tracker.settleAll() {
-            if case .unknown = settlement {
-                fail(waiter, .stoppedOutcomeUnknown, rt)
-            } else {
-                fail(waiter, definite, rt)
-            }
-        }
-    }
-
-    private func fail(_ waiter: ProposalWaiter<Machine.Output>, _ error: RaftNodeError, _ rt: NodeRuntime<Machine>) {
-        rt.failures += 1
-        waiter.timeout?.cancel()
-        waiter.promise.fail(error)
     }
 
     // MARK: - Observing
@@ -362,16 +320,11 @@ public final class RaftNode<Machine: StateMachine>: Sendable {
 
     /// Role, term, leader and log positions, as this node sees them.
     public func status() async -> NodeStatus {
-        await onLoop { self.currentStatus() }
-            ?? NodeStatus(name: name, role: .follower, term: .zero, leader: nil, commitIndex: .zero,
-                          appliedIndex: .zero, lastIndex: .zero, paused: false, started: false)
+        await onLoop { self.currentStatus() } ?? .notRunning(name: name)
     }
 
     private func currentStatus() -> NodeStatus {
-        guard let rt = runtime.value else {
-            return NodeStatus(name: name, role: .follower, term: .zero, leader: nil, commitIndex: .zero,
-                              appliedIndex: .zero, lastIndex: .zero, paused: false, started: false)
-        }
+        guard let rt = runtime.value else { return .notRunning(name: name) }
         let s = rt.raft.status
         return NodeStatus(
             name: name, role: s.role, term: s.term, leader: s.leader.flatMap { cluster.member(id: $0)?.name },
@@ -403,36 +356,14 @@ public final class RaftNode<Machine: StateMachine>: Sendable {
     /// started). For applications that use the cluster as a failure detector. May be called before `start()`; the
     /// stream ends when the node stops.
     public func leadershipChanges() -> AsyncStream<LeadershipChange> {
-        let (stream, continuation) = AsyncStream.makeStream(of: LeadershipChange.self, bufferingPolicy: .bufferingNewest(64))
-        eventLoop.execute {
-            let observers = self.observers.value
-            guard !observers.finished else { return continuation.finish() }
-            let key = observers.add(leadership: continuation)
-            if let rt = self.runtime.value { continuation.yield(self.leadershipState(rt)) }
-            continuation.onTermination = { [weak self] _ in
-                guard let node = self else { return }
-                node.eventLoop.execute { node.observers.value.remove(key) }
-            }
-        }
-        return stream
+        streams.leadershipChanges { self.runtime.value.map { self.leadershipState($0) } }
     }
 
     /// Every command committed and applied on this node, in log order. Subscribed before `start()`, it begins with the
     /// entries the node re-applies from its log as it starts. The stream ends when the node stops; if the reader falls
     /// more than `buffer` entries behind, the oldest unread ones are skipped.
     public func committedEntries(buffer: Int = 10_000) -> AsyncStream<CommittedEntry> {
-        let (stream, continuation) = AsyncStream.makeStream(
-            of: CommittedEntry.self, bufferingPolicy: .bufferingNewest(max(1, buffer)))
-        eventLoop.execute {
-            let observers = self.observers.value
-            guard !observers.finished else { return continuation.finish() }
-            let key = observers.add(entries: continuation)
-            continuation.onTermination = { [weak self] _ in
-                guard let node = self else { return }
-                node.eventLoop.execute { node.observers.value.remove(key) }
-            }
-        }
-        return stream
+        streams.committedEntries(buffer: buffer)
     }
 
     // MARK: - The loop
@@ -525,7 +456,7 @@ public final class RaftNode<Machine: StateMachine>: Sendable {
             output = rt.machine.apply(command, at: entry.index)
             let committed = CommittedEntry(index: entry.index, term: entry.term, data: command, id: envelope?.id)
             rt.latest = committed
-            for continuation in observers.value.entries.values { continuation.yield(committed) }
+            observers.value.publish(committed)
             if let clientID = envelope?.id { rt.remember(committed, as: clientID, limit: options.rememberedIDs) }
         }
         let outcome = rt.tracker.applied((entry.index, entry.term), envelope: header, admitted: admitted)
@@ -562,14 +493,10 @@ public final class RaftNode<Machine: StateMachine>: Sendable {
         if rt.raft.hasReady { scheduleProcess() }
         let now = leadershipState(rt)
         guard now != rt.lastLeadership else { return }
-        if now.role == .candidate && rt.lastLeadership?.role != .candidate { metrics.elections.increment() }
-        if now.leader != rt.lastLeadership?.leader && now.leader != nil { metrics.leaderChanges.increment() }
-        metrics.term.record(Int64(truncatingIfNeeded: now.term.rawValue))
-        metrics.role.record(NodeMetrics.code(now.role))
-        metrics.isLeader.record(now.role == .leader ? 1 : 0)
+        metrics.record(now, after: rt.lastLeadership)
         rt.lastLeadership = now
         logger.info("\(now)")
-        for continuation in observers.value.leadership.values { continuation.yield(now) }
+        observers.value.publish(now)
     }
 
     /// Runs `body` on the node's loop and returns its result (nil if the loop is gone).
@@ -625,218 +552,5 @@ extension RaftNode where Machine == NoStateMachine {
     ) throws(RaftNodeError) {
         try self.init(cluster: cluster, name: name, stateMachine: NoStateMachine(), dataDirectory: dataDirectory,
                       options: options)
-    }
-}
-
-/// A node's view of the cluster.
-public struct NodeStatus: Sendable, Hashable {
-    public var name: String
-    public var role: Raft.Role
-    public var term: Term
-    public var leader: String?
-    public var commitIndex: LogIndex
-    public var appliedIndex: LogIndex
-    public var lastIndex: LogIndex
-    public var paused: Bool
-    public var started: Bool
-}
-
-/// Why a node could not do what it was asked.
-public enum RaftNodeError: Error, Hashable, Sendable, CustomStringConvertible {
-    /// This node is not the leader and does not forward proposals, or knows no leader yet.
-    case notLeader(leaderHint: String?)
-    /// The command was not seen committed in time. It may still commit: the outcome is unknown.
-    case timedOut
-    /// The node stopped after handing the command on. It may still commit: the outcome is unknown.
-    case stoppedOutcomeUnknown
-    /// The command will never commit.
-    case dropped(String)
-    case tooLarge(size: Int, limit: Int)
-    case invalidProposal(String)
-    case paused
-    case stopped
-    case notStarted
-    case alreadyStarted
-    case storage(String)
-    case configuration(String)
-
-    /// Whether the proposal may still take effect: true only for `timedOut` and `stoppedOutcomeUnknown`. Every
-    /// other error is definite: the command was not applied and never will be.
-    public var outcomeIsUnknown: Bool {
-        switch self {
-        case .timedOut, .stoppedOutcomeUnknown: true
-        default: false
-        }
-    }
-
-    public var description: String {
-        switch self {
-        case .notLeader(let hint?): "this node is not the leader; the leader is \(hint)"
-        case .notLeader(nil): "no leader is known yet; retry shortly"
-        case .timedOut: "the proposal was not committed in time; it may still commit (outcome unknown)"
-        case .stoppedOutcomeUnknown:
-            "the node stopped after handing the proposal on; it may still commit (outcome unknown)"
-        case .dropped(let why): "the proposal will never commit: \(why)"
-        case .tooLarge(let size, let limit): "proposal of \(size) bytes exceeds the limit of \(limit) bytes"
-        case .invalidProposal(let why): "invalid proposal: \(why)"
-        case .paused: "the node is paused"
-        case .stopped: "the node has stopped"
-        case .notStarted: "the node has not been started"
-        case .alreadyStarted: "the node was already started (a stopped node cannot be restarted; create a new one)"
-        case .storage(let why): "storage: \(why)"
-        case .configuration(let why): why
-        }
-    }
-}
-
-/// What a proposal's caller waits on.
-struct ProposalWaiter<Output: Sendable> {
-    var promise: EventLoopPromise<Committed<Output>>
-    var timeout: Scheduled<Void>?
-    var started: NIODeadline
-
-    init(promise: EventLoopPromise<Committed<Output>>, started: NIODeadline) {
-        self.promise = promise
-        self.started = started
-    }
-}
-
-/// Everything mutable about a running node, touched only on its event loop.
-final class NodeRuntime<Machine: StateMachine> {
-    var raft: Raft
-    var machine: Machine
-    /// Which proposals were applied: part of the replicated state, rebuilt from the log with the state machine.
-    var sessions = ProposalSessions()
-    /// This node's own proposals, until each is settled.
-    var tracker: ProposalTracker<ProposalWaiter<Machine.Output>>
-    /// The readies taken from the core and not yet durable: the ordered write pipeline every shell shares.
-    var pipeline = ReadyPipeline()
-    /// Proposals failed since the last metrics update.
-    var failures = 0
-    var ticker: RepeatedTask?
-    var paused = false
-    /// No more processing (set by `stop()`, or by a failed write before `stop()` runs).
-    var stopped = false
-    /// `stop()` has released everything.
-    var tornDown = false
-    /// Why the node stopped on its own, if it did.
-    var failure: RaftNodeError?
-    var processScheduled = false
-    var lastLeadership: LeadershipChange?
-    var reportedCommit = LogIndex.zero
-    var reportedApplied = LogIndex.zero
-    var latest: CommittedEntry?
-    var byID: [String: CommittedEntry] = [:]
-    private var idOrder: [String] = []
-    private var idOrderStart = 0
-
-    init(raft: Raft, machine: Machine, proposer: NodeID) {
-        self.raft = raft
-        self.machine = machine
-        // A new incarnation at every start, so that this run's sequence numbers are never taken for an earlier run's.
-        self.tracker = ProposalTracker(proposer: proposer, incarnation: UInt64.random(in: 1...UInt64.max))
-    }
-
-    /// Remembers an entry by id, forgetting the oldest beyond `limit`.
-    func remember(_ entry: CommittedEntry, as id: String, limit: Int) {
-        if byID.updateValue(entry, forKey: id) == nil { idOrder.append(id) }
-        while byID.count > limit, idOrderStart < idOrder.count {
-            byID[idOrder[idOrderStart]] = nil
-            idOrderStart += 1
-        }
-        if idOrderStart > 1024 && idOrderStart * 2 > idOrder.count {
-            idOrder.removeFirst(idOrderStart)
-            idOrderStart = 0
-        }
-    }
-}
-
-/// The streams a node feeds; they outlive the runtime (they may be subscribed before `start()`).
-final class Observers {
-    private(set) var leadership: [UInt64: AsyncStream<LeadershipChange>.Continuation] = [:]
-    private(set) var entries: [UInt64: AsyncStream<CommittedEntry>.Continuation] = [:]
-    private(set) var finished = false
-    private var next: UInt64 = 0
-
-    func add(leadership continuation: AsyncStream<LeadershipChange>.Continuation) -> UInt64 {
-        next += 1
-        leadership[next] = continuation
-        return next
-    }
-
-    func add(entries continuation: AsyncStream<CommittedEntry>.Continuation) -> UInt64 {
-        next += 1
-        entries[next] = continuation
-        return next
-    }
-
-    func remove(_ key: UInt64) {
-        leadership[key] = nil
-        entries[key] = nil
-    }
-
-    func finish() {
-        finished = true
-        for continuation in leadership.values { continuation.finish() }
-        for continuation in entries.values { continuation.finish() }
-        leadership.removeAll()
-        entries.removeAll()
-    }
-}
-
-/// Resumes a continuation exactly once, whichever of its resumers comes first (even before it is installed).
-final class ResumeOnce<Value: Sendable>: Sendable {
-    private let state = NIOLockedValueBox<(continuation: CheckedContinuation<Value, Never>?, value: Value?, done: Bool)>(
-        (nil, nil, false))
-
-    func install(_ continuation: CheckedContinuation<Value, Never>) {
-        let ready: Value? = state.withLockedValue { s in
-            if let value = s.value, !s.done {
-                s.done = true
-                return value
-            }
-            s.continuation = continuation
-            return nil
-        }
-        if let ready { continuation.resume(returning: ready) }
-    }
-
-    func resume(_ value: Value) {
-        let continuation: CheckedContinuation<Value, Never>? = state.withLockedValue { s in
-            guard !s.done else { return nil }
-            guard let c = s.continuation else {
-                if s.value == nil { s.value = value }
-                return nil
-            }
-            s.done = true
-            s.continuation = nil
-            return c
-        }
-        continuation?.resume(returning: value)
-    }
-}
-
-/// A one-time signal with a value, and the callbacks waiting for it.
-final class StopSignal: Sendable {
-    private let state = NIOLockedValueBox<(signalled: Bool, value: RaftNodeError?, waiting: [@Sendable (RaftNodeError?) -> Void])>(
-        (false, nil, []))
-
-    func signal(_ value: RaftNodeError?) {
-        let waiting = state.withLockedValue { s -> [@Sendable (RaftNodeError?) -> Void] in
-            guard !s.signalled else { return [] }
-            s.signalled = true
-            s.value = value
-            defer { s.waiting = [] }
-            return s.waiting
-        }
-        for callback in waiting { callback(value) }
-    }
-
-    func whenSignalled(_ callback: @escaping @Sendable (RaftNodeError?) -> Void) {
-        let ready = state.withLockedValue { s -> (Bool, RaftNodeError?) in
-            if !s.signalled { s.waiting.append(callback) }
-            return (s.signalled, s.value)
-        }
-        if ready.0 { callback(ready.1) }
     }
 }

@@ -161,7 +161,7 @@ public final class TCPTransport: RaftTransport {
             // Shut down while binding: do not leave the listener behind.
             guard !state.stopped else {
                 server.close(promise: nil)
-                throw TransportStopped()
+                throw TransportError.stopped
             }
             state.server = server
             state.boundPort = server.localAddress?.port
@@ -328,10 +328,44 @@ public final class TCPTransport: RaftTransport {
     }
 }
 
-/// The transport was shut down while it was starting.
-public struct TransportStopped: Error, CustomStringConvertible {
-    public var description: String { "the transport was shut down while starting" }
+/// Why a transport could not do what it was asked.
+///
+/// A struct with a `code` rather than an enum, so that later versions can add codes (a failed bind, a refused
+/// snapshot stream) without breaking anyone's `switch`: match on `error.code` with a `default:`.
+public struct TransportError: Error, Hashable, Sendable, CustomStringConvertible {
+    public struct Code: Hashable, Sendable, CustomStringConvertible {
+        private enum Value: String, Hashable, Sendable {
+            case stopped
+        }
+
+        private let value: Value
+
+        private init(_ value: Value) { self.value = value }
+
+        /// The transport was shut down while it was starting.
+        public static let stopped = Code(.stopped)
+
+        public var description: String { value.rawValue }
+    }
+
+    public let code: Code
+
+    private init(code: Code) { self.code = code }
+
+    /// The transport was shut down while it was starting.
+    public static let stopped = TransportError(code: .stopped)
+
+    public var description: String {
+        switch code {
+        case .stopped: return "the transport was shut down while starting"
+        default: return "\(code)"
+        }
+    }
 }
+
+/// The error that `TransportError.stopped` replaces.
+@available(*, deprecated, renamed: "TransportError", message: "match on TransportError.code == .stopped")
+public typealias TransportStopped = TransportError
 
 /// What an incoming connection's handler needs to know.
 struct InboundContext: Sendable {
@@ -376,23 +410,23 @@ final class InboundPeerHandler: ChannelInboundHandler {
         var frame = unwrapInboundIn(data)
         do throws(WireError) {
             guard let sender else {
-                guard frame.type == .hello else { throw WireError("expected a hello frame first") }
+                guard frame.type == .hello else { throw .unexpected("expected a hello frame first") }
                 let hello = try Hello.decode(&frame.payload)
                 guard hello.clusterID == context.clusterID else {
-                    throw WireError("hello from cluster \"\(hello.clusterID)\", this is \"\(context.clusterID)\"")
+                    throw .unexpected("hello from cluster \"\(hello.clusterID)\", this is \"\(context.clusterID)\"")
                 }
-                guard hello.receiver == context.localID else { throw WireError("hello meant for another node") }
+                guard hello.receiver == context.localID else { throw .unexpected("hello meant for another node") }
                 guard let peer = context.peers[hello.sender], peer.name == hello.senderName else {
-                    throw WireError("hello from \"\(hello.senderName)\", which is not a member of this cluster")
+                    throw .unexpected("hello from \"\(hello.senderName)\", which is not a member of this cluster")
                 }
                 self.sender = peer.id
                 helloTimeout?.cancel()
                 return
             }
-            guard frame.type == .message else { throw WireError("unexpected frame type \(frame.type)") }
+            guard frame.type == .message else { throw .unexpected("unexpected frame type \(frame.type)") }
             let message = try MessageCodec.decode(&frame.payload)
             guard message.from == sender, message.to == context.localID else {
-                throw WireError("message from \(message.from) to \(message.to) on \(sender)'s connection")
+                throw .unexpected("message from \(message.from) to \(message.to) on \(sender)'s connection")
             }
             context.deliver(message)
         } catch {

@@ -56,17 +56,17 @@ public struct Frame: Sendable {
         guard let length = buffer.getInteger(at: buffer.readerIndex, as: UInt32.self) else { return nil }
         guard length >= 6 else { throw .invalid("frame length \(length)") }
         guard Int(length) - 6 <= maxSize else {
-            throw WireError("frame of \(Int(length) - 6) bytes exceeds the limit of \(maxSize) bytes")
+            throw .oversized(size: Int(length) - 6, limit: maxSize)
         }
         guard buffer.readableBytes >= 4 + Int(length) else { return nil }
         buffer.moveReaderIndex(forwardBy: 4)
         guard let (version, rawType, crc) = buffer.readMultipleIntegers(as: (UInt8, UInt8, UInt32).self),
             let payload = buffer.readSlice(length: Int(length) - 6)
         else { throw .truncated("frame") }
-        guard version == Frame.version else { throw WireError("unsupported frame version \(version)") }
+        guard version == Frame.version else { throw .unsupportedVersion(version) }
         guard let type = FrameType(rawValue: rawType) else { throw .invalid("frame type \(rawType)") }
         let actual = payload.withUnsafeReadableBytes { CRC32C.checksum($0) }
-        guard actual == crc else { throw WireError("frame checksum mismatch") }
+        guard actual == crc else { throw .checksumMismatch }
         return Frame(type: type, payload: payload)
     }
 }

@@ -194,3 +194,13 @@ func strangerIsDisconnected(port: Int, sending bytes: ByteBuffer) async throws -
         await pair.a.shutdown()
     }
 }
+
+/// `TransportError`: its code, equality and the description of before.
+@Suite struct TransportErrorTests {
+    @Test func stoppedIsDescribedAsBefore() {
+        #expect(TransportError.stopped.description == "the transport was shut down while starting")
+        #expect(TransportError.stopped.code == .stopped)
+        #expect(TransportError.stopped == .stopped)
+        #expect(TransportError.Code.stopped.description == "stopped")
+    }
+}

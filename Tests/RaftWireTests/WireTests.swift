@@ -100,10 +100,10 @@ struct MessageGenerator {
         Frame.write(Message(from: NodeID(1), to: NodeID(2), term: Term(3), kind: .heartbeatResponse), into: &good)
         var corrupt = good
         corrupt.setInteger(UInt8(0xFF), at: corrupt.writerIndex - 1)
-        #expect(throws: WireError("frame checksum mismatch")) { try Frame.read(from: &corrupt, maxSize: 1024) }
+        #expect(throws: WireError.checksumMismatch) { try Frame.read(from: &corrupt, maxSize: 1024) }
         var badVersion = good
         badVersion.setInteger(UInt8(9), at: 4)
-        #expect(throws: WireError("unsupported frame version 9")) { try Frame.read(from: &badVersion, maxSize: 1024) }
+        #expect(throws: WireError.unsupportedVersion(9)) { try Frame.read(from: &badVersion, maxSize: 1024) }
     }
 
     @Test func messagesThatLieAboutTheirSizeAreRejectedBeforeAllocating() {
@@ -116,12 +116,12 @@ struct MessageGenerator {
         #expect(throws: WireError.self) { try MessageCodec.decode(&proposals) }
         var flag = ByteBuffer()
         flag.writeMultipleIntegers(UInt64(1), UInt64(2), UInt64(3), UInt8(4), UInt8(2), UInt8(1))
-        #expect(throws: WireError("invalid preVote flag 2")) { try MessageCodec.decode(&flag) }
+        #expect(throws: WireError.invalid("preVote flag 2")) { try MessageCodec.decode(&flag) }
         var overflow = ByteBuffer()
         overflow.writeMultipleIntegers(UInt64(1), UInt64(2), UInt64(3), UInt8(1))
         overflow.writeMultipleIntegers(UInt64.max, UInt64(0), UInt64(0), UInt32(1))
         overflow.writeMultipleIntegers(UInt64(1), UInt8(0), UInt32(0))
-        #expect(throws: WireError("invalid entry indexes overflow")) { try MessageCodec.decode(&overflow) }
+        #expect(throws: WireError.invalid("entry indexes overflow")) { try MessageCodec.decode(&overflow) }
     }
 
     /// Random and mutated byte streams never crash the decoder, and everything it accepts from a mutated stream is
@@ -169,5 +169,30 @@ struct MessageGenerator {
             }
         }
         #expect(accepted > 0 && rejected > 0)
+    }
+}
+
+/// `WireError`: every code distinct, equal only with equal details, and described as before it had codes.
+@Suite struct WireErrorTests {
+    static let described: [(WireError, String)] = [
+        (.truncated("frame"), "truncated frame"),
+        (.invalid("frame type 7"), "invalid frame type 7"),
+        (.oversized(size: 200, limit: 100), "frame of 200 bytes exceeds the limit of 100 bytes"),
+        (.unsupportedVersion(9), "unsupported frame version 9"),
+        (.checksumMismatch, "frame checksum mismatch"),
+        (.unexpected("hello meant for another node"), "hello meant for another node"),
+    ]
+
+    @Test func descriptionsCodesAndEquality() {
+        for (error, text) in Self.described { #expect(error.description == text) }
+        #expect(Set(Self.described.map(\.0.code)).count == Self.described.count)
+        for (k, (a, _)) in Self.described.enumerated() {
+            for (j, (b, _)) in Self.described.enumerated() { #expect((a == b) == (k == j), "\(a) vs \(b)") }
+        }
+        #expect(WireError.truncated("frame") != .truncated("hello"))
+        #expect(WireError.truncated("x") != .invalid("x"))
+        #expect(WireError.oversized(size: 200, limit: 100) != .oversized(size: 200, limit: 101))
+        #expect(WireError.unsupportedVersion(9) != .unsupportedVersion(8))
+        #expect(WireError.oversized(size: 200, limit: 100).size == 200)
     }
 }

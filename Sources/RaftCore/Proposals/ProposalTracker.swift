@@ -111,8 +111,8 @@ public struct ProposalTracker<Waiter> {
         do {
             outcome = try raft.propose(data)
         } catch {
-            if case .notLeader(let hint) = error,
-                (hint == nil && raft.configuration.forwardProposals) || mayStillCommit(sequence)
+            if error.code == .notLeader,
+                (error.leaderHint == nil && raft.configuration.forwardProposals) || mayStillCommit(sequence)
             {
                 awaitLeader(sequence)
                 return nil

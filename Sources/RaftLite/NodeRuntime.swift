@@ -1,0 +1,69 @@
+import NIOCore
+import RaftCore
+
+/// Everything mutable about a running node, touched only on its event loop.
+final class NodeRuntime<Machine: StateMachine> {
+    var raft: Raft
+    var machine: Machine
+    /// Which proposals were applied: part of the replicated state, rebuilt from the log with the state machine.
+    var sessions = ProposalSessions()
+    /// This node's own proposals, until each is settled.
+    var tracker: ProposalTracker<ProposalWaiter<Machine.Output>>
+    /// The readies taken from the core and not yet durable: the ordered write pipeline every shell shares.
+    var pipeline = ReadyPipeline()
+    /// Proposals failed since the last metrics update.
+    var failures = 0
+    var ticker: RepeatedTask?
+    var paused = false
+    /// No more processing (set by `stop()`, or by a failed write before `stop()` runs).
+    var stopped = false
+    /// `stop()` has released everything.
+    var tornDown = false
+    /// Why the node stopped on its own, if it did.
+    var failure: RaftNodeError?
+    var processScheduled = false
+    var lastLeadership: LeadershipChange?
+    var reportedCommit = LogIndex.zero
+    var reportedApplied = LogIndex.zero
+    var latest: CommittedEntry?
+    /// The committed entries proposed with an id, by id (`committedEntry(id:)`).
+    var byID = RememberedByID<CommittedEntry>()
+
+    init(raft: Raft, machine: Machine, proposer: NodeID) {
+        self.raft = raft
+        self.machine = machine
+        // A new incarnation at every start, so that this run's sequence numbers are never taken for an earlier run's.
+        self.tracker = ProposalTracker(proposer: proposer, incarnation: UInt64.random(in: 1...UInt64.max))
+    }
+
+    /// Remembers an entry by id, forgetting the oldest beyond `limit`.
+    func remember(_ entry: CommittedEntry, as id: String, limit: Int) {
+        byID.remember(entry, as: id, limit: limit)
+    }
+}
+
+/// Values remembered by id, at most `limit` of them: beyond it the one first remembered is forgotten first
+/// (remembering an id again replaces its value and keeps its place).
+struct RememberedByID<Value> {
+    private var values: [String: Value] = [:]
+    /// The ids in the order they were first remembered; those before `orderStart` are forgotten.
+    private var order: [String] = []
+    private var orderStart = 0
+
+    var count: Int { values.count }
+
+    subscript(id: String) -> Value? { values[id] }
+
+    mutating func remember(_ value: Value, as id: String, limit: Int) {
+        if values.updateValue(value, forKey: id) == nil { order.append(id) }
+        while values.count > limit, orderStart < order.count {
+            values[order[orderStart]] = nil
+            orderStart += 1
+        }
+        // Drop the forgotten prefix once it is most of the array, so that the array stays proportional to `limit`.
+        if orderStart > 1024 && orderStart * 2 > order.count {
+            order.removeFirst(orderStart)
+            orderStart = 0
+        }
+    }
+}

@@ -1,0 +1,22 @@
+import RaftCore
+
+/// A node's view of the cluster.
+public struct NodeStatus: Sendable, Hashable {
+    public var name: String
+    public var role: Raft.Role
+    public var term: Term
+    public var leader: String?
+    public var commitIndex: LogIndex
+    public var appliedIndex: LogIndex
+    public var lastIndex: LogIndex
+    public var paused: Bool
+    public var started: Bool
+}
+
+extension NodeStatus {
+    /// The status of a node that is not running (never started, or its loop is gone).
+    static func notRunning(name: String) -> NodeStatus {
+        NodeStatus(name: name, role: .follower, term: .zero, leader: nil, commitIndex: .zero, appliedIndex: .zero,
+                   lastIndex: .zero, paused: false, started: false)
+    }
+}
