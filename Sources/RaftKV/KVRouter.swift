@@ -228,15 +228,16 @@ struct KVReply: Sendable, Equatable {
         guard let error = error as? RaftNodeError else {
             return .error(.gatewayTimeout, "unknown_outcome", "the outcome is unknown: \(error)")
         }
-        switch error {
-        case .timedOut, .stoppedOutcomeUnknown:
-            // Handed on, and may still commit: the client must not read this as "not applied".
-            return .error(.gatewayTimeout, "unknown_outcome", "\(error)")
-        case .tooLarge(let size, let limit):
-            return .tooLarge(size, limit)
+        // Handed on, and may still commit: the client must not read this as "not applied". Asked of the error
+        // rather than listed by code, so that a code added later cannot be taken for a definite failure by mistake.
+        if error.outcomeIsUnknown { return .error(.gatewayTimeout, "unknown_outcome", "\(error)") }
+        switch error.code {
+        case .tooLarge:
+            return .tooLarge(error.size ?? 0, error.limit ?? 0)
         case .invalidProposal:
             return .error(.badRequest, "bad_request", "\(error)")
-        case .notLeader, .dropped, .paused, .stopped, .notStarted, .storage, .alreadyStarted, .configuration:
+        default:
+            // notLeader, dropped, paused, stopped, notStarted, storage, alreadyStarted, configuration: definite.
             return .error(.serviceUnavailable, "unavailable", "\(error)")
         }
     }
