@@ -143,7 +143,8 @@ let package = Package(
         ),
         .testTarget(name: "RaftJepsenTests", dependencies: ["JepsenKit", "ProcessTesting", "RaftCore"]),
         // Scripts/*.txt are read from the source tree (through #filePath), so that a rewrite can update them.
-        .testTarget(name: "RaftCoreTests", dependencies: ["RaftCore", "RaftSimulation", "RaftTesting"], exclude: ["Scripts"]),
+        .testTarget(
+            name: "RaftCoreTests", dependencies: ["RaftCore", "RaftSimulation", "RaftTesting"], exclude: ["Scripts"]),
         .testTarget(
             name: "RaftSimulationTests",
             dependencies: [
@@ -163,7 +164,8 @@ let package = Package(
             ]
         ),
         .testTarget(
-            name: "RaftStorageTests", dependencies: ["RaftCore", "RaftStorage", "RaftTesting", "RaftWire", "StorageTesting"]
+            name: "RaftStorageTests",
+            dependencies: ["RaftCore", "RaftStorage", "RaftTesting", "RaftWire", "StorageTesting"]
         ),
         .testTarget(
             name: "RaftKVTests",

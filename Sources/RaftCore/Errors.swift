@@ -84,7 +84,9 @@ public struct ConfigurationError: Error, Hashable, Sendable, CustomStringConvert
         self.reason = reason
     }
 
-    public static func invalid(_ reason: String) -> ConfigurationError { ConfigurationError(code: .invalid, reason: reason) }
+    public static func invalid(_ reason: String) -> ConfigurationError {
+        ConfigurationError(code: .invalid, reason: reason)
+    }
 
     public var description: String {
         switch code {

@@ -42,10 +42,14 @@ public struct RaftLog: Sendable {
     /// Checks, in debug builds, that the marks are in the order the type's documentation promises. Every mutating
     /// method ends with this check; a release build skips it.
     func checkMarks() {
-        assert(snapshotIndex <= applied && applied <= committed && committed <= lastIndex,
-               "log marks out of order: snapshot \(snapshotIndex), applied \(applied), committed \(committed), last \(lastIndex)")
-        assert(snapshotIndex <= stable && stable <= handedOut && handedOut <= lastIndex,
-               "log marks out of order: snapshot \(snapshotIndex), stable \(stable), handed out \(handedOut), last \(lastIndex)")
+        assert(
+            snapshotIndex <= applied && applied <= committed && committed <= lastIndex,
+            "log marks out of order: snapshot \(snapshotIndex), applied \(applied), committed \(committed), last \(lastIndex)"
+        )
+        assert(
+            snapshotIndex <= stable && stable <= handedOut && handedOut <= lastIndex,
+            "log marks out of order: snapshot \(snapshotIndex), stable \(stable), handed out \(handedOut), last \(lastIndex)"
+        )
         assert(applied <= handedOut, "log applied \(applied) beyond what was handed out to persist \(handedOut)")
     }
 

@@ -101,7 +101,8 @@ public struct Raft: Sendable {
                 throw .invalid("restored log is not contiguous: expected index \(expected), found \(entry.index)")
             }
             if entry.term < previousTerm {
-                throw .invalid("restored log goes back in term at index \(entry.index): \(entry.term) after \(previousTerm)")
+                throw .invalid(
+                    "restored log goes back in term at index \(entry.index): \(entry.term) after \(previousTerm)")
             }
             previousTerm = entry.term
             expected = expected.next
@@ -225,8 +226,9 @@ public struct Raft: Sendable {
                 // this node's term rose while it was cut off, and now it can neither win an election (its pre-votes
                 // fail) nor rejoin at the old term. Answering with our term makes the old leader step down, so that
                 // a new election can include this node.
-                send(.appendEntriesResponse(AppendEntriesResponse(success: false, index: .zero)), to: m.from,
-                     immediately: true)
+                send(
+                    .appendEntriesResponse(AppendEntriesResponse(success: false, index: .zero)), to: m.from,
+                    immediately: true)
             case .requestVote(let request) where request.preVote:
                 // Tell a pre-candidate with an old term that it is behind, so that it stops polling.
                 send(.requestVoteResponse(RequestVoteResponse(preVote: true, granted: false)), to: m.from)
@@ -440,8 +442,9 @@ public struct Raft: Sendable {
             || (request.preVote && requestTerm > term)
         if canVote && log.isUpToDate(lastIndex: request.lastLogIndex, lastTerm: request.lastLogTerm) {
             // Answer in the term of the request: for a pre-vote that is the candidate's future term.
-            send(.requestVoteResponse(RequestVoteResponse(preVote: request.preVote, granted: true)),
-                 to: candidate, term: requestTerm)
+            send(
+                .requestVoteResponse(RequestVoteResponse(preVote: request.preVote, granted: true)),
+                to: candidate, term: requestTerm)
             if !request.preVote {
                 votedFor = candidate
                 electionElapsed = 0

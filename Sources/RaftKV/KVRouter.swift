@@ -94,8 +94,9 @@ struct KVRouter: Sendable {
         }
         guard !key.isEmpty else { return .refused(.error(.badRequest, "bad_key", "the key is empty")) }
         guard key.count <= maxKeyBytes else {
-            return .refused(.error(
-                .badRequest, "key_too_long", "the key has \(key.count) bytes; the limit is \(maxKeyBytes)"))
+            return .refused(
+                .error(
+                    .badRequest, "key_too_long", "the key has \(key.count) bytes; the limit is \(maxKeyBytes)"))
         }
         guard let query = target.query else {
             return .refused(.error(.badRequest, "bad_query", "the query string is not valid percent-encoding"))
@@ -111,8 +112,9 @@ struct KVRouter: Sendable {
             case nil, "linearizable", "serializable":
                 return .localRead(key: key)
             case let other?:
-                return .refused(.error(
-                    .badRequest, "bad_query", "consistency must be linearizable or serializable, not \"\(other)\""))
+                return .refused(
+                    .error(
+                        .badRequest, "bad_query", "consistency must be linearizable or serializable, not \"\(other)\""))
             }
         case .PUT:
             if let unknown = query.keys.first(where: { $0 != "prev_value" }) {
@@ -323,7 +325,8 @@ struct RequestTarget {
         var fields: [String: [UInt8]] = [:]
         for part in uri[uri.index(after: mark)...].split(separator: "&", omittingEmptySubsequences: true) {
             let pieces = part.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
-            guard let name = Self.percentDecode(pieces[0]), let value = Self.percentDecode(pieces.count > 1 ? pieces[1] : "")
+            guard let name = Self.percentDecode(pieces[0]),
+                let value = Self.percentDecode(pieces.count > 1 ? pieces[1] : "")
             else {
                 query = nil
                 return

@@ -68,7 +68,9 @@ public final class KVServer: Sendable {
     }
 
     /// - Parameter metricsText: renders the process's metrics in Prometheus text format for `GET /metrics`.
-    public init(node: RaftNode<KVStore>, options: Options, logger: Logger, metricsText: @escaping @Sendable () -> [UInt8]) {
+    public init(
+        node: RaftNode<KVStore>, options: Options, logger: Logger, metricsText: @escaping @Sendable () -> [UInt8]
+    ) {
         self.node = node
         self.options = options
         self.router = KVRouter(options: options)
@@ -90,7 +92,8 @@ public final class KVServer: Sendable {
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
             .childChannelInitializer { [self] channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(IdleStateHandler(readTimeout: self.options.idleTimeout))
+                    try channel.pipeline.syncOperations.addHandler(
+                        IdleStateHandler(readTimeout: self.options.idleTimeout))
                     try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
                     try channel.pipeline.syncOperations.addHandler(KVHTTPHandler(server: self))
                 }
@@ -146,17 +149,24 @@ public final class KVServer: Sendable {
         let s = state.value
         s.inFlight -= 1
         let key = "\(method) \(status.code)"
-        let counter = s.requestCounters[key] ?? {
-            let c = Counter(label: "kv_requests_total", dimensions: [("node", node.name), ("method", method), ("code", "\(status.code)")])
-            s.requestCounters[key] = c
-            return c
-        }()
+        let counter =
+            s.requestCounters[key]
+            ?? {
+                let c = Counter(
+                    label: "kv_requests_total",
+                    dimensions: [("node", node.name), ("method", method), ("code", "\(status.code)")])
+                s.requestCounters[key] = c
+                return c
+            }()
         counter.increment()
-        let timer = s.durations[method] ?? {
-            let t = Timer(label: "kv_request_duration_seconds", dimensions: [("node", node.name), ("method", method)])
-            s.durations[method] = t
-            return t
-        }()
+        let timer =
+            s.durations[method]
+            ?? {
+                let t = Timer(
+                    label: "kv_request_duration_seconds", dimensions: [("node", node.name), ("method", method)])
+                s.durations[method] = t
+                return t
+            }()
         timer.recordNanoseconds((NIODeadline.now() - started).nanoseconds)
         if s.draining && s.inFlight == 0 {
             for promise in s.drained { promise.succeed() }
@@ -263,9 +273,10 @@ final class KVHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
         if server.isDraining {
             answer = context.eventLoop.makeSucceededFuture(.shuttingDown)
         } else {
-            answer = server.handle(KVRequest(
-                method: request.method, uri: request.uri, headers: request.headers,
-                body: oversized.map { .tooLarge(size: $0) } ?? .bytes(body)))
+            answer = server.handle(
+                KVRequest(
+                    method: request.method, uri: request.uri, headers: request.headers,
+                    body: oversized.map { .tooLarge(size: $0) } ?? .bytes(body)))
         }
         body = []
         let server = self.server
@@ -273,8 +284,9 @@ final class KVHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
         let handler = NIOLoopBound(self, eventLoop: context.eventLoop)
         answer.whenComplete { result in
             let reply = (try? result.get()) ?? .noAnswer
-            handler.value.write(reply, keepAlive: keepAlive && !server.isDraining, version: request.version,
-                                context: loopBoundContext.value)
+            handler.value.write(
+                reply, keepAlive: keepAlive && !server.isDraining, version: request.version,
+                context: loopBoundContext.value)
             server.requestFinished(method: method, status: reply.status, started: started)
         }
     }
@@ -285,7 +297,9 @@ final class KVHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
         headers.add(name: "Content-Length", value: String(reply.body.count))
         for header in reply.extraHeaders { headers.add(name: header.name, value: header.value) }
         if !keepAlive { headers.add(name: "Connection", value: "close") }
-        context.write(wrapOutboundOut(.head(HTTPResponseHead(version: version, status: reply.status, headers: headers))), promise: nil)
+        context.write(
+            wrapOutboundOut(.head(HTTPResponseHead(version: version, status: reply.status, headers: headers))),
+            promise: nil)
         var buffer = context.channel.allocator.buffer(capacity: reply.body.count)
         buffer.writeBytes(reply.body)
         context.write(wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)

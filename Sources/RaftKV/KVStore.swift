@@ -24,7 +24,9 @@ public enum KVCommand: Sendable, Hashable {
             out.append(contentsOf: k)
         }
         func blob(_ b: [UInt8]) {
-            for shift in stride(from: 24, through: 0, by: -8) { out.append(UInt8(truncatingIfNeeded: b.count >> shift)) }
+            for shift in stride(from: 24, through: 0, by: -8) {
+                out.append(UInt8(truncatingIfNeeded: b.count >> shift))
+            }
             out.append(contentsOf: b)
         }
         switch self {

@@ -127,7 +127,9 @@ public final class HTTPConnection: Sendable {
             headers.add(name: "Host", value: host)
             headers.add(name: "Content-Length", value: String(body.count))
             if !body.isEmpty { headers.add(name: "Content-Type", value: "application/octet-stream") }
-            channel.write(HTTPClientRequestPart.head(HTTPRequestHead(version: .http1_1, method: method, uri: path, headers: headers)), promise: nil)
+            channel.write(
+                HTTPClientRequestPart.head(
+                    HTTPRequestHead(version: .http1_1, method: method, uri: path, headers: headers)), promise: nil)
             if !body.isEmpty {
                 var buffer = channel.allocator.buffer(capacity: body.count)
                 buffer.writeBytes(body)
@@ -184,7 +186,8 @@ final class ResponseCollector: ChannelInboundHandler, Sendable {
             guard let promise = state.value.promise, let head = state.value.head else { return }
             state.value.promise = nil
             let response = HTTPResponse(
-                status: Int(head.status.code), headers: head.headers.map { ($0.name, $0.value) }, body: state.value.body)
+                status: Int(head.status.code), headers: head.headers.map { ($0.name, $0.value) }, body: state.value.body
+            )
             promise.succeed(response)
             if !head.isKeepAlive { context.close(promise: nil) }
         }
@@ -234,7 +237,8 @@ public struct Endpoint: Sendable, Hashable, CustomStringConvertible {
         default:
             return nil
         }
-        guard let port = Int(portPart.hasSuffix("/") ? portPart.dropLast() : portPart), (1...65535).contains(port) else {
+        guard let port = Int(portPart.hasSuffix("/") ? portPart.dropLast() : portPart), (1...65535).contains(port)
+        else {
             return nil
         }
         self.host = hostPart
@@ -256,4 +260,3 @@ public struct Endpoint: Sendable, Hashable, CustomStringConvertible {
 
     public var description: String { "\(host):\(port)" }
 }
-

@@ -44,7 +44,8 @@ public struct KVClient: Sendable {
     /// Reads `key`: linearizable by default (the read goes through the log); `serializable` reads the answering
     /// node's own copy, which is faster and may be stale.
     public func get(_ key: String, serializable: Bool = false) async throws -> HTTPResponse {
-        try await request(.GET, "/v1/kv/" + Self.percentEncode(Array(key.utf8)) + (serializable ? "?consistency=serializable" : ""))
+        try await request(
+            .GET, "/v1/kv/" + Self.percentEncode(Array(key.utf8)) + (serializable ? "?consistency=serializable" : ""))
     }
 
     /// Deletes `key` (200 whether or not it had a value: see `KVWriteReply.deleted`).
@@ -59,7 +60,9 @@ public struct KVClient: Sendable {
         for endpoint in endpoints {
             let connection: HTTPConnection
             do {
-                connection = try await HTTPConnection.connect(host: endpoint.host, port: endpoint.port, timeout: .seconds(2)).get()
+                connection = try await HTTPConnection.connect(
+                    host: endpoint.host, port: endpoint.port, timeout: .seconds(2)
+                ).get()
             } catch {
                 failures.append("\(endpoint): \(error)")
                 continue
@@ -75,7 +78,9 @@ public struct KVClient: Sendable {
     public func request(_ method: HTTPMethod, _ path: String, at endpoint: Endpoint) async throws -> HTTPResponse {
         let connection: HTTPConnection
         do {
-            connection = try await HTTPConnection.connect(host: endpoint.host, port: endpoint.port, timeout: .seconds(2)).get()
+            connection = try await HTTPConnection.connect(
+                host: endpoint.host, port: endpoint.port, timeout: .seconds(2)
+            ).get()
         } catch {
             throw HTTPClientError(.unreachable, "\(error)")
         }

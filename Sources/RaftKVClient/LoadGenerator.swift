@@ -84,7 +84,9 @@ public struct LoadGenerator: Sendable {
         }
     }
 
-    private func run(on group: MultiThreadedEventLoopGroup, progress: @escaping @Sendable (Int, Int, Int) -> Void) async throws -> Report {
+    private func run(on group: MultiThreadedEventLoopGroup, progress: @escaping @Sendable (Int, Int, Int) -> Void)
+        async throws -> Report
+    {
         let keys = (0..<options.keys).map { Self.key($0, size: options.keySize) }
         var random = SplitMix64(seed: options.seed)
         let values = (0..<32).map { _ in
@@ -143,7 +145,9 @@ public struct LoadGenerator: Sendable {
                     for k in start..<min(keys.count, start + stride) {
                         let response = try await client.put(keys[k], values[k % values.count])
                         guard (200..<300).contains(response.status) else {
-                            throw HTTPClientError(.unexpectedResponse, "preloading \(keys[k]) failed: HTTP \(response.status) \(response.text)")
+                            throw HTTPClientError(
+                                .unexpectedResponse,
+                                "preloading \(keys[k]) failed: HTTP \(response.status) \(response.text)")
                         }
                     }
                 }
@@ -165,7 +169,6 @@ struct Counters {
     var completed = 0
     var errors = 0
 }
-
 
 /// One closed-loop client, driven by callbacks on its connection's event loop.
 final class Client: @unchecked Sendable {
@@ -211,9 +214,12 @@ final class Client: @unchecked Sendable {
         id: Int, endpoint: Endpoint, group: any EventLoopGroup, options: LoadGenerator.Options, keys: [String],
         values: [[UInt8]], warmEnd: NIODeadline, end: NIODeadline, counters: NIOLockedValueBox<Counters>
     ) async throws -> Client {
-        let client = Client(id: id, endpoint: endpoint, group: group, options: options, keys: keys, values: values,
-                            warmEnd: warmEnd, end: end, counters: counters)
-        client.connection = try await HTTPConnection.connect(host: endpoint.host, port: endpoint.port, group: client.loop).get()
+        let client = Client(
+            id: id, endpoint: endpoint, group: group, options: options, keys: keys, values: values,
+            warmEnd: warmEnd, end: end, counters: counters)
+        client.connection = try await HTTPConnection.connect(
+            host: endpoint.host, port: endpoint.port, group: client.loop
+        ).get()
         client.loop.execute { client.next() }
         return client
     }
@@ -231,8 +237,11 @@ final class Client: @unchecked Sendable {
         }
         let path = "/v1/kv/" + KVClient.percentEncode(Array(key.utf8))
         let started = NIODeadline.now()
-        let request = operation == .put
-            ? connection.execute(method: .PUT, path: path, body: values[Int(random.next() % UInt64(values.count))], timeout: options.timeout)
+        let request =
+            operation == .put
+            ? connection.execute(
+                method: .PUT, path: path, body: values[Int(random.next() % UInt64(values.count))],
+                timeout: options.timeout)
             : connection.execute(method: .GET, path: path, timeout: options.timeout)
         request.whenComplete { result in
             let finishedAt = NIODeadline.now()

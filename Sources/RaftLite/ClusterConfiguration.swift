@@ -53,7 +53,9 @@ public struct ClusterConfiguration: Sendable, Hashable {
             guard (1...65535).contains(member.port) else {
                 throw ClusterConfigurationError("\(member.name).port", "must be in 1...65535, got \(member.port)")
             }
-            guard !member.host.isEmpty else { throw ClusterConfigurationError("\(member.name).ip", "must not be empty") }
+            guard !member.host.isEmpty else {
+                throw ClusterConfigurationError("\(member.name).ip", "must not be empty")
+            }
             if let other = seen[member.id] {
                 throw ClusterConfigurationError(
                     member.name, other == member.name ? "appears twice" : "has the same id as \(other); rename one")
@@ -66,7 +68,8 @@ public struct ClusterConfiguration: Sendable, Hashable {
         }
         let names = self.members.map(\.name).joined(separator: ",")
         // The id travels in every handshake, which must stay small: long lists of names are hashed.
-        let derived = names.utf8.count <= 512
+        let derived =
+            names.utf8.count <= 512
             ? "raftlite:" + names
             : "raftlite:" + String(ClusterConfiguration.nodeID(for: names).rawValue, radix: 16)
         self.clusterID = clusterID ?? derived
@@ -94,7 +97,8 @@ public struct ClusterConfiguration: Sendable, Hashable {
         do {
             data = try Data(contentsOf: URL(fileURLWithPath: path))
         } catch {
-            throw ClusterConfigurationError(nil, "cannot read \(path): \(error.localizedDescription)", code: .unreadable)
+            throw ClusterConfigurationError(
+                nil, "cannot read \(path): \(error.localizedDescription)", code: .unreadable)
         }
         do {
             try self.init(json: data)
@@ -166,7 +170,8 @@ public struct ClusterConfiguration: Sendable, Hashable {
         default: port = nil
         }
         guard let port, (1...65535).contains(port) else {
-            throw ClusterConfigurationError(path, "must be a port number in 1...65535 (a number or a string), got \(value)")
+            throw ClusterConfigurationError(
+                path, "must be a port number in 1...65535 (a number or a string), got \(value)")
         }
         return port
     }
@@ -270,7 +275,8 @@ public enum JSONValue: Sendable, Hashable, Codable, CustomStringConvertible {
         case .bool(let b): "\(b)"
         case .null: "null"
         case .array(let a): "[" + a.map(\.description).joined(separator: ", ") + "]"
-        case .object(let o): "{" + o.sorted { $0.key < $1.key }.map { "\"\($0.key)\": \($0.value)" }.joined(separator: ", ") + "}"
+        case .object(let o):
+            "{" + o.sorted { $0.key < $1.key }.map { "\"\($0.key)\": \($0.value)" }.joined(separator: ", ") + "}"
         }
     }
 

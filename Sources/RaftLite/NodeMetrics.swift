@@ -32,12 +32,14 @@ struct NodeMetrics: Sendable {
         isLeader = Gauge(label: "raft_is_leader", dimensions: d)
         elections = Counter(label: "raft_elections_total", dimensions: d)
         leaderChanges = Counter(label: "raft_leader_changes_total", dimensions: d)
-        sent = Dictionary(uniqueKeysWithValues: peers.map { id, name in
-            (id, Counter(label: "raft_messages_sent_total", dimensions: d + [("peer", name)]))
-        })
-        received = Dictionary(uniqueKeysWithValues: peers.map { id, name in
-            (id, Counter(label: "raft_messages_received_total", dimensions: d + [("peer", name)]))
-        })
+        sent = Dictionary(
+            uniqueKeysWithValues: peers.map { id, name in
+                (id, Counter(label: "raft_messages_sent_total", dimensions: d + [("peer", name)]))
+            })
+        received = Dictionary(
+            uniqueKeysWithValues: peers.map { id, name in
+                (id, Counter(label: "raft_messages_received_total", dimensions: d + [("peer", name)]))
+            })
     }
 
     /// A change of role, term or leader: the gauges, and the counts of elections and of leader changes.

@@ -16,7 +16,8 @@ public struct NodeStatus: Sendable, Hashable {
 extension NodeStatus {
     /// The status of a node that is not running (never started, or its loop is gone).
     static func notRunning(name: String) -> NodeStatus {
-        NodeStatus(name: name, role: .follower, term: .zero, leader: nil, commitIndex: .zero, appliedIndex: .zero,
-                   lastIndex: .zero, paused: false, started: false)
+        NodeStatus(
+            name: name, role: .follower, term: .zero, leader: nil, commitIndex: .zero, appliedIndex: .zero,
+            lastIndex: .zero, paused: false, started: false)
     }
 }

@@ -53,7 +53,8 @@ struct NodeStreams: Sendable {
 
     /// A stream of leadership changes; `current` (called on the loop) gives its first element, if the node runs.
     func leadershipChanges(current: @escaping @Sendable () -> LeadershipChange?) -> AsyncStream<LeadershipChange> {
-        let (stream, continuation) = AsyncStream.makeStream(of: LeadershipChange.self, bufferingPolicy: .bufferingNewest(64))
+        let (stream, continuation) = AsyncStream.makeStream(
+            of: LeadershipChange.self, bufferingPolicy: .bufferingNewest(64))
         eventLoop.execute {
             let observers = self.observers.value
             guard !observers.finished else { return continuation.finish() }
@@ -78,7 +79,9 @@ struct NodeStreams: Sendable {
     }
 
     /// What a stream does when it ends: leave the observers, on the loop, unless the node is gone.
-    private func unsubscribe<Element>(_ key: UInt64) -> @Sendable (AsyncStream<Element>.Continuation.Termination) -> Void {
+    private func unsubscribe<Element>(_ key: UInt64)
+        -> @Sendable (AsyncStream<Element>.Continuation.Termination) -> Void
+    {
         { [weak observers, eventLoop] _ in
             guard let observers else { return }
             eventLoop.execute { observers.value.remove(key) }

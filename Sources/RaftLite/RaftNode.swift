@@ -90,7 +90,8 @@ public final class RaftNode<Machine: StateMachine>: Sendable {
         }
         let loop = eventLoop ?? transport?.eventLoop ?? MultiThreadedEventLoopGroup.singleton.next()
         // Every message must fit in a frame: the largest batch of entries, or the largest single proposal.
-        let largestMessage = max(options.maxMessageBytes, options.maxProposalBytes + ProposalEnvelope.overhead + Entry.headerSize)
+        let largestMessage = max(
+            options.maxMessageBytes, options.maxProposalBytes + ProposalEnvelope.overhead + Entry.headerSize)
         guard transport != nil || largestMessage + 4096 <= options.transport.maxFrameSize else {
             throw .configuration(
                 "maxMessageBytes (\(options.maxMessageBytes)) and maxProposalBytes (\(options.maxProposalBytes)) must "
@@ -105,21 +106,26 @@ public final class RaftNode<Machine: StateMachine>: Sendable {
         self.eventLoop = loop
         self.storage = storage
         self.logger = logger
-        self.transport = transport ?? TCPTransport(
-            localID: me.id, localName: name, clusterID: cluster.clusterID,
-            listenHost: options.listenHost ?? me.host, listenPort: me.port,
-            peers: cluster.members.filter { $0.name != name }.map {
-                TCPTransport.Peer(id: $0.id, name: $0.name, host: $0.host, port: $0.port)
-            },
-            eventLoop: loop, options: options.transport, logger: logger)
+        self.transport =
+            transport
+            ?? TCPTransport(
+                localID: me.id, localName: name, clusterID: cluster.clusterID,
+                listenHost: options.listenHost ?? me.host, listenPort: me.port,
+                peers: cluster.members.filter { $0.name != name }.map {
+                    TCPTransport.Peer(id: $0.id, name: $0.name, host: $0.host, port: $0.port)
+                },
+                eventLoop: loop, options: options.transport, logger: logger)
         self.machineBeforeStart = NIOLoopBoundBox.makeBoxSendingValue(stateMachine, as: Machine?.self, eventLoop: loop)
         self.runtime = NIOLoopBoundBox.makeEmptyBox(valueType: NodeRuntime<Machine>.self, eventLoop: loop)
         self.observers = NIOLoopBoundBox.makeBoxSendingValue(Observers(), eventLoop: loop)
-        self.metrics = NodeMetrics(node: name, peers: cluster.members.filter { $0.name != name }.map { ($0.id, $0.name) })
+        self.metrics = NodeMetrics(
+            node: name, peers: cluster.members.filter { $0.name != name }.map { ($0.id, $0.name) })
     }
 
     /// The member named `name`, or the error that says it is not one.
-    static func member(_ name: String, of cluster: ClusterConfiguration) throws(RaftNodeError) -> ClusterConfiguration.Member {
+    static func member(_ name: String, of cluster: ClusterConfiguration) throws(RaftNodeError)
+        -> ClusterConfiguration.Member
+    {
         guard let me = cluster[name] else {
             throw .configuration(
                 "node \"\(name)\" is not in the cluster configuration (members: "
@@ -144,7 +150,8 @@ public final class RaftNode<Machine: StateMachine>: Sendable {
             id: id, voters: Set(cluster.members.map(\.id)), electionTick: options.electionTicks,
             heartbeatTick: options.heartbeatTicks, preVote: options.preVote, checkQuorum: options.checkQuorum,
             maxMessageBytes: options.maxMessageBytes, maxInflightMessages: options.maxInflightMessages,
-            maxProposalBytes: options.maxProposalBytes + ProposalEnvelope.overhead, forwardProposals: options.forwardProposals,
+            maxProposalBytes: options.maxProposalBytes + ProposalEnvelope.overhead,
+            forwardProposals: options.forwardProposals,
             randomSeed: options.randomSeed ?? UInt64.random(in: 0...UInt64.max))
         let raft: Raft
         do {
@@ -253,7 +260,8 @@ public final class RaftNode<Machine: StateMachine>: Sendable {
     ///   unknown: the command may still commit), `dropped` (it will never commit: a new leader replaced it),
     ///   `tooLarge`, `paused`, `stopped`, `notStarted`.
     @discardableResult
-    public func propose(_ command: [UInt8], id: String? = nil) async throws(RaftNodeError) -> Committed<Machine.Output> {
+    public func propose(_ command: [UInt8], id: String? = nil) async throws(RaftNodeError) -> Committed<Machine.Output>
+    {
         let promise = eventLoop.makePromise(of: Committed<Machine.Output>.self)
         eventLoop.execute { self.submit(command, id: id, promise: promise) }
         do {
@@ -294,7 +302,8 @@ public final class RaftNode<Machine: StateMachine>: Sendable {
         try await propose(Array(command.utf8), id: id)
     }
 
-    private func submit(_ command: [UInt8], id clientID: String?, promise: EventLoopPromise<Committed<Machine.Output>>) {
+    private func submit(_ command: [UInt8], id clientID: String?, promise: EventLoopPromise<Committed<Machine.Output>>)
+    {
         guard let rt = runtime.value else { return promise.fail(RaftNodeError.notStarted) }
         guard !rt.stopped else { return promise.fail(RaftNodeError.stopped) }
         guard !rt.paused else { return promise.fail(RaftNodeError.paused) }
@@ -302,10 +311,12 @@ public final class RaftNode<Machine: StateMachine>: Sendable {
             return promise.fail(RaftNodeError.tooLarge(size: command.count, limit: options.maxProposalBytes))
         }
         if let clientID, clientID.utf8.count > ProposalEnvelope.maxIDBytes || clientID.isEmpty {
-            return promise.fail(RaftNodeError.invalidProposal("an id must have 1 to \(ProposalEnvelope.maxIDBytes) bytes"))
+            return promise.fail(
+                RaftNodeError.invalidProposal("an id must have 1 to \(ProposalEnvelope.maxIDBytes) bytes"))
         }
         metrics.proposals.increment()
-        let sequence = rt.tracker.submit(command, id: clientID, waiter: ProposalWaiter(promise: promise, started: .now()))
+        let sequence = rt.tracker.submit(
+            command, id: clientID, waiter: ProposalWaiter(promise: promise, started: .now()))
         armDeadline(sequence, rt)
         hand(sequence, rt)
         scheduleProcess()
@@ -550,7 +561,8 @@ extension RaftNode where Machine == NoStateMachine {
     public convenience init(
         cluster: ClusterConfiguration, name: String, dataDirectory: String, options: Options = Options()
     ) throws(RaftNodeError) {
-        try self.init(cluster: cluster, name: name, stateMachine: NoStateMachine(), dataDirectory: dataDirectory,
-                      options: options)
+        try self.init(
+            cluster: cluster, name: name, stateMachine: NoStateMachine(), dataDirectory: dataDirectory,
+            options: options)
     }
 }

@@ -2,7 +2,9 @@ import NIOConcurrencyHelpers
 
 /// Resumes a continuation exactly once, whichever of its resumers comes first (even before it is installed).
 final class ResumeOnce<Value: Sendable>: Sendable {
-    private let state = NIOLockedValueBox<(continuation: CheckedContinuation<Value, Never>?, value: Value?, done: Bool)>(
+    private let state = NIOLockedValueBox<
+        (continuation: CheckedContinuation<Value, Never>?, value: Value?, done: Bool)
+    >(
         (nil, nil, false))
 
     func install(_ continuation: CheckedContinuation<Value, Never>) {
@@ -34,7 +36,9 @@ final class ResumeOnce<Value: Sendable>: Sendable {
 
 /// A one-time signal with a value, and the callbacks waiting for it.
 final class StopSignal: Sendable {
-    private let state = NIOLockedValueBox<(signalled: Bool, value: RaftNodeError?, waiting: [@Sendable (RaftNodeError?) -> Void])>(
+    private let state = NIOLockedValueBox<
+        (signalled: Bool, value: RaftNodeError?, waiting: [@Sendable (RaftNodeError?) -> Void])
+    >(
         (false, nil, []))
 
     func signal(_ value: RaftNodeError?) {

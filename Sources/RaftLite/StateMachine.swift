@@ -32,7 +32,8 @@ public struct CommittedEntry: Sendable, Hashable, CustomStringConvertible {
     public var text: String? { String(validating: data, as: UTF8.self) }
 
     public var description: String {
-        "#\(index.rawValue) (term \(term.rawValue)): " + (text ?? "\(data.count) bytes") + (id.map { " [id \($0)]" } ?? "")
+        "#\(index.rawValue) (term \(term.rawValue)): " + (text ?? "\(data.count) bytes")
+            + (id.map { " [id \($0)]" } ?? "")
     }
 }
 

@@ -67,7 +67,8 @@ struct DataDirectory {
         } catch let failure where failure.kind == .locked {
             let holder = (try? fileSystem.read(path, upTo: 64)).map { String(decoding: $0, as: UTF8.self) } ?? "?"
             throw StorageFailure(
-                .locked, "the data directory is in use by another process (pid \(holder.trimmingCharacters(in: .whitespacesAndNewlines)))",
+                .locked,
+                "the data directory is in use by another process (pid \(holder.trimmingCharacters(in: .whitespacesAndNewlines)))",
                 file: directory)
         }
         // The pid is for the operator reading the error above; failing to write it changes nothing.
@@ -118,11 +119,13 @@ struct DataDirectory {
         guard !segments.isEmpty else { return }
         for name in segments {
             let bytes = try fileSystem.read(walDirectory + "/" + name)
-            let holdsNothing = bytes.count <= Records.segmentHeaderSize
+            let holdsNothing =
+                bytes.count <= Records.segmentHeaderSize
                 || bytes[Records.segmentHeaderSize...].allSatisfy { $0 == 0 }
             guard holdsNothing else {
-                throw StorageFailure(.unsupportedFormat, "the data directory has a log but no FORMAT file",
-                                     file: path + "/FORMAT")
+                throw StorageFailure(
+                    .unsupportedFormat, "the data directory has a log but no FORMAT file",
+                    file: path + "/FORMAT")
             }
         }
         for name in segments { try fileSystem.remove(walDirectory + "/" + name) }

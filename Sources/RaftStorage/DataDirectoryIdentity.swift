@@ -39,8 +39,9 @@ public struct DataDirectoryIdentity: Sendable, Hashable, CustomStringConvertible
     }
 
     func encoded() -> [UInt8] {
-        let file = File(format: WriteAheadLog.formatVersion, cluster: clusterID, node: nodeName,
-                        nodeID: String(nodeID.rawValue, radix: 16), members: members)
+        let file = File(
+            format: WriteAheadLog.formatVersion, cluster: clusterID, node: nodeName,
+            nodeID: String(nodeID.rawValue, radix: 16), members: members)
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
         return Array((try? encoder.encode(file)) ?? Data()) + [10]
@@ -48,9 +49,11 @@ public struct DataDirectoryIdentity: Sendable, Hashable, CustomStringConvertible
 
     /// The identity in an IDENTITY file's bytes, or nil if they are not one.
     static func decode(_ bytes: [UInt8]) -> DataDirectoryIdentity? {
-        guard let file = try? JSONDecoder().decode(File.self, from: Data(bytes)), let id = UInt64(file.nodeID, radix: 16)
+        guard let file = try? JSONDecoder().decode(File.self, from: Data(bytes)),
+            let id = UInt64(file.nodeID, radix: 16)
         else { return nil }
-        return DataDirectoryIdentity(clusterID: file.cluster, nodeName: file.node, nodeID: NodeID(id), members: file.members)
+        return DataDirectoryIdentity(
+            clusterID: file.cluster, nodeName: file.node, nodeID: NodeID(id), members: file.members)
     }
 
     /// Why a directory of identity `self` must not be opened by `expected`, or nil if it may.

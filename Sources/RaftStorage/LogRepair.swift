@@ -80,8 +80,9 @@ public final class LogRepair {
 
         public var description: String {
             var lines: [String] = []
-            lines.append("data directory \(directory): format \(format.map { "\"\($0)\"" } ?? "missing")"
-                         + (identity.map { "; \($0)" } ?? "; no identity"))
+            lines.append(
+                "data directory \(directory): format \(format.map { "\"\($0)\"" } ?? "missing")"
+                    + (identity.map { "; \($0)" } ?? "; no identity"))
             if segments.isEmpty { lines.append("  no segments") }
             for segment in segments {
                 var line = "  \(segment.name): written up to offset \(max(segment.size, segment.end))"
@@ -95,12 +96,14 @@ public final class LogRepair {
                 }
                 lines.append(line)
                 if let damage = segment.damage {
-                    lines.append("    damage at offset \(damage.offset): \(damage.what)"
-                                 + (damage.laterWrite.map { "; a later write (at offset \($0)) follows it" } ?? "")
-                                 + (damage.isTornWrite ? " — the last write, torn by a crash: opening cuts it" : ""))
+                    lines.append(
+                        "    damage at offset \(damage.offset): \(damage.what)"
+                            + (damage.laterWrite.map { "; a later write (at offset \($0)) follows it" } ?? "")
+                            + (damage.isTornWrite ? " — the last write, torn by a crash: opening cuts it" : ""))
                     if !damage.readableAfter.isEmpty {
-                        lines.append("    readable after it: \(damage.readableAfter.count) records: "
-                                     + LogRepair.summarise(damage.readableAfter))
+                        lines.append(
+                            "    readable after it: \(damage.readableAfter.count) records: "
+                                + LogRepair.summarise(damage.readableAfter))
                     }
                 }
             }
@@ -109,8 +112,9 @@ public final class LogRepair {
                 lines.append("the log does not open: \(refusal)")
                 if let file = refusal.file, let offset = refusal.offset, refusal.kind == .corrupt {
                     let name = file.split(separator: "/").last.map(String.init) ?? file
-                    lines.append("to see what cutting there would lose: raft-lite repair --data-dir \(directory) "
-                                 + "--cut-at \(name):\(offset)")
+                    lines.append(
+                        "to see what cutting there would lose: raft-lite repair --data-dir \(directory) "
+                            + "--cut-at \(name):\(offset)")
                 }
             } else if let torn = segments.last?.damage, torn.isTornWrite {
                 lines.append("the log is sound but for a torn last write, which opening cuts: nothing to repair")
@@ -147,21 +151,27 @@ public final class LogRepair {
             var lines = ["cutting \(segment) at offset \(offset) would lose:"]
             for loss in losses {
                 let what = loss.records.isEmpty ? "nothing readable" : LogRepair.summarise(loss.records)
-                lines.append(loss.offset == 0
-                    ? "  \(loss.name), the whole segment (\(loss.bytes) bytes): \(what)"
-                    : "  \(loss.name) from offset \(loss.offset) (\(loss.bytes) bytes): \(what)")
+                lines.append(
+                    loss.offset == 0
+                        ? "  \(loss.name), the whole segment (\(loss.bytes) bytes): \(what)"
+                        : "  \(loss.name) from offset \(loss.offset) (\(loss.bytes) bytes): \(what)")
             }
-            let range = kept.entries.isEmpty ? "no entries" : "entries \(kept.entries[0].index.rawValue)-\(kept.lastIndex.rawValue)"
+            let range =
+                kept.entries.isEmpty
+                ? "no entries" : "entries \(kept.entries[0].index.rawValue)-\(kept.lastIndex.rawValue)"
             let compacted = kept.snapshotIndex.rawValue > 0 ? " (after \(kept.snapshotIndex.rawValue) compacted)" : ""
             lines.append("the log would keep \(range)\(compacted) and hard state " + LogRepair.describe(kept.hardState))
-            lines.append("then it writes hard state \(LogRepair.describe(newHardState)): one term above the highest "
-                         + "seen (\(highestTerm.rawValue)), with no vote, so that this node never votes twice in a term")
+            lines.append(
+                "then it writes hard state \(LogRepair.describe(newHardState)): one term above the highest "
+                    + "seen (\(highestTerm.rawValue)), with no vote, so that this node never votes twice in a term")
             if !unreadable.isEmpty {
-                lines.append("warning: no term could be read from \(unreadable.joined(separator: ", ")) (header "
-                             + "unusable): the node may have voted in a higher term than \(highestTerm.rawValue)")
+                lines.append(
+                    "warning: no term could be read from \(unreadable.joined(separator: ", ")) (header "
+                        + "unusable): the node may have voted in a higher term than \(highestTerm.rawValue)")
             }
-            lines.append("warning: entries cut may have been acknowledged to a leader; the cluster then relies on the "
-                         + "other members' copies")
+            lines.append(
+                "warning: entries cut may have been acknowledged to a leader; the cluster then relies on the "
+                    + "other members' copies")
             return lines.joined(separator: "\n")
         }
     }
@@ -175,7 +185,8 @@ public final class LogRepair {
         public var description: String {
             "cut done: kept aside \(keptAside.joined(separator: ", ")); wrote hard state \(LogRepair.describe(hardState)). "
                 + "The log opens with "
-                + (state.entries.isEmpty ? "no entries" : "entries \(state.entries[0].index.rawValue)-\(state.lastIndex.rawValue)")
+                + (state.entries.isEmpty
+                    ? "no entries" : "entries \(state.entries[0].index.rawValue)-\(state.lastIndex.rawValue)")
         }
     }
 
@@ -216,12 +227,16 @@ public final class LogRepair {
     public func inspect() throws(StorageFailure) -> Inspection {
         guard lockFile != nil else { throw StorageFailure(.closed, "the repair was closed", file: directory) }
         let formatPath = directory + "/FORMAT"
-        let format = fileSystem.exists(formatPath)
-            ? String(decoding: try fileSystem.read(formatPath, upTo: 4096), as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+        let format =
+            fileSystem.exists(formatPath)
+            ? String(decoding: try fileSystem.read(formatPath, upTo: 4096), as: UTF8.self).trimmingCharacters(
+                in: .whitespacesAndNewlines)
             : nil
-        let identity = fileSystem.exists(directory + "/IDENTITY")
+        let identity =
+            fileSystem.exists(directory + "/IDENTITY")
             ? DataDirectoryIdentity.decode(try fileSystem.read(directory + "/IDENTITY", upTo: 1 << 20)) : nil
-        let sequences = fileSystem.exists(walDirectory)
+        let sequences =
+            fileSystem.exists(walDirectory)
             ? try fileSystem.list(walDirectory).compactMap(DataDirectory.sequence(ofSegment:)).sorted() : []
         var segments: [Segment] = []
         for (k, sequence) in sequences.enumerated() {
@@ -234,17 +249,21 @@ public final class LogRepair {
         }) {
             for k in 0..<base { segments[k].leftOverFromCompaction = true }
         }
-        let highest = segments.flatMap { $0.records + ($0.damage?.readableAfter ?? []) }.map(\.highestTerm).max() ?? .zero
+        let highest =
+            segments.flatMap { $0.records + ($0.damage?.readableAfter ?? []) }.map(\.highestTerm).max() ?? .zero
         var refusal: StorageFailure?
         if format != DataDirectory.formatLine {
-            refusal = StorageFailure(.unsupportedFormat, "the format is \(format.map { "\"\($0)\"" } ?? "missing"); this "
-                                         + "version reads \"\(DataDirectory.formatLine)\"", file: formatPath)
+            refusal = StorageFailure(
+                .unsupportedFormat,
+                "the format is \(format.map { "\"\($0)\"" } ?? "missing"); this "
+                    + "version reads \"\(DataDirectory.formatLine)\"", file: formatPath)
         }
         let live = segments.filter { !$0.leftOverFromCompaction }
         if refusal == nil {
             for (previous, next) in zip(live, live.dropFirst()) where next.sequence != previous.sequence + 1 {
-                refusal = StorageFailure(.missingSegment, "segment \(previous.sequence + 1) is missing",
-                                         file: walDirectory + "/" + Self.name(previous.sequence + 1))
+                refusal = StorageFailure(
+                    .missingSegment, "segment \(previous.sequence + 1) is missing",
+                    file: walDirectory + "/" + Self.name(previous.sequence + 1))
                 break
             }
         }
@@ -258,15 +277,17 @@ public final class LogRepair {
                 }
                 if let damage = segment.damage, !damage.isTornWrite {
                     refusal = StorageFailure(
-                        .corrupt, "the log is damaged before its end: \(damage.what)"
+                        .corrupt,
+                        "the log is damaged before its end: \(damage.what)"
                             + (damage.laterWrite.map { "; a later write (at offset \($0)) follows it" } ?? ""),
                         file: segment.path, offset: damage.offset)
                     break
                 }
             }
         }
-        return Inspection(directory: directory, format: format, identity: identity, segments: segments,
-                          refusal: refusal, highestTerm: highest)
+        return Inspection(
+            directory: directory, format: format, identity: identity, segments: segments,
+            refusal: refusal, highestTerm: highest)
     }
 
     static func name(_ sequence: UInt64) -> String {
@@ -279,8 +300,9 @@ public final class LogRepair {
             let terms = entries.map(\.term)
             return RecordSummary(
                 offset: offset,
-                content: .entries(first: entries.first?.index ?? .zero, last: entries.last?.index ?? .zero,
-                                  lowestTerm: terms.min() ?? .zero, highestTerm: terms.max() ?? .zero))
+                content: .entries(
+                    first: entries.first?.index ?? .zero, last: entries.last?.index ?? .zero,
+                    lowestTerm: terms.min() ?? .zero, highestTerm: terms.max() ?? .zero))
         case .hardState(let hs): return RecordSummary(offset: offset, content: .hardState(hs))
         case .base(let index, let term): return RecordSummary(offset: offset, content: .base(index: index, term: term))
         }
@@ -292,8 +314,9 @@ public final class LogRepair {
         let bytes = try fileSystem.read(path)
         return bytes.withUnsafeBytes { raw -> Segment in
             let size = Replay.lastNonZero(raw)
-            var segment = Segment(name: name, path: path, sequence: sequence, size: size, headerProblem: nil, records: [],
-                                  end: 0, damage: nil)
+            var segment = Segment(
+                name: name, path: path, sequence: sequence, size: size, headerProblem: nil, records: [],
+                end: 0, damage: nil)
             let salt: Records.Salt
             switch Records.readSegmentHeader(raw, sequence: sequence) {
             case .success(let found): salt = found
@@ -309,9 +332,10 @@ public final class LogRepair {
             }
             var records: [RecordSummary] = []
             // The visitor never throws: a repair reads everything it can.
-            let scan = (try? Replay.scan(raw, salt: salt) { (read, offset) throws(Replay.Stop) in
-                records.append(Self.summary(read, at: offset))
-            }) ?? Replay.Scan(end: Records.segmentHeaderSize, damage: nil, lastNonZero: size, recordCount: 0)
+            let scan =
+                (try? Replay.scan(raw, salt: salt) { (read, offset) throws(Replay.Stop) in
+                    records.append(Self.summary(read, at: offset))
+                }) ?? Replay.Scan(end: Records.segmentHeaderSize, damage: nil, lastNonZero: size, recordCount: 0)
             segment.records = records
             segment.end = scan.end
             if let damage = scan.damage {
@@ -325,11 +349,14 @@ public final class LogRepair {
                 }
                 let after = Replay.soundRecords(raw, salt: salt, after: damage.offset, before: size, untilLater: false)
                     .compactMap { found -> RecordSummary? in
-                        guard case .success(let read) = Records.read(raw, at: found.offset, salt: salt) else { return nil }
+                        guard case .success(let read) = Records.read(raw, at: found.offset, salt: salt) else {
+                            return nil
+                        }
                         return Self.summary(read, at: found.offset)
                     }
-                segment.damage = Damage(offset: damage.offset, what: damage.reason.text, isTornWrite: torn,
-                                        laterWrite: later, bytes: size - damage.offset, readableAfter: after)
+                segment.damage = Damage(
+                    offset: damage.offset, what: damage.reason.text, isTornWrite: torn,
+                    laterWrite: later, bytes: size - damage.offset, readableAfter: after)
             }
             return segment
         }
@@ -346,65 +373,87 @@ public final class LogRepair {
         let name = segmentName.split(separator: "/").last.map(String.init) ?? segmentName
         let live = inspection.segments.filter { !$0.leftOverFromCompaction }
         guard let k = live.firstIndex(where: { $0.name == name }) else {
-            throw StorageFailure(.refused, "no segment \(name) in the log (segments: "
-                                     + live.map(\.name).joined(separator: ", ") + ")", file: walDirectory)
+            throw StorageFailure(
+                .refused,
+                "no segment \(name) in the log (segments: "
+                    + live.map(\.name).joined(separator: ", ") + ")", file: walDirectory)
         }
         let segment = live[k]
         guard inspection.format == DataDirectory.formatLine else {
-            throw StorageFailure(.refused, "the data directory's format is not \"\(DataDirectory.formatLine)\": this "
-                                     + "version cannot repair it", file: directory + "/FORMAT")
+            throw StorageFailure(
+                .refused,
+                "the data directory's format is not \"\(DataDirectory.formatLine)\": this "
+                    + "version cannot repair it", file: directory + "/FORMAT")
         }
         for earlier in live[..<k] {
             if let problem = earlier.headerProblem {
-                throw StorageFailure(.refused, "segment \(earlier.name) is damaged before the cut (\(problem)): cut "
-                                         + "there, or earlier", file: earlier.path, offset: 0)
+                throw StorageFailure(
+                    .refused,
+                    "segment \(earlier.name) is damaged before the cut (\(problem)): cut "
+                        + "there, or earlier", file: earlier.path, offset: 0)
             }
             if let damage = earlier.damage {
-                throw StorageFailure(.refused, "segment \(earlier.name) is damaged at offset \(damage.offset), before "
-                                         + "the cut: cut there, or earlier", file: earlier.path, offset: damage.offset)
+                throw StorageFailure(
+                    .refused,
+                    "segment \(earlier.name) is damaged at offset \(damage.offset), before "
+                        + "the cut: cut there, or earlier", file: earlier.path, offset: damage.offset)
             }
         }
         let wholeSegment = offset < Records.segmentHeaderSize
         if wholeSegment {
             guard offset == 0 else {
-                throw StorageFailure(.refused, "offset \(offset) is inside the segment's header: cut at 0 (the whole "
-                                         + "segment) or at \(Records.segmentHeaderSize) or later", file: segment.path)
+                throw StorageFailure(
+                    .refused,
+                    "offset \(offset) is inside the segment's header: cut at 0 (the whole "
+                        + "segment) or at \(Records.segmentHeaderSize) or later", file: segment.path)
             }
             guard k > 0 || segment.sequence == 1 else {
-                throw StorageFailure(.refused, "\(segment.name) is the log's first segment after a compaction: without "
-                                         + "it the log does not say where it begins", file: segment.path)
+                throw StorageFailure(
+                    .refused,
+                    "\(segment.name) is the log's first segment after a compaction: without "
+                        + "it the log does not say where it begins", file: segment.path)
             }
         } else {
             if let problem = segment.headerProblem {
-                throw StorageFailure(.refused, "the segment's header is unusable (\(problem)): only a cut at offset 0 "
-                                         + "(the whole segment) is possible", file: segment.path)
+                throw StorageFailure(
+                    .refused,
+                    "the segment's header is unusable (\(problem)): only a cut at offset 0 "
+                        + "(the whole segment) is possible", file: segment.path)
             }
             let boundaries = Set(segment.records.map(\.offset) + [segment.end])
             guard boundaries.contains(offset) else {
                 let nearest = boundaries.sorted().min { abs($0 - offset) < abs($1 - offset) } ?? segment.end
-                throw StorageFailure(.refused, "offset \(offset) is not where a record starts or where the readable "
-                                         + "records end (nearest: \(nearest))", file: segment.path, offset: offset)
+                throw StorageFailure(
+                    .refused,
+                    "offset \(offset) is not where a record starts or where the readable "
+                        + "records end (nearest: \(nearest))", file: segment.path, offset: offset)
             }
             if k == 0 && segment.sequence != 1, case .base = segment.records.first?.content,
                 offset <= Records.segmentHeaderSize
             {
-                throw StorageFailure(.refused, "the cut would remove the compaction base that says where the log "
-                                         + "begins: cut after it", file: segment.path, offset: offset)
+                throw StorageFailure(
+                    .refused,
+                    "the cut would remove the compaction base that says where the log "
+                        + "begins: cut after it", file: segment.path, offset: offset)
             }
         }
         var losses: [CutPlan.Loss] = []
         let cutRecords = segment.records.filter { $0.offset >= offset } + (segment.damage?.readableAfter ?? [])
-        losses.append(CutPlan.Loss(name: segment.name, offset: offset, bytes: max(0, segment.size - offset), records: cutRecords))
+        losses.append(
+            CutPlan.Loss(name: segment.name, offset: offset, bytes: max(0, segment.size - offset), records: cutRecords))
         for later in live[(k + 1)...] {
-            losses.append(CutPlan.Loss(name: later.name, offset: 0, bytes: later.size,
-                                       records: later.records + (later.damage?.readableAfter ?? [])))
+            losses.append(
+                CutPlan.Loss(
+                    name: later.name, offset: 0, bytes: later.size,
+                    records: later.records + (later.damage?.readableAfter ?? [])))
         }
         let kept = try replay(live[..<k].map(\.sequence), then: wholeSegment ? nil : (segment.sequence, offset))
         let unreadable = inspection.segments.filter { $0.headerProblem != nil && $0.size > 0 }.map(\.name)
         let term = Term(inspection.highestTerm.rawValue + 1)
         let newHardState = HardState(term: term, votedFor: nil, commit: min(kept.hardState.commit, kept.lastIndex))
-        return CutPlan(segment: segment.name, offset: offset, losses: losses, kept: kept,
-                       highestTerm: inspection.highestTerm, newHardState: newHardState, unreadable: unreadable)
+        return CutPlan(
+            segment: segment.name, offset: offset, losses: losses, kept: kept,
+            highestTerm: inspection.highestTerm, newHardState: newHardState, unreadable: unreadable)
     }
 
     /// The state the records of these segments (and of one more, up to an offset) rebuild.
@@ -422,8 +471,9 @@ public final class LogRepair {
                 var offset = Records.segmentHeaderSize
                 while offset < limit, case .success(let read) = Records.read(raw, at: offset, salt: salt) {
                     if let why = Replay.apply(read.record, to: &state, entries: &entries) {
-                        return StorageFailure(.refused, "the records before the cut do not make a log: \(why)",
-                                              file: path, offset: offset)
+                        return StorageFailure(
+                            .refused, "the records before the cut do not make a log: \(why)",
+                            file: path, offset: offset)
                     }
                     offset = read.next
                 }
@@ -460,7 +510,8 @@ public final class LogRepair {
                 keptAside.append(aside)
                 let file = try fileSystem.open(path, .write)
                 do throws(StorageFailure) {
-                    try fileSystem.write([UInt8](repeating: 0, count: end - plan.offset), to: file, at: plan.offset, path: path)
+                    try fileSystem.write(
+                        [UInt8](repeating: 0, count: end - plan.offset), to: file, at: plan.offset, path: path)
                     try fileSystem.syncData(file, path: path)
                 } catch {
                     fileSystem.close(file)
@@ -477,8 +528,9 @@ public final class LogRepair {
         try fileSystem.syncDirectory(walDirectory)
         // The log opens on what is left; the new hard state goes through it like any other write.
         lockFile = nil
-        let log = try WriteAheadLog(directory: directory, options: logOptions, fileSystem: fileSystem,
-                                    expectedIdentity: nil, heldLock: lock)
+        let log = try WriteAheadLog(
+            directory: directory, options: logOptions, fileSystem: fileSystem,
+            expectedIdentity: nil, heldLock: lock)
         defer { log.close() }
         try log.persist(entries: [], hardState: plan.newHardState)
         var state = log.initialState()
@@ -499,7 +551,9 @@ public final class LogRepair {
         var run: (first: UInt64, last: UInt64, low: UInt64, high: UInt64)?
         func flush() {
             if let r = run {
-                parts.append("entries \(r.first)-\(r.last) (" + (r.low == r.high ? "term \(r.low)" : "terms \(r.low)-\(r.high)") + ")")
+                parts.append(
+                    "entries \(r.first)-\(r.last) (" + (r.low == r.high ? "term \(r.low)" : "terms \(r.low)-\(r.high)")
+                        + ")")
             }
             run = nil
         }
@@ -527,8 +581,9 @@ public final class LogRepair {
         flush()
         if let last = hardStates.last {
             let highest = hardStates.map(\.term.rawValue).max() ?? 0
-            parts.append("\(hardStates.count) hard state\(hardStates.count == 1 ? "" : "s") (last: \(describe(last))"
-                         + (highest > last.term.rawValue ? "; highest term \(highest)" : "") + ")")
+            parts.append(
+                "\(hardStates.count) hard state\(hardStates.count == 1 ? "" : "s") (last: \(describe(last))"
+                    + (highest > last.term.rawValue ? "; highest term \(highest)" : "") + ")")
         }
         return parts.joined(separator: ", ")
     }

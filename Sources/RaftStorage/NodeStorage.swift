@@ -35,7 +35,8 @@ public final class InMemoryNodeStorage: NodeStorage {
         storage.withLockedValue { $0.initialState() }
     }
 
-    public func persist(entries: [Entry], hardState: HardState?, completion: @escaping @Sendable ((any Error)?) -> Void) {
+    public func persist(entries: [Entry], hardState: HardState?, completion: @escaping @Sendable ((any Error)?) -> Void)
+    {
         let error = storage.withLockedValue { s -> StorageFailure? in
             do throws(StorageFailure) {
                 try s.persist(entries: entries, hardState: hardState)

@@ -63,7 +63,8 @@ public struct PosixFileSystem: FileSystem {
         let failure = bytes.withUnsafeBytes { raw -> StorageFailure? in
             var done = 0
             while done < raw.count {
-                let n = pwrite(file.descriptor, raw.baseAddress.map { $0 + done }, raw.count - done, off_t(offset + done))
+                let n = pwrite(
+                    file.descriptor, raw.baseAddress.map { $0 + done }, raw.count - done, off_t(offset + done))
                 if n < 0 && errno == EINTR { continue }
                 guard n > 0 else { return Self.failure("writing", path) }
                 done += n

@@ -155,10 +155,13 @@ enum Records {
         if magic == formatOneMagic { return .failure(.formatOne) }
         guard magic == segmentMagic else { return .failure(.damaged("not a segment of this format (wrong magic)")) }
         let crc = CRC32C.checksum(UnsafeRawBufferPointer(rebasing: bytes[..<24]))
-        guard loadLE(UInt32.self, bytes, 24) == crc else { return .failure(.damaged("the segment header fails its checksum")) }
+        guard loadLE(UInt32.self, bytes, 24) == crc else {
+            return .failure(.damaged("the segment header fails its checksum"))
+        }
         let found = loadLE(UInt64.self, bytes, 8)
         guard found == sequence else {
-            return .failure(.damaged("the segment header says it is segment \(found), not \(sequence) as its name says"))
+            return .failure(
+                .damaged("the segment header says it is segment \(found), not \(sequence) as its name says"))
         }
         return .success(Salt(loadLE(UInt64.self, bytes, 16)))
     }
@@ -172,7 +175,8 @@ enum Records {
             loadLE(UInt32.self, bytes, offset + 4) == lengthCheck(length, salt),
             bytes.count - offset - recordHeaderSize >= Int(length)
         else { return nil }
-        let body = UnsafeRawBufferPointer(rebasing: bytes[(offset + recordHeaderSize)..<(offset + recordHeaderSize + Int(length))])
+        let body = UnsafeRawBufferPointer(
+            rebasing: bytes[(offset + recordHeaderSize)..<(offset + recordHeaderSize + Int(length))])
         guard CRC32C.checksum(body, continuing: salt.seed) == loadLE(UInt32.self, bytes, offset + 8) else { return nil }
         return loadLE(UInt64.self, body, 0)
     }
@@ -209,19 +213,26 @@ enum Records {
     static func read(_ bytes: UnsafeRawBufferPointer, at offset: Int, salt: Salt) -> Result<Read, ReadFailure> {
         guard offset >= 0, bytes.count - offset >= recordHeaderSize else { return .failure(.badHeader) }
         let rawLength = loadLE(UInt32.self, bytes, offset)
-        guard loadLE(UInt32.self, bytes, offset + 4) == lengthCheck(rawLength, salt) else { return .failure(.badHeader) }
+        guard loadLE(UInt32.self, bytes, offset + 4) == lengthCheck(rawLength, salt) else {
+            return .failure(.badHeader)
+        }
         let length = Int(rawLength)
         let crc = loadLE(UInt32.self, bytes, offset + 8)
-        guard length >= minimumBodySize, length <= maxRecordSize else { return .failure(.malformed("record length \(length)")) }
+        guard length >= minimumBodySize, length <= maxRecordSize else {
+            return .failure(.malformed("record length \(length)"))
+        }
         guard bytes.count - offset - recordHeaderSize >= length else { return .failure(.truncated) }
-        let body = UnsafeRawBufferPointer(rebasing: bytes[(offset + recordHeaderSize)..<(offset + recordHeaderSize + length)])
+        let body = UnsafeRawBufferPointer(
+            rebasing: bytes[(offset + recordHeaderSize)..<(offset + recordHeaderSize + length)])
         guard CRC32C.checksum(body, continuing: salt.seed) == crc else { return .failure(.checksum) }
         let batch = loadLE(UInt64.self, body, 0)
         var reader = Reader(bytes: body, offset: 9)
         let record: Record
         switch RecordType(rawValue: body[8]) {
         case .entries:
-            guard let first = reader.u64(), let count = reader.u32() else { return .failure(.malformed("entries header")) }
+            guard let first = reader.u64(), let count = reader.u32() else {
+                return .failure(.malformed("entries header"))
+            }
             guard Int(count) <= (body.count - reader.offset) / 13, first <= UInt64.max - UInt64(count) else {
                 return .failure(.malformed("entry count \(count)"))
             }
@@ -238,14 +249,17 @@ enum Records {
             guard let term = reader.u64(), let hasVote = reader.u8(), hasVote <= 1, let vote = reader.u64(),
                 let commit = reader.u64()
             else { return .failure(.malformed("hard state")) }
-            record = .hardState(HardState(term: Term(term), votedFor: hasVote == 1 ? NodeID(vote) : nil, commit: LogIndex(commit)))
+            record = .hardState(
+                HardState(term: Term(term), votedFor: hasVote == 1 ? NodeID(vote) : nil, commit: LogIndex(commit)))
         case .base:
             guard let index = reader.u64(), let term = reader.u64() else { return .failure(.malformed("base")) }
             record = .base(index: LogIndex(index), term: Term(term))
         case nil:
             return .failure(.malformed("record type \(body[8])"))
         }
-        guard reader.offset == body.count else { return .failure(.malformed("\(body.count - reader.offset) bytes left in record")) }
+        guard reader.offset == body.count else {
+            return .failure(.malformed("\(body.count - reader.offset) bytes left in record"))
+        }
         return .success(Read(record: record, batch: batch, next: offset + recordHeaderSize + length))
     }
 

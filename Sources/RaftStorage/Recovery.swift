@@ -20,8 +20,9 @@ extension WriteAheadLog {
         var sequences = try fileSystem.list(walDirectory).compactMap(DataDirectory.sequence(ofSegment:)).sorted()
         guard !sequences.isEmpty else {
             if requireSegments {
-                throw StorageFailure(.missingSegment, "the data directory was initialised but its log has no segments",
-                                     file: walDirectory)
+                throw StorageFailure(
+                    .missingSegment, "the data directory was initialised but its log has no segments",
+                    file: walDirectory)
             }
             try writer.startSegment(sequence: 1)
             return PersistentState()
@@ -40,8 +41,9 @@ extension WriteAheadLog {
         try Replay.checkContiguous(sequences, walDirectory: walDirectory)
         var replay = Replay.Recovery(walDirectory: walDirectory)
         for (k, sequence) in sequences.enumerated() {
-            try replay.add(sequence: sequence, bytes: try fileSystem.read(layout.segmentPath(sequence)),
-                           isLast: k == sequences.count - 1)
+            try replay.add(
+                sequence: sequence, bytes: try fileSystem.read(layout.segmentPath(sequence)),
+                isLast: k == sequences.count - 1)
         }
         guard let recovered = replay.finish() else {
             // Cannot happen: the last segment added always says where the log goes on, or throws.
@@ -76,7 +78,8 @@ extension WriteAheadLog {
                 try writer.startSegment(sequence: sequence)
             } catch let failure where failure.kind == .noSpace {
                 throw StorageFailure(
-                    .noSpace, "no space left on device to make the log's first segment again (a crash left it "
+                    .noSpace,
+                    "no space left on device to make the log's first segment again (a crash left it "
                         + "empty); nothing is lost: free space, then restart the node", file: path)
             }
             return state
@@ -102,8 +105,9 @@ extension WriteAheadLog {
                 try fileSystem.writeAtomically(torn, to: aside, directory: walDirectory)
             } catch {
                 try? fileSystem.remove(aside + ".tmp")
-                report.warnings.append("the \(torn.count) torn bytes cut at offset \(cut.lowerBound) of \(path) could "
-                                           + "not be kept aside in \(aside): \(error)")
+                report.warnings.append(
+                    "the \(torn.count) torn bytes cut at offset \(cut.lowerBound) of \(path) could "
+                        + "not be kept aside in \(aside): \(error)")
             }
             try fileSystem.write([UInt8](repeating: 0, count: cut.count), to: file, at: cut.lowerBound, path: path)
             try fileSystem.syncData(file, path: path)

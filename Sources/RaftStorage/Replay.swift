@@ -93,7 +93,9 @@ enum Replay {
     static func judge(_ bytes: UnsafeRawBufferPointer, salt: Records.Salt, scan: Scan, isLast: Bool) -> Tail {
         guard let damage = scan.damage else { return .clean }
         guard isLast else { return .corrupt(at: damage.offset, reason: damage.reason, laterWrite: nil) }
-        if case .malformed = damage.reason { return .corrupt(at: damage.offset, reason: damage.reason, laterWrite: nil) }
+        if case .malformed = damage.reason {
+            return .corrupt(at: damage.offset, reason: damage.reason, laterWrite: nil)
+        }
         let later = soundRecords(bytes, salt: salt, after: damage.offset, before: scan.lastNonZero, untilLater: true)
         if let synced = later.first(where: { $0.batch > UInt64(damage.offset) }) {
             return .corrupt(at: damage.offset, reason: damage.reason, laterWrite: synced.offset)
@@ -130,8 +132,9 @@ extension Replay {
     /// A log's segments that must all be there: an error for the first one missing between the first and the last.
     static func checkContiguous(_ sequences: [UInt64], walDirectory: String) throws(StorageFailure) {
         for (previous, next) in zip(sequences, sequences.dropFirst()) where next != previous + 1 {
-            throw StorageFailure(.missingSegment, "segment \(previous + 1) is missing (found \(previous) and \(next))",
-                                 file: walDirectory + "/" + DataDirectory.segmentName(previous + 1))
+            throw StorageFailure(
+                .missingSegment, "segment \(previous + 1) is missing (found \(previous) and \(next))",
+                file: walDirectory + "/" + DataDirectory.segmentName(previous + 1))
         }
     }
 
@@ -188,9 +191,12 @@ extension Replay {
         mutating func add(sequence: UInt64, bytes: [UInt8], isLast: Bool) throws(StorageFailure) {
             let path = walDirectory + "/" + DataDirectory.segmentName(sequence)
             if let lastSequence, sequence != lastSequence + 1 {
-                throw StorageFailure(.missingSegment, "segment \(lastSequence + 1) is missing (found \(lastSequence) "
-                                         + "and \(sequence))", file: walDirectory + "/"
-                                         + DataDirectory.segmentName(lastSequence + 1))
+                throw StorageFailure(
+                    .missingSegment,
+                    "segment \(lastSequence + 1) is missing (found \(lastSequence) "
+                        + "and \(sequence))",
+                    file: walDirectory + "/"
+                        + DataDirectory.segmentName(lastSequence + 1))
             }
             let isFirst = lastSequence == nil
             lastSequence = sequence
@@ -203,21 +209,27 @@ extension Replay {
             case .failure(.empty) where isLast:
                 // A crash while the segment was being created: it holds nothing.
                 if let previous {
-                    resume = .dropEmpty(empty: sequence, bytes: bytes.count, sequence: previous.sequence,
-                                        end: previous.end, salt: previous.salt)
+                    resume = .dropEmpty(
+                        empty: sequence, bytes: bytes.count, sequence: previous.sequence,
+                        end: previous.end, salt: previous.salt)
                 } else {
                     guard sequence == 1 else {
-                        throw StorageFailure(.missingSegment, "the log's first segment is \(sequence) but it is empty: "
-                                                 + "it does not say where the log begins", file: path, offset: 0)
+                        throw StorageFailure(
+                            .missingSegment,
+                            "the log's first segment is \(sequence) but it is empty: "
+                                + "it does not say where the log begins", file: path, offset: 0)
                     }
                     resume = .remake(sequence: sequence, bytes: bytes.count)
                 }
                 return
             case .failure(.empty):
-                throw StorageFailure(.corrupt, "a segment has no header, and later segments follow it", file: path, offset: 0)
+                throw StorageFailure(
+                    .corrupt, "a segment has no header, and later segments follow it", file: path, offset: 0)
             case .failure(.formatOne):
-                throw StorageFailure(.unsupportedFormat, "a segment of data format 1 in a format-"
-                                         + "\(WriteAheadLog.formatVersion) directory", file: path, offset: 0)
+                throw StorageFailure(
+                    .unsupportedFormat,
+                    "a segment of data format 1 in a format-"
+                        + "\(WriteAheadLog.formatVersion) directory", file: path, offset: 0)
             case .failure(.damaged(let why)):
                 throw StorageFailure(.corrupt, why, file: path, offset: 0)
             }
@@ -235,7 +247,8 @@ extension Replay {
                             guard case .base = read.record else {
                                 throw Stop(
                                     kind: .missingSegment,
-                                    problem: "the log's first segment is \(sequence) but it does not say where the log begins",
+                                    problem:
+                                        "the log's first segment is \(sequence) but it does not say where the log begins",
                                     offset: offset)
                             }
                         }
@@ -266,9 +279,11 @@ extension Replay {
                 case .torn(let at, let through):
                     resume = .append(sequence: sequence, end: at, salt: salt, cut: at..<through)
                 case .corrupt(let at, let reason, let later):
-                    let after = later.map { "; a later write (at offset \($0)) follows it, so this one had been synced" } ?? ""
+                    let after =
+                        later.map { "; a later write (at offset \($0)) follows it, so this one had been synced" } ?? ""
                     throw StorageFailure(
-                        .corrupt, "the log is damaged before its end: \(reason.text)\(after); refusing to start rather "
+                        .corrupt,
+                        "the log is damaged before its end: \(reason.text)\(after); refusing to start rather "
                             + "than lose committed entries", file: path, offset: at)
                 }
             }

@@ -70,7 +70,8 @@ final class SegmentWriter {
                     (request.entries.last?.index ?? compaction.index) >= lastIndex
                 else {
                     refused[k] = StorageFailure(
-                        .invalidAppend, "a compaction through \(compaction.index) must retain the entries after it, "
+                        .invalidAppend,
+                        "a compaction through \(compaction.index) must retain the entries after it, "
                             + "up to \(lastIndex)", file: layout.path)
                     continue
                 }
@@ -162,7 +163,8 @@ final class SegmentWriter {
                 try fileSystem.preallocate(file, length: length, path: temporary)
             } catch let failure where failure.kind == .noSpace {
                 throw StorageFailure(
-                    .noSpace, "no space left on device for a new log segment of \(length) bytes; the log accepts no "
+                    .noSpace,
+                    "no space left on device for a new log segment of \(length) bytes; the log accepts no "
                         + "more writes (everything acknowledged is kept): free space, then restart the node",
                     file: path)
             }

@@ -120,8 +120,9 @@ public final class WriteAheadLog: NodeStorage, @unchecked Sendable {
         directory: String, options: Options = Options(), fileSystem: any FileSystem = PosixFileSystem(),
         expectedIdentity: DataDirectoryIdentity? = nil
     ) throws(StorageFailure) {
-        try self.init(directory: directory, options: options, fileSystem: fileSystem, expectedIdentity: expectedIdentity,
-                      heldLock: nil)
+        try self.init(
+            directory: directory, options: options, fileSystem: fileSystem, expectedIdentity: expectedIdentity,
+            heldLock: nil)
     }
 
     /// `heldLock`: the directory's lock, taken already (by `LogRepair`, which hands it over); the log releases it
@@ -156,8 +157,9 @@ public final class WriteAheadLog: NodeStorage, @unchecked Sendable {
             _ = try fileSystem.makeDirectory(layout.walDirectory)
             try fileSystem.syncDirectory(directory)
             if !initialised { try layout.discardUnfinishedInitialisation() }
-            recovered = try Self.recover(layout, writer: writer, requireSegments: initialised && heldLock == nil,
-                                         report: &report)
+            recovered = try Self.recover(
+                layout, writer: writer, requireSegments: initialised && heldLock == nil,
+                report: &report)
             // FORMAT is written last: its presence says the directory was fully set up.
             if !initialised { try layout.writeFormat() }
         } catch {
@@ -216,8 +218,10 @@ public final class WriteAheadLog: NodeStorage, @unchecked Sendable {
     public func compact(
         through index: LogIndex, term: Term, hardState: HardState, retaining retained: [Entry]
     ) throws(StorageFailure) {
-        try wait(for: WriteRequest(entries: retained, hardState: nil, compaction: (index, term, hardState),
-                                   completion: { _ in }))
+        try wait(
+            for: WriteRequest(
+                entries: retained, hardState: nil, compaction: (index, term, hardState),
+                completion: { _ in }))
     }
 
     /// Queues a request and blocks until it completes.

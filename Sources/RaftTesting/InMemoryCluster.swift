@@ -59,7 +59,8 @@ public final class InMemoryCluster<Machine: StateMachine>: Sendable {
     /// Starts (or restarts, from its storage) the node called `name`.
     public func start(_ name: String) async throws(RaftNodeError) {
         guard let storage = storages[name] else {
-            throw .configuration("no node called \(name) in this cluster (its nodes are \(names.joined(separator: ", ")))")
+            throw .configuration(
+                "no node called \(name) in this cluster (its nodes are \(names.joined(separator: ", ")))")
         }
         guard node(name) == nil else { throw .alreadyStarted }
         let eventLoop = MultiThreadedEventLoopGroup.singleton.next()

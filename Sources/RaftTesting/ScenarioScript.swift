@@ -271,7 +271,8 @@ struct ScenarioRunner {
         case "applied":
             return try nodes(args, in: cluster).map { id in
                 let entries = cluster.applied[id] ?? []
-                return "\(id.rawValue): " + (entries.isEmpty ? "(nothing)" : entries.map(describe).joined(separator: ", "))
+                return "\(id.rawValue): "
+                    + (entries.isEmpty ? "(nothing)" : entries.map(describe).joined(separator: ", "))
             }
         case "progress":
             let id = try node(args, at: 0, in: cluster, arity: 1)
@@ -374,7 +375,8 @@ struct ScenarioRunner {
             parts.append("partition " + described.joined(separator: " | "))
         }
         for cut in cuts {
-            parts.append("drop \(cut.from.map { String($0.rawValue) } ?? "*")->\(cut.to.map { String($0.rawValue) } ?? "*")")
+            parts.append(
+                "drop \(cut.from.map { String($0.rawValue) } ?? "*")->\(cut.to.map { String($0.rawValue) } ?? "*")")
         }
         return parts.isEmpty ? "network healed" : parts.joined(separator: "; ")
     }

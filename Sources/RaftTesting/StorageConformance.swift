@@ -30,7 +30,8 @@ public enum StorageConformance {
         /// It is called from a completion, so on the storage's own thread perhaps: it must not wait for the storage.
         public var crash: (@Sendable () throws -> Void)?
 
-        public init(open: @escaping @Sendable () throws -> any NodeStorage, crash: (@Sendable () throws -> Void)? = nil) {
+        public init(open: @escaping @Sendable () throws -> any NodeStorage, crash: (@Sendable () throws -> Void)? = nil)
+        {
             self.open = open
             self.crash = crash
         }
@@ -103,7 +104,9 @@ public enum StorageConformance {
     /// Many writes made without waiting complete in the order they were made, each once, and all are read back.
     static func writesCompleteInOrder(_ place: Place) async throws -> [String] {
         let writes = (1...40).map { i in
-            Write(entries: [entry(i)], hardState: i % 3 == 0 ? HardState(term: Term(1), commit: LogIndex(UInt64(i))) : nil)
+            Write(
+                entries: [entry(i)], hardState: i % 3 == 0 ? HardState(term: Term(1), commit: LogIndex(UInt64(i))) : nil
+            )
         }
         let storage = try place.open()
         let outcome = await persist(writes, to: storage)
@@ -112,7 +115,8 @@ public enum StorageConformance {
         if outcome.order != Array(writes.indices) {
             problems.append("writes 0..<\(writes.count) completed in the order \(outcome.order)")
         }
-        let expected = PersistentState(hardState: HardState(term: Term(1), commit: LogIndex(39)), entries: (1...40).map(entry))
+        let expected = PersistentState(
+            hardState: HardState(term: Term(1), commit: LogIndex(39)), entries: (1...40).map(entry))
         problems += try readBack(place, expecting: expected)
         return problems
     }
@@ -154,12 +158,14 @@ public enum StorageConformance {
             problems.append("write \(crashAfter) had completed before the crash, but only \(kept) entries survived it")
         }
         if state.hardState.commit.rawValue < UInt64(crashAfter + 1) {
-            problems.append("write \(crashAfter) had completed before the crash, but the hard state that survived is "
-                                + "\(state.hardState)")
+            problems.append(
+                "write \(crashAfter) had completed before the crash, but the hard state that survived is "
+                    + "\(state.hardState)")
         }
         if state.hardState.commit > state.lastIndex {
-            problems.append("the hard state of a write survived the crash (\(state.hardState)) but not the entries "
-                                + "written before it (the log ends at \(state.lastIndex))")
+            problems.append(
+                "the hard state of a write survived the crash (\(state.hardState)) but not the entries "
+                    + "written before it (the log ends at \(state.lastIndex))")
         }
         return problems
     }
@@ -169,7 +175,9 @@ public enum StorageConformance {
         let storage = try place.open()
         let writes = [
             Write(entries: (1...5).map(entry), hardState: HardState(term: Term(1), commit: LogIndex(2))),
-            Write(entries: [entry(3, term: 2), entry(4, term: 2)], hardState: HardState(term: Term(2), commit: LogIndex(2))),
+            Write(
+                entries: [entry(3, term: 2), entry(4, term: 2)],
+                hardState: HardState(term: Term(2), commit: LogIndex(2))),
             // At the end exactly: nothing is cut.
             Write(entries: [entry(5, term: 2)], hardState: nil),
             // Replacing the last entry alone.
@@ -193,13 +201,16 @@ public enum StorageConformance {
             let storage = try place.open()
             let found = try storage.initialState()
             if found != expected {
-                problems.append("opened for the \(round + 1). time it holds \(describe(found)), not \(describe(expected))")
+                problems.append(
+                    "opened for the \(round + 1). time it holds \(describe(found)), not \(describe(expected))")
             }
             let first = 1 + 4 * round
             let writes = [
                 Write(entries: [entry(first), entry(first + 1)], hardState: HardState(term: Term(UInt64(round + 1)))),
-                Write(entries: [entry(first + 2), entry(first + 3)],
-                      hardState: HardState(term: Term(UInt64(round + 1)), votedFor: NodeID(7), commit: LogIndex(UInt64(first)))),
+                Write(
+                    entries: [entry(first + 2), entry(first + 3)],
+                    hardState: HardState(
+                        term: Term(UInt64(round + 1)), votedFor: NodeID(7), commit: LogIndex(UInt64(first)))),
             ]
             let outcome = await persist(writes, to: storage)
             storage.close()
@@ -236,7 +247,8 @@ public enum StorageConformance {
         case let failure as StorageFailure where failure.kind == .invalidAppend:
             break
         case let error?:
-            problems.append("an append leaving a gap was refused with \(error), not a StorageFailure of kind invalidAppend")
+            problems.append(
+                "an append leaving a gap was refused with \(error), not a StorageFailure of kind invalidAppend")
         }
         problems += try readBack(place, expecting: PersistentState(hardState: before, entries: (1...4).map(entry)))
         return problems
@@ -321,7 +333,12 @@ public enum StorageConformance {
                     }
                     observe(k, error)
                     // Once, even if a storage completes a write twice (the extra completions are not seen).
-                    if let all, resumed.update({ done -> Bool in defer { done = true }; return !done }) {
+                    if let all,
+                        resumed.update({ done -> Bool in
+                            defer { done = true }
+                            return !done
+                        })
+                    {
                         continuation.resume(returning: all)
                     }
                 }

@@ -150,7 +150,8 @@ public final class TCPTransport: RaftTransport {
             .childChannelOption(.socketOption(.so_keepalive), value: 1)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(FrameDecoder(maxFrameSize: maxFrameSize)))
+                    try channel.pipeline.syncOperations.addHandler(
+                        ByteToMessageHandler(FrameDecoder(maxFrameSize: maxFrameSize)))
                     try channel.pipeline.syncOperations.addHandler(InboundPeerHandler(context: context))
                 }
             }
@@ -213,21 +214,22 @@ public final class TCPTransport: RaftTransport {
     }
 
     public func shutdown() async {
-        let channels: [any Channel] = (try? await eventLoop.submit {
-            let state = self.state.value
-            state.stopped = true
-            var all: [any Channel] = []
-            for link in state.links.values {
-                link.reconnect?.cancel()
-                if let c = link.channel { all.append(c) }
-                link.channel = nil
-            }
-            all.append(contentsOf: state.inbound.values)
-            if let server = state.server { all.append(server) }
-            state.inbound.removeAll()
-            state.server = nil
-            return all
-        }.get()) ?? []
+        let channels: [any Channel] =
+            (try? await eventLoop.submit {
+                let state = self.state.value
+                state.stopped = true
+                var all: [any Channel] = []
+                for link in state.links.values {
+                    link.reconnect?.cancel()
+                    if let c = link.channel { all.append(c) }
+                    link.channel = nil
+                }
+                all.append(contentsOf: state.inbound.values)
+                if let server = state.server { all.append(server) }
+                state.inbound.removeAll()
+                state.server = nil
+                return all
+            }.get()) ?? []
         for channel in channels {
             try? await channel.close()
         }
@@ -250,9 +252,10 @@ public final class TCPTransport: RaftTransport {
             .channelInitializer { [weak self] channel in
                 let transport = self
                 return channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(OutboundLinkHandler(
-                        onWritable: { transport?.writableAgain(peer.id) },
-                        onClose: { transport?.connectionLost(peer.id) }))
+                    try channel.pipeline.syncOperations.addHandler(
+                        OutboundLinkHandler(
+                            onWritable: { transport?.writableAgain(peer.id) },
+                            onClose: { transport?.connectionLost(peer.id) }))
                 }
             }
             .connect(host: peer.host, port: peer.port)
@@ -393,8 +396,9 @@ final class InboundPeerHandler: ChannelInboundHandler {
         let channel = ctx.channel
         context.register(channel)
         helloTimeout = ctx.eventLoop.scheduleTask(in: context.helloTimeout) { [logger = context.logger] in
-            logger.warning("closing a connection that did not introduce itself in time",
-                           metadata: ["remote": "\(channel.remoteAddress.map { "\($0)" } ?? "?")"])
+            logger.warning(
+                "closing a connection that did not introduce itself in time",
+                metadata: ["remote": "\(channel.remoteAddress.map { "\($0)" } ?? "?")"])
             channel.close(promise: nil)
         }
         ctx.fireChannelActive()
@@ -439,10 +443,12 @@ final class InboundPeerHandler: ChannelInboundHandler {
     }
 
     private func refuse(_ ctx: ChannelHandlerContext, because reason: String) {
-        context.logger.warning("closing a peer connection", metadata: [
-            "reason": "\(reason)", "remote": "\(ctx.remoteAddress.map { "\($0)" } ?? "?")",
-            "peer": "\(sender.map { "\($0)" } ?? "unknown")",
-        ])
+        context.logger.warning(
+            "closing a peer connection",
+            metadata: [
+                "reason": "\(reason)", "remote": "\(ctx.remoteAddress.map { "\($0)" } ?? "?")",
+                "peer": "\(sender.map { "\($0)" } ?? "unknown")",
+            ])
         ctx.close(promise: nil)
     }
 }

@@ -33,17 +33,20 @@ public enum MessageCodec {
         switch message.kind {
         case .appendEntries(let a):
             buffer.writeInteger(Kind.appendEntries.rawValue)
-            buffer.writeMultipleIntegers(a.prevIndex.rawValue, a.prevTerm.rawValue, a.commit.rawValue,
-                                         UInt32(truncatingIfNeeded: a.entries.count))
+            buffer.writeMultipleIntegers(
+                a.prevIndex.rawValue, a.prevTerm.rawValue, a.commit.rawValue,
+                UInt32(truncatingIfNeeded: a.entries.count))
             for entry in a.entries {
-                buffer.writeMultipleIntegers(entry.term.rawValue, entry.kind.rawValue,
-                                             UInt32(truncatingIfNeeded: entry.data.count))
+                buffer.writeMultipleIntegers(
+                    entry.term.rawValue, entry.kind.rawValue,
+                    UInt32(truncatingIfNeeded: entry.data.count))
                 buffer.writeBytes(entry.data)
             }
         case .appendEntriesResponse(let r):
             buffer.writeInteger(Kind.appendEntriesResponse.rawValue)
-            buffer.writeMultipleIntegers(r.success ? UInt8(1) : 0, r.index.rawValue, r.rejectHintIndex.rawValue,
-                                         r.rejectHintTerm.rawValue)
+            buffer.writeMultipleIntegers(
+                r.success ? UInt8(1) : 0, r.index.rawValue, r.rejectHintIndex.rawValue,
+                r.rejectHintTerm.rawValue)
         case .requestVote(let v):
             buffer.writeInteger(Kind.requestVote.rawValue)
             buffer.writeMultipleIntegers(v.preVote ? UInt8(1) : 0, v.lastLogIndex.rawValue, v.lastLogTerm.rawValue)
@@ -92,8 +95,9 @@ public enum MessageCodec {
         let body: Message.Kind
         switch kind {
         case .appendEntries:
-            guard let (prevIndex, prevTerm, commit, count) =
-                buffer.readMultipleIntegers(as: (UInt64, UInt64, UInt64, UInt32).self)
+            guard
+                let (prevIndex, prevTerm, commit, count) =
+                    buffer.readMultipleIntegers(as: (UInt64, UInt64, UInt64, UInt32).self)
             else { throw .truncated("AppendEntries header") }
             // Every entry takes at least 13 bytes: a count beyond that is a lie, whatever memory it asks for.
             guard Int(count) <= buffer.readableBytes / 13 else { throw .invalid("entry count \(count)") }
@@ -107,26 +111,33 @@ public enum MessageCodec {
                 guard let data = buffer.readBytes(length: Int(length)) else { throw .truncated("entry data") }
                 entries.append(Entry(term: Term(entryTerm), index: LogIndex(prevIndex + 1 + k), kind: kind, data: data))
             }
-            body = .appendEntries(AppendEntries(
-                prevIndex: LogIndex(prevIndex), prevTerm: Term(prevTerm), entries: entries, commit: LogIndex(commit)))
+            body = .appendEntries(
+                AppendEntries(
+                    prevIndex: LogIndex(prevIndex), prevTerm: Term(prevTerm), entries: entries, commit: LogIndex(commit)
+                ))
         case .appendEntriesResponse:
-            guard let (success, index, hintIndex, hintTerm) =
-                buffer.readMultipleIntegers(as: (UInt8, UInt64, UInt64, UInt64).self)
+            guard
+                let (success, index, hintIndex, hintTerm) =
+                    buffer.readMultipleIntegers(as: (UInt8, UInt64, UInt64, UInt64).self)
             else { throw .truncated("AppendEntries response") }
-            body = .appendEntriesResponse(AppendEntriesResponse(
-                success: try flag(success, "success"), index: LogIndex(index), rejectHintIndex: LogIndex(hintIndex),
-                rejectHintTerm: Term(hintTerm)))
+            body = .appendEntriesResponse(
+                AppendEntriesResponse(
+                    success: try flag(success, "success"), index: LogIndex(index), rejectHintIndex: LogIndex(hintIndex),
+                    rejectHintTerm: Term(hintTerm)))
         case .requestVote:
             guard let (preVote, lastIndex, lastTerm) = buffer.readMultipleIntegers(as: (UInt8, UInt64, UInt64).self)
             else { throw .truncated("RequestVote") }
-            body = .requestVote(RequestVote(
-                preVote: try flag(preVote, "preVote"), lastLogIndex: LogIndex(lastIndex), lastLogTerm: Term(lastTerm)))
+            body = .requestVote(
+                RequestVote(
+                    preVote: try flag(preVote, "preVote"), lastLogIndex: LogIndex(lastIndex),
+                    lastLogTerm: Term(lastTerm)))
         case .requestVoteResponse:
             guard let (preVote, granted) = buffer.readMultipleIntegers(as: (UInt8, UInt8).self) else {
                 throw .truncated("RequestVote response")
             }
-            body = .requestVoteResponse(RequestVoteResponse(
-                preVote: try flag(preVote, "preVote"), granted: try flag(granted, "granted")))
+            body = .requestVoteResponse(
+                RequestVoteResponse(
+                    preVote: try flag(preVote, "preVote"), granted: try flag(granted, "granted")))
         case .heartbeat:
             guard let commit = buffer.readInteger(as: UInt64.self) else { throw .truncated("heartbeat") }
             body = .heartbeat(Heartbeat(commit: LogIndex(commit)))

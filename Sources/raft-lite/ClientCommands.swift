@@ -82,7 +82,9 @@ struct KV: AsyncParsableCommand {
 
         func run() async throws {
             let client = try connection.client()
-            try await KV.run { try await client.put(key, Array(value.utf8), prevValue: prevValue.map { Array($0.utf8) }) }
+            try await KV.run {
+                try await client.put(key, Array(value.utf8), prevValue: prevValue.map { Array($0.utf8) })
+            }
         }
     }
 
@@ -154,17 +156,21 @@ struct Status: AsyncParsableCommand {
             let endpoint = client.endpoints[k].description
             switch result {
             case .success(let s):
-                rows.append([endpoint, s.id, s.role, "\(s.term)", s.leader ?? "-", "\(s.commitIndex)", "\(s.appliedIndex)",
-                             "\(highestCommit - min(highestCommit, s.appliedIndex))"])
+                rows.append([
+                    endpoint, s.id, s.role, "\(s.term)", s.leader ?? "-", "\(s.commitIndex)", "\(s.appliedIndex)",
+                    "\(highestCommit - min(highestCommit, s.appliedIndex))",
+                ])
             case .failure(let error):
                 let text = "\(error)"
-                let reason = text.contains("refused") ? "connection refused" : text.contains("no response") ? "timeout" : text
+                let reason =
+                    text.contains("refused") ? "connection refused" : text.contains("no response") ? "timeout" : text
                 rows.append([endpoint, "-", "unreachable", "-", "-", "-", "-", reason])
             }
         }
         let widths = (0..<rows[0].count).map { c in rows.map { $0[c].count }.max() ?? 0 }
         for row in rows {
-            print(zip(row, widths).map { $0.padding(toLength: $1, withPad: " ", startingAt: 0) }.joined(separator: "  "))
+            print(
+                zip(row, widths).map { $0.padding(toLength: $1, withPad: " ", startingAt: 0) }.joined(separator: "  "))
         }
         let leaders = Set(reports.filter { $0.role == "leader" }.map(\.term))
         if reports.isEmpty { throw ExitCode(2) }
@@ -196,7 +202,9 @@ struct Bench: AsyncParsableCommand {
     @Option(help: "Also write the report as JSON to this file (- for standard output).") var json: String?
 
     func validate() throws {
-        guard LoadGenerator.Operation(rawValue: op) != nil else { throw ValidationError("--op must be put, get or mixed") }
+        guard LoadGenerator.Operation(rawValue: op) != nil else {
+            throw ValidationError("--op must be put, get or mixed")
+        }
         guard (1...10_000).contains(clients) else { throw ValidationError("--clients must be 1...10000") }
         guard seconds > 0, seconds <= 86_400, warmup >= 0, warmup <= 3600 else {
             throw ValidationError("--seconds must be in (0, 86400] and --warmup in [0, 3600]")
@@ -216,19 +224,29 @@ struct Bench: AsyncParsableCommand {
         options.operation = LoadGenerator.Operation(rawValue: op) ?? .put
         options.threads = threads
         let warm = Int(warmup.rounded(.up))
-        FileHandle.standardError.write(Data("bench: \(op), \(clients) clients on \(options.endpoints.count) endpoints, \(valueSize)-byte values, \(warmup) s warm-up + \(seconds) s\n".utf8))
+        FileHandle.standardError.write(
+            Data(
+                "bench: \(op), \(clients) clients on \(options.endpoints.count) endpoints, \(valueSize)-byte values, \(warmup) s warm-up + \(seconds) s\n"
+                    .utf8))
         let report = try await LoadGenerator(options: options).run { second, ops, errors in
             let phase = second <= warm ? " (warm-up)" : ""
             FileHandle.standardError.write(Data("  t=\(second)s  \(ops) ops/s  errors=\(errors)\(phase)\n".utf8))
         }
-        print(String(format: "%@: %.0f ops/s  p50 %.3f ms  p90 %.3f ms  p99 %.3f ms  p99.9 %.3f ms  max %.3f ms  errors %d",
-                     op, report.opsPerSecond, report.p50Ms, report.p90Ms, report.p99Ms, report.p999Ms, report.maxMs, report.errors))
+        print(
+            String(
+                format: "%@: %.0f ops/s  p50 %.3f ms  p90 %.3f ms  p99 %.3f ms  p99.9 %.3f ms  max %.3f ms  errors %d",
+                op, report.opsPerSecond, report.p50Ms, report.p90Ms, report.p99Ms, report.p999Ms, report.maxMs,
+                report.errors))
         if !report.errorKinds.isEmpty { print("errors by kind: \(report.errorKinds)") }
         if let json {
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.sortedKeys]
             let data = try encoder.encode(report)
-            if json == "-" { print(String(decoding: data, as: UTF8.self)) } else { try data.write(to: URL(fileURLWithPath: json)) }
+            if json == "-" {
+                print(String(decoding: data, as: UTF8.self))
+            } else {
+                try data.write(to: URL(fileURLWithPath: json))
+            }
         }
     }
 }

@@ -35,15 +35,19 @@ struct Cluster: AsyncParsableCommand {
         let entries = (0..<nodes).map { k in
             "\"node\(k)\": {\"ip\": \"127.0.0.1\", \"port\": \(peerBasePort + k), \"http_port\": \(basePort + k)}"
         }
-        try ("{\n  " + entries.joined(separator: ",\n  ") + "\n}\n").write(toFile: config, atomically: true, encoding: .utf8)
+        try ("{\n  " + entries.joined(separator: ",\n  ") + "\n}\n").write(
+            toFile: config, atomically: true, encoding: .utf8)
         // This very binary, wherever it was found (PATH, a relative path, swift run).
-        let executable = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe"))
+        let executable =
+            (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe"))
             ?? URL(fileURLWithPath: CommandLine.arguments[0]).standardizedFileURL.path
         var children: [(String, Process)] = []
         for k in 0..<nodes {
             let name = "node\(k)"
-            let arguments = ["serve", "--config", config, "--id", name, "--data-dir", directory + "/" + name,
-                             "--tick-milliseconds", "\(tickMilliseconds)"]
+            let arguments = [
+                "serve", "--config", config, "--id", name, "--data-dir", directory + "/" + name,
+                "--tick-milliseconds", "\(tickMilliseconds)",
+            ]
             let process = Process()
             process.executableURL = URL(fileURLWithPath: executable)
             process.arguments = arguments
@@ -56,13 +60,20 @@ struct Cluster: AsyncParsableCommand {
             process.standardError = log
             process.terminationHandler = { p in
                 if p.terminationReason == .uncaughtSignal || p.terminationStatus != 0 {
-                    FileHandle.standardError.write(Data("\(name) (pid \(p.processIdentifier)) exited: \(p.terminationReason == .uncaughtSignal ? "signal" : "status") \(p.terminationStatus)\n".utf8))
+                    FileHandle.standardError.write(
+                        Data(
+                            "\(name) (pid \(p.processIdentifier)) exited: \(p.terminationReason == .uncaughtSignal ? "signal" : "status") \(p.terminationStatus)\n"
+                                .utf8))
                 }
             }
             try process.run()
             children.append((name, process))
-            say("\(name): pid \(process.processIdentifier), http 127.0.0.1:\(basePort + k), log \(directory)/\(name).log")
-            say("       restart with: \(executable) \(arguments.joined(separator: " ")) >> \(directory)/\(name).log 2>&1 &")
+            say(
+                "\(name): pid \(process.processIdentifier), http 127.0.0.1:\(basePort + k), log \(directory)/\(name).log"
+            )
+            say(
+                "       restart with: \(executable) \(arguments.joined(separator: " ")) >> \(directory)/\(name).log 2>&1 &"
+            )
         }
         let endpoints = (0..<nodes).map { "127.0.0.1:\(basePort + $0)" }.joined(separator: ",")
         say("cluster configuration: \(config)")
@@ -73,7 +84,8 @@ struct Cluster: AsyncParsableCommand {
         let service = ChildrenService(children: children)
         var logger = Logger(label: "raftlite.cluster")
         logger.logLevel = .warning
-        let group = ServiceGroup(configuration: .init(services: [service], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        let group = ServiceGroup(
+            configuration: .init(services: [service], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await group.run()
     }
 }

@@ -16,7 +16,9 @@ struct Demo: AsyncParsableCommand {
     var values = 5
 
     func validate() throws {
-        guard (1...1000).contains(tickMilliseconds) else { throw ValidationError("--tick-milliseconds must be 1...1000") }
+        guard (1...1000).contains(tickMilliseconds) else {
+            throw ValidationError("--tick-milliseconds must be 1...1000")
+        }
         guard (1...10_000).contains(values) else { throw ValidationError("--values must be 1...10000") }
     }
 
@@ -31,8 +33,9 @@ struct Demo: AsyncParsableCommand {
         options.tickInterval = .milliseconds(Int64(tickMilliseconds))
         options.logger.logLevel = .warning
 
-        print("Starting \(names.joined(separator: ", ")) in this process, talking TCP on 127.0.0.1 ports "
-              + ports.map(String.init).joined(separator: ", ") + ".")
+        print(
+            "Starting \(names.joined(separator: ", ")) in this process, talking TCP on 127.0.0.1 ports "
+                + ports.map(String.init).joined(separator: ", ") + ".")
         let nodes = try names.map { try RaftNode(cluster: cluster, name: $0, options: options) }
         let clock = ContinuousClock()
         let started = clock.now
@@ -44,14 +47,16 @@ struct Demo: AsyncParsableCommand {
         }
         let elapsed = (clock.now - started).components
         let status = await leader.status()
-        print("\(leader.name) became leader of term \(status.term.rawValue) after "
-              + "\(elapsed.seconds * 1000 + elapsed.attoseconds / 1_000_000_000_000_000) ms.")
+        print(
+            "\(leader.name) became leader of term \(status.term.rawValue) after "
+                + "\(elapsed.seconds * 1000 + elapsed.attoseconds / 1_000_000_000_000_000) ms.")
 
         // As in the seed, every request goes to node0, whatever its role: a follower forwards it to the leader.
         let proposer = nodes[0]
         let role = await proposer.role
-        print("Proposing \(values) values on \(proposer.name) (\(role.rawValue)"
-              + (role == .leader ? ")." : ", which forwards them to the leader)."))
+        print(
+            "Proposing \(values) values on \(proposer.name) (\(role.rawValue)"
+                + (role == .leader ? ")." : ", which forwards them to the leader)."))
         for k in 0..<values {
             let committed = try await proposer.propose("{\"val\": \(k)}")
             if values <= 10 { print("  {\"val\": \(k)} committed at index \(committed.index.rawValue)") }
@@ -59,7 +64,9 @@ struct Demo: AsyncParsableCommand {
         // A follower learns that an entry is committed shortly after the leader does.
         _ = await waitUntil(within: .seconds(5)) {
             var done = true
-            for node in nodes where await node.latestCommittedEntry()?.text != "{\"val\": \(values - 1)}" { done = false }
+            for node in nodes where await node.latestCommittedEntry()?.text != "{\"val\": \(values - 1)}" {
+                done = false
+            }
             return done
         }
         for node in nodes {
@@ -70,7 +77,9 @@ struct Demo: AsyncParsableCommand {
         for node in nodes { await node.stop() }
     }
 
-    private func waitForLeader(_ nodes: [RaftNode<NoStateMachine>], within limit: Duration) async -> RaftNode<NoStateMachine>? {
+    private func waitForLeader(_ nodes: [RaftNode<NoStateMachine>], within limit: Duration) async -> RaftNode<
+        NoStateMachine
+    >? {
         var leader: RaftNode<NoStateMachine>?
         _ = await waitUntil(within: limit) {
             for node in nodes where await node.role == .leader {

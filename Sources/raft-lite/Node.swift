@@ -37,7 +37,9 @@ struct Node: AsyncParsableCommand {
     var logLevel = "warning"
 
     func validate() throws {
-        guard (1...10_000).contains(tickMilliseconds) else { throw ValidationError("--tick-milliseconds must be 1...10000") }
+        guard (1...10_000).contains(tickMilliseconds) else {
+            throw ValidationError("--tick-milliseconds must be 1...10000")
+        }
     }
 
     func run() async throws {
@@ -49,7 +51,9 @@ struct Node: AsyncParsableCommand {
         }
         var options = RaftNode<NoStateMachine>.Options()
         options.tickInterval = .milliseconds(Int64(tickMilliseconds))
-        guard let level = Logger.Level(rawValue: logLevel) else { throw ValidationError("unknown --log-level \(logLevel)") }
+        guard let level = Logger.Level(rawValue: logLevel) else {
+            throw ValidationError("unknown --log-level \(logLevel)")
+        }
         options.logger.logLevel = level
         let node: RaftNode<NoStateMachine>
         if let dataDir {
@@ -88,8 +92,6 @@ struct Node: AsyncParsableCommand {
         }
     }
 }
-
-
 
 /// Writes a line to standard output at once (unbuffered), so that whoever reads it through a pipe sees each line as it
 /// happens.

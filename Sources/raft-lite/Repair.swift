@@ -31,7 +31,9 @@ struct Repair: ParsableCommand {
 
     func validate() throws {
         if yes && cutAt == nil { throw ValidationError("--yes needs --cut-at") }
-        if let cutAt, Self.parse(cutAt) == nil { throw ValidationError("--cut-at must be SEGMENT:OFFSET, got \(cutAt)") }
+        if let cutAt, Self.parse(cutAt) == nil {
+            throw ValidationError("--cut-at must be SEGMENT:OFFSET, got \(cutAt)")
+        }
     }
 
     static func parse(_ text: String) -> (segment: String, offset: Int)? {

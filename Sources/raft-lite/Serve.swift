@@ -57,11 +57,15 @@ struct Serve: AsyncParsableCommand {
     var unsafeLocalReads = false
 
     func validate() throws {
-        guard (1...10_000).contains(tickMilliseconds) else { throw ValidationError("--tick-milliseconds must be 1...10000") }
+        guard (1...10_000).contains(tickMilliseconds) else {
+            throw ValidationError("--tick-milliseconds must be 1...10000")
+        }
         guard (1...600_000).contains(requestTimeoutMilliseconds) else {
             throw ValidationError("--request-timeout-milliseconds must be 1...600000")
         }
-        guard (1...(32 << 20)).contains(maxValueBytes) else { throw ValidationError("--max-value-bytes must be 1...33554432") }
+        guard (1...(32 << 20)).contains(maxValueBytes) else {
+            throw ValidationError("--max-value-bytes must be 1...33554432")
+        }
         guard (1...65535).contains(maxKeyBytes) else { throw ValidationError("--max-key-bytes must be 1...65535") }
         guard Logger.Level(rawValue: logLevel) != nil else { throw ValidationError("unknown --log-level \(logLevel)") }
     }
@@ -72,7 +76,9 @@ struct Serve: AsyncParsableCommand {
         do {
             cluster = try ClusterConfiguration(contentsOfFile: config)
             guard let me = cluster[id] else {
-                throw ValidationError("node \"\(id)\" is not in \(config) (members: \(cluster.members.map(\.name).joined(separator: ", ")))")
+                throw ValidationError(
+                    "node \"\(id)\" is not in \(config) (members: \(cluster.members.map(\.name).joined(separator: ", ")))"
+                )
             }
             guard let port = try me.port(field: "http_port") else {
                 throw ValidationError("\(id).http_port is missing in \(config): the node needs a port for clients")
@@ -106,7 +112,8 @@ struct Serve: AsyncParsableCommand {
         options.maxProposalBytes = maxValueBytes + maxKeyBytes + 64
         options.listenHost = listenHost
         options.logger = logger
-        let node = try RaftNode(cluster: cluster, name: id, stateMachine: KVStore(), dataDirectory: dataDir, options: options)
+        let node = try RaftNode(
+            cluster: cluster, name: id, stateMachine: KVStore(), dataDirectory: dataDir, options: options)
 
         var serverOptions = KVServer.Options()
         serverOptions.host = listenHost ?? cluster[id]?.host ?? "127.0.0.1"
@@ -118,10 +125,12 @@ struct Serve: AsyncParsableCommand {
         if unsafeLocalReads { logger.warning("--unsafe-local-reads: reads are NOT linearizable (testing only)") }
         let server = KVServer(node: node, options: serverOptions, logger: logger) { registry.emitToBuffer() }
 
-        let service = KVService(node: node, server: server, logger: logger,
-                                drainTimeout: .milliseconds(Int64(requestTimeoutMilliseconds) + 1000))
-        let group = ServiceGroup(configuration: .init(
-            services: [service], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        let service = KVService(
+            node: node, server: server, logger: logger,
+            drainTimeout: .milliseconds(Int64(requestTimeoutMilliseconds) + 1000))
+        let group = ServiceGroup(
+            configuration: .init(
+                services: [service], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await group.run()
     }
 }
@@ -142,9 +151,12 @@ struct KVService: Service {
             await node.stop()
             throw error
         }
-        logger.info("serving", metadata: [
-            "http": "\(server.options.host):\(server.options.port)", "peers": "\(node.cluster[node.name]?.port ?? 0)",
-        ])
+        logger.info(
+            "serving",
+            metadata: [
+                "http": "\(server.options.host):\(server.options.port)",
+                "peers": "\(node.cluster[node.name]?.port ?? 0)",
+            ])
         // Run until asked to stop — or until the node stops on its own (its disk failed): then stop serving too,
         // and exit with an error rather than answer 503 forever.
         let failure: RaftNodeError? = await withTaskGroup(of: RaftNodeError?.self) { group in

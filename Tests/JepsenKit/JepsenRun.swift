@@ -63,7 +63,9 @@ public struct JepsenReport: Sendable {
 
     public var linearizable: Bool { results.allSatisfy(\.linearizable) }
     public var operations: Int { history.count }
-    public func count(_ predicate: (HistoryOperation.Outcome) -> Bool) -> Int { history.filter { predicate($0.outcome) }.count }
+    public func count(_ predicate: (HistoryOperation.Outcome) -> Bool) -> Int {
+        history.filter { predicate($0.outcome) }.count
+    }
     public var unknown: Int { count { $0 == .unknown } }
     public var failed: Int { count { $0 == .failed } }
 
@@ -74,7 +76,8 @@ public struct JepsenReport: Sendable {
         var lines = [
             "jepsen: seed \(seed), \(Int(seconds)) s: \(operations) operations (\(ok) completed, \(unknown) unknown, "
                 + "\(failed) failed: \(reasonText.isEmpty ? "none" : reasonText)), faults: \(faultText.isEmpty ? "none" : faultText); "
-                + (linearizable ? "linearizable" : "NOT LINEARIZABLE") + String(format: " (checked in %.2f s)", checkSeconds)
+                + (linearizable ? "linearizable" : "NOT LINEARIZABLE")
+                + String(format: " (checked in %.2f s)", checkSeconds)
         ]
         for result in results where !result.linearizable {
             lines.append("key \(result.key): not linearizable (\(result.operations) operations)")
@@ -141,9 +144,12 @@ public final class JepsenRun: @unchecked Sendable {
         let name = names[k]
         let child = try ChildProcess(
             options.executable,
-            ["serve", "--config", scratch.path + "/\(name).json", "--id", name, "--data-dir", scratch.path + "/" + name,
-             "--tick-milliseconds", "\(options.tickMilliseconds)",
-             "--request-timeout-milliseconds", "\(options.requestTimeoutMilliseconds)", "--log-level", "warning"]
+            [
+                "serve", "--config", scratch.path + "/\(name).json", "--id", name, "--data-dir",
+                scratch.path + "/" + name,
+                "--tick-milliseconds", "\(options.tickMilliseconds)",
+                "--request-timeout-milliseconds", "\(options.requestTimeoutMilliseconds)", "--log-level", "warning",
+            ]
                 + options.serveArguments,
             label: name)
         processes.withLockedValue { $0[name] = child }
@@ -207,7 +213,8 @@ public final class JepsenRun: @unchecked Sendable {
         let checkSeconds = Double((NIODeadline.now() - started).nanoseconds) / 1e9
         return JepsenReport(
             seed: options.seed, seconds: options.seconds, history: recorded, results: results,
-            faults: faultCounts.withLockedValue { $0 }, reasons: reasons.withLockedValue { $0 }, faultLog: faultLog.withLockedValue { $0 },
+            faults: faultCounts.withLockedValue { $0 }, reasons: reasons.withLockedValue { $0 },
+            faultLog: faultLog.withLockedValue { $0 },
             finalValues: finals, checkSeconds: checkSeconds)
     }
 
@@ -242,7 +249,9 @@ public final class JepsenRun: @unchecked Sendable {
             let outcome = await perform(call, key: key, at: node)
             let completed = now()
             history.withLockedValue {
-                $0.append(HistoryOperation(client: id, key: key, call: call, outcome: outcome, invoked: invoked, completed: completed))
+                $0.append(
+                    HistoryOperation(
+                        client: id, key: key, call: call, outcome: outcome, invoked: invoked, completed: completed))
             }
             if case .read(let value?) = outcome { lastSeen[key] = value }
             if case .write(let value) = call, outcome == .ok { lastSeen[key] = value }
@@ -274,9 +283,12 @@ public final class JepsenRun: @unchecked Sendable {
         do {
             switch call {
             case .read:
-                response = try await connection.execute(method: .GET, path: path, timeout: options.operationTimeout).get()
+                response = try await connection.execute(method: .GET, path: path, timeout: options.operationTimeout)
+                    .get()
             case .write(let value):
-                response = try await connection.execute(method: .PUT, path: path, body: Array(value.utf8), timeout: options.operationTimeout).get()
+                response = try await connection.execute(
+                    method: .PUT, path: path, body: Array(value.utf8), timeout: options.operationTimeout
+                ).get()
             case .compareAndSet(let expected, let new):
                 response = try await connection.execute(
                     method: .PUT, path: path + "?prev_value=" + KVClient.percentEncode(Array(expected.utf8)),
@@ -303,7 +315,9 @@ public final class JepsenRun: @unchecked Sendable {
             let outcome = await perform(.read, key: key, at: node)
             if case .read(let value) = outcome {
                 history.withLockedValue {
-                    $0.append(HistoryOperation(client: 1000, key: key, call: .read, outcome: outcome, invoked: invoked, completed: now()))
+                    $0.append(
+                        HistoryOperation(
+                            client: 1000, key: key, call: .read, outcome: outcome, invoked: invoked, completed: now()))
                 }
                 return .some(value)
             }
@@ -316,7 +330,10 @@ public final class JepsenRun: @unchecked Sendable {
     private func nemesis(seed: UInt64, until end: NIODeadline) async {
         var random = SplitMix64(seed: seed)
         func seconds(_ range: ClosedRange<Double>) -> Duration {
-            .milliseconds(Int64((range.lowerBound + Double(random.next() % 1000) / 1000 * (range.upperBound - range.lowerBound)) * 1000))
+            .milliseconds(
+                Int64(
+                    (range.lowerBound + Double(random.next() % 1000) / 1000 * (range.upperBound - range.lowerBound))
+                        * 1000))
         }
         while NIODeadline.now() < end {
             try? await Task.sleep(for: seconds(options.quietSeconds))
@@ -363,8 +380,13 @@ public final class JepsenRun: @unchecked Sendable {
             var shuffled = Array(0..<n)
             shuffled.shuffle(using: &random)
             let side = Set(shuffled.prefix(n / 2))
-            let links = (0..<n).flatMap { a in (0..<n).filter { b in side.contains(a) != side.contains(b) }.map { (a, $0) } }
-            return ("halves \(side.sorted().map { names[$0] }) | \((0..<n).filter { !side.contains($0) }.map { names[$0] })", links)
+            let links = (0..<n).flatMap { a in
+                (0..<n).filter { b in side.contains(a) != side.contains(b) }.map { (a, $0) }
+            }
+            return (
+                "halves \(side.sorted().map { names[$0] }) | \((0..<n).filter { !side.contains($0) }.map { names[$0] })",
+                links
+            )
         case 2:
             if random.next() % 2 == 0 {
                 return ("\(names[node]) can send but not receive", others.map { ($0, node) })
@@ -375,7 +397,9 @@ public final class JepsenRun: @unchecked Sendable {
             let left = Set(others.prefix(others.count / 2))
             let right = others.filter { !left.contains($0) }
             let links = left.flatMap { a in right.flatMap { b in [(a, b), (b, a)] } }
-            return ("bridge \(names[node]) between \(left.sorted().map { names[$0] }) and \(right.map { names[$0] })", links)
+            return (
+                "bridge \(names[node]) between \(left.sorted().map { names[$0] }) and \(right.map { names[$0] })", links
+            )
         }
     }
 
@@ -390,4 +414,3 @@ public final class JepsenRun: @unchecked Sendable {
         }
     }
 }
-

@@ -55,7 +55,8 @@ public struct HistoryOperation: Sendable, Hashable, CustomStringConvertible {
         case .unknown: o = "unknown"
         }
         let ms = { (t: Int64) in String(format: "%.3f", Double(t) / 1e6) }
-        return "client \(client) [\(ms(invoked)) ms .. \(outcome == .unknown ? "?" : ms(completed)) ms] \(key): \(c) \(o)"
+        return
+            "client \(client) [\(ms(invoked)) ms .. \(outcome == .unknown ? "?" : ms(completed)) ms] \(key): \(c) \(o)"
     }
 }
 
@@ -156,10 +157,12 @@ public enum LinearizabilityChecker {
             case (.compareAndSet(let e, let n), .unknown): step = .casUnknown(expected: number(e), new: number(n))
             default: continue  // an outcome that does not fit its call: not produced by the harness
             }
-            ops.append(Op(step: step, invoked: h.invoked, completed: h.outcome == .unknown ? .max : h.completed, original: h))
+            ops.append(
+                Op(step: step, invoked: h.invoked, completed: h.outcome == .unknown ? .max : h.completed, original: h))
         }
         guard !ops.isEmpty else {
-            return LinearizabilityResult(key: key, linearizable: true, operations: 0, explanation: [], statesExplored: 0)
+            return LinearizabilityResult(
+                key: key, linearizable: true, operations: 0, explanation: [], statesExplored: 0)
         }
 
         // Events in time order; at equal times, calls before returns (overlapping, the lenient reading).
@@ -246,7 +249,8 @@ public enum LinearizabilityChecker {
                 entry = call.next
             }
         }
-        return LinearizabilityResult(key: key, linearizable: true, operations: ops.count, explanation: [], statesExplored: explored)
+        return LinearizabilityResult(
+            key: key, linearizable: true, operations: ops.count, explanation: [], statesExplored: explored)
     }
 
     /// The operations overlapping the one no linearization could fit, in invocation order.
@@ -262,4 +266,3 @@ public enum LinearizabilityChecker {
         return lines
     }
 }
-

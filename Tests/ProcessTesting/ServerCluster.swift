@@ -44,8 +44,10 @@ public final class ServerCluster: @unchecked Sendable {
     public func start(_ name: String) throws {
         processes[name] = try ChildProcess(
             raftLiteExecutable(),
-            ["serve", "--config", configPath, "--id", name, "--data-dir", scratch.path + "/" + name,
-             "--tick-milliseconds", "20", "--log-level", "info"] + extraArguments,
+            [
+                "serve", "--config", configPath, "--id", name, "--data-dir", scratch.path + "/" + name,
+                "--tick-milliseconds", "20", "--log-level", "info",
+            ] + extraArguments,
             label: name)
     }
 
@@ -70,7 +72,9 @@ public final class ServerCluster: @unchecked Sendable {
             address.sin_addr.s_addr = UInt32(0x7F00_0001).bigEndian
             var length = socklen_t(MemoryLayout<sockaddr_in>.size)
             _ = withUnsafeMutablePointer(to: &address) { p in
-                p.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) == 0 && getsockname(fd, $0, &length) == 0 }
+                p.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                    bind(fd, $0, length) == 0 && getsockname(fd, $0, &length) == 0
+                }
             }
             ports.append(Int(UInt16(bigEndian: address.sin_port)))
         }

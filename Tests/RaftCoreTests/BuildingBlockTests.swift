@@ -8,8 +8,9 @@ import Testing
     }
 
     static func log(_ terms: [UInt64], committed: UInt64 = 0) -> RaftLog {
-        RaftLog(snapshotIndex: .zero, snapshotTerm: .zero, entries: entries(terms), committed: LogIndex(committed),
-                applied: .zero)
+        RaftLog(
+            snapshotIndex: .zero, snapshotTerm: .zero, entries: entries(terms), committed: LogIndex(committed),
+            applied: .zero)
     }
 
     @Test func appendingTheLeadersEntriesCutsOnlyAtTheFirstConflict() {
@@ -91,7 +92,9 @@ import Testing
     @Test func slicesRespectTheByteAndCountLimitsButAlwaysCarryOneEntry() {
         let log = RaftLog(
             snapshotIndex: .zero, snapshotTerm: .zero,
-            entries: (1...10).map { Entry(term: Term(1), index: LogIndex(UInt64($0)), data: Array(repeating: 0, count: 100)) },
+            entries: (1...10).map {
+                Entry(term: Term(1), index: LogIndex(UInt64($0)), data: Array(repeating: 0, count: 100))
+            },
             committed: .zero, applied: .zero)
         #expect(log.entries(from: LogIndex(1), maxBytes: 1 << 20, maxCount: 4).count == 4)
         #expect(log.entries(from: LogIndex(1), maxBytes: 3 * 124, maxCount: 100).count == 3)

@@ -66,8 +66,10 @@ import RaftTesting
 
     @Test func aVoterRefusesACandidateWhoseLogIsLessUpToDate() throws {
         // §5.4.1: the voter's last entry has a later term, or the same term and a higher index.
-        for (candidateLast, candidateTerm, granted) in [(UInt64(3), UInt64(2), false), (2, 3, false), (3, 3, true),
-                                                       (9, 2, false), (1, 4, true)] {
+        for (candidateLast, candidateTerm, granted) in [
+            (UInt64(3), UInt64(2), false), (2, 3, false), (3, 3, true),
+            (9, 2, false), (1, 4, true),
+        ] {
             var node = try Raft(
                 configuration: RaftConfiguration(id: Self.n(1), voters: [Self.n(1), Self.n(2), Self.n(3)]),
                 state: Self.log([1, 3, 3], hardTerm: 3))
@@ -122,7 +124,8 @@ import RaftTesting
             [1, 1, 1, 4, 4, 4, 4],  // e
             [1, 1, 1, 2, 2, 2, 3, 3, 3, 3, 3],  // f
         ]
-        var cluster = try LockstepCluster(count: 7) { _ in } initialState: { id in
+        var cluster = try LockstepCluster(count: 7) { _ in
+        } initialState: { id in
             id.rawValue == 1 ? Self.log(leaderLog, hardTerm: 7) : Self.log(followers[Int(id.rawValue) - 2], hardTerm: 7)
         }
         cluster.campaign(Self.n(1))
@@ -151,7 +154,8 @@ import RaftTesting
             state: Self.log([1, 1, 1], hardTerm: 1))
         // A stale message carrying only entry 2 arrives after entry 3 was appended.
         let stale = AppendEntries(
-            prevIndex: LogIndex(1), prevTerm: Term(1), entries: [Entry(term: Term(1), index: LogIndex(2), data: [1, 1])],
+            prevIndex: LogIndex(1), prevTerm: Term(1),
+            entries: [Entry(term: Term(1), index: LogIndex(2), data: [1, 1])],
             commit: .zero)
         follower.step(Message(from: Self.n(1), to: Self.n(2), term: Term(1), kind: .appendEntries(stale)))
         #expect(follower.log.lastIndex == LogIndex(3))
@@ -169,7 +173,11 @@ import RaftTesting
     /// leader, so a leader never commits such an entry by counting replicas — only by committing an entry of its
     /// own term after it.
     @Test func anEntryFromAnEarlierTermIsNeverCommittedByCountingReplicasAsInFigure8() throws {
-        let s1 = Self.n(1), s2 = Self.n(2), s3 = Self.n(3), s4 = Self.n(4), s5 = Self.n(5)
+        let s1 = Self.n(1)
+        let s2 = Self.n(2)
+        let s3 = Self.n(3)
+        let s4 = Self.n(4)
+        let s5 = Self.n(5)
         // One entry per message, so replication can be stopped between an old entry and the new leader's no-op; and
         // the paper's plain elections (no pre-vote, no leader lease), so that the script decides who campaigns when.
         var cluster = try LockstepCluster(count: 5) { configuration in

@@ -34,10 +34,12 @@ import Testing
     }
 
     @Test func aCopyOfAnAppliedProposalIsRefusedEverywhereTheSame() {
-        let log = [
-            (Self.header(1, 9, 1), 1), (Self.header(1, 9, 2), 1), (Self.header(1, 9, 1), 1), (Self.header(2, 5, 1), 2),
-            (Self.header(1, 9, 2), 2), (Self.header(1, 9, 3), 2),
-        ] as [(ProposalEnvelope.Header, UInt64)]
+        let log =
+            [
+                (Self.header(1, 9, 1), 1), (Self.header(1, 9, 2), 1), (Self.header(1, 9, 1), 1),
+                (Self.header(2, 5, 1), 2),
+                (Self.header(1, 9, 2), 2), (Self.header(1, 9, 3), 2),
+            ] as [(ProposalEnvelope.Header, UInt64)]
         var a = ProposalSessions()
         var b = ProposalSessions()
         let first = Self.decisions(&a, log)
@@ -52,7 +54,11 @@ import Testing
         // refused although 4 was never applied.
         var sessions = ProposalSessions()
         let decided = Self.decisions(
-            &sessions, [(Self.header(1, 1, 5, floor: 5), 1), (Self.header(1, 1, 4, floor: 1), 1), (Self.header(1, 1, 6, floor: 5), 1)])
+            &sessions,
+            [
+                (Self.header(1, 1, 5, floor: 5), 1), (Self.header(1, 1, 4, floor: 1), 1),
+                (Self.header(1, 1, 6, floor: 5), 1),
+            ])
         #expect(decided == [true, false, true])
     }
 

@@ -35,7 +35,10 @@ private func electedCluster(
     }
 
     @Test func withoutPreVoteTheSameNodeDisruptsTheClusterWhenItReturns() throws {
-        var cluster = try electedCluster { $0.preVote = false; $0.checkQuorum = false }
+        var cluster = try electedCluster {
+            $0.preVote = false
+            $0.checkQuorum = false
+        }
         let term = try #require(cluster[n(1)]?.term)
         cluster.partition([n(3)])
         cluster.tick(n(3), times: 100)
@@ -241,7 +244,8 @@ private func electedCluster(
         let node = try follower()
         let stale = AppendEntries(
             prevIndex: .zero, prevTerm: .zero, entries: [Entry(term: Term(1), index: LogIndex(1))], commit: LogIndex(1))
-        let (after, ready) = outcome(node, after: Message(from: n(3), to: n(2), term: Term(1), kind: .appendEntries(stale)))
+        let (after, ready) = outcome(
+            node, after: Message(from: n(3), to: n(2), term: Term(1), kind: .appendEntries(stale)))
         #expect(after.log.lastIndex == LogIndex(1))
         #expect(after.leader == n(1))
         #expect(ready.messages.map(\.term) == [Term(2)], "sent at once: it promises nothing durable")
@@ -250,7 +254,8 @@ private func electedCluster(
     @Test func anAppendFarBeyondTheLogIsRefusedWithAHint() throws {
         let node = try follower()
         let far = AppendEntries(prevIndex: LogIndex(1_000_000), prevTerm: Term(2), entries: [], commit: LogIndex(5))
-        let (after, ready) = outcome(node, after: Message(from: n(1), to: n(2), term: Term(2), kind: .appendEntries(far)))
+        let (after, ready) = outcome(
+            node, after: Message(from: n(1), to: n(2), term: Term(2), kind: .appendEntries(far)))
         #expect(after.log.committed == .zero)
         guard case .appendEntriesResponse(let r)? = ready.messagesAfterPersist.first?.kind else {
             Issue.record("no answer")
@@ -263,33 +268,42 @@ private func electedCluster(
         let node = try follower()
         let malformed: [AppendEntries] = [
             // Indexes skip.
-            AppendEntries(prevIndex: LogIndex(1), prevTerm: Term(2),
-                          entries: [Entry(term: Term(2), index: LogIndex(3))], commit: .zero),
+            AppendEntries(
+                prevIndex: LogIndex(1), prevTerm: Term(2),
+                entries: [Entry(term: Term(2), index: LogIndex(3))], commit: .zero),
             // An entry from a term later than the message's.
-            AppendEntries(prevIndex: LogIndex(1), prevTerm: Term(2),
-                          entries: [Entry(term: Term(9), index: LogIndex(2))], commit: .zero),
+            AppendEntries(
+                prevIndex: LogIndex(1), prevTerm: Term(2),
+                entries: [Entry(term: Term(9), index: LogIndex(2))], commit: .zero),
             // Terms going backwards.
-            AppendEntries(prevIndex: LogIndex(1), prevTerm: Term(2),
-                          entries: [Entry(term: Term(2), index: LogIndex(2)), Entry(term: Term(1), index: LogIndex(3))],
-                          commit: .zero),
+            AppendEntries(
+                prevIndex: LogIndex(1), prevTerm: Term(2),
+                entries: [Entry(term: Term(2), index: LogIndex(2)), Entry(term: Term(1), index: LogIndex(3))],
+                commit: .zero),
             // Indexes that overflow.
-            AppendEntries(prevIndex: LogIndex(UInt64.max), prevTerm: Term(2),
-                          entries: [Entry(term: Term(2), index: LogIndex(0))], commit: .zero),
+            AppendEntries(
+                prevIndex: LogIndex(UInt64.max), prevTerm: Term(2),
+                entries: [Entry(term: Term(2), index: LogIndex(0))], commit: .zero),
         ]
         for request in malformed {
-            let (after, ready) = outcome(node, after: Message(from: n(1), to: n(2), term: Term(2), kind: .appendEntries(request)))
+            let (after, ready) = outcome(
+                node, after: Message(from: n(1), to: n(2), term: Term(2), kind: .appendEntries(request)))
             #expect(after.log.lastIndex == LogIndex(1))
             #expect(ready.isEmpty)
         }
-        let (after, _) = outcome(node, after: Message(
-            from: n(1), to: n(2), term: Term(UInt64.max), kind: .heartbeat(Heartbeat(commit: .zero))))
+        let (after, _) = outcome(
+            node,
+            after: Message(
+                from: n(1), to: n(2), term: Term(UInt64.max), kind: .heartbeat(Heartbeat(commit: .zero))))
         #expect(after.term == Term(2), "a term that cannot be exceeded is refused")
     }
 
     @Test func aHeartbeatCannotCommitPastTheEndOfTheLog() throws {
         let node = try follower()
-        let (after, _) = outcome(node, after: Message(
-            from: n(1), to: n(2), term: Term(2), kind: .heartbeat(Heartbeat(commit: LogIndex(500)))))
+        let (after, _) = outcome(
+            node,
+            after: Message(
+                from: n(1), to: n(2), term: Term(2), kind: .heartbeat(Heartbeat(commit: LogIndex(500)))))
         #expect(after.log.committed == LogIndex(1))
     }
 
@@ -297,8 +311,10 @@ private func electedCluster(
         let cluster = try electedCluster()
         var leader = try #require(cluster[n(1)])
         let before = leader.progress(of: n(2))
-        leader.step(Message(from: n(2), to: n(1), term: leader.term,
-                            kind: .appendEntriesResponse(AppendEntriesResponse(success: true, index: LogIndex(77)))))
+        leader.step(
+            Message(
+                from: n(2), to: n(1), term: leader.term,
+                kind: .appendEntriesResponse(AppendEntriesResponse(success: true, index: LogIndex(77)))))
         #expect(leader.progress(of: n(2))?.match == before?.match)
         #expect(leader.log.committed == LogIndex(1))
     }
@@ -317,11 +333,13 @@ private func electedCluster(
     /// it delivered messages in bursts.)
     @Test func anAcknowledgementQueuedInAnOldTermIsNotSentAfterTheTermMoves() throws {
         var follower = try Raft(configuration: RaftConfiguration(id: n(2), voters: [n(1), n(2), n(3)]))
-        let old = AppendEntries(prevIndex: .zero, prevTerm: .zero, entries: [Entry(term: Term(1), index: LogIndex(1), data: [1])],
-                                commit: .zero)
+        let old = AppendEntries(
+            prevIndex: .zero, prevTerm: .zero, entries: [Entry(term: Term(1), index: LogIndex(1), data: [1])],
+            commit: .zero)
         follower.step(Message(from: n(1), to: n(2), term: Term(1), kind: .appendEntries(old)))
-        let new = AppendEntries(prevIndex: .zero, prevTerm: .zero, entries: [Entry(term: Term(3), index: LogIndex(1), kind: .noop)],
-                                commit: .zero)
+        let new = AppendEntries(
+            prevIndex: .zero, prevTerm: .zero, entries: [Entry(term: Term(3), index: LogIndex(1), kind: .noop)],
+            commit: .zero)
         follower.step(Message(from: n(3), to: n(2), term: Term(3), kind: .appendEntries(new)))
         let ready = follower.ready()
         #expect(ready.entries.map(\.term) == [Term(3)], "what is persisted holds term 3 at index 1")
@@ -345,8 +363,9 @@ private func electedCluster(
         follower.advance(ready)
         let second = try follower.propose([8])
         #expect(second == .forwarded(to: n(1)))
-        #expect(follower.ready().messages.contains { if case .propose = $0.kind { true } else { false } },
-                "once the term is durable, forwarding goes out at once")
+        #expect(
+            follower.ready().messages.contains { if case .propose = $0.kind { true } else { false } },
+            "once the term is durable, forwarding goes out at once")
     }
 }
 
@@ -354,8 +373,12 @@ private func electedCluster(
     private let configuration = RaftConfiguration(id: n(1), voters: [n(1), n(2), n(3)])
 
     @Test func anInconsistentStoredLogIsRefusedWithAReason() {
-        let gap = PersistentState(entries: [Entry(term: Term(1), index: LogIndex(1)), Entry(term: Term(1), index: LogIndex(3))])
-        let backwards = PersistentState(entries: [Entry(term: Term(2), index: LogIndex(1)), Entry(term: Term(1), index: LogIndex(2))])
+        let gap = PersistentState(entries: [
+            Entry(term: Term(1), index: LogIndex(1)), Entry(term: Term(1), index: LogIndex(3)),
+        ])
+        let backwards = PersistentState(entries: [
+            Entry(term: Term(2), index: LogIndex(1)), Entry(term: Term(1), index: LogIndex(2)),
+        ])
         for state in [gap, backwards] {
             #expect(throws: ConfigurationError.self) { try Raft(configuration: configuration, state: state) }
         }
@@ -372,8 +395,10 @@ private func electedCluster(
     @Test func aNodeRestartsWithItsTermVoteAndCommitIndex() throws {
         let state = PersistentState(
             hardState: HardState(term: Term(4), votedFor: n(2), commit: LogIndex(2)),
-            entries: [Entry(term: Term(3), index: LogIndex(1)), Entry(term: Term(4), index: LogIndex(2)),
-                      Entry(term: Term(4), index: LogIndex(3))])
+            entries: [
+                Entry(term: Term(3), index: LogIndex(1)), Entry(term: Term(4), index: LogIndex(2)),
+                Entry(term: Term(4), index: LogIndex(3)),
+            ])
         let node = try Raft(configuration: configuration, state: state)
         #expect(node.term == Term(4))
         #expect(node.votedFor == n(2))
@@ -409,8 +434,10 @@ private func electedCluster(
             #expect(node.term == .zero)
         }
         // Just below the ceiling is accepted; from there the node cannot campaign into a wrapped term.
-        node.step(Message(from: n(2), to: n(1), term: Term(Term.ceiling.rawValue - 1),
-                          kind: .heartbeat(Heartbeat(commit: .zero))))
+        node.step(
+            Message(
+                from: n(2), to: n(1), term: Term(Term.ceiling.rawValue - 1),
+                kind: .heartbeat(Heartbeat(commit: .zero))))
         #expect(node.term == Term(Term.ceiling.rawValue - 1))
         for _ in 0..<100 { node.tick() }
         _ = node.ready()

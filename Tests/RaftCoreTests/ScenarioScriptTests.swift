@@ -96,7 +96,8 @@ import RaftTesting
 
     @Test func aScriptReadsAndPrintsBackTheSameText() throws {
         let script = try ScenarioScript(parsing: Self.small)
-        #expect(script.blocks.map(\.command) == ["cluster n=3", "campaign 1", "stabilize", "propose 2 hello", "status 2"])
+        #expect(
+            script.blocks.map(\.command) == ["cluster n=3", "campaign 1", "stabilize", "propose 2 hello", "status 2"])
         #expect(script.blocks.first?.preamble == ["# A three-node election."])
         #expect(script.blocks.map(\.line) == [2, 8, 12, 38, 42])
         #expect(script.text == Self.small + "\n")
@@ -110,8 +111,10 @@ import RaftTesting
     @Test func aWrongExpectedOutputFailsWithADiffThatShowsBothLines() throws {
         // Claim that node 2 learned the commit index 2 instead of 1, and lose a message line.
         let broken = Self.small
-            .replacingOccurrences(of: "2: follower term=1 vote=1 leader=1 commit=1 applied=1",
-                                  with: "2: follower term=1 vote=1 leader=1 commit=2 applied=1")
+            .replacingOccurrences(
+                of: "2: follower term=1 vote=1 leader=1 commit=1 applied=1",
+                with: "2: follower term=1 vote=1 leader=1 commit=2 applied=1"
+            )
             .replacingOccurrences(of: "3->1 preVoteResponse t1 granted\n", with: "")
         #expect(broken != Self.small)
         let (actual, diff) = try ScenarioScript(parsing: broken).check(name: "broken.txt")
@@ -132,8 +135,10 @@ import RaftTesting
 
     @Test func mistakesInAScriptAreErrorsNotOutput() throws {
         #expect(throws: ScenarioScriptError.self) { try ScenarioScript(parsing: "campaign 1\nno separator\n") }
-        for text in ["campaign 1\n----\nok\n", "cluster n=3\n----\nok\n\nfrobnicate\n----\nok\n",
-                     "cluster n=3\n----\nok\n\ncampaign 7\n----\nok\n"] {
+        for text in [
+            "campaign 1\n----\nok\n", "cluster n=3\n----\nok\n\nfrobnicate\n----\nok\n",
+            "cluster n=3\n----\nok\n\ncampaign 7\n----\nok\n",
+        ] {
             let script = try ScenarioScript(parsing: text)
             #expect(throws: ScenarioScriptError.self) { try script.run() }
         }

@@ -62,8 +62,10 @@ import Testing
         var raft = try Raft(configuration: RaftConfiguration(id: NodeID(1), voters: ids, preVote: false))
         raft.campaign()
         for peer in voters.dropFirst() {
-            raft.step(Message(from: NodeID(peer), to: NodeID(1), term: raft.term,
-                              kind: .requestVoteResponse(RequestVoteResponse(preVote: false, granted: true))))
+            raft.step(
+                Message(
+                    from: NodeID(peer), to: NodeID(1), term: raft.term,
+                    kind: .requestVoteResponse(RequestVoteResponse(preVote: false, granted: true))))
         }
         return raft
     }
@@ -94,8 +96,9 @@ import Testing
     }
 
     @Test func messagesGoAtOnceAndWhatPromisesDurabilityWaitsForTheWrite() throws {
-        var raft = try Raft(configuration: RaftConfiguration(
-            id: NodeID(1), voters: [NodeID(1), NodeID(2), NodeID(3)], preVote: false))
+        var raft = try Raft(
+            configuration: RaftConfiguration(
+                id: NodeID(1), voters: [NodeID(1), NodeID(2), NodeID(3)], preVote: false))
         var pipeline = ReadyPipeline()
         raft.campaign()
         let taken = pipeline.take(from: &raft)
@@ -116,8 +119,10 @@ import Testing
         // Both followers acknowledge the no-op before the leader's own write is done: it commits (thesis §10.2.1),
         // but may be applied only once the leader's write is durable.
         for peer in [UInt64(2), 3] {
-            raft.step(Message(from: NodeID(peer), to: NodeID(1), term: raft.term,
-                              kind: .appendEntriesResponse(AppendEntriesResponse(success: true, index: LogIndex(1)))))
+            raft.step(
+                Message(
+                    from: NodeID(peer), to: NodeID(1), term: raft.term,
+                    kind: .appendEntriesResponse(AppendEntriesResponse(success: true, index: LogIndex(1)))))
         }
         #expect(raft.log.committed == LogIndex(1))
         var readiesBehind = 0

@@ -16,10 +16,11 @@ import Testing
     }
 
     @Test func aSequentialHistoryIsLinearizable() {
-        #expect(Self.linearizable([
-            Self.op(1, .write("a"), .ok, 0, 10), Self.op(1, .read, .read("a"), 20, 30),
-            Self.op(2, .write("b"), .ok, 40, 50), Self.op(2, .read, .read("b"), 60, 70),
-        ]))
+        #expect(
+            Self.linearizable([
+                Self.op(1, .write("a"), .ok, 0, 10), Self.op(1, .read, .read("a"), 20, 30),
+                Self.op(2, .write("b"), .ok, 40, 50), Self.op(2, .read, .read("b"), 60, 70),
+            ]))
     }
 
     @Test func aReadOfTheInitialValueAfterACompletedWriteIsNot() {
@@ -30,51 +31,62 @@ import Testing
         #expect(Self.linearizable([Self.op(1, .write("a"), .ok, 0, 100), Self.op(2, .read, .read(nil), 10, 20)]))
         #expect(Self.linearizable([Self.op(1, .write("a"), .ok, 0, 100), Self.op(2, .read, .read("a"), 10, 20)]))
         // But a read cannot see a value go back once a later read saw the new one.
-        #expect(!Self.linearizable([
-            Self.op(1, .write("a"), .ok, 0, 100), Self.op(2, .read, .read("a"), 10, 20),
-            Self.op(3, .read, .read(nil), 30, 40),
-        ]))
+        #expect(
+            !Self.linearizable([
+                Self.op(1, .write("a"), .ok, 0, 100), Self.op(2, .read, .read("a"), 10, 20),
+                Self.op(3, .read, .read(nil), 30, 40),
+            ]))
     }
 
     @Test func aStaleReadIsCaught() {
-        #expect(!Self.linearizable([
-            Self.op(1, .write("1"), .ok, 0, 10), Self.op(1, .write("2"), .ok, 20, 30), Self.op(2, .read, .read("1"), 40, 50),
-        ]))
+        #expect(
+            !Self.linearizable([
+                Self.op(1, .write("1"), .ok, 0, 10), Self.op(1, .write("2"), .ok, 20, 30),
+                Self.op(2, .read, .read("1"), 40, 50),
+            ]))
     }
 
     @Test func compareAndSetMustSeeTheValueItExpects() {
-        #expect(Self.linearizable([
-            Self.op(1, .write("1"), .ok, 0, 10), Self.op(2, .compareAndSet(expected: "1", new: "2"), .ok, 20, 30),
-            Self.op(1, .read, .read("2"), 40, 50),
-        ]))
+        #expect(
+            Self.linearizable([
+                Self.op(1, .write("1"), .ok, 0, 10), Self.op(2, .compareAndSet(expected: "1", new: "2"), .ok, 20, 30),
+                Self.op(1, .read, .read("2"), 40, 50),
+            ]))
         // Two compare-and-sets from the same value cannot both succeed one after the other.
-        #expect(!Self.linearizable([
-            Self.op(1, .write("1"), .ok, 0, 10), Self.op(2, .compareAndSet(expected: "1", new: "2"), .ok, 20, 30),
-            Self.op(3, .compareAndSet(expected: "1", new: "3"), .ok, 40, 50),
-        ]))
+        #expect(
+            !Self.linearizable([
+                Self.op(1, .write("1"), .ok, 0, 10), Self.op(2, .compareAndSet(expected: "1", new: "2"), .ok, 20, 30),
+                Self.op(3, .compareAndSet(expected: "1", new: "3"), .ok, 40, 50),
+            ]))
         // A failed compare-and-set is information too: the value was not the one expected.
-        #expect(!Self.linearizable([
-            Self.op(1, .write("1"), .ok, 0, 10), Self.op(2, .compareAndSet(expected: "1", new: "2"), .casFailed, 20, 30),
-        ]))
-        #expect(Self.linearizable([
-            Self.op(1, .write("1"), .ok, 0, 10), Self.op(2, .compareAndSet(expected: "5", new: "2"), .casFailed, 20, 30),
-            Self.op(3, .read, .read("1"), 40, 50),
-        ]))
+        #expect(
+            !Self.linearizable([
+                Self.op(1, .write("1"), .ok, 0, 10),
+                Self.op(2, .compareAndSet(expected: "1", new: "2"), .casFailed, 20, 30),
+            ]))
+        #expect(
+            Self.linearizable([
+                Self.op(1, .write("1"), .ok, 0, 10),
+                Self.op(2, .compareAndSet(expected: "5", new: "2"), .casFailed, 20, 30),
+                Self.op(3, .read, .read("1"), 40, 50),
+            ]))
     }
 
     @Test func anUnknownOutcomeMayTakeEffectLateOrNever() {
         // Never observed: fine.
         #expect(Self.linearizable([Self.op(1, .write("a"), .unknown, 0, 0), Self.op(2, .read, .read(nil), 100, 110)]))
         // Observed long after its client gave up: fine (it took effect late).
-        #expect(Self.linearizable([
-            Self.op(1, .write("a"), .unknown, 0, 0), Self.op(2, .read, .read(nil), 100, 110),
-            Self.op(2, .read, .read("a"), 200, 210),
-        ]))
+        #expect(
+            Self.linearizable([
+                Self.op(1, .write("a"), .unknown, 0, 0), Self.op(2, .read, .read(nil), 100, 110),
+                Self.op(2, .read, .read("a"), 200, 210),
+            ]))
         // Observed, then gone again with nothing else written: not possible.
-        #expect(!Self.linearizable([
-            Self.op(1, .write("a"), .unknown, 0, 0), Self.op(2, .read, .read("a"), 100, 110),
-            Self.op(2, .read, .read(nil), 200, 210),
-        ]))
+        #expect(
+            !Self.linearizable([
+                Self.op(1, .write("a"), .unknown, 0, 0), Self.op(2, .read, .read("a"), 100, 110),
+                Self.op(2, .read, .read(nil), 200, 210),
+            ]))
         // But it can never take effect before it was invoked.
         #expect(!Self.linearizable([Self.op(2, .read, .read("a"), 0, 10), Self.op(1, .write("a"), .unknown, 50, 0)]))
         // A definitely failed write never takes effect.
@@ -82,10 +94,11 @@ import Testing
     }
 
     @Test func aLostWriteIsCaughtByTheFinalRead() {
-        #expect(!Self.linearizable([
-            Self.op(1, .write("a"), .ok, 0, 10), Self.op(2, .write("b"), .ok, 20, 30),
-            Self.op(1000, .read, .read("a"), 100, 110),
-        ]))
+        #expect(
+            !Self.linearizable([
+                Self.op(1, .write("a"), .ok, 0, 10), Self.op(2, .write("b"), .ok, 20, 30),
+                Self.op(1000, .read, .read("a"), 100, 110),
+            ]))
     }
 
     @Test func keysAreCheckedIndependentlyAndTheFailingOneIsNamed() {
@@ -132,13 +145,16 @@ import Testing
                 }
             }
             let completed = clock + Int64(random.next() % 40)
-            history.append(HistoryOperation(client: client, key: "x", call: call, outcome: outcome,
-                                            invoked: min(invoked, clock), completed: completed))
+            history.append(
+                HistoryOperation(
+                    client: client, key: "x", call: call, outcome: outcome,
+                    invoked: min(invoked, clock), completed: completed))
             open[slot] = (client, clock + 1)
         }
         let t0 = ContinuousClock.now
         let result = LinearizabilityChecker.check(history)
-        print("check of \(history.count) ops: \(ContinuousClock.now - t0), explored \(result.first?.statesExplored ?? 0)")
+        print(
+            "check of \(history.count) ops: \(ContinuousClock.now - t0), explored \(result.first?.statesExplored ?? 0)")
         #expect(result.count == 1 && result[0].linearizable, "\(result.first?.explanation ?? [])")
         // Make one late read see a value from long before.
         var broken = history

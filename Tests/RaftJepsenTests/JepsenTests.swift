@@ -34,9 +34,12 @@ import Testing
         options.nodes = 3
         let report = try await JepsenRun(options: options).run()
         Self.report(report)
-        #expect(report.linearizable, "seed \(seed): replay with JEPSEN_SEED=\(seed) JEPSEN_SECONDS=30 swift test --filter jepsenLongRun")
+        #expect(
+            report.linearizable,
+            "seed \(seed): replay with JEPSEN_SEED=\(seed) JEPSEN_SECONDS=30 swift test --filter jepsenLongRun")
         #expect(report.faults.values.reduce(0, +) >= 5, "the nemesis struck")
-        #expect(report.operations - report.unknown - report.failed >= 200, "enough operations completed to mean something")
+        #expect(
+            report.operations - report.unknown - report.failed >= 200, "enough operations completed to mean something")
         #expect(report.finalValues.count == options.keys, "every key was read after the faults stopped")
     }
 
@@ -63,9 +66,10 @@ import Testing
         options.seed = UInt64(Self.environment["JEPSEN_SEED"] ?? "") ?? UInt64.random(in: 1...UInt64(Int64.max))
         options.nodes = Int(Self.environment["JEPSEN_NODES"] ?? "") ?? 3
         options.verbose = Self.environment["JEPSEN_VERBOSE"] == "1"
-        print("jepsen: long run of \(Int(options.seconds)) s on \(options.nodes) nodes, seed \(options.seed) "
-              + "(replay: JEPSEN_SEED=\(options.seed) JEPSEN_SECONDS=\(Int(options.seconds)) JEPSEN_NODES=\(options.nodes) "
-              + "swift test -c release --filter jepsenLongRun)")
+        print(
+            "jepsen: long run of \(Int(options.seconds)) s on \(options.nodes) nodes, seed \(options.seed) "
+                + "(replay: JEPSEN_SEED=\(options.seed) JEPSEN_SECONDS=\(Int(options.seconds)) JEPSEN_NODES=\(options.nodes) "
+                + "swift test -c release --filter jepsenLongRun)")
         let report = try await JepsenRun(options: options).run()
         Self.report(report)
         #expect(report.linearizable)

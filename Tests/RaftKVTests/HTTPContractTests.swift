@@ -24,8 +24,9 @@ import RaftTesting
             if error.outcomeIsUnknown {
                 #expect(reply.status == .gatewayTimeout, "\(error)")
             } else {
-                #expect(reply.status == .serviceUnavailable || (400..<500).contains(Int(reply.status.code)),
-                        "\(error) must be a definite failure, got \(reply.status)")
+                #expect(
+                    reply.status == .serviceUnavailable || (400..<500).contains(Int(reply.status.code)),
+                    "\(error) must be a definite failure, got \(reply.status)")
             }
         }
         struct Unexpected: Error {}
@@ -38,7 +39,9 @@ import RaftTesting
         let network = InMemoryNetwork()
         let names = ["n0", "n1", "n2"]
         let cluster = try ClusterConfiguration(
-            members: names.enumerated().map { ClusterConfiguration.Member(name: $1, host: "127.0.0.1", port: 1000 + $0) })
+            members: names.enumerated().map {
+                ClusterConfiguration.Member(name: $1, host: "127.0.0.1", port: 1000 + $0)
+            })
         var options = RaftNode<KVStore>.Options()
         options.tickInterval = .milliseconds(20)
         options.proposalTimeout = .seconds(20)
@@ -50,9 +53,10 @@ import RaftTesting
         for name in names {
             let loop = MultiThreadedEventLoopGroup.singleton.next()
             let id = ClusterConfiguration.nodeID(for: name)
-            nodes.append(try RaftNode(
-                cluster: cluster, name: name, stateMachine: KVStore(), options: options, eventLoop: loop,
-                transport: InMemoryTransport(id: id, network: network, eventLoop: loop)))
+            nodes.append(
+                try RaftNode(
+                    cluster: cluster, name: name, stateMachine: KVStore(), options: options, eventLoop: loop,
+                    transport: InMemoryTransport(id: id, network: network, eventLoop: loop)))
         }
         for node in nodes { try await node.start() }
         var leader: RaftNode<KVStore>?

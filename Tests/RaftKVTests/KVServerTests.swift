@@ -21,7 +21,8 @@ func eventually(_ seconds: Double = 20, _ condition: () async -> Bool) async -> 
 /// Three real `raft-lite serve` processes, driven over HTTP.
 @Suite(.serialized) struct KVServerTests {
     static func client(_ cluster: ServerCluster, node: String? = nil) -> KVClient {
-        let endpoints = node.map { [Endpoint(host: "127.0.0.1", port: cluster.httpPort($0))] }
+        let endpoints =
+            node.map { [Endpoint(host: "127.0.0.1", port: cluster.httpPort($0))] }
             ?? cluster.httpPorts.map { Endpoint(host: "127.0.0.1", port: $0) }
         return KVClient(endpoints: endpoints, timeout: .seconds(10))
     }
@@ -91,7 +92,9 @@ func eventually(_ seconds: Double = 20, _ condition: () async -> Bool) async -> 
         #expect(try await c.delete("key0").text.contains("\"deleted\":false"))
 
         // A serializable read is served by the node itself.
-        _ = await eventually { (try? await Self.client(cluster, node: "node2").get("key1", serializable: true).status) == 200 }
+        _ = await eventually {
+            (try? await Self.client(cluster, node: "node2").get("key1", serializable: true).status) == 200
+        }
         #expect(try await Self.client(cluster, node: "node2").get("key1", serializable: true).text == "value 1")
 
         // Status: every field, one leader everyone agrees on.
@@ -146,7 +149,8 @@ func eventually(_ seconds: Double = 20, _ condition: () async -> Bool) async -> 
         #expect(metrics.status == 200)
         #expect(metrics.header("content-type")?.hasPrefix("text/plain") == true)
         for name in [
-            "raft_role", "raft_is_leader", "raft_term", "raft_commit_index", "raft_applied_index", "raft_proposals_total",
+            "raft_role", "raft_is_leader", "raft_term", "raft_commit_index", "raft_applied_index",
+            "raft_proposals_total",
             "raft_proposal_duration_seconds_bucket", "raft_storage_write_duration_seconds_bucket",
             "raft_messages_sent_total", "raft_messages_received_total", "raft_elections_total", "kv_requests_total",
             "kv_request_duration_seconds_bucket",

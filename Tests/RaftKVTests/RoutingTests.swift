@@ -34,13 +34,18 @@ import Testing
     }
 
     @Test func writes() {
-        #expect(Self.route(.PUT, "/v1/kv/a", body: Self.bytes("v")) == .propose(.put(key: Self.bytes("a"), value: Self.bytes("v"))))
+        #expect(
+            Self.route(.PUT, "/v1/kv/a", body: Self.bytes("v"))
+                == .propose(.put(key: Self.bytes("a"), value: Self.bytes("v"))))
         #expect(Self.route(.PUT, "/v1/kv/a") == .propose(.put(key: Self.bytes("a"), value: [])))
-        #expect(Self.route(.PUT, "/v1/kv/a?prev_value=old", body: Self.bytes("new"))
-            == .propose(.compareAndSet(key: Self.bytes("a"), expected: Self.bytes("old"), value: Self.bytes("new"))))
+        #expect(
+            Self.route(.PUT, "/v1/kv/a?prev_value=old", body: Self.bytes("new"))
+                == .propose(.compareAndSet(key: Self.bytes("a"), expected: Self.bytes("old"), value: Self.bytes("new")))
+        )
         // An empty prev_value is a compare-and-set against the empty value, not a plain put.
-        #expect(Self.route(.PUT, "/v1/kv/a?prev_value=", body: Self.bytes("x"))
-            == .propose(.compareAndSet(key: Self.bytes("a"), expected: [], value: Self.bytes("x"))))
+        #expect(
+            Self.route(.PUT, "/v1/kv/a?prev_value=", body: Self.bytes("x"))
+                == .propose(.compareAndSet(key: Self.bytes("a"), expected: [], value: Self.bytes("x"))))
         #expect(Self.route(.DELETE, "/v1/kv/a") == .propose(.delete(key: Self.bytes("a"))))
     }
 
@@ -51,8 +56,10 @@ import Testing
         // Unsafe local reads (testing only) serve even linearizable reads from the local copy.
         let unsafe = KVRouter(maxKeyBytes: 8, maxValueBytes: 16, unsafeLocalReads: true)
         #expect(Self.route(.GET, "/v1/kv/a", router: unsafe) == .localRead(key: Self.bytes("a")))
-        #expect(Self.route(.GET, "/v1/kv/a?consistency=linearizable", router: unsafe) == .localRead(key: Self.bytes("a")))
-        #expect(Self.route(.GET, "/v1/kv/a?consistency=serializable", router: unsafe) == .localRead(key: Self.bytes("a")))
+        #expect(
+            Self.route(.GET, "/v1/kv/a?consistency=linearizable", router: unsafe) == .localRead(key: Self.bytes("a")))
+        #expect(
+            Self.route(.GET, "/v1/kv/a?consistency=serializable", router: unsafe) == .localRead(key: Self.bytes("a")))
     }
 
     @Test func keysArePercentDecodedBytes() {
@@ -60,8 +67,9 @@ import Testing
         #expect(Self.route(.DELETE, "/v1/kv/%ff%00") == .propose(.delete(key: [0xFF, 0x00])))
         // A slash in the path is part of the key; a plus stays a plus.
         #expect(Self.route(.DELETE, "/v1/kv/a/b+c") == .propose(.delete(key: Self.bytes("a/b+c"))))
-        #expect(Self.route(.PUT, "/v1/kv/k?prev_value=%41%2b", body: [1])
-            == .propose(.compareAndSet(key: Self.bytes("k"), expected: Self.bytes("A+"), value: [1])))
+        #expect(
+            Self.route(.PUT, "/v1/kv/k?prev_value=%41%2b", body: [1])
+                == .propose(.compareAndSet(key: Self.bytes("k"), expected: Self.bytes("A+"), value: [1])))
     }
 
     // MARK: Bad methods
@@ -113,7 +121,10 @@ import Testing
         let cases: [(HTTPMethod, String, String)] = [
             (.GET, "/v1/kv/a?colour=red", "unknown query parameter \\\"colour\\\""),
             (.GET, "/v1/kv/a?prev_value=x", "unknown query parameter \\\"prev_value\\\""),
-            (.GET, "/v1/kv/a?consistency=eventual", "consistency must be linearizable or serializable, not \\\"eventual\\\""),
+            (
+                .GET, "/v1/kv/a?consistency=eventual",
+                "consistency must be linearizable or serializable, not \\\"eventual\\\""
+            ),
             (.GET, "/v1/kv/a?consistency=", "consistency must be linearizable or serializable, not \\\"\\\""),
             (.PUT, "/v1/kv/a?consistency=serializable", "unknown query parameter \\\"consistency\\\""),
             (.DELETE, "/v1/kv/a?prev_value=x", "DELETE takes no query parameters"),
@@ -134,8 +145,9 @@ import Testing
 
     @Test func oversizedBodies() throws {
         // A value at the limit is fine; one byte more is refused.
-        #expect(Self.route(.PUT, "/v1/kv/a", body: Array(repeating: 7, count: 16))
-            == .propose(.put(key: Self.bytes("a"), value: Array(repeating: 7, count: 16))))
+        #expect(
+            Self.route(.PUT, "/v1/kv/a", body: Array(repeating: 7, count: 16))
+                == .propose(.put(key: Self.bytes("a"), value: Array(repeating: 7, count: 16))))
         let big = try #require(Self.refusal(Self.route(.PUT, "/v1/kv/a", body: Array(repeating: 7, count: 17))))
         #expect(big.status == .payloadTooLarge)
         #expect(big.text == "{\"error\":\"value_too_large\",\"message\":\"the value has 17 bytes; the limit is 16\"}")
@@ -194,8 +206,9 @@ import Testing
         let casDiffers = KVReply.committed(
             .compareAndSet(key: key, expected: [1], value: [2]), index: LogIndex(49), output: .preconditionFailed)
         #expect(casDiffers.status == .preconditionFailed)
-        #expect(casDiffers.text
-            == "{\"error\":\"precondition_failed\",\"message\":\"the current value differs from prev_value\"}")
+        #expect(
+            casDiffers.text
+                == "{\"error\":\"precondition_failed\",\"message\":\"the current value differs from prev_value\"}")
         let invalid = KVReply.committed(.put(key: key, value: []), index: LogIndex(50), output: .invalid)
         #expect(invalid.status == .internalServerError)
         #expect(invalid.text.hasPrefix("{\"error\":\"internal\""))
@@ -231,15 +244,17 @@ import Testing
             // The server's static entry point gives the same answer.
             #expect(KVServer.reply(for: error) == reply)
         }
-        #expect(KVReply.failure(RaftNodeError.tooLarge(size: 10, limit: 5)).text
-            == "{\"error\":\"value_too_large\",\"message\":\"the value has 10 bytes; the limit is 5\"}")
+        #expect(
+            KVReply.failure(RaftNodeError.tooLarge(size: 10, limit: 5)).text
+                == "{\"error\":\"value_too_large\",\"message\":\"the value has 10 bytes; the limit is 5\"}")
         struct Unexpected: Error {}
         #expect(KVReply.failure(Unexpected()).status == .gatewayTimeout)
     }
 
     @Test func fixedReplies() {
         #expect(KVReply.shuttingDown.status == .serviceUnavailable)
-        #expect(KVReply.shuttingDown.text == "{\"error\":\"shutting_down\",\"message\":\"the server is shutting down\"}")
+        #expect(
+            KVReply.shuttingDown.text == "{\"error\":\"shutting_down\",\"message\":\"the server is shutting down\"}")
         #expect(KVReply.noAnswer.status == .internalServerError)
         #expect(KVReply.noAnswer.text == "{\"error\":\"internal\",\"message\":\"no answer\"}")
         let metrics = KVReply.metrics(Self.bytes("up 1\n"))
@@ -251,27 +266,40 @@ import Testing
     @Test func statusBodyKeepsItsKeyOrderAndANullLeader() throws {
         let withLeader = StatusBody(
             id: "n1", role: "leader", term: 3, leader: "n1", commitIndex: 10, appliedIndex: 9, lastIndex: 11)
-        #expect(String(decoding: try JSONWriter.encode(withLeader), as: UTF8.self)
-            == "{\"id\":\"n1\",\"role\":\"leader\",\"term\":3,\"leader\":\"n1\",\"commit_index\":10,"
-            + "\"applied_index\":9,\"last_index\":11}")
+        #expect(
+            String(decoding: try JSONWriter.encode(withLeader), as: UTF8.self)
+                == "{\"id\":\"n1\",\"role\":\"leader\",\"term\":3,\"leader\":\"n1\",\"commit_index\":10,"
+                + "\"applied_index\":9,\"last_index\":11}")
         let noLeader = StatusBody(
             id: "n2", role: "pre-candidate", term: 0, leader: nil, commitIndex: 0, appliedIndex: 0, lastIndex: 0)
-        #expect(String(decoding: try JSONWriter.encode(noLeader), as: UTF8.self)
-            == "{\"id\":\"n2\",\"role\":\"pre-candidate\",\"term\":0,\"leader\":null,\"commit_index\":0,"
-            + "\"applied_index\":0,\"last_index\":0}")
+        #expect(
+            String(decoding: try JSONWriter.encode(noLeader), as: UTF8.self)
+                == "{\"id\":\"n2\",\"role\":\"pre-candidate\",\"term\":0,\"leader\":null,\"commit_index\":0,"
+                + "\"applied_index\":0,\"last_index\":0}")
     }
 
     @Test func stringsAreEscapedAsBefore() throws {
         let reply = KVReply.error(.badRequest, "x", "quote \" backslash \\ slash / tab \t newline \n bell \u{7} é")
-        #expect(reply.text
-            == "{\"error\":\"x\",\"message\":\"quote \\\" backslash \\\\ slash / tab \\t newline \\n bell \\u0007 é\"}")
+        #expect(
+            reply.text
+                == "{\"error\":\"x\",\"message\":\"quote \\\" backslash \\\\ slash / tab \\t newline \\n bell \\u0007 é\"}"
+        )
     }
 
     @Test func theWriterHandlesNestingArraysAndNumbers() throws {
-        struct Inner: Encodable { var a: [Int]; var b: Double; var c: Int? }
-        struct Outer: Encodable { var inner: Inner; var list: [String?]; var flag: Bool }
+        struct Inner: Encodable {
+            var a: [Int]
+            var b: Double
+            var c: Int?
+        }
+        struct Outer: Encodable {
+            var inner: Inner
+            var list: [String?]
+            var flag: Bool
+        }
         let text = String(
-            decoding: try JSONWriter.encode(Outer(inner: Inner(a: [1, -2], b: 2.5, c: nil), list: ["x", nil], flag: false)),
+            decoding: try JSONWriter.encode(
+                Outer(inner: Inner(a: [1, -2], b: 2.5, c: nil), list: ["x", nil], flag: false)),
             as: UTF8.self)
         #expect(text == "{\"inner\":{\"a\":[1,-2],\"b\":2.5},\"list\":[\"x\",null],\"flag\":false}")
         #expect(throws: EncodingError.self) { try JSONWriter.encode(Double.nan) }
@@ -296,7 +324,9 @@ import Testing
         let status = StatusBody(
             id: "n1", role: "follower", term: 2, leader: nil, commitIndex: 5, appliedIndex: 4, lastIndex: 6)
         let report = try NodeStatusReport.decode(HTTPResponse(status: 200, body: try JSONWriter.encode(status)))
-        #expect(report == NodeStatusReport(
-            id: "n1", role: "follower", term: 2, leader: nil, commitIndex: 5, appliedIndex: 4, lastIndex: 6))
+        #expect(
+            report
+                == NodeStatusReport(
+                    id: "n1", role: "follower", term: 2, leader: nil, commitIndex: 5, appliedIndex: 4, lastIndex: 6))
     }
 }

@@ -18,7 +18,8 @@ import Testing
         #expect(cluster["node0"]?.id == ClusterConfiguration.nodeID(for: "node0"))
         // The same names give the same ids and cluster id, whatever the addresses.
         let elsewhere = try ClusterConfiguration([
-            "node0": ["ip": "192.168.1.1", "port": 1], "node1": ["ip": "h", "port": 2], "node2": ["ip": "h", "port": 3],
+            "node0": ["ip": "192.168.1.1", "port": 1], "node1": ["ip": "h", "port": 2],
+            "node2": ["ip": "h", "port": 3],
         ])
         #expect(elsewhere.clusterID == cluster.clusterID)
         #expect(elsewhere.members.map(\.id) == cluster.members.map(\.id))
@@ -49,9 +50,13 @@ import Testing
 
     @Test func invalidJsonAndEmptyClustersAreRefused() {
         for json in ["", "{", "[1, 2]", "{}", "null"] {
-            #expect(throws: ClusterConfigurationError.self, "\(json)") { try ClusterConfiguration(json: Array(json.utf8)) }
+            #expect(throws: ClusterConfigurationError.self, "\(json)") {
+                try ClusterConfiguration(json: Array(json.utf8))
+            }
         }
-        #expect(throws: ClusterConfigurationError.self) { try ClusterConfiguration(contentsOfFile: "/nonexistent/c.json") }
+        #expect(throws: ClusterConfigurationError.self) {
+            try ClusterConfiguration(contentsOfFile: "/nonexistent/c.json")
+        }
     }
 
     @Test func aNodeNotInTheConfigurationIsRefusedByName() throws {

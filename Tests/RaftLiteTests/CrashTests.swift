@@ -37,11 +37,18 @@ import Testing
         let names = ["node0", "node1", "node2"]
         let ports = try FreePorts.reserve(3)
         let config = scratch.path + "/cluster.json"
-        let json = "{" + zip(names, ports).map { "\"\($0)\": {\"ip\": \"127.0.0.1\", \"port\": \($1)}" }.joined(separator: ", ") + "}"
+        let json =
+            "{"
+            + zip(names, ports).map { "\"\($0)\": {\"ip\": \"127.0.0.1\", \"port\": \($1)}" }.joined(separator: ", ")
+            + "}"
         try json.write(toFile: config, atomically: true, encoding: .utf8)
         func start(_ name: String) throws -> ChildProcess {
-            try ChildProcess(executable, ["node", "--config", config, "--id", name, "--data-dir", scratch.path + "/" + name,
-                                          "--tick-milliseconds", "20"], label: name)
+            try ChildProcess(
+                executable,
+                [
+                    "node", "--config", config, "--id", name, "--data-dir", scratch.path + "/" + name,
+                    "--tick-milliseconds", "20",
+                ], label: name)
         }
         var nodes = try Dictionary(uniqueKeysWithValues: names.map { ($0, try start($0)) })
         var history: [String: [[String]]] = [:]  // every incarnation's output, per node
@@ -94,7 +101,8 @@ import Testing
         if ProcessInfo.processInfo.environment["CRASH_TEST_DUMP"] != nil {
             for (name, incarnations) in history {
                 for (k, lines) in incarnations.enumerated() {
-                    try? lines.joined(separator: "\n").write(toFile: "/tmp/crash-\(name)-\(k).log", atomically: true, encoding: .utf8)
+                    try? lines.joined(separator: "\n").write(
+                        toFile: "/tmp/crash-\(name)-\(k).log", atomically: true, encoding: .utf8)
                 }
             }
         }
@@ -108,11 +116,13 @@ import Testing
         // ...and no acknowledged proposal is missing from it, or elsewhere than where it was acknowledged.
         let applied = Dictionary(longest.map { ($0.0, $0.1) }, uniquingKeysWith: { a, _ in a })
         for (index, value) in acks {
-            #expect(applied[index] == value, "acknowledged \(value) at #\(index), applied: \(applied[index] ?? "nothing")")
+            #expect(
+                applied[index] == value, "acknowledged \(value) at #\(index), applied: \(applied[index] ?? "nothing")")
         }
         #expect(kills >= 12)
         #expect(acks.count >= 300, "enough proposals were acknowledged to make the test meaningful: \(acks.count)")
-        print("crash test: \(kills) SIGKILLs, \(sent) proposals sent, \(acks.count) acknowledged, "
-              + "\(longest.count) entries applied, none lost")
+        print(
+            "crash test: \(kills) SIGKILLs, \(sent) proposals sent, \(acks.count) acknowledged, "
+                + "\(longest.count) entries applied, none lost")
     }
 }

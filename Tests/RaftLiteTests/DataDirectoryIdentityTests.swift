@@ -6,7 +6,9 @@ import Testing
 
 /// A data directory belongs to one node of one cluster: any other node, cluster or member set is refused.
 @Suite struct DataDirectoryIdentityTests {
-    static func configuration(_ names: [String], ports: [Int]? = nil, clusterID: String? = nil) throws -> ClusterConfiguration {
+    static func configuration(_ names: [String], ports: [Int]? = nil, clusterID: String? = nil) throws
+        -> ClusterConfiguration
+    {
         let ports = ports ?? names.indices.map { 7100 + $0 }
         return try ClusterConfiguration(
             members: zip(names, ports).map { ClusterConfiguration.Member(name: $0, host: "127.0.0.1", port: $1) },
@@ -67,7 +69,9 @@ import Testing
         let path = try await Self.directoryOfNode0(in: scratch)
         let five = try Self.configuration(Self.three + ["node3", "node4"])
         let message = await Self.refusal { try RaftNode(cluster: five, name: "node0", dataDirectory: path) }
-        #expect(message.contains("node0, node1, node2") && message.contains("node0, node1, node2, node3, node4"), "\(message)")
+        #expect(
+            message.contains("node0, node1, node2") && message.contains("node0, node1, node2, node3, node4"),
+            "\(message)")
         #expect(message.contains("membership changes are not supported"), "\(message)")
         #expect(message.contains("restore the original member list"), "\(message)")
     }
@@ -78,7 +82,9 @@ import Testing
         let scratch = ScratchDirectory("identity")
         let path = try await Self.directoryOfNode0(in: scratch)
         let config = scratch.path + "/cluster.json"
-        let json = "{" + Self.three.enumerated().map { "\"\($1)\": {\"ip\": \"127.0.0.1\", \"port\": \(7100 + $0)}" }
+        let json =
+            "{"
+            + Self.three.enumerated().map { "\"\($1)\": {\"ip\": \"127.0.0.1\", \"port\": \(7100 + $0)}" }
             .joined(separator: ", ") + "}"
         try json.write(toFile: config, atomically: true, encoding: .utf8)
         let process = Process()
@@ -96,7 +102,9 @@ import Testing
         _ = output.fileHandleForReading.readDataToEndOfFile()
         process.waitUntilExit()
         #expect(process.terminationStatus != 0)
-        #expect(errorText.contains("belongs to node \"node0\"") && errorText.contains("not to node \"node1\""), "\(errorText)")
+        #expect(
+            errorText.contains("belongs to node \"node0\"") && errorText.contains("not to node \"node1\""),
+            "\(errorText)")
     }
 
     @Test func theSameNodeWithNewAddressesStarts() async throws {

@@ -8,7 +8,10 @@ import Testing
         (.notLeader(leaderHint: "n1"), "this node is not the leader; the leader is n1"),
         (.notLeader(leaderHint: nil), "no leader is known yet; retry shortly"),
         (.timedOut, "the proposal was not committed in time; it may still commit (outcome unknown)"),
-        (.stoppedOutcomeUnknown, "the node stopped after handing the proposal on; it may still commit (outcome unknown)"),
+        (
+            .stoppedOutcomeUnknown,
+            "the node stopped after handing the proposal on; it may still commit (outcome unknown)"
+        ),
         (.dropped("lost"), "the proposal will never commit: lost"),
         (.tooLarge(size: 10, limit: 5), "proposal of 10 bytes exceeds the limit of 5 bytes"),
         (.invalidProposal("bad"), "invalid proposal: bad"),
@@ -80,8 +83,9 @@ import Testing
     @Test func descriptionsCodesAndEquality() {
         let field = ClusterConfigurationError("n1.port", "is missing")
         #expect(field.description == "cluster configuration: n1.port: is missing")
-        #expect(ClusterConfigurationError(nil, "the cluster has no members").description
-            == "cluster configuration: the cluster has no members")
+        #expect(
+            ClusterConfigurationError(nil, "the cluster has no members").description
+                == "cluster configuration: the cluster has no members")
         #expect(field.code == .invalid)
         #expect(ClusterConfigurationError.Code.invalid != .unreadable)
         #expect(field == ClusterConfigurationError("n1.port", "is missing"))
@@ -95,7 +99,9 @@ import Testing
             try ClusterConfiguration(contentsOfFile: "/nonexistent/c.json")
         }
         #expect(unreadable?.code == .unreadable)
-        let invalid = #expect(throws: ClusterConfigurationError.self) { try ClusterConfiguration(json: Array("[]".utf8)) }
+        let invalid = #expect(throws: ClusterConfigurationError.self) {
+            try ClusterConfiguration(json: Array("[]".utf8))
+        }
         #expect(invalid?.code == .invalid)
     }
 }

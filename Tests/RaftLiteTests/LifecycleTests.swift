@@ -39,7 +39,9 @@ final class FailingStorage: NodeStorage {
         let network = InMemoryNetwork()
         let names = ["node0", "node1", "node2"]
         let cluster = try ClusterConfiguration(
-            members: names.enumerated().map { ClusterConfiguration.Member(name: $1, host: "127.0.0.1", port: 1000 + $0) })
+            members: names.enumerated().map {
+                ClusterConfiguration.Member(name: $1, host: "127.0.0.1", port: 1000 + $0)
+            })
         let storages = names.map { _ in InMemoryNodeStorage() }
         func node(_ k: Int) throws -> RaftNode<Recorder> {
             let loop = MultiThreadedEventLoopGroup.singleton.next()
@@ -94,7 +96,9 @@ final class FailingStorage: NodeStorage {
     @Test func stoppingWhileStartingLeavesNothingListening() async throws {
         for _ in 0..<10 {
             let port = try FreePorts.reserve(1)[0]
-            let cluster = try ClusterConfiguration(["a": ["ip": "127.0.0.1", "port": port], "b": ["ip": "127.0.0.1", "port": 1]])
+            let cluster = try ClusterConfiguration([
+                "a": ["ip": "127.0.0.1", "port": port], "b": ["ip": "127.0.0.1", "port": 1],
+            ])
             let node = try RaftNode(cluster: cluster, name: "a")
             let starting = Task { try await node.start() }
             await node.stop()
@@ -136,9 +140,11 @@ final class FailingStorage: NodeStorage {
         let loops = Array(group.makeIterator().prefix(2))
         guard loops.count == 2 else { return }
         let cluster = try ClusterConfiguration(["a": ["ip": "127.0.0.1", "port": 1]])
-        let transport = InMemoryTransport(id: ClusterConfiguration.nodeID(for: "a"), network: InMemoryNetwork(), eventLoop: loops[0])
+        let transport = InMemoryTransport(
+            id: ClusterConfiguration.nodeID(for: "a"), network: InMemoryNetwork(), eventLoop: loops[0])
         #expect(throws: RaftNodeError.self) {
-            try RaftNode(cluster: cluster, name: "a", stateMachine: NoStateMachine(), eventLoop: loops[1], transport: transport)
+            try RaftNode(
+                cluster: cluster, name: "a", stateMachine: NoStateMachine(), eventLoop: loops[1], transport: transport)
         }
         // Without an explicit loop the node takes the transport's.
         let node = try RaftNode(cluster: cluster, name: "a", stateMachine: NoStateMachine(), transport: transport)

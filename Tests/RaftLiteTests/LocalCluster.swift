@@ -46,7 +46,9 @@ final class LocalCluster: Sendable {
     }
 
     /// Starts `count` nodes named node0, node1, ... (retrying with new ports if one was taken meanwhile).
-    static func start(_ count: Int, options: RaftNode<Recorder>.Options = LocalCluster.options()) async throws -> LocalCluster {
+    static func start(_ count: Int, options: RaftNode<Recorder>.Options = LocalCluster.options()) async throws
+        -> LocalCluster
+    {
         var lastError: (any Error)?
         for _ in 0..<5 {
             let names = (0..<count).map { "node\($0)" }
@@ -82,8 +84,9 @@ final class LocalCluster: Sendable {
             if wiped || s[name] == nil { s[name] = InMemoryNodeStorage() }
             return s[name] ?? InMemoryNodeStorage()
         }
-        let node = try RaftNode(cluster: configuration, name: name, stateMachine: recorder,
-                                storage: storage, options: options)
+        let node = try RaftNode(
+            cluster: configuration, name: name, stateMachine: recorder,
+            storage: storage, options: options)
         try await node.start()
         recorders.withLockedValue { $0[name] = recorder }
         running.withLockedValue { $0[name] = node }

@@ -33,12 +33,15 @@ import RaftTesting
         let environment = ProcessInfo.processInfo.environment
         let seed = environment["CLUSTER_POWER_CUT_SEED"].flatMap(UInt64.init) ?? UInt64.random(in: 1...1_000_000)
         let wanted = environment["CLUSTER_POWER_CUTS"].flatMap(Int.init) ?? 15
-        print("cluster power cuts: seed \(seed) (replay the same schedule of cuts: CLUSTER_POWER_CUT_SEED=\(seed) swift "
-              + "test --filter nodesWhosePowerIsCutLoseNoAcknowledgedProposal; thread timing still varies)")
+        print(
+            "cluster power cuts: seed \(seed) (replay the same schedule of cuts: CLUSTER_POWER_CUT_SEED=\(seed) swift "
+                + "test --filter nodesWhosePowerIsCutLoseNoAcknowledgedProposal; thread timing still varies)")
         var rng = SplitMix64(seed: seed)
         let names = ["node0", "node1", "node2"]
         let cluster = try ClusterConfiguration(
-            members: names.enumerated().map { ClusterConfiguration.Member(name: $1, host: "127.0.0.1", port: 1000 + $0) })
+            members: names.enumerated().map {
+                ClusterConfiguration.Member(name: $1, host: "127.0.0.1", port: 1000 + $0)
+            })
         let network = InMemoryNetwork()
         var options = LocalCluster.options(tickMilliseconds: 10)
         options.proposalTimeout = .seconds(2)
@@ -57,7 +60,8 @@ import RaftTesting
             let recorder = Recorder()
             let node = try RaftNode(
                 cluster: cluster, name: name, stateMachine: recorder, storage: log, options: options, eventLoop: loop,
-                transport: InMemoryTransport(id: ClusterConfiguration.nodeID(for: name), network: network, eventLoop: loop))
+                transport: InMemoryTransport(
+                    id: ClusterConfiguration.nodeID(for: name), network: network, eventLoop: loop))
             try await node.start()
             world.incarnations.withLockedValue { $0.append((name, recorder)) }
             world.running.withLockedValue { $0[name] = node }
@@ -141,25 +145,33 @@ import RaftTesting
 
         // Every incarnation applied a prefix of one sequence, and every acknowledged proposal is in it where it was
         // acknowledged.
-        let sequences = world.incarnations.withLockedValue { $0.map { zip($0.1.indexes, $0.1.commands).map { ($0, $1) } } }
+        let sequences = world.incarnations.withLockedValue {
+            $0.map { zip($0.1.indexes, $0.1.commands).map { ($0, $1) } }
+        }
         let longest = try #require(sequences.max { $0.count < $1.count })
         for sequence in sequences {
-            let isPrefix = sequence.count <= longest.count && zip(sequence, longest).allSatisfy { $0.0 == $1.0 && $0.1 == $1.1 }
+            let isPrefix =
+                sequence.count <= longest.count && zip(sequence, longest).allSatisfy { $0.0 == $1.0 && $0.1 == $1.1 }
             #expect(isPrefix, "an incarnation applied something else (seed \(seed))")
         }
-        let applied = Dictionary(longest.map { ($0.0.rawValue, String(decoding: $0.1, as: UTF8.self)) },
-                                 uniquingKeysWith: { first, _ in first })
+        let applied = Dictionary(
+            longest.map { ($0.0.rawValue, String(decoding: $0.1, as: UTF8.self)) },
+            uniquingKeysWith: { first, _ in first })
         let acks = world.acknowledged.withLockedValue { $0 }
         var lost = 0
         for (index, value) in acks where applied[index] != value {
             lost += 1
-            if lost <= 5 { Issue.record("acknowledged \(value) at #\(index), applied: \(applied[index] ?? "nothing") (seed \(seed))") }
+            if lost <= 5 {
+                Issue.record(
+                    "acknowledged \(value) at #\(index), applied: \(applied[index] ?? "nothing") (seed \(seed))")
+            }
         }
         #expect(cuts >= wanted, "enough cuts were made: \(cuts)")
         #expect(acks.count >= 100, "enough proposals were acknowledged to mean something: \(acks.count)")
-        print("cluster power cuts: \(cuts) cuts (\(leaderCuts) of the leader, \(inPageCache) with log writes in the page "
-              + "cache, \(world.tornTails.withLockedValue { $0 }) torn writes cut at restart), \(world.sent.withLockedValue { $0 }) "
-              + "proposals sent, \(acks.count) acknowledged, \(longest.count) entries applied, "
-              + (lost == 0 ? "none lost" : "\(lost) LOST") + " (seed \(seed))")
+        print(
+            "cluster power cuts: \(cuts) cuts (\(leaderCuts) of the leader, \(inPageCache) with log writes in the page "
+                + "cache, \(world.tornTails.withLockedValue { $0 }) torn writes cut at restart), \(world.sent.withLockedValue { $0 }) "
+                + "proposals sent, \(acks.count) acknowledged, \(longest.count) entries applied, "
+                + (lost == 0 ? "none lost" : "\(lost) LOST") + " (seed \(seed))")
     }
 }

@@ -83,16 +83,19 @@ struct InMemoryCluster {
         }
     ) throws {
         configuration = try ClusterConfiguration(
-            members: names.enumerated().map { ClusterConfiguration.Member(name: $1, host: "127.0.0.1", port: 1000 + $0) })
+            members: names.enumerated().map {
+                ClusterConfiguration.Member(name: $1, host: "127.0.0.1", port: 1000 + $0)
+            })
         var nodes: [RaftNode<Recorder>] = []
         var recorders: [Recorder] = []
         for name in names {
             let loop = MultiThreadedEventLoopGroup.singleton.next()
             let recorder = Recorder()
             recorders.append(recorder)
-            nodes.append(try RaftNode(
-                cluster: configuration, name: name, stateMachine: recorder, options: options, eventLoop: loop,
-                transport: transport(ClusterConfiguration.nodeID(for: name), network, loop)))
+            nodes.append(
+                try RaftNode(
+                    cluster: configuration, name: name, stateMachine: recorder, options: options, eventLoop: loop,
+                    transport: transport(ClusterConfiguration.nodeID(for: name), network, loop)))
         }
         self.nodes = nodes
         self.recorders = recorders
@@ -128,8 +131,9 @@ struct InMemoryCluster {
     @Test func aDuplicatedForwardedProposalIsAppliedOnce() async throws {
         let transports = NIOLockedValueBox<[MisbehavingTransport]>([])
         let cluster = try InMemoryCluster { id, network, loop in
-            let t = MisbehavingTransport(id: id, network: network, eventLoop: loop,
-                                         fault: .duplicateProposals(after: .milliseconds(30)))
+            let t = MisbehavingTransport(
+                id: id, network: network, eventLoop: loop,
+                fault: .duplicateProposals(after: .milliseconds(30)))
             transports.withLockedValue { $0.append(t) }
             return t
         }
@@ -148,8 +152,9 @@ struct InMemoryCluster {
         let duplicated = transports.withLockedValue { $0.reduce(0) { $0 + $1.duplicated } }
         #expect(duplicated >= commands.count, "every forwarded proposal was sent twice")
         for (name, recorder) in zip(cluster.names, cluster.recorders) {
-            #expect(recorder.commands == (commands + ["marker"]).map { Array($0.utf8) },
-                    "\(name) applied \(recorder.commands.count) commands for \(commands.count + 1) proposals")
+            #expect(
+                recorder.commands == (commands + ["marker"]).map { Array($0.utf8) },
+                "\(name) applied \(recorder.commands.count) commands for \(commands.count + 1) proposals")
         }
         let last = try #require(await cluster.nodes[leader].status().commitIndex)
         #expect(last.rawValue > UInt64(commands.count + 2), "the duplicates did reach the log (and were refused there)")

@@ -175,8 +175,10 @@ import Testing
         var oversized = ByteBuffer()
         oversized.writeMultipleIntegers(UInt32(1 << 30), UInt8(1), UInt8(1), UInt32(0))
         var otherCluster = ByteBuffer()
-        Hello(clusterID: "not this one", sender: ClusterConfiguration.nodeID(for: "node0"), senderName: "node0",
-              receiver: leader.id).write(into: &otherCluster)
+        Hello(
+            clusterID: "not this one", sender: ClusterConfiguration.nodeID(for: "node0"), senderName: "node0",
+            receiver: leader.id
+        ).write(into: &otherCluster)
         for bytes in [garbage, oversized, otherCluster] {
             let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
                 .connect(host: "127.0.0.1", port: port).get()
@@ -223,7 +225,8 @@ import Testing
             worst = max(worst, queued)
             if round == 19 { #expect(await leader.status().commitIndex.rawValue >= 1000) }
         }
-        #expect(worst <= options.transport.maxQueuedBytesPerPeer + (1 << 20), "queued for the down peer: \(worst) bytes")
+        #expect(
+            worst <= options.transport.maxQueuedBytesPerPeer + (1 << 20), "queued for the down peer: \(worst) bytes")
         await cluster.stopAll()
     }
 }

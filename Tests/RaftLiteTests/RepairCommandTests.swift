@@ -24,12 +24,17 @@ import Testing
             options.segmentBytes = 4096
             let log = try WriteAheadLog(directory: dir, options: options)
             for k in UInt64(0)..<40 {
-                let entries = (k * 10 + 1...k * 10 + 10).map { Entry(term: Term(k / 10 + 1), index: LogIndex($0), data: [UInt8](repeating: 1, count: 20)) }
-                try log.persist(entries: entries, hardState: HardState(term: Term(k / 10 + 1), votedFor: NodeID(2), commit: LogIndex(k * 10)))
+                let entries = (k * 10 + 1...k * 10 + 10).map {
+                    Entry(term: Term(k / 10 + 1), index: LogIndex($0), data: [UInt8](repeating: 1, count: 20))
+                }
+                try log.persist(
+                    entries: entries,
+                    hardState: HardState(term: Term(k / 10 + 1), votedFor: NodeID(2), commit: LogIndex(k * 10)))
             }
             log.close()
         }
-        let segments = try FileManager.default.contentsOfDirectory(atPath: dir + "/wal").filter { $0.hasSuffix(".log") }.sorted()
+        let segments = try FileManager.default.contentsOfDirectory(atPath: dir + "/wal").filter { $0.hasSuffix(".log") }
+            .sorted()
         try #require(segments.count >= 3)
         let damaged = dir + "/wal/" + segments[1]
         var bytes = Array(try Data(contentsOf: URL(fileURLWithPath: damaged)))
@@ -46,7 +51,9 @@ import Testing
         #expect(plan.contains("would lose") && plan.contains("nothing was changed"), "\(plan)")
         #expect(throws: StorageFailure.self) { try WriteAheadLog(directory: dir) }
 
-        let (cutStatus, cut) = try await Self.run(["repair", "--data-dir", dir, "--cut-at", "\(segments[1]):32", "--yes"])
+        let (cutStatus, cut) = try await Self.run([
+            "repair", "--data-dir", dir, "--cut-at", "\(segments[1]):32", "--yes",
+        ])
         #expect(cutStatus == 0, "\(cut)")
         #expect(cut.contains("cut done"), "\(cut)")
         let log = try WriteAheadLog(directory: dir)

@@ -8,8 +8,9 @@ import Testing
 
     @Test func atTheDeadlineOnlyACopyThatMayCommitLeavesTheOutcomeOpen() {
         #expect(ProposalFailure.atDeadline(Tracker.Settlement.neverHanded) == .notLeader(leaderHint: nil))
-        #expect(ProposalFailure.atDeadline(Tracker.Settlement.lost)
-            == .dropped("every copy was overtaken by entries of a later term"))
+        #expect(
+            ProposalFailure.atDeadline(Tracker.Settlement.lost)
+                == .dropped("every copy was overtaken by entries of a later term"))
         #expect(ProposalFailure.atDeadline(Tracker.Settlement.unknown) == .timedOut)
         #expect(ProposalFailure.atDeadline(Tracker.Settlement.applied(LogIndex(3), Term(1))) == .timedOut)
     }
@@ -19,19 +20,25 @@ import Testing
             Tracker.Refusal(sequence: 1, waiter: 0, settlement: settlement, error: error)
         }
         let names = { (id: NodeID) -> String? in id == NodeID(2) ? "n2" : nil }
-        #expect(ProposalFailure.refused(refusal(.notLeader(leaderHint: NodeID(2))), leaderName: names)
-            == .notLeader(leaderHint: "n2"))
-        #expect(ProposalFailure.refused(refusal(.notLeader(leaderHint: NodeID(9))), leaderName: names)
-            == .notLeader(leaderHint: nil))
-        #expect(ProposalFailure.refused(refusal(.notLeader(leaderHint: nil)), leaderName: names)
-            == .notLeader(leaderHint: nil))
-        #expect(ProposalFailure.refused(refusal(.tooLarge(size: 17, limit: 16)), leaderName: names)
-            == .tooLarge(size: 17, limit: 16))
+        #expect(
+            ProposalFailure.refused(refusal(.notLeader(leaderHint: NodeID(2))), leaderName: names)
+                == .notLeader(leaderHint: "n2"))
+        #expect(
+            ProposalFailure.refused(refusal(.notLeader(leaderHint: NodeID(9))), leaderName: names)
+                == .notLeader(leaderHint: nil))
+        #expect(
+            ProposalFailure.refused(refusal(.notLeader(leaderHint: nil)), leaderName: names)
+                == .notLeader(leaderHint: nil))
+        #expect(
+            ProposalFailure.refused(refusal(.tooLarge(size: 17, limit: 16)), leaderName: names)
+                == .tooLarge(size: 17, limit: 16))
         #expect(ProposalFailure.refused(refusal(.empty), leaderName: names) == .invalidProposal("empty proposal"))
         // A copy handed on earlier may still commit, whatever the core says now.
-        #expect(ProposalFailure.refused(refusal(.tooLarge(size: 17, limit: 16), .unknown), leaderName: names)
-            == .timedOut)
-        #expect(ProposalFailure.refused(refusal(.empty, .lost), leaderName: names) == .invalidProposal("empty proposal"))
+        #expect(
+            ProposalFailure.refused(refusal(.tooLarge(size: 17, limit: 16), .unknown), leaderName: names)
+                == .timedOut)
+        #expect(
+            ProposalFailure.refused(refusal(.empty, .lost), leaderName: names) == .invalidProposal("empty proposal"))
     }
 
     @Test func atStopACopyThatMayCommitIsUnknownAndEveryOtherFailsAsGiven() {

@@ -108,7 +108,8 @@ public struct InvariantChecker: Sendable {
             }
             leaderOfTerm[raft.term] = node
             if track.leaderTerm == raft.term {
-                if log.lastIndex < track.leaderLastIndex || log.term(at: track.leaderLastIndex) != track.leaderLastTerm {
+                if log.lastIndex < track.leaderLastIndex || log.term(at: track.leaderLastIndex) != track.leaderLastTerm
+                {
                     throw InvariantViolation(
                         .leaderAppendOnly,
                         "leader \(node) of \(raft.term) had (\(track.leaderLastIndex), \(track.leaderLastTerm)) and "
@@ -189,7 +190,9 @@ public struct InvariantChecker: Sendable {
     /// Log Matching, checked as entries enter a log: an entry with a given index and term always has the same
     /// content and follows an entry of the same term. By induction on the index, two logs that share an entry
     /// then share every entry before it.
-    public mutating func observeAppended(_ node: NodeID, _ newEntries: [Entry], in log: RaftLog) throws(InvariantViolation) {
+    public mutating func observeAppended(_ node: NodeID, _ newEntries: [Entry], in log: RaftLog)
+        throws(InvariantViolation)
+    {
         var previousTerm = newEntries.first.flatMap { log.term(at: $0.index.previous) }
         for entry in newEntries {
             let key = EntryKey(index: entry.index, term: entry.term)
@@ -212,7 +215,9 @@ public struct InvariantChecker: Sendable {
 
     /// State Machine Safety: every node applies the same entry at each index, in order, each index once — and only
     /// entries it knows committed (`committed` is its commit index) and the cluster committed.
-    public mutating func observeApplied(_ node: NodeID, _ entries: [Entry], committed: LogIndex) throws(InvariantViolation) {
+    public mutating func observeApplied(_ node: NodeID, _ entries: [Entry], committed: LogIndex)
+        throws(InvariantViolation)
+    {
         var track = nodes[node] ?? NodeTrack()
         defer { nodes[node] = track }
         for entry in entries {
@@ -229,7 +234,9 @@ public struct InvariantChecker: Sendable {
                 throw InvariantViolation(
                     .durability,
                     "\(node) applied (\(entry.index), \(entry.term)), which the cluster never committed "
-                        + (c < self.committed.count ? "(it committed \(self.committed[c].term) there)" : "(it committed up to \(highestCommitted))"))
+                        + (c < self.committed.count
+                            ? "(it committed \(self.committed[c].term) there)"
+                            : "(it committed up to \(highestCommitted))"))
             }
             let k = Int(entry.index.rawValue) - 1
             if k < applied.count {
@@ -291,7 +298,8 @@ public struct InvariantChecker: Sendable {
             return
         }
         guard k == admissions.count else {
-            throw InvariantViolation(.exactlyOnce, "\(node) applied \(entry.index) before any node applied \(admissions.count)")
+            throw InvariantViolation(
+                .exactlyOnce, "\(node) applied \(entry.index) before any node applied \(admissions.count)")
         }
         admissions.append(effective)
         if proposal != nil && !admitted { duplicatesRefused += 1 }
@@ -340,7 +348,8 @@ public struct InvariantChecker: Sendable {
             if durable.lastIndex < response.index || durable.term(at: response.index) ?? .zero > message.term {
                 throw InvariantViolation(
                     .durability,
-                    "\(message.from) acknowledged entries up to \(response.index) but its storage ends at \(durable.lastIndex)")
+                    "\(message.from) acknowledged entries up to \(response.index) but its storage ends at \(durable.lastIndex)"
+                )
             }
         case .requestVoteResponse(let response) where response.granted && !response.preVote:
             if hs.term < message.term || (hs.term == message.term && hs.votedFor != message.to) {
@@ -351,7 +360,8 @@ public struct InvariantChecker: Sendable {
         case .requestVote(let request) where !request.preVote:
             if hs.term < message.term || (hs.term == message.term && hs.votedFor != message.from) {
                 throw InvariantViolation(
-                    .durability, "\(message.from) asked for votes in \(message.term) before storing its own vote: \(hs)")
+                    .durability, "\(message.from) asked for votes in \(message.term) before storing its own vote: \(hs)"
+                )
             }
         default:
             break

@@ -272,8 +272,9 @@ public struct Simulation {
             result.messagesDelivered += 1
             if stage == .faults && chance(options.burstRate) {
                 if nodes[k].inbox.isEmpty {
-                    schedule(.drainInbox(node: k, incarnation: nodes[k].incarnation),
-                             after: randomDelay(upTo: options.burstWindow))
+                    schedule(
+                        .drainInbox(node: k, incarnation: nodes[k].incarnation),
+                        after: randomDelay(upTo: options.burstWindow))
                 }
                 nodes[k].inbox.append(message)
                 return
@@ -324,8 +325,9 @@ public struct Simulation {
             guard stage == .faults, let raft = nodes[k].raft, raft.role == .leader, raft.term == term else { return }
             if chance(0.7) {
                 crash(k)
-                schedule(.restart(node: k, incarnation: nodes[k].incarnation),
-                         after: randomDelay(upTo: Int64(options.maxDowntimeTicks) * options.tickInterval))
+                schedule(
+                    .restart(node: k, incarnation: nodes[k].incarnation),
+                    after: randomDelay(upTo: Int64(options.maxDowntimeTicks) * options.tickInterval))
             } else {
                 isolate(k)
             }
@@ -335,7 +337,8 @@ public struct Simulation {
             switch stage {
             case .awaitingLeader:
                 throw InvariantViolation(
-                    .liveness, "no stable leader \(stageBound / options.tickInterval) ticks after faults stopped: "
+                    .liveness,
+                    "no stable leader \(stageBound / options.tickInterval) ticks after faults stopped: "
                         + clusterSummary())
             case .awaitingCommit(let k, let proposals, let required):
                 throw InvariantViolation(
@@ -385,8 +388,9 @@ public struct Simulation {
             if raft.term != nodes[k].ledTerm {
                 nodes[k].ledTerm = raft.term
                 if chance(options.assassinationRate) {
-                    schedule(.strikeLeader(node: k, term: raft.term),
-                             after: randomDelay(upTo: 3 * options.maxDelay + options.maxPersistDelay))
+                    schedule(
+                        .strikeLeader(node: k, term: raft.term),
+                        after: randomDelay(upTo: 3 * options.maxDelay + options.maxPersistDelay))
                 }
             } else if raft.log.committed > nodes[k].ledCommit && chance(options.assassinationRate / 4) {
                 schedule(.strikeLeader(node: k, term: raft.term), after: randomDelay(upTo: options.maxDelay))
@@ -409,7 +413,8 @@ public struct Simulation {
     /// Starts one sync covering every write queued so far.
     private mutating func startSync(_ k: Int) {
         nodes[k].syncing = nodes[k].writes.count
-        schedule(.persisted(node: k, incarnation: nodes[k].incarnation), after: randomDelay(upTo: options.maxPersistDelay))
+        schedule(
+            .persisted(node: k, incarnation: nodes[k].incarnation), after: randomDelay(upTo: options.maxPersistDelay))
     }
 
     /// The sync in progress on node `k` finishes: the writes it covers are durable, in order.
@@ -442,7 +447,8 @@ public struct Simulation {
         var lost: [UInt64] = []
         if let last = ready.committedEntries.last {
             try observeCommit(k)
-            try checker.observeApplied(nodes[k].id, ready.committedEntries, committed: nodes[k].raft?.log.committed ?? .zero)
+            try checker.observeApplied(
+                nodes[k].id, ready.committedEntries, committed: nodes[k].raft?.log.committed ?? .zero)
             if durable.term(at: last.index) != last.term {
                 throw InvariantViolation(.durability, "\(nodes[k].id) applied \(last.index) before storing it")
             }
@@ -575,8 +581,9 @@ public struct Simulation {
     private mutating func crashSomeone() {
         guard let k = victim(where: { $0.raft != nil }) else { return }
         crash(k)
-        schedule(.restart(node: k, incarnation: nodes[k].incarnation),
-                 after: randomDelay(upTo: Int64(options.maxDowntimeTicks) * options.tickInterval))
+        schedule(
+            .restart(node: k, incarnation: nodes[k].incarnation),
+            after: randomDelay(upTo: Int64(options.maxDowntimeTicks) * options.tickInterval))
     }
 
     /// Node `k` loses everything not yet durable. A write in progress may be torn: a prefix of its entries lands.
@@ -606,8 +613,9 @@ public struct Simulation {
         guard let k = victim(where: { $0.raft != nil && !$0.paused }) else { return }
         result.pauses += 1
         nodes[k].paused = true
-        schedule(.resume(node: k, incarnation: nodes[k].incarnation),
-                 after: 1 + randomDelay(upTo: 30 * options.tickInterval))
+        schedule(
+            .resume(node: k, incarnation: nodes[k].incarnation),
+            after: 1 + randomDelay(upTo: 30 * options.tickInterval))
     }
 
     private mutating func hold(_ event: Event, for k: Int) {
@@ -640,7 +648,12 @@ public struct Simulation {
         case 1:
             // Split into a minority and a majority.
             let side = randomSubset(size: 1 + pick(n / 2))
-            for a in side { for b in 0..<n where !side.contains(b) { cut(a, b); cut(b, a) } }
+            for a in side {
+                for b in 0..<n where !side.contains(b) {
+                    cut(a, b)
+                    cut(b, a)
+                }
+            }
         case 2:
             // One-way: a node can send but not receive, or receive but not send.
             let k = pick(n)
@@ -651,7 +664,12 @@ public struct Simulation {
             let bridge = pick(n)
             let others = (0..<n).filter { $0 != bridge }
             let left = Set(others.prefix(others.count / 2))
-            for a in left { for b in others where !left.contains(b) { cut(a, b); cut(b, a) } }
+            for a in left {
+                for b in others where !left.contains(b) {
+                    cut(a, b)
+                    cut(b, a)
+                }
+            }
         default:
             // Random one-way link failures.
             for a in 0..<n { for b in 0..<n where a != b && chance(0.3) { cut(a, b) } }
@@ -676,8 +694,9 @@ public struct Simulation {
         guard let k = victim(where: { $0.raft != nil && !$0.paused }) else { return }
         let sequence = nodes[k].tracker.submit(nextCommand(), waiter: Client())
         result.proposals += 1
-        schedule(.proposalDeadline(node: k, incarnation: nodes[k].incarnation, sequence: sequence),
-                 after: Int64(options.proposalTimeoutTicks) * options.tickInterval)
+        schedule(
+            .proposalDeadline(node: k, incarnation: nodes[k].incarnation, sequence: sequence),
+            after: Int64(options.proposalTimeoutTicks) * options.tickInterval)
         try hand(sequence, on: k)
         try processReady(k)
     }
@@ -737,10 +756,12 @@ public struct Simulation {
         default:
             let others = (0..<n).filter { $0 != k }.shuffled(using: &random)
             let left = Set(others.prefix(others.count / 2))
-            for a in left { for b in others where !left.contains(b) {
-                blocked.insert(Link(from: a, to: b))
-                blocked.insert(Link(from: b, to: a))
-            } }
+            for a in left {
+                for b in others where !left.contains(b) {
+                    blocked.insert(Link(from: a, to: b))
+                    blocked.insert(Link(from: b, to: a))
+                }
+            }
         }
     }
 
@@ -787,7 +808,8 @@ public struct Simulation {
             var refusal: ProposalTracker<Client>.Refusal?
             withRaft(k) { raft, tracker in refusal = tracker.hand(sequence, to: &raft) }
             if let refusal {
-                throw InvariantViolation(.liveness, "the stable leader \(leader.id) refused a proposal: \(refusal.error)")
+                throw InvariantViolation(
+                    .liveness, "the stable leader \(leader.id) refused a proposal: \(refusal.error)")
             }
         }
         try processReady(k)
@@ -795,7 +817,9 @@ public struct Simulation {
 
     /// Every liveness proposal was applied (exactly once: the checker sees to that) on its node, and every required
     /// node has applied at least as far.
-    private mutating func checkProposalsApplied(on k: Int, _ proposals: [UInt64], _ required: [Int]) throws(InvariantViolation) {
+    private mutating func checkProposalsApplied(on k: Int, _ proposals: [UInt64], _ required: [Int])
+        throws(InvariantViolation)
+    {
         guard livenessApplied.count == proposals.count, let last = livenessApplied.values.max() else { return }
         guard ([k] + required).allSatisfy({ nodes[$0].applied >= last }) else { return }
         stage = .done

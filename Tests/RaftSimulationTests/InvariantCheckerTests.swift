@@ -13,10 +13,14 @@ import RaftTesting
         var raft = try Raft(configuration: RaftConfiguration(id: NodeID(id), voters: voters), state: state)
         raft.campaign()
         let voter = NodeID(id == 1 ? 2 : 1)
-        raft.step(Message(from: voter, to: raft.id, term: raft.term.next,
-                          kind: .requestVoteResponse(RequestVoteResponse(preVote: true, granted: true))))
-        raft.step(Message(from: voter, to: raft.id, term: raft.term,
-                          kind: .requestVoteResponse(RequestVoteResponse(preVote: false, granted: true))))
+        raft.step(
+            Message(
+                from: voter, to: raft.id, term: raft.term.next,
+                kind: .requestVoteResponse(RequestVoteResponse(preVote: true, granted: true))))
+        raft.step(
+            Message(
+                from: voter, to: raft.id, term: raft.term,
+                kind: .requestVoteResponse(RequestVoteResponse(preVote: false, granted: true))))
         try #require(raft.role == .leader)
         return raft
     }
@@ -65,8 +69,9 @@ import RaftTesting
         var checker = InvariantChecker()
         // Node 1 leads term 1 and its no-op is committed; the checker learns of it from a follower's commit index.
         var follower = try Raft(configuration: RaftConfiguration(id: NodeID(2), voters: Self.voters))
-        let append = AppendEntries(prevIndex: .zero, prevTerm: .zero,
-                                   entries: [Entry(term: Term(1), index: LogIndex(1), kind: .noop)], commit: LogIndex(1))
+        let append = AppendEntries(
+            prevIndex: .zero, prevTerm: .zero,
+            entries: [Entry(term: Term(1), index: LogIndex(1), kind: .noop)], commit: LogIndex(1))
         follower.step(Message(from: NodeID(1), to: NodeID(2), term: Term(1), kind: .appendEntries(append)))
         #expect(follower.log.committed == LogIndex(1))
         try checker.observe(follower.id, follower)
@@ -129,15 +134,18 @@ import RaftTesting
             try checker.observeRestart(NodeID(3), restarted, applied: .zero)
         }
         #expect(error?.invariant == .durability)
-        let other = PersistentState(hardState: HardState(term: Term(2), commit: LogIndex(1)), entries: [Self.entry(1, 2, [9])])
+        let other = PersistentState(
+            hardState: HardState(term: Term(2), commit: LogIndex(1)), entries: [Self.entry(1, 2, [9])])
         let wrong = try Raft(configuration: RaftConfiguration(id: NodeID(3), voters: voters), state: other)
         let mismatch = #expect(throws: InvariantViolation.self) {
             try checker.observeRestart(NodeID(3), wrong, applied: .zero)
         }
         #expect(mismatch?.invariant == .durability, "restarted with another entry committed at index 1")
-        let fine = try Raft(configuration: RaftConfiguration(id: NodeID(3), voters: voters),
-                            state: PersistentState(hardState: HardState(term: Term(1), commit: LogIndex(1)),
-                                                   entries: [Self.entry(1, 1, [1])]))
+        let fine = try Raft(
+            configuration: RaftConfiguration(id: NodeID(3), voters: voters),
+            state: PersistentState(
+                hardState: HardState(term: Term(1), commit: LogIndex(1)),
+                entries: [Self.entry(1, 1, [1])]))
         try checker.observeRestart(NodeID(3), fine, applied: .zero)
     }
 
@@ -175,11 +183,13 @@ import RaftTesting
     @Test func acknowledgingOrVotingBeforeTheWriteBreaksDurability() throws {
         let checker = InvariantChecker()
         let empty = PersistentState()
-        let ack = Message(from: NodeID(2), to: NodeID(1), term: Term(1),
-                          kind: .appendEntriesResponse(AppendEntriesResponse(success: true, index: LogIndex(3))))
+        let ack = Message(
+            from: NodeID(2), to: NodeID(1), term: Term(1),
+            kind: .appendEntriesResponse(AppendEntriesResponse(success: true, index: LogIndex(3))))
         #expect(throws: InvariantViolation.self) { try checker.observeSent(ack, durable: empty) }
-        let vote = Message(from: NodeID(2), to: NodeID(1), term: Term(1),
-                           kind: .requestVoteResponse(RequestVoteResponse(preVote: false, granted: true)))
+        let vote = Message(
+            from: NodeID(2), to: NodeID(1), term: Term(1),
+            kind: .requestVoteResponse(RequestVoteResponse(preVote: false, granted: true)))
         #expect(throws: InvariantViolation.self) { try checker.observeSent(vote, durable: empty) }
         let stored = PersistentState(hardState: HardState(term: Term(1), votedFor: NodeID(1)))
         try checker.observeSent(vote, durable: stored)

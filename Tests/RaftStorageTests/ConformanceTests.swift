@@ -45,8 +45,9 @@ import Testing
             let disk = NIOLockedValueBox((fs: SimulatedFileSystem(), rng: SplitMix64(seed: seed)))
             return StorageConformance.Place(
                 open: {
-                    try WriteAheadLog(directory: "/node", options: Self.options(),
-                                      fileSystem: disk.withLockedValue { $0.fs })
+                    try WriteAheadLog(
+                        directory: "/node", options: Self.options(),
+                        fileSystem: disk.withLockedValue { $0.fs })
                 },
                 crash: {
                     disk.withLockedValue { disk in disk.fs = disk.fs.powerCut(using: &disk.rng) }
@@ -87,7 +88,9 @@ import Testing
             let storage = GapAcceptingStorage()
             return StorageConformance.Place(open: { storage })
         }
-        #expect(!failures.isEmpty && failures.allSatisfy { $0.check == "a gap is refused and loses nothing" }, "\(failures)")
+        #expect(
+            !failures.isEmpty && failures.allSatisfy { $0.check == "a gap is refused and loses nothing" }, "\(failures)"
+        )
     }
 }
 
@@ -160,7 +163,9 @@ extension ConformanceTests {
             var options = Self.options()
             options.sync = false
             return StorageConformance.Place(
-                open: { [options] in try WriteAheadLog(directory: "/node", options: options, fileSystem: fs.withLockedValue { $0 }) },
+                open: { [options] in
+                    try WriteAheadLog(directory: "/node", options: options, fileSystem: fs.withLockedValue { $0 })
+                },
                 crash: {
                     // The worst cut: nothing unsynced survives.
                     fs.withLockedValue { fs in

@@ -42,7 +42,9 @@ import Testing
         #expect(failure.description.contains("no space left on device for a new log segment"), "\(failure)")
         #expect(Self.segments(fs) == before, "no segment was half made")
         // Later writes are refused: the log failed.
-        #expect(throws: StorageFailure.self) { try log.persist(entries: entries(last + 1...last + 1, term: 1), hardState: nil) }
+        #expect(throws: StorageFailure.self) {
+            try log.persist(entries: entries(last + 1...last + 1, term: 1), hardState: nil)
+        }
         log.close()
 
         // A restart on the still-full disk opens, with everything acknowledged.
@@ -126,7 +128,8 @@ import Testing
         let reopened = try WriteAheadLog(directory: "/node", options: Self.options(), fileSystem: after)
         #expect(reopened.initialState().entries == entries(1...20, term: 1, size: 100))
         #expect(reopened.report.tornBytesCut > 0)
-        #expect(reopened.report.warnings.contains { $0.contains("could not be kept aside") }, "\(reopened.report.warnings)")
+        #expect(
+            reopened.report.warnings.contains { $0.contains("could not be kept aside") }, "\(reopened.report.warnings)")
         after.capacity = nil
         try reopened.persist(entries: entries(21...21, term: 2), hardState: nil)
         reopened.close()

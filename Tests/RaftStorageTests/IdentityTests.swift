@@ -5,8 +5,11 @@ import Testing
 
 /// The IDENTITY of a data directory, at the level of the log.
 @Suite struct IdentityTests {
-    static func identity(_ name: String, members: [String] = ["a", "b", "c"], cluster: String = "c1") -> DataDirectoryIdentity {
-        DataDirectoryIdentity(clusterID: cluster, nodeName: name, nodeID: NodeID(UInt64(name.utf8.first ?? 1)), members: members)
+    static func identity(_ name: String, members: [String] = ["a", "b", "c"], cluster: String = "c1")
+        -> DataDirectoryIdentity
+    {
+        DataDirectoryIdentity(
+            clusterID: cluster, nodeName: name, nodeID: NodeID(UInt64(name.utf8.first ?? 1)), members: members)
     }
 
     /// Every file but LOCK, and its content.
@@ -53,7 +56,8 @@ import Testing
             log.close()
         }
         #expect(throws: StorageFailure.self) {
-            try WriteAheadLog(directory: "/node", fileSystem: fs, expectedIdentity: Self.identity("a", members: ["a", "b"]))
+            try WriteAheadLog(
+                directory: "/node", fileSystem: fs, expectedIdentity: Self.identity("a", members: ["a", "b"]))
         }
         let tool = try WriteAheadLog(directory: "/node", fileSystem: fs)
         defer { tool.close() }

@@ -17,8 +17,9 @@ import Testing
         defer { log.close() }
         for k in UInt64(0)..<30 {
             let term = k / 5 + 1
-            try log.persist(entries: entries(k * 10 + 1...k * 10 + 10, term: term),
-                            hardState: HardState(term: Term(term), votedFor: NodeID(1 + k % 3), commit: LogIndex(k * 10)))
+            try log.persist(
+                entries: entries(k * 10 + 1...k * 10 + 10, term: term),
+                hardState: HardState(term: Term(term), votedFor: NodeID(1 + k % 3), commit: LogIndex(k * 10)))
         }
     }
 
@@ -62,11 +63,16 @@ import Testing
         let plan = try repair.plan(cutAt: name, offset: offset)
         #expect(plan.losses.count == segments.count - 1, "the damaged segment from the offset, and every later one")
         #expect(plan.losses.dropFirst().allSatisfy { $0.offset == 0 })
-        #expect(plan.newHardState == HardState(term: Term(7), votedFor: nil, commit: min(plan.kept.hardState.commit, plan.kept.lastIndex)))
+        #expect(
+            plan.newHardState
+                == HardState(term: Term(7), votedFor: nil, commit: min(plan.kept.hardState.commit, plan.kept.lastIndex))
+        )
         let shown = "\(plan)"
         #expect(shown.contains("would lose") && shown.contains("entries ") && shown.contains("hard state"), "\(shown)")
         // Planning changes nothing.
-        #expect(throws: StorageFailure.self) { try WriteAheadLog(directory: "/node", options: Self.options, fileSystem: fs) }
+        #expect(throws: StorageFailure.self) {
+            try WriteAheadLog(directory: "/node", options: Self.options, fileSystem: fs)
+        }
 
         let result = try repair.cut(plan)
         #expect(result.keptAside.count == segments.count - 1)
@@ -75,9 +81,11 @@ import Testing
         let state = log.initialState()
         #expect(state.lastIndex == plan.kept.lastIndex)
         #expect(state.lastIndex > LogIndex(0))
-        #expect(state.entries == Array(entries(1...300, term: 1).prefix(state.entries.count)).enumerated().map { k, e in
-            Entry(term: Term(UInt64(k) / 50 + 1), index: e.index, data: e.data)
-        })
+        #expect(
+            state.entries
+                == Array(entries(1...300, term: 1).prefix(state.entries.count)).enumerated().map { k, e in
+                    Entry(term: Term(UInt64(k) / 50 + 1), index: e.index, data: e.data)
+                })
         #expect(state.hardState.term > Self.highestTermWritten)
         #expect(state.hardState.votedFor == nil)
         #expect(fs.allFiles().contains { $0.contains("/wal/cut-") })
@@ -87,11 +95,15 @@ import Testing
         let fs = SimulatedFileSystem()
         try Self.fill(fs)
         let log = try WriteAheadLog(directory: "/node", options: Self.options, fileSystem: fs)
-        let error = #expect(throws: StorageFailure.self) { try LogRepair(directory: "/node", fileSystem: fs, logOptions: Self.options) }
+        let error = #expect(throws: StorageFailure.self) {
+            try LogRepair(directory: "/node", fileSystem: fs, logOptions: Self.options)
+        }
         #expect(error?.kind == .locked)
         log.close()
         let repair = try LogRepair(directory: "/node", fileSystem: fs, logOptions: Self.options)
-        #expect(throws: StorageFailure.self) { try WriteAheadLog(directory: "/node", options: Self.options, fileSystem: fs) }
+        #expect(throws: StorageFailure.self) {
+            try WriteAheadLog(directory: "/node", options: Self.options, fileSystem: fs)
+        }
         repair.close()
     }
 
@@ -149,10 +161,14 @@ import Testing
                 switch rng.next() % 4 {
                 case 0: bytes = Array(bytes.prefix(Int(rng.next() % UInt64(bytes.count + 1))))
                 case 1:
-                    for _ in 0..<(1 + rng.next() % 20) { bytes[Int(rng.next() % UInt64(bytes.count))] ^= UInt8(truncatingIfNeeded: rng.next()) }
+                    for _ in 0..<(1 + rng.next() % 20) {
+                        bytes[Int(rng.next() % UInt64(bytes.count))] ^= UInt8(truncatingIfNeeded: rng.next())
+                    }
                 case 2:
                     let start = Int(rng.next() % UInt64(bytes.count))
-                    for k in start..<min(bytes.count, start + Int(rng.next() % 600)) { bytes[k] = UInt8(truncatingIfNeeded: rng.next()) }
+                    for k in start..<min(bytes.count, start + Int(rng.next() % 600)) {
+                        bytes[k] = UInt8(truncatingIfNeeded: rng.next())
+                    }
                 default: bytes = []
                 }
                 fs.setContents(of: path, to: bytes)
@@ -161,7 +177,8 @@ import Testing
             let inspection = try repair.inspect()
             _ = "\(inspection)"
             // Where a cut is offered, it is possible, and then the log opens.
-            if let refusal = inspection.refusal, refusal.kind == .corrupt, let file = refusal.file, let offset = refusal.offset,
+            if let refusal = inspection.refusal, refusal.kind == .corrupt, let file = refusal.file,
+                let offset = refusal.offset,
                 let plan = try? repair.plan(cutAt: file, offset: offset)
             {
                 _ = "\(plan)"

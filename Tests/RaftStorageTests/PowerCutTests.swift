@@ -88,7 +88,8 @@ import Testing
             case 14..<18:
                 if rng.next() % 2 == 0 {
                     term += 1
-                    hardState = HardState(term: Term(term), votedFor: NodeID(1 + rng.next() % 3), commit: hardState.commit)
+                    hardState = HardState(
+                        term: Term(term), votedFor: NodeID(1 + rng.next() % 3), commit: hardState.commit)
                     return Write(entries: [], hardState: hardState)
                 }
                 return Write(entries: [], hardState: commit(&rng))
@@ -223,7 +224,8 @@ import Testing
     @Test func aNewDataDirectorySurvivesAPowerCutRightAfterItsFirstAcknowledgedWrite() throws {
         let fs = SimulatedFileSystem()
         let log = try WriteAheadLog(directory: Self.directory, fileSystem: fs)
-        try log.persist(entries: entries(1...3, term: 1), hardState: HardState(term: Term(1), votedFor: NodeID(2), commit: .zero))
+        try log.persist(
+            entries: entries(1...3, term: 1), hardState: HardState(term: Term(1), votedFor: NodeID(2), commit: .zero))
         log.close()
         // Nothing that was not synced survives: not a write, not a name.
         let after = fs.powerCut(writes: { _ in .nothing }, keepSizeChanges: false, directoryOperationsKept: 0)
@@ -250,7 +252,8 @@ import Testing
             do {
                 try Self.round(seed: seed, totals: &totals)
             } catch {
-                let message = "power cuts failed: \(error)\n  seed \(seed); replay: POWER_CUT_SEED=\(seed) swift test "
+                let message =
+                    "power cuts failed: \(error)\n  seed \(seed); replay: POWER_CUT_SEED=\(seed) swift test "
                     + "--filter powerCutsLoseNoAcknowledgedWrite (rounds with several writes in flight also depend on "
                     + "thread timing)"
                 print(message)
@@ -263,9 +266,10 @@ import Testing
             print("power cuts: \(failures) of \(seeds.count) rounds failed")
             return
         }
-        print("power cuts: \(totals.cuts) cuts (\(totals.cutsDuringOpen) during a restart, \(totals.withUnsyncedWrites) "
-              + "with log writes in the page cache), \(totals.acknowledged) writes acknowledged, none lost; "
-              + "\(totals.tornTails) torn tails cut (seeds \(seeds.lowerBound)...\(seeds.upperBound); replay one: "
-              + "POWER_CUT_SEED=S swift test --filter powerCutsLoseNoAcknowledgedWrite)")
+        print(
+            "power cuts: \(totals.cuts) cuts (\(totals.cutsDuringOpen) during a restart, \(totals.withUnsyncedWrites) "
+                + "with log writes in the page cache), \(totals.acknowledged) writes acknowledged, none lost; "
+                + "\(totals.tornTails) torn tails cut (seeds \(seeds.lowerBound)...\(seeds.upperBound); replay one: "
+                + "POWER_CUT_SEED=S swift test --filter powerCutsLoseNoAcknowledgedWrite)")
     }
 }

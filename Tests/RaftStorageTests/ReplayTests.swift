@@ -40,7 +40,8 @@ import Testing
         segment.write([], HardState(term: Term(2)))
         let end = segment.bytes.count
         let recovered = try #require(try Replay.recover([(1, segment.preallocated())], walDirectory: Self.wal))
-        #expect(recovered.state == PersistentState(hardState: HardState(term: Term(2)), entries: entries(1...5, term: 1)))
+        #expect(
+            recovered.state == PersistentState(hardState: HardState(term: Term(2)), entries: entries(1...5, term: 1)))
         #expect(recovered.segments == 1)
         #expect(recovered.records == 5)
         #expect(recovered.resume == .append(sequence: 1, end: end, salt: Self.salt, cut: nil))
@@ -53,7 +54,8 @@ import Testing
         var second = SegmentBuilder(sequence: 2, salt: otherSalt)
         // A new leader's entries replace 3 and 4.
         second.write(entries(3...3, term: 2), HardState(term: Term(2)), salt: otherSalt)
-        let recovered = try #require(try Replay.recover([(1, first.bytes), (2, second.preallocated())], walDirectory: Self.wal))
+        let recovered = try #require(
+            try Replay.recover([(1, first.bytes), (2, second.preallocated())], walDirectory: Self.wal))
         #expect(recovered.state.entries == entries(1...2, term: 1) + entries(3...3, term: 2))
         #expect(recovered.state.hardState == HardState(term: Term(2)))
         #expect(recovered.resume == .append(sequence: 2, end: second.bytes.count, salt: otherSalt, cut: nil))
@@ -69,7 +71,8 @@ import Testing
         let lastNonZero = segment.bytes.count - 40
         for k in lastNonZero..<segment.bytes.count { bytes[k] = 0 }
         let recovered = try #require(try Replay.recover([(1, bytes)], walDirectory: Self.wal))
-        #expect(recovered.state == PersistentState(hardState: HardState(term: Term(1)), entries: entries(1...2, term: 1)))
+        #expect(
+            recovered.state == PersistentState(hardState: HardState(term: Term(1)), entries: entries(1...2, term: 1)))
         #expect(recovered.resume == .append(sequence: 1, end: torn, salt: Self.salt, cut: torn..<lastNonZero))
     }
 
@@ -135,9 +138,11 @@ import Testing
         var first = SegmentBuilder(sequence: 1)
         first.write(entries(1...2, term: 1), HardState(term: Term(1)))
         let recovered = try #require(
-            try Replay.recover([(1, first.preallocated()), (2, [UInt8](repeating: 0, count: 10))], walDirectory: Self.wal))
+            try Replay.recover(
+                [(1, first.preallocated()), (2, [UInt8](repeating: 0, count: 10))], walDirectory: Self.wal))
         #expect(recovered.state.entries == entries(1...2, term: 1))
-        #expect(recovered.resume == .dropEmpty(empty: 2, bytes: 10, sequence: 1, end: first.bytes.count, salt: Self.salt))
+        #expect(
+            recovered.resume == .dropEmpty(empty: 2, bytes: 10, sequence: 1, end: first.bytes.count, salt: Self.salt))
     }
 
     @Test func anEmptyFirstSegmentThatIsNotTheFirstEverIsRefused() {

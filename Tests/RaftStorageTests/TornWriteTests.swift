@@ -21,11 +21,12 @@ import Testing
         body.append(1)
         appendLE(UInt64(7), to: &body)
         appendLE(UInt64(0), to: &body)
-        let seed: UInt32 = salt.map { s in
-            var bytes: [UInt8] = []
-            appendLE(s, to: &bytes)
-            return CRC32C.checksum(bytes)
-        } ?? 0
+        let seed: UInt32 =
+            salt.map { s in
+                var bytes: [UInt8] = []
+                appendLE(s, to: &bytes)
+                return CRC32C.checksum(bytes)
+            } ?? 0
         var length: [UInt8] = []
         appendLE(UInt32(body.count), to: &length)
         var record = length
@@ -37,8 +38,10 @@ import Testing
     /// A value a key-value client could put: 12 KiB whose later pages hold well-formed records.
     static func valueEmbeddingRecords() -> [UInt8] {
         var value = [UInt8](repeating: 0x41, count: 12_000)
-        for (offset, record) in [(5000, forgedRecord(salt: nil)), (7000, forgedRecord(salt: 0)),
-                                 (9000, forgedRecord(salt: 0, batch: 0))] {
+        for (offset, record) in [
+            (5000, forgedRecord(salt: nil)), (7000, forgedRecord(salt: 0)),
+            (9000, forgedRecord(salt: 0, batch: 0)),
+        ] {
             value.replaceSubrange(offset..<(offset + record.count), with: record)
         }
         return value
@@ -54,7 +57,8 @@ import Testing
     static func logWithTenEntries() throws -> (SimulatedFileSystem, WriteAheadLog) {
         let fs = SimulatedFileSystem()
         let log = try WriteAheadLog(directory: "/node", options: options, fileSystem: fs)
-        try log.persist(entries: entries(1...10, term: 1), hardState: HardState(term: Term(1), votedFor: nil, commit: LogIndex(5)))
+        try log.persist(
+            entries: entries(1...10, term: 1), hardState: HardState(term: Term(1), votedFor: nil, commit: LogIndex(5)))
         return (fs, log)
     }
 
@@ -92,7 +96,9 @@ import Testing
         for k in 1...operations {
             let fs = SimulatedFileSystem()
             fs.failAtOperation = k
-            #expect(throws: StorageFailure.self) { try WriteAheadLog(directory: "/node", options: Self.options, fileSystem: fs) }
+            #expect(throws: StorageFailure.self) {
+                try WriteAheadLog(directory: "/node", options: Self.options, fileSystem: fs)
+            }
             // Every name made so far survives (the files' unsynced writes do not): an initialisation stopped anywhere.
             let after = fs.powerCut(writes: { _ in .nothing })
             let log = try WriteAheadLog(directory: "/node", options: Self.options, fileSystem: after)

@@ -20,7 +20,9 @@ final class TemporaryDirectory {
 }
 
 func entries(_ range: ClosedRange<UInt64>, term: UInt64, size: Int = 16) -> [Entry] {
-    range.map { Entry(term: Term(term), index: LogIndex($0), data: Array(repeating: UInt8(truncatingIfNeeded: $0), count: size)) }
+    range.map {
+        Entry(term: Term(term), index: LogIndex($0), data: Array(repeating: UInt8(truncatingIfNeeded: $0), count: size))
+    }
 }
 
 func bytes(of path: String) throws -> [UInt8] { Array(try Data(contentsOf: URL(fileURLWithPath: path))) }
@@ -33,7 +35,8 @@ func recordOffsets(_ data: [UInt8]) -> (starts: [Int], end: Int) {
     var offset = segmentHeaderSize
     var starts: [Int] = []
     while offset + 12 <= data.count {
-        let length = Int(data[offset]) | Int(data[offset + 1]) << 8 | Int(data[offset + 2]) << 16 | Int(data[offset + 3]) << 24
+        let length =
+            Int(data[offset]) | Int(data[offset + 1]) << 8 | Int(data[offset + 2]) << 16 | Int(data[offset + 3]) << 24
         guard length > 0 else { break }
         starts.append(offset)
         offset += 12 + length
@@ -126,7 +129,9 @@ func write(_ bytes: [UInt8], to path: String) throws { try Data(bytes).write(to:
         options.segmentBytes = 4096
         do {
             let log = try WriteAheadLog(directory: dir.path, options: options)
-            for k in UInt64(0)..<100 { try log.persist(entries: entries(k * 10 + 1...k * 10 + 10, term: 1, size: 40), hardState: nil) }
+            for k in UInt64(0)..<100 {
+                try log.persist(entries: entries(k * 10 + 1...k * 10 + 10, term: 1, size: 40), hardState: nil)
+            }
             log.close()
         }
         #expect(dir.segments.count > 10)
@@ -142,10 +147,13 @@ func write(_ bytes: [UInt8], to path: String) throws { try Data(bytes).write(to:
         let hs = HardState(term: Term(1), votedFor: nil, commit: LogIndex(300))
         do {
             let log = try WriteAheadLog(directory: dir.path, options: options)
-            for k in UInt64(0)..<30 { try log.persist(entries: entries(k * 10 + 1...k * 10 + 10, term: 1, size: 40), hardState: nil) }
+            for k in UInt64(0)..<30 {
+                try log.persist(entries: entries(k * 10 + 1...k * 10 + 10, term: 1, size: 40), hardState: nil)
+            }
             let before = dir.segments.count
-            try log.compact(through: LogIndex(250), term: Term(1), hardState: hs,
-                            retaining: entries(251...300, term: 1, size: 40))
+            try log.compact(
+                through: LogIndex(250), term: Term(1), hardState: hs,
+                retaining: entries(251...300, term: 1, size: 40))
             #expect(dir.segments.count == 1, "from \(before) segments to one")
             try log.persist(entries: entries(301...310, term: 2), hardState: nil)
             log.close()
@@ -182,7 +190,8 @@ func write(_ bytes: [UInt8], to path: String) throws { try Data(bytes).write(to:
         let error = #expect(throws: StorageFailure.self) { try WriteAheadLog(directory: dir.path) }
         #expect(error?.kind == .unsupportedFormat)
         let text = error.map { "\($0)" } ?? ""
-        #expect(text.contains("data format 1") && text.contains("cannot read") && text.contains("no migration"), "\(text)")
+        #expect(
+            text.contains("data format 1") && text.contains("cannot read") && text.contains("no migration"), "\(text)")
         #expect(text.contains("new, empty data directories"), "\(text)")
     }
 
@@ -190,8 +199,9 @@ func write(_ bytes: [UInt8], to path: String) throws { try Data(bytes).write(to:
     static func fill(_ dir: TemporaryDirectory, options: WriteAheadLog.Options = .init()) {
         guard let log = try? WriteAheadLog(directory: dir.path, options: options) else { return }
         for k in UInt64(0)..<20 {
-            try? log.persist(entries: entries(k * 10 + 1...k * 10 + 10, term: 1),
-                             hardState: HardState(term: Term(1), votedFor: nil, commit: LogIndex(k * 10)))
+            try? log.persist(
+                entries: entries(k * 10 + 1...k * 10 + 10, term: 1),
+                hardState: HardState(term: Term(1), votedFor: nil, commit: LogIndex(k * 10)))
         }
         log.close()
     }
@@ -361,7 +371,8 @@ func write(_ bytes: [UInt8], to path: String) throws { try Data(bytes).write(to:
         WriteAheadLogTests.fill(dir)
         let segment = try #require(dir.segments.last)
         var data = try bytes(of: segment)
-        data[segmentHeaderSize + 3] ^= 0x08  // a high bit of the first record's length: it claims to run past everything
+        // A high bit of the first record's length: it claims to run past everything.
+        data[segmentHeaderSize + 3] ^= 0x08
         try write(data, to: segment)
         let error = #expect(throws: StorageFailure.self) { try WriteAheadLog(directory: dir.path) }
         #expect(error?.kind == .corrupt)
@@ -387,7 +398,9 @@ func write(_ bytes: [UInt8], to path: String) throws { try Data(bytes).write(to:
         #expect(log.initialState().hardState.commit == LogIndex(180))
         #expect(log.report.tornRecordAt?.offset == last)
         // The torn bytes were kept aside for an operator.
-        let kept = try FileManager.default.contentsOfDirectory(atPath: dir.path + "/wal").filter { $0.hasPrefix("torn-") }
+        let kept = try FileManager.default.contentsOfDirectory(atPath: dir.path + "/wal").filter {
+            $0.hasPrefix("torn-")
+        }
         #expect(kept.count == 1)
     }
 
@@ -401,7 +414,8 @@ func write(_ bytes: [UInt8], to path: String) throws { try Data(bytes).write(to:
         let saved = try before.map { ($0, try bytes(of: $0)) }
         do {
             let log = try WriteAheadLog(directory: dir.path, options: options)
-            try log.compact(through: LogIndex(150), term: Term(1), hardState: hs, retaining: entries(151...200, term: 1))
+            try log.compact(
+                through: LogIndex(150), term: Term(1), hardState: hs, retaining: entries(151...200, term: 1))
             log.close()
         }
         // Put the old segments back, as if the crash came before they were all deleted.

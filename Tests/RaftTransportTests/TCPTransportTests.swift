@@ -38,8 +38,9 @@ struct Pair {
         var logger = Logger(label: "test")
         logger.logLevel = .critical
         // b listens on a port chosen by the system; a then learns it.
-        let b = TCPTransport(localID: idB, localName: "b", clusterID: cluster, listenHost: "127.0.0.1", listenPort: 0,
-                             peers: [], eventLoop: group.next(), options: options, logger: logger)
+        let b = TCPTransport(
+            localID: idB, localName: "b", clusterID: cluster, listenHost: "127.0.0.1", listenPort: 0,
+            peers: [], eventLoop: group.next(), options: options, logger: logger)
         let inboxB = Inbox()
         try await b.start { inboxB.append($0) }
         let portB = try #require(await b.boundPort)
@@ -57,14 +58,6 @@ struct Pair {
             eventLoop: group.next(), options: options, logger: logger)
         try await b2.start { inboxB.append($0) }
         return Pair(a: a, b: b2, inboxA: inboxA, inboxB: inboxB, portB: portB)
-    }
-
-    init(a: TCPTransport, b: TCPTransport, inboxA: Inbox, inboxB: Inbox, portB: Int) {
-        self.a = a
-        self.b = b
-        self.inboxA = inboxA
-        self.inboxB = inboxB
-        self.portB = portB
     }
 
     func send(_ messages: [Message], from transport: TCPTransport) async throws {
@@ -117,7 +110,8 @@ func strangerIsDisconnected(port: Int, sending bytes: ByteBuffer) async throws -
         #expect(Array(pair.inboxB.all.dropFirst(before)) == messages)
         #expect(pair.inboxA.all.isEmpty, "nothing is broadcast")
         // A message for a node the transport does not know goes nowhere.
-        try await pair.send([Message(from: Pair.idA, to: NodeID(77), term: Term(1), kind: .heartbeatResponse)], from: pair.a)
+        try await pair.send(
+            [Message(from: Pair.idA, to: NodeID(77), term: Term(1), kind: .heartbeatResponse)], from: pair.a)
         await pair.shutdown()
     }
 
@@ -134,11 +128,13 @@ func strangerIsDisconnected(port: Int, sending bytes: ByteBuffer) async throws -
         #expect(try await strangerIsDisconnected(port: pair.portB, sending: oversized))
 
         var otherCluster = ByteBuffer()
-        Hello(clusterID: "another cluster", sender: Pair.idA, senderName: "a", receiver: Pair.idB).write(into: &otherCluster)
+        Hello(clusterID: "another cluster", sender: Pair.idA, senderName: "a", receiver: Pair.idB).write(
+            into: &otherCluster)
         #expect(try await strangerIsDisconnected(port: pair.portB, sending: otherCluster))
 
         var unknownNode = ByteBuffer()
-        Hello(clusterID: "test", sender: NodeID(99), senderName: "mallory", receiver: Pair.idB).write(into: &unknownNode)
+        Hello(clusterID: "test", sender: NodeID(99), senderName: "mallory", receiver: Pair.idB).write(
+            into: &unknownNode)
         #expect(try await strangerIsDisconnected(port: pair.portB, sending: unknownNode))
 
         // A known peer that sends a message in someone else's name is cut off too.
@@ -168,7 +164,8 @@ func strangerIsDisconnected(port: Int, sending bytes: ByteBuffer) async throws -
         options.reconnectMaxDelayMilliseconds = 100
         let pair = try await Pair.make(options: options)
         await pair.b.shutdown()  // the peer dies
-        let big = Message(from: Pair.idA, to: Pair.idB, term: Term(1), kind: .propose([[UInt8](repeating: 7, count: 4096)]))
+        let big = Message(
+            from: Pair.idA, to: Pair.idB, term: Term(1), kind: .propose([[UInt8](repeating: 7, count: 4096)]))
         for _ in 0..<200 {
             try await pair.send(Array(repeating: big, count: 50), from: pair.a)  // 40 MB offered in all
         }
@@ -182,7 +179,10 @@ func strangerIsDisconnected(port: Int, sending bytes: ByteBuffer) async throws -
         logger.logLevel = .critical
         let reborn = TCPTransport(
             localID: Pair.idB, localName: "b", clusterID: "test", listenHost: "127.0.0.1", listenPort: pair.portB,
-            peers: [TCPTransport.Peer(id: Pair.idA, name: "a", host: "127.0.0.1", port: try #require(await pair.a.boundPort))],
+            peers: [
+                TCPTransport.Peer(
+                    id: Pair.idA, name: "a", host: "127.0.0.1", port: try #require(await pair.a.boundPort))
+            ],
             eventLoop: MultiThreadedEventLoopGroup.singleton.next(), options: options, logger: logger)
         try await reborn.start { inbox.append($0) }
         let arrived = await eventually {

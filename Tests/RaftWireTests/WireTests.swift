@@ -16,20 +16,26 @@ struct MessageGenerator {
         case 0:
             let prev = value(1 << 40)
             let count = value(5)
-            kind = .appendEntries(AppendEntries(
-                prevIndex: LogIndex(prev), prevTerm: Term(value(100)),
-                entries: (0..<count).map { k in
-                    Entry(term: Term(value(100)), index: LogIndex(prev + 1 + k), kind: value(4) == 0 ? .noop : .normal,
-                          data: bytes())
-                },
-                commit: LogIndex(value(1 << 40))))
+            kind = .appendEntries(
+                AppendEntries(
+                    prevIndex: LogIndex(prev), prevTerm: Term(value(100)),
+                    entries: (0..<count).map { k in
+                        Entry(
+                            term: Term(value(100)), index: LogIndex(prev + 1 + k),
+                            kind: value(4) == 0 ? .noop : .normal,
+                            data: bytes())
+                    },
+                    commit: LogIndex(value(1 << 40))))
         case 1:
-            kind = .appendEntriesResponse(AppendEntriesResponse(
-                success: value(2) == 0, index: LogIndex(random.next()), rejectHintIndex: LogIndex(random.next()),
-                rejectHintTerm: Term(random.next())))
+            kind = .appendEntriesResponse(
+                AppendEntriesResponse(
+                    success: value(2) == 0, index: LogIndex(random.next()), rejectHintIndex: LogIndex(random.next()),
+                    rejectHintTerm: Term(random.next())))
         case 2:
-            kind = .requestVote(RequestVote(preVote: value(2) == 0, lastLogIndex: LogIndex(random.next()),
-                                            lastLogTerm: Term(random.next())))
+            kind = .requestVote(
+                RequestVote(
+                    preVote: value(2) == 0, lastLogIndex: LogIndex(random.next()),
+                    lastLogTerm: Term(random.next())))
         case 3: kind = .requestVoteResponse(RequestVoteResponse(preVote: value(2) == 0, granted: value(2) == 0))
         case 4: kind = .heartbeat(Heartbeat(commit: LogIndex(random.next())))
         case 5: kind = .heartbeatResponse

@@ -34,7 +34,8 @@ public final class SimulatedFileSystem: FileSystem {
         public var count: Int
         /// How many pages the write touches: the valid indexes for `WriteSurvival.pages`.
         public var pages: Int {
-            count == 0 ? 0 : (offset + count - 1) / SimulatedFileSystem.pageSize - offset / SimulatedFileSystem.pageSize + 1
+            count == 0
+                ? 0 : (offset + count - 1) / SimulatedFileSystem.pageSize - offset / SimulatedFileSystem.pageSize + 1
         }
     }
 
@@ -114,7 +115,10 @@ public final class SimulatedFileSystem: FileSystem {
     public func unsyncedWrites(toFilesUnder prefix: String = "/") -> Int {
         state.withLockedValue { s in
             s.inodes.values.reduce(0) { total, inode in
-                total + inode.unsynced.filter { if case .write(_, _, let path) = $0 { path.hasPrefix(prefix) } else { false } }.count
+                total
+                    + inode.unsynced.filter {
+                        if case .write(_, _, let path) = $0 { path.hasPrefix(prefix) } else { false }
+                    }.count
             }
         }
     }
@@ -403,7 +407,9 @@ public final class SimulatedFileSystem: FileSystem {
         try withState("creating the directory", path) { (s: inout State) throws(StorageFailure) -> Bool in
             let (directory, name) = try Self.parent(path, in: s)
             if s.inodes[directory]?.entries[name] != nil { return false }
-            if let capacity = s.capacity, Self.used(s) >= capacity { throw Self.noSpace("creating the directory", path) }
+            if let capacity = s.capacity, Self.used(s) >= capacity {
+                throw Self.noSpace("creating the directory", path)
+            }
             let id = s.nextInode
             s.nextInode += 1
             s.inodes[id] = Inode(isDirectory: true)
@@ -447,7 +453,9 @@ public final class SimulatedFileSystem: FileSystem {
         try withState("writing", path) { (s: inout State) throws(StorageFailure) in
             let entry = try Self.entry(file, path, s)
             guard entry.writable, offset >= 0 else { throw Self.failure("writing", path, "Bad file descriptor") }
-            guard let size = s.inodes[entry.inode]?.content.count else { throw Self.failure("writing", path, "Stale file") }
+            guard let size = s.inodes[entry.inode]?.content.count else {
+                throw Self.failure("writing", path, "Stale file")
+            }
             let growth = max(0, offset + bytes.count - size)
             if let capacity = s.capacity, growth > 0, Self.used(s) + growth > capacity {
                 throw Self.noSpace("writing", path)
@@ -525,7 +533,9 @@ public final class SimulatedFileSystem: FileSystem {
 
     public func remove(_ path: String) throws(StorageFailure) {
         try withState("deleting", path) { (s: inout State) throws(StorageFailure) in
-            guard let found = try? Self.parent(path, in: s), let id = s.inodes[found.0]?.entries[found.1] else { return }
+            guard let found = try? Self.parent(path, in: s), let id = s.inodes[found.0]?.entries[found.1] else {
+                return
+            }
             let (directory, name) = found
             guard s.inodes[id]?.isDirectory == false else { throw Self.failure("deleting", path, "Is a directory") }
             s.inodes[directory]?.entries[name] = nil

@@ -19,7 +19,8 @@ func residentMiB() -> Double {
     defer { fclose(file) }
     var buffer = [CChar](repeating: 0, count: 128)
     guard fgets(&buffer, Int32(buffer.count), file) != nil else { return 0 }
-    let fields = String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self).split(separator: " ")
+    let fields = String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self).split(
+        separator: " ")
     guard fields.count > 1, let pages = Double(fields[1]) else { return 0 }
     return pages * Double(sysconf(Int32(_SC_PAGESIZE))) / 1_048_576
 }
@@ -73,6 +74,8 @@ await withTaskGroup(of: Void.self) { group in
     }
 }
 let status = await leader.status()
-print("down=\(down) seconds=\(seconds) clients=\(clients) size=\(size) committed=\(status.commitIndex.rawValue) "
-      + "rss_MiB=\(Int(residentMiB())) rss_per_committed_KiB=\(Double(Int(residentMiB() * 1024 * 100 / Double(max(1, status.commitIndex.rawValue)))) / 100)")
+print(
+    "down=\(down) seconds=\(seconds) clients=\(clients) size=\(size) committed=\(status.commitIndex.rawValue) "
+        + "rss_MiB=\(Int(residentMiB())) rss_per_committed_KiB=\(Double(Int(residentMiB() * 1024 * 100 / Double(max(1, status.commitIndex.rawValue)))) / 100)"
+)
 for node in nodes { await node.stop() }

@@ -62,21 +62,21 @@ struct UsageError: Error, CustomStringConvertible {
 }
 
 #if canImport(Glibc)
-    let RUSAGE_SELF_WHO = __rusage_who_t(RUSAGE_SELF.rawValue)
+    let rusageSelf = __rusage_who_t(RUSAGE_SELF.rawValue)
 #else
-    let RUSAGE_SELF_WHO = RUSAGE_SELF
+    let rusageSelf = RUSAGE_SELF
 #endif
 
 func cpuSeconds() -> Double {
     var usage = rusage()
-    getrusage(RUSAGE_SELF_WHO, &usage)
+    getrusage(rusageSelf, &usage)
     return Double(usage.ru_utime.tv_sec) + Double(usage.ru_utime.tv_usec) / 1e6 + Double(usage.ru_stime.tv_sec)
         + Double(usage.ru_stime.tv_usec) / 1e6
 }
 
 func maxRSSMiB() -> Double {
     var usage = rusage()
-    getrusage(RUSAGE_SELF_WHO, &usage)
+    getrusage(rusageSelf, &usage)
     return Double(usage.ru_maxrss) / 1024
 }
 

@@ -71,8 +71,9 @@ final class IndexAllocator: @unchecked Sendable {
         lock.lock()
         let index = next
         next += 1
-        log.persist(entries: [Entry(term: Term(1), index: LogIndex(index), data: payload)], hardState: nil,
-                    completion: completion)
+        log.persist(
+            entries: [Entry(term: Term(1), index: LogIndex(index), data: payload)], hardState: nil,
+            completion: completion)
         lock.unlock()
     }
 }
@@ -108,8 +109,10 @@ func groupCommit(appenders: Int) async throws -> (perSecond: Double, syncsPerSec
     let stats = log.statistics
     log.close()
     let sorted = latencies.sorted()
-    return (Double(stats.writes - before.writes) / elapsed, Double(stats.syncs - before.syncs) / elapsed,
-            sorted.isEmpty ? 0 : sorted[sorted.count / 2] * 1000)
+    return (
+        Double(stats.writes - before.writes) / elapsed, Double(stats.syncs - before.syncs) / elapsed,
+        sorted.isEmpty ? 0 : sorted[sorted.count / 2] * 1000
+    )
 }
 
 // 3. Restart time.
@@ -129,7 +132,8 @@ func restartTime(entries count: Int) throws -> [Double] {
             try log.persist(entries: batch, hardState: nil)
             index += UInt64(batch.count)
         }
-        try log.persist(entries: [], hardState: HardState(term: Term(1), votedFor: nil, commit: LogIndex(UInt64(count))))
+        try log.persist(
+            entries: [], hardState: HardState(term: Term(1), votedFor: nil, commit: LogIndex(UInt64(count))))
         log.close()
     }
     sync()
@@ -146,19 +150,23 @@ func restartTime(entries count: Int) throws -> [Double] {
 }
 
 let raw = rawSyncRate()
-print("raw fdatasync after a 4 KiB append: \(Int(raw.perSecond)) syncs/s, median \(String(format: "%.3f", raw.medianMs)) ms  (dir \(base))")
+print(
+    "raw fdatasync after a 4 KiB append: \(Int(raw.perSecond)) syncs/s, median \(String(format: "%.3f", raw.medianMs)) ms  (dir \(base))"
+)
 var single = 0.0
 for appenders in appenderCounts {
     let result = try await groupCommit(appenders: appenders)
     if appenders == 1 { single = result.perSecond }
     let ratio = single > 0 ? result.perSecond / single : 0
-    print("appenders=\(appenders) appends_per_s=\(Int(result.perSecond)) syncs_per_s=\(Int(result.syncsPerSecond)) "
-          + "appends_per_sync=\(String(format: "%.1f", result.perSecond / max(1, result.syncsPerSecond))) "
-          + "p50_ms=\(String(format: "%.3f", result.p50Ms)) vs_one_appender=\(String(format: "%.1f", ratio))x "
-          + "vs_raw_sync_rate=\(String(format: "%.1f", result.perSecond / raw.perSecond))x")
+    print(
+        "appenders=\(appenders) appends_per_s=\(Int(result.perSecond)) syncs_per_s=\(Int(result.syncsPerSecond)) "
+            + "appends_per_sync=\(String(format: "%.1f", result.perSecond / max(1, result.syncsPerSecond))) "
+            + "p50_ms=\(String(format: "%.3f", result.p50Ms)) vs_one_appender=\(String(format: "%.1f", ratio))x "
+            + "vs_raw_sync_rate=\(String(format: "%.1f", result.perSecond / raw.perSecond))x")
 }
 if restartEntries > 0 {
     let times = try restartTime(entries: restartEntries)
-    print("restart: \(restartEntries) entries of 128 bytes replayed in best \(String(format: "%.2f", times[0])) s, "
-          + "median \(String(format: "%.2f", times[1])) s")
+    print(
+        "restart: \(restartEntries) entries of 128 bytes replayed in best \(String(format: "%.2f", times[0])) s, "
+            + "median \(String(format: "%.2f", times[1])) s")
 }
