@@ -269,25 +269,6 @@ struct StatusBody: Encodable, Hashable {
     var appliedIndex: UInt64
     var lastIndex: UInt64
 
-    init(
-        id: String, role: String, term: UInt64, leader: String?, commitIndex: UInt64, appliedIndex: UInt64,
-        lastIndex: UInt64
-    ) {
-        self.id = id
-        self.role = role
-        self.term = term
-        self.leader = leader
-        self.commitIndex = commitIndex
-        self.appliedIndex = appliedIndex
-        self.lastIndex = lastIndex
-    }
-
-    init(_ s: NodeStatus) {
-        self.init(
-            id: s.name, role: s.role.rawValue, term: s.term.rawValue, leader: s.leader,
-            commitIndex: s.commitIndex.rawValue, appliedIndex: s.appliedIndex.rawValue, lastIndex: s.lastIndex.rawValue)
-    }
-
     enum CodingKeys: String, CodingKey {
         case id, role, term, leader
         case commitIndex = "commit_index"
@@ -304,6 +285,14 @@ struct StatusBody: Encodable, Hashable {
         try c.encode(commitIndex, forKey: .commitIndex)
         try c.encode(appliedIndex, forKey: .appliedIndex)
         try c.encode(lastIndex, forKey: .lastIndex)
+    }
+}
+
+extension StatusBody {
+    init(_ s: NodeStatus) {
+        self.init(
+            id: s.name, role: s.role.rawValue, term: s.term.rawValue, leader: s.leader,
+            commitIndex: s.commitIndex.rawValue, appliedIndex: s.appliedIndex.rawValue, lastIndex: s.lastIndex.rawValue)
     }
 }
 

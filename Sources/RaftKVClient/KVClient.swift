@@ -60,9 +60,7 @@ public struct KVClient: Sendable {
         for endpoint in endpoints {
             let connection: HTTPConnection
             do {
-                connection = try await HTTPConnection.connect(
-                    host: endpoint.host, port: endpoint.port, timeout: .seconds(2)
-                ).get()
+                connection = try await connect(to: endpoint)
             } catch {
                 failures.append("\(endpoint): \(error)")
                 continue
@@ -78,14 +76,16 @@ public struct KVClient: Sendable {
     public func request(_ method: HTTPMethod, _ path: String, at endpoint: Endpoint) async throws -> HTTPResponse {
         let connection: HTTPConnection
         do {
-            connection = try await HTTPConnection.connect(
-                host: endpoint.host, port: endpoint.port, timeout: .seconds(2)
-            ).get()
+            connection = try await connect(to: endpoint)
         } catch {
             throw HTTPClientError(.unreachable, "\(error)")
         }
         defer { connection.close() }
         return try await connection.execute(method: method, path: path, timeout: timeout).get()
+    }
+
+    private func connect(to endpoint: Endpoint) async throws -> HTTPConnection {
+        try await HTTPConnection.connect(host: endpoint.host, port: endpoint.port, timeout: .seconds(2)).get()
     }
 
     /// `GET /v1/status` of one node, decoded.

@@ -24,27 +24,39 @@ public struct JointConfig: Sendable, Hashable {
 
     public func contains(_ id: NodeID) -> Bool { incoming.contains(id) || outgoing.contains(id) }
 
-    /// The halves that take part in decisions: the non-empty ones.
-    private var halves: [MajorityConfig] {
-        [incoming, outgoing].filter { !$0.voters.isEmpty }
-    }
-
     /// The largest index that a majority of each half holds, given each voter's match index (absent means zero).
+    /// (Asked on every acknowledgement a leader receives: it allocates nothing beyond what each half's answer does.)
     public func committedIndex(_ matchOf: (NodeID) -> LogIndex) -> LogIndex {
-        halves.map { $0.committedIndex(matchOf) }.min() ?? .zero
+        switch (incoming.voters.isEmpty, outgoing.voters.isEmpty) {
+        case (true, true): .zero
+        case (false, true): incoming.committedIndex(matchOf)
+        case (true, false): outgoing.committedIndex(matchOf)
+        case (false, false): min(incoming.committedIndex(matchOf), outgoing.committedIndex(matchOf))
+        }
     }
 
     /// The state of an election: won when each half has a granting majority, lost as soon as one half cannot grant
     /// one any more, pending otherwise.
     public func voteResult(_ votes: [NodeID: Bool]) -> VoteResult {
-        let results = halves.map { $0.voteResult(votes) }
-        if results.isEmpty || results.contains(.lost) { return .lost }
-        return results.allSatisfy { $0 == .won } ? .won : .pending
+        switch (incoming.voters.isEmpty, outgoing.voters.isEmpty) {
+        case (true, true): return .lost
+        case (false, true): return incoming.voteResult(votes)
+        case (true, false): return outgoing.voteResult(votes)
+        case (false, false):
+            let a = incoming.voteResult(votes)
+            let b = outgoing.voteResult(votes)
+            if a == .lost || b == .lost { return .lost }
+            return a == .won && b == .won ? .won : .pending
+        }
     }
 
     /// Whether the voters for which `isActive` holds form a majority of each half.
     public func hasQuorum(_ isActive: (NodeID) -> Bool) -> Bool {
-        let halves = halves
-        return !halves.isEmpty && halves.allSatisfy { $0.hasQuorum(isActive) }
+        switch (incoming.voters.isEmpty, outgoing.voters.isEmpty) {
+        case (true, true): false
+        case (false, true): incoming.hasQuorum(isActive)
+        case (true, false): outgoing.hasQuorum(isActive)
+        case (false, false): incoming.hasQuorum(isActive) && outgoing.hasQuorum(isActive)
+        }
     }
 }

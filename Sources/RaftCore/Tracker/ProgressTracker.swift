@@ -8,29 +8,43 @@ public struct ProgressTracker: Sendable {
     /// The node whose view this is; it keeps no `Progress` record of its own.
     public let id: NodeID
     /// The members with a vote.
-    public private(set) var voters: JointConfig
+    public var voters: JointConfig { members.voters }
     /// The members that receive the log without a vote.
-    public private(set) var learners: Set<NodeID>
+    public var learners: Set<NodeID> { members.learners }
     /// Every member but this node, in ascending order: the nodes a leader replicates to. (Iterating a `Set` would
     /// visit them in an order that changes from process to process; the core must behave the same on every run.)
-    public private(set) var peers: [NodeID]
+    public var peers: [NodeID] { members.peers }
     /// The leader's view of each peer (empty unless this node leads).
     public private(set) var progress: [NodeID: Progress] = [:]
     /// Votes received in the current election or pre-vote poll (this node's own included).
     private var votes: [NodeID: Bool] = [:]
+    /// Who is in the cluster, in one immutable object that copies of the tracker share: a copy of the core (which
+    /// its callers make more often than one would think) then costs one reference count for the membership, not one
+    /// per set and array in it. A change of membership will make a new one.
+    private let members: Members
+
+    private final class Members: Sendable {
+        let voters: JointConfig
+        let learners: Set<NodeID>
+        let peers: [NodeID]
+
+        init(voters: JointConfig, learners: Set<NodeID>, id: NodeID) {
+            self.voters = voters
+            self.learners = learners.subtracting(voters.voters)
+            self.peers = voters.voters.union(learners).subtracting([id]).sorted()
+        }
+    }
 
     public init(id: NodeID, voters: JointConfig, learners: Set<NodeID> = []) {
         self.id = id
-        self.voters = voters
-        self.learners = learners.subtracting(voters.voters)
-        self.peers = voters.voters.union(learners).subtracting([id]).sorted()
+        self.members = Members(voters: voters, learners: learners, id: id)
     }
 
     /// Whether `node` belongs to the cluster, as a voter or a learner.
-    public func isMember(_ node: NodeID) -> Bool { voters.contains(node) || learners.contains(node) }
+    public func isMember(_ node: NodeID) -> Bool { members.voters.contains(node) || members.learners.contains(node) }
 
     /// Whether `node` has a vote.
-    public func isVoter(_ node: NodeID) -> Bool { voters.contains(node) }
+    public func isVoter(_ node: NodeID) -> Bool { members.voters.contains(node) }
 
     // MARK: - Progress
 
@@ -38,7 +52,7 @@ public struct ProgressTracker: Sendable {
     /// active, so that it has a whole CheckQuorum period to answer.
     mutating func resetProgress(next: LogIndex, maxInflight: Int) {
         progress = [:]
-        for peer in peers {
+        for peer in members.peers {
             var pr = Progress(next: next, maxInflight: maxInflight)
             pr.recentActive = true
             progress[peer] = pr
@@ -61,12 +75,12 @@ public struct ProgressTracker: Sendable {
 
     /// The highest index held by a quorum of voters, counting this node as holding `own` (its durable log).
     func committedIndex(own: LogIndex) -> LogIndex {
-        voters.committedIndex { peer in peer == id ? own : (progress[peer]?.match ?? .zero) }
+        members.voters.committedIndex { peer in peer == id ? own : (progress[peer]?.match ?? .zero) }
     }
 
     /// Whether a quorum of voters (this node included) was heard from since the last call; starts a new period.
     mutating func quorumActive() -> Bool {
-        let active = voters.hasQuorum { $0 == id || progress[$0]?.recentActive == true }
+        let active = members.voters.hasQuorum { $0 == id || progress[$0]?.recentActive == true }
         for i in progress.indices { progress.values[i].recentActive = false }
         return active
     }
@@ -86,5 +100,5 @@ public struct ProgressTracker: Sendable {
     }
 
     /// The state of the election so far.
-    var voteResult: VoteResult { voters.voteResult(votes) }
+    var voteResult: VoteResult { members.voters.voteResult(votes) }
 }
