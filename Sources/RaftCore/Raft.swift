@@ -541,7 +541,7 @@ public struct Raft: Sendable {
         case .appendEntriesResponse(let response) where response.success:
             let lastIndex = log.lastIndex
             let advanced =
-                updateProgress(of: m.from) { pr in
+                tracker.update(m.from) { pr in
                     pr.recentActive = true
                     // An acknowledgement of entries we never sent is malformed; ignore it.
                     guard response.index <= lastIndex, pr.update(match: response.index) else { return false }
@@ -564,7 +564,7 @@ public struct Raft: Sendable {
             }
             let hint = matchHint
             let backedOff =
-                updateProgress(of: m.from) { pr in
+                tracker.update(m.from) { pr in
                     pr.recentActive = true
                     guard pr.backOff(rejected: response.index, matchHint: hint) else { return false }
                     if pr.state == .replicate { pr.becomeProbe() }
@@ -573,7 +573,7 @@ public struct Raft: Sendable {
             if backedOff { needsFlush = true }
         case .heartbeatResponse:
             let behind =
-                updateProgress(of: m.from) { pr in
+                tracker.update(m.from) { pr in
                     pr.recentActive = true
                     pr.probeSent = false
                     // The follower is alive: if the window is full, a message may have been lost; make room.
@@ -584,12 +584,6 @@ public struct Raft: Sendable {
         default:
             break
         }
-    }
-
-    /// Runs `body` on the leader's progress record for `peer`, in place.
-    @discardableResult
-    private mutating func updateProgress<R>(of peer: NodeID, _ body: (inout Progress) -> R) -> R? {
-        tracker.update(peer, body)
     }
 
     private mutating func appendProposals(_ batch: some Collection<[UInt8]>) {
@@ -617,7 +611,7 @@ public struct Raft: Sendable {
             var sent = false
             while sendAppend(to: peer, allowEmpty: false) { sent = true }
             guard !sent else { continue }
-            let notice = updateProgress(of: peer) { pr -> LogIndex? in
+            let notice = tracker.update(peer) { pr -> LogIndex? in
                 let commit = min(committed, pr.match)
                 guard commit > pr.commitSent else { return nil }
                 pr.commitSent = commit
@@ -640,7 +634,7 @@ public struct Raft: Sendable {
         let last = entries.last?.index ?? prevIndex
         let commit = log.committed
         let isEmpty = entries.isEmpty
-        updateProgress(of: peer) { pr in
+        tracker.update(peer) { pr in
             pr.sent(entriesThrough: last, isEmpty: isEmpty)
             pr.commitSent = max(pr.commitSent, min(commit, last))
         }
@@ -652,7 +646,7 @@ public struct Raft: Sendable {
     private mutating func broadcastHeartbeat() {
         let committed = log.committed
         for peer in tracker.peers {
-            let commit = updateProgress(of: peer) { pr in
+            let commit = tracker.update(peer) { pr in
                 let commit = min(committed, pr.match)
                 pr.commitSent = max(pr.commitSent, commit)
                 return commit

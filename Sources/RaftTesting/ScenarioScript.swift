@@ -290,6 +290,15 @@ struct ScenarioRunner {
         return out + changes(from: before, to: views(cluster), prefix: "")
     }
 
+    /// The `cluster` settings that switch a behaviour on or off, and those that take a number.
+    private nonisolated(unsafe) static let flagSettings: [String: WritableKeyPath<RaftConfiguration, Bool>] = [
+        "prevote": \.preVote, "checkquorum": \.checkQuorum, "forward": \.forwardProposals,
+    ]
+    private nonisolated(unsafe) static let numberSettings: [String: WritableKeyPath<RaftConfiguration, Int>] = [
+        "election": \.electionTick, "heartbeat": \.heartbeatTick, "max-entries": \.maxMessageEntries,
+        "max-inflight": \.maxInflightMessages,
+    ]
+
     private mutating func makeCluster(_ args: [String]) throws(ScenarioScriptError) -> [String] {
         var count: Int?
         var settings: [(inout RaftConfiguration) -> Void] = []
@@ -301,27 +310,12 @@ struct ScenarioRunner {
             case "n":
                 guard let n = Int(value), (1...9).contains(n) else { throw fail("n must be in 1...9") }
                 count = n
-            case "prevote":
+            case _ where Self.flagSettings[key] != nil:
                 let on = try flag(value)
-                settings.append { $0.preVote = on }
-            case "checkquorum":
-                let on = try flag(value)
-                settings.append { $0.checkQuorum = on }
-            case "forward":
-                let on = try flag(value)
-                settings.append { $0.forwardProposals = on }
-            case "election":
-                let ticks = try number(value)
-                settings.append { $0.electionTick = ticks }
-            case "heartbeat":
-                let ticks = try number(value)
-                settings.append { $0.heartbeatTick = ticks }
-            case "max-entries":
-                let entries = try number(value)
-                settings.append { $0.maxMessageEntries = entries }
-            case "max-inflight":
-                let messages = try number(value)
-                settings.append { $0.maxInflightMessages = messages }
+                if let path = Self.flagSettings[key] { settings.append { $0[keyPath: path] = on } }
+            case _ where Self.numberSettings[key] != nil:
+                let n = try number(value)
+                if let path = Self.numberSettings[key] { settings.append { $0[keyPath: path] = n } }
             default:
                 throw fail("unknown cluster setting `\(key)`")
             }
