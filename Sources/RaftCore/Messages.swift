@@ -36,6 +36,14 @@ public struct Message: Sendable, Hashable, CustomStringConvertible {
         case commitNotice(LogIndex)
         /// Follower → leader: proposals a client made on the follower, forwarded to the leader.
         case propose([[UInt8]])
+        /// Leader → follower: the follower needs entries the leader no longer holds; it must take this snapshot
+        /// instead. The leader's shell streams the snapshot's bytes (`snapshotChunk`); the follower's shell steps
+        /// its core with this message once it holds them all, checked. Answered with an `appendEntriesResponse`.
+        case installSnapshot(SnapshotMetadata)
+        /// Leader → follower: bytes of a snapshot. Handled by the shells, never by the core.
+        case snapshotChunk(SnapshotChunk)
+        /// Follower → leader: how far the follower holds a snapshot. Handled by the shells, never by the core.
+        case snapshotChunkAck(SnapshotChunkAck)
     }
 
     public var description: String { "\(from)→\(to) \(term) \(kind)" }

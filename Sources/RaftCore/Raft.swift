@@ -199,6 +199,12 @@ public struct Raft: Sendable {
     /// (entries out of order, oversized proposals) are ignored.
     public mutating func step(_ m: Message) {
         guard m.to == id, m.from != id, isMember(m.from), isWellFormed(m) else { return }
+        switch m.kind {
+        case .snapshotChunk, .snapshotChunkAck:
+            return  // The shells' traffic: they move a snapshot's bytes and step the core with `installSnapshot`.
+        default:
+            break
+        }
 
         if m.term > term {
             switch m.kind {
@@ -213,9 +219,10 @@ public struct Raft: Sendable {
             case .requestVoteResponse(let response) where response.preVote && response.granted:
                 // A granted pre-vote carries the term this node would campaign in; it is not a newer term.
                 break
-            case .appendEntries, .heartbeat, .commitNotice:
+            case .appendEntries, .heartbeat, .commitNotice, .installSnapshot:
                 becomeFollower(term: m.term, leader: m.from)
-            case .appendEntriesResponse, .requestVoteResponse, .heartbeatResponse, .propose:
+            case .appendEntriesResponse, .requestVoteResponse, .heartbeatResponse, .propose, .snapshotChunk,
+                .snapshotChunkAck:
                 becomeFollower(term: m.term, leader: nil)
             }
         } else if m.term < term {
@@ -690,8 +697,10 @@ public struct Raft: Sendable {
             return true
         case .propose(let batch):
             return !batch.isEmpty && batch.allSatisfy { $0.count <= configuration.maxProposalBytes }
+        case .installSnapshot(let meta):
+            return meta.term <= m.term && !meta.voters.isEmpty
         case .appendEntriesResponse, .requestVote, .requestVoteResponse, .heartbeat, .heartbeatResponse,
-            .commitNotice:
+            .commitNotice, .snapshotChunk, .snapshotChunkAck:
             return true
         }
     }

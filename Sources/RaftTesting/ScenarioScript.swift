@@ -517,6 +517,15 @@ private func describe(_ m: Message) -> String {
         return "\(head) commitNotice \(term) commit=\(index.rawValue)"
     case .propose(let batch):
         return "\(head) propose \(term) [\(batch.map { describe(data: $0) }.joined(separator: ", "))]"
+    case .installSnapshot(let meta):
+        return "\(head) installSnapshot \(term) snapshot=\(meta.index.rawValue)@t\(meta.term.rawValue) "
+            + "voters=\(meta.voters.map { String($0.rawValue) }.joined(separator: ","))"
+    case .snapshotChunk(let c):
+        return "\(head) snapshotChunk \(term) snapshot=\(c.index.rawValue)@t\(c.snapshotTerm.rawValue) "
+            + "offset=\(c.offset) bytes=\(c.data.count) of \(c.totalSize)"
+    case .snapshotChunkAck(let a):
+        return "\(head) snapshotChunkAck \(term) snapshot=\(a.index.rawValue)@t\(a.snapshotTerm.rawValue) "
+            + "offset=\(a.offset) \(a.status)"
     }
 }
 

@@ -12,6 +12,9 @@ import RaftCore
 /// voteResp    = preVote:u8 granted:u8
 /// heartbeat   = commit:u64        heartbeatResp = (empty)        commitNotice = commit:u64
 /// propose     = count:u32 (length:u32 data)*
+/// install     = index:u64 term:u64 voterCount:u32 voter:u64* learnerCount:u32 learner:u64*
+/// chunk       = index:u64 snapshotTerm:u64 offset:u64 totalSize:u64 length:u32 data
+/// chunkAck    = index:u64 snapshotTerm:u64 offset:u64 status:u8
 /// ```
 /// Decoding trusts nothing: every count is checked against the bytes that remain before anything is allocated,
 /// every flag must be 0 or 1, every enum value known, and the whole body must be used.
@@ -25,6 +28,9 @@ public enum MessageCodec {
         case heartbeatResponse = 6
         case commitNotice = 7
         case propose = 8
+        case installSnapshot = 9
+        case snapshotChunk = 10
+        case snapshotChunkAck = 11
     }
 
     /// Appends the encoding of `message` to `buffer`.
@@ -68,6 +74,22 @@ public enum MessageCodec {
                 buffer.writeInteger(UInt32(truncatingIfNeeded: data.count))
                 buffer.writeBytes(data)
             }
+        case .installSnapshot(let meta):
+            buffer.writeInteger(Kind.installSnapshot.rawValue)
+            buffer.writeMultipleIntegers(meta.index.rawValue, meta.term.rawValue)
+            for group in [meta.voters, meta.learners] {
+                buffer.writeInteger(UInt32(truncatingIfNeeded: group.count))
+                for node in group { buffer.writeInteger(node.rawValue) }
+            }
+        case .snapshotChunk(let c):
+            buffer.writeInteger(Kind.snapshotChunk.rawValue)
+            buffer.writeMultipleIntegers(
+                c.index.rawValue, c.snapshotTerm.rawValue, c.offset, c.totalSize,
+                UInt32(truncatingIfNeeded: c.data.count))
+            buffer.writeBytes(c.data)
+        case .snapshotChunkAck(let a):
+            buffer.writeInteger(Kind.snapshotChunkAck.rawValue)
+            buffer.writeMultipleIntegers(a.index.rawValue, a.snapshotTerm.rawValue, a.offset, a.status.rawValue)
         }
     }
 
@@ -82,6 +104,9 @@ public enum MessageCodec {
         case .heartbeat, .commitNotice: return header + 8
         case .heartbeatResponse: return header
         case .propose(let batch): return header + 4 + batch.reduce(0) { $0 + 4 + $1.count }
+        case .installSnapshot(let meta): return header + 24 + 8 * (meta.voters.count + meta.learners.count)
+        case .snapshotChunk(let c): return header + 36 + c.data.count
+        case .snapshotChunkAck: return header + 25
         }
     }
 
@@ -157,6 +182,49 @@ public enum MessageCodec {
                 batch.append(data)
             }
             body = .propose(batch)
+        case .installSnapshot:
+            guard let (index, snapshotTerm) = buffer.readMultipleIntegers(as: (UInt64, UInt64).self) else {
+                throw .truncated("snapshot metadata")
+            }
+            var groups: [[NodeID]] = []
+            for name in ["voter", "learner"] {
+                guard let count = buffer.readInteger(as: UInt32.self) else { throw .truncated("\(name) count") }
+                guard Int(count) <= buffer.readableBytes / 8 else { throw .invalid("\(name) count \(count)") }
+                var nodes: [NodeID] = []
+                nodes.reserveCapacity(Int(count))
+                for _ in 0..<count {
+                    guard let node = buffer.readInteger(as: UInt64.self) else { throw .truncated(name) }
+                    nodes.append(NodeID(node))
+                }
+                groups.append(nodes)
+            }
+            body = .installSnapshot(
+                SnapshotMetadata(
+                    index: LogIndex(index), term: Term(snapshotTerm), voters: groups[0], learners: groups[1]))
+        case .snapshotChunk:
+            guard
+                let (index, snapshotTerm, offset, totalSize, length) =
+                    buffer.readMultipleIntegers(as: (UInt64, UInt64, UInt64, UInt64, UInt32).self)
+            else { throw .truncated("snapshot chunk header") }
+            guard let data = buffer.readBytes(length: Int(length)) else { throw .truncated("snapshot chunk data") }
+            guard offset <= totalSize, UInt64(data.count) <= totalSize - offset else {
+                throw .invalid("snapshot chunk of \(data.count) bytes at \(offset) of \(totalSize)")
+            }
+            body = .snapshotChunk(
+                SnapshotChunk(
+                    index: LogIndex(index), snapshotTerm: Term(snapshotTerm), offset: offset, totalSize: totalSize,
+                    data: data))
+        case .snapshotChunkAck:
+            guard
+                let (index, snapshotTerm, offset, tag) =
+                    buffer.readMultipleIntegers(as: (UInt64, UInt64, UInt64, UInt8).self)
+            else { throw .truncated("snapshot chunk ack") }
+            guard let status = SnapshotChunkAck.Status(rawValue: tag) else {
+                throw .invalid("snapshot chunk ack status \(tag)")
+            }
+            body = .snapshotChunkAck(
+                SnapshotChunkAck(
+                    index: LogIndex(index), snapshotTerm: Term(snapshotTerm), offset: offset, status: status))
         }
         guard buffer.readableBytes == 0 else { throw .invalid("message: \(buffer.readableBytes) bytes left over") }
         return Message(from: NodeID(from), to: NodeID(to), term: Term(term), kind: body)
