@@ -220,4 +220,32 @@ public struct RaftLog: Sendable {
 
     /// Whether there are committed entries to apply.
     var hasCommittedToApply: Bool { min(committed, handedOut) > applied }
+
+    // MARK: - Snapshots
+
+    /// Drops every entry up to `index`, which a snapshot covers: only entries that are applied and durable.
+    /// Returns the index the log now starts after (unchanged if `index` is not beyond it).
+    @discardableResult
+    mutating func compact(through index: LogIndex) -> LogIndex {
+        let target = min(index, applied, stable)
+        guard target > snapshotIndex, let term = term(at: target) else { return snapshotIndex }
+        entries.removeSubrange(..<offset(of: target.next))
+        snapshotTerm = term
+        snapshotIndex = target
+        checkMarks()
+        return snapshotIndex
+    }
+
+    /// Replaces the whole log with a snapshot's end: empty after (`index`, `term`), everything up to it committed
+    /// and applied (the caller restores the state machine from the snapshot before applying anything after it).
+    mutating func restore(index: LogIndex, term: Term) {
+        entries.removeAll()
+        snapshotIndex = index
+        snapshotTerm = term
+        committed = index
+        applied = index
+        stable = index
+        handedOut = index
+        checkMarks()
+    }
 }

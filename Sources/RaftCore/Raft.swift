@@ -32,6 +32,9 @@ public struct Raft: Sendable {
     public private(set) var leader: NodeID?
     /// The log, with its commit, apply and durability marks.
     public private(set) var log: RaftLog
+    /// The latest durable snapshot this node holds (made here or received from a leader): what a leader sends a
+    /// follower that needs entries it has compacted away.
+    public private(set) var snapshot: SnapshotMetadata?
 
     /// The members, the leader's view of each follower, the votes of an election, and the quorum arithmetic.
     private var tracker: ProgressTracker
@@ -50,6 +53,8 @@ public struct Raft: Sendable {
     private var durableTerm: Term
     /// Leader: something may now be sendable to a follower (new entries, a freed window, a new commit index).
     private var needsFlush = false
+    /// A snapshot received from the leader, to hand out in the next `Ready` for installing.
+    private var snapshotToInstall: SnapshotMetadata?
 
     // MARK: - Creating a node
 
@@ -60,15 +65,29 @@ public struct Raft: Sendable {
     ///   - state: what the node persisted before it last stopped (empty for a new node).
     ///   - applied: the highest index the application's state machine has already applied (and kept) — entries up
     ///     to it are not handed out again.
+    ///   - snapshot: the latest snapshot in storage, if any (the state machine was restored from it, so `applied`
+    ///     is at least its index). The log may start before it, never after it.
     /// - Throws: `ConfigurationError` if the configuration is invalid or the restored state is inconsistent
     ///   (entries out of order, terms going backwards, an applied index the log cannot account for).
     public init(
         configuration: RaftConfiguration,
         state: PersistentState = PersistentState(),
-        applied: LogIndex = .zero
+        applied: LogIndex = .zero,
+        snapshot: SnapshotMetadata? = nil
     ) throws(ConfigurationError) {
         try configuration.validate()
         try Raft.validate(state, applied: applied)
+        if let snapshot {
+            guard applied >= snapshot.index else {
+                throw .invalid(
+                    "the state machine applied up to \(applied) but was restored from a snapshot at \(snapshot.index)")
+            }
+            guard state.snapshotIndex <= snapshot.index, state.term(at: snapshot.index) == snapshot.term else {
+                throw .invalid(
+                    "the log (after \(state.snapshotIndex), to \(state.lastIndex)) does not hold the snapshot's last "
+                        + "entry (\(snapshot.index), \(snapshot.term))")
+            }
+        }
         let lastTerm = state.entries.last?.term ?? state.snapshotTerm
         let hs = state.hardState
         // A crash between writing entries and writing the hard state can leave entries of a later term than the
@@ -90,6 +109,7 @@ public struct Raft: Sendable {
         )
         self.lastHardState = hs
         self.durableTerm = term
+        self.snapshot = snapshot
         resetElectionTimer()
     }
 
@@ -301,6 +321,7 @@ public struct Raft: Sendable {
     /// Whether `ready()` would hand out anything.
     public var hasReady: Bool {
         !messages.isEmpty || !messagesAfterPersist.isEmpty || log.hasUnpersisted || log.hasCommittedToApply
+            || snapshotToInstall != nil
             || (role == .leader && needsFlush) || term != lastHardState.term || votedFor != lastHardState.votedFor
     }
 
@@ -309,12 +330,14 @@ public struct Raft: Sendable {
         if role == .leader && needsFlush { flushReplication() }
         needsFlush = false
         var rd = Ready()
+        rd.snapshot = snapshotToInstall
+        snapshotToInstall = nil
         rd.entries = log.takeUnpersisted()
         // Term and vote must be durable before the messages that depend on them; the commit index is only a hint
         // for a faster restart, so a change of it alone costs no write: it rides along with the next one.
         let hs = hardState
         if hs.term != lastHardState.term || hs.votedFor != lastHardState.votedFor
-            || (!rd.entries.isEmpty && hs.commit != lastHardState.commit)
+            || ((!rd.entries.isEmpty || rd.snapshot != nil) && hs.commit != lastHardState.commit)
         {
             rd.hardState = hs
             lastHardState = hs
@@ -335,6 +358,48 @@ public struct Raft: Sendable {
         log.persisted(upTo: last.index, term: last.term)
         // The leader counts its own log towards a quorum only once it is durable (thesis §10.2.1).
         if role == .leader && log.stable > before { maybeCommit() }
+    }
+
+    // MARK: - Snapshots
+
+    /// What a snapshot of the state machine as it is now would be of: the last applied entry and the membership in
+    /// effect there. Nil before anything is applied, or when the last applied entry is the latest snapshot's.
+    public var snapshotCandidate: SnapshotMetadata? {
+        let index = log.applied
+        guard index > (snapshot?.index ?? .zero), let term = log.term(at: index) else { return nil }
+        return SnapshotMetadata(
+            index: index, term: term, voters: Array(tracker.voters.voters), learners: Array(tracker.learners))
+    }
+
+    /// The shell made a snapshot durable (one from `snapshotCandidate`, written while the node went on): the core
+    /// sends it to followers that need entries from before the log's start. An older one than the latest is ignored.
+    public mutating func snapshotCreated(_ meta: SnapshotMetadata) {
+        guard meta.index > (snapshot?.index ?? .zero), meta.index <= log.applied,
+            log.term(at: meta.index).map({ $0 == meta.term }) ?? (meta.index <= log.snapshotIndex)
+        else { return }
+        snapshot = meta
+    }
+
+    /// Drops the log's entries up to `index` from memory: never beyond the latest snapshot, nor beyond what is
+    /// applied and durable. Returns the index the log now starts after. The shell compacts its storage to the same
+    /// index; it keeps a margin below the snapshot, so that a follower slightly behind still gets entries.
+    @discardableResult
+    public mutating func compact(through index: LogIndex) -> LogIndex {
+        log.compact(through: min(index, snapshot?.index ?? .zero))
+    }
+
+    /// The shell's transfer of a snapshot to `peer` ended: delivered (the follower's acknowledgement will move it
+    /// on) or failed (the leader probes it again, and sends the snapshot again if it is still needed, after the
+    /// next heartbeat's answer).
+    public mutating func reportSnapshot(to peer: NodeID, succeeded: Bool) {
+        guard role == .leader else { return }
+        tracker.update(peer) { pr in
+            guard pr.state == .snapshot else { return }
+            if !succeeded { pr.pendingSnapshot = .zero }
+            pr.becomeProbe()
+            // Wait for an answer (the acknowledgement, or a heartbeat's) before sending again.
+            pr.probeSent = true
+        }
     }
 
     // MARK: - Roles
@@ -463,7 +528,7 @@ public struct Raft: Sendable {
 
     private mutating func stepCandidate(_ m: Message) {
         switch m.kind {
-        case .appendEntries, .heartbeat, .commitNotice:
+        case .appendEntries, .heartbeat, .commitNotice, .installSnapshot:
             // Someone else won this term (Raft §5.2).
             becomeFollower(term: m.term, leader: m.from)
             stepFollower(m)
@@ -503,9 +568,36 @@ public struct Raft: Sendable {
             electionElapsed = 0
             leader = m.from
             log.commit(to: commit)
+        case .installSnapshot(let meta):
+            electionElapsed = 0
+            leader = m.from
+            handleSnapshot(from: m.from, meta)
         default:
             break
         }
+    }
+
+    /// The leader sent a snapshot (the shell received all of it, checked, before stepping the core with it). A
+    /// snapshot this node's log already covers changes nothing; one whose last entry the log holds only moves the
+    /// commit index; any other replaces the whole log, and the state machine is restored from it (`Ready.snapshot`).
+    /// The answer is the acknowledgement of an AppendEntries that ended at the snapshot's index.
+    private mutating func handleSnapshot(from leaderID: NodeID, _ meta: SnapshotMetadata) {
+        if meta.index <= log.committed {
+            // Older than what this node has committed: installing it would move the state machine backwards.
+            send(.appendEntriesResponse(AppendEntriesResponse(success: true, index: log.committed)), to: leaderID)
+            return
+        }
+        if log.matches(index: meta.index, term: meta.term) {
+            // The log holds the snapshot's last entry, so (Log Matching) everything before it too: no need to
+            // restore anything, the entries are committed.
+            log.commit(to: meta.index)
+        } else {
+            log.restore(index: meta.index, term: meta.term)
+            snapshot = meta
+            snapshotToInstall = meta
+        }
+        // Sent after persisting: the snapshot (or the entries) must be durable before the leader counts them.
+        send(.appendEntriesResponse(AppendEntriesResponse(success: true, index: meta.index)), to: leaderID)
     }
 
     /// Raft §5.3: append the leader's entries if our log holds the entry they follow; otherwise refuse, with a hint
@@ -547,6 +639,7 @@ public struct Raft: Sendable {
         switch m.kind {
         case .appendEntriesResponse(let response) where response.success:
             let lastIndex = log.lastIndex
+            let firstIndex = log.firstIndex
             let advanced =
                 tracker.update(m.from) { pr in
                     pr.recentActive = true
@@ -555,6 +648,13 @@ public struct Raft: Sendable {
                     switch pr.state {
                     case .probe: pr.becomeReplicate()
                     case .replicate: pr.inflights.free(upTo: response.index)
+                    case .snapshot:
+                        // The follower holds the snapshot (or caught up some other way, far enough that the log
+                        // has what it needs next): replicate from its match.
+                        if pr.match >= pr.pendingSnapshot || pr.match.next >= firstIndex {
+                            pr.becomeProbe()
+                            pr.becomeReplicate()
+                        }
                     }
                     return true
                 } ?? false
@@ -634,7 +734,7 @@ public struct Raft: Sendable {
     private mutating func sendAppend(to peer: NodeID, allowEmpty: Bool) -> Bool {
         guard let next = tracker.progress[peer].flatMap({ $0.isPaused ? nil : $0.next }) else { return false }
         let prevIndex = next.previous
-        guard let prevTerm = log.term(at: prevIndex) else { return false }
+        guard let prevTerm = log.term(at: prevIndex) else { return sendSnapshot(to: peer) }
         let entries = log.entries(
             from: next, maxBytes: configuration.maxMessageBytes, maxCount: configuration.maxMessageEntries)
         if entries.isEmpty && !allowEmpty { return false }
@@ -647,6 +747,21 @@ public struct Raft: Sendable {
         }
         let request = AppendEntries(prevIndex: prevIndex, prevTerm: prevTerm, entries: entries, commit: commit)
         send(.appendEntries(request), to: peer, immediately: true)
+        return true
+    }
+
+    /// Sends `peer` the latest snapshot, because the log no longer holds the entries it needs next. Only to a
+    /// follower heard from recently: a snapshot is large, and one that cannot be delivered is retried later.
+    private mutating func sendSnapshot(to peer: NodeID) -> Bool {
+        guard let snapshot else { return false }
+        let started =
+            tracker.update(peer) { pr -> Bool in
+                guard pr.recentActive else { return false }
+                pr.becomeSnapshot(snapshot.index)
+                return true
+            } ?? false
+        guard started else { return false }
+        send(.installSnapshot(snapshot), to: peer, immediately: true)
         return true
     }
 

@@ -15,6 +15,10 @@
 ///
 /// Taking a new ready before the previous one is advanced is allowed, as long as the order above holds.
 public struct Ready: Sendable {
+    /// A snapshot received from the leader, to install before anything else in this ready: make it the node's
+    /// durable snapshot and empty the stored log after it (`NodeStorage.reset`), then restore the state machine from
+    /// it before applying `committedEntries` (which follow it). Its bytes are with the shell, which received them.
+    public var snapshot: SnapshotMetadata?
     /// Entries to persist, in index order.
     public var entries: [Entry] = []
     /// The hard state to persist after `entries`: present when the term or vote changed, or along with entries when
@@ -33,7 +37,7 @@ public struct Ready: Sendable {
 
     /// Whether there is nothing at all to do.
     public var isEmpty: Bool {
-        entries.isEmpty && hardState == nil && messages.isEmpty && messagesAfterPersist.isEmpty
+        snapshot == nil && entries.isEmpty && hardState == nil && messages.isEmpty && messagesAfterPersist.isEmpty
             && committedEntries.isEmpty
     }
 }

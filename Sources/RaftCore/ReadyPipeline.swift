@@ -14,8 +14,10 @@
 /// A ready with nothing to write still waits for the writes ahead of it (its committed entries may need them), but
 /// costs no write of its own.
 public struct ReadyPipeline: Sendable {
-    /// What one ready asks to be made durable: the entries, then the hard state.
+    /// What one ready asks to be made durable: a snapshot received (the stored log reset to it), the entries, then
+    /// the hard state.
     public struct Write: Sendable, Hashable {
+        public var snapshot: SnapshotMetadata?
         public var entries: [Entry]
         public var hardState: HardState?
     }
@@ -44,7 +46,7 @@ public struct ReadyPipeline: Sendable {
     public mutating func take(from raft: inout Raft) -> Step? {
         guard raft.hasReady else { return nil }
         let ready = raft.ready()
-        let hasWrite = !ready.entries.isEmpty || ready.hardState != nil
+        let hasWrite = ready.snapshot != nil || !ready.entries.isEmpty || ready.hardState != nil
         var step = Step(messages: ready.messages, write: nil, durable: [])
         if !hasWrite && waiting.isEmpty {
             raft.advance(ready)
@@ -53,7 +55,7 @@ public struct ReadyPipeline: Sendable {
             waiting.append((ready, hasWrite))
             if hasWrite {
                 writesInProgress += 1
-                step.write = Write(entries: ready.entries, hardState: ready.hardState)
+                step.write = Write(snapshot: ready.snapshot, entries: ready.entries, hardState: ready.hardState)
             }
         }
         return step

@@ -20,6 +20,11 @@ public struct LockstepCluster {
     public var rewrite: (Message) -> Message = { $0 }
     public let ids: [NodeID]
     private var configurations: [NodeID: RaftConfiguration] = [:]
+    /// Each node's latest durable snapshot.
+    public private(set) var snapshots: [NodeID: SnapshotMetadata] = [:]
+    /// What a snapshot holds: the entries applied up to its index (the same on every node, by State Machine Safety,
+    /// so one copy per index).
+    public private(set) var snapshotContents: [LogIndex: [Entry]] = [:]
 
     /// A cluster of `count` voters with ids 1...count, each configured by `configure` (defaults otherwise) and
     /// starting from `initialState` (empty by default).
@@ -88,6 +93,27 @@ public struct LockstepCluster {
     public mutating func wipe(_ id: NodeID) {
         storage[id] = MemoryStorage()
         applied[id] = []
+        snapshots[id] = nil
+    }
+
+    /// Snapshots node `id` at what it has applied, then compacts its log (in memory and in storage) up to `margin`
+    /// entries before the snapshot. Returns the snapshot and the index the log now starts after, or nil if there is
+    /// nothing new to snapshot.
+    @discardableResult
+    public mutating func snapshot(_ id: NodeID, margin: UInt64 = 0) -> (SnapshotMetadata, LogIndex)? {
+        guard var raft = nodes[id], let meta = raft.snapshotCandidate else { return nil }
+        snapshotContents[meta.index] = (applied[id] ?? []).filter { $0.index <= meta.index }
+        snapshots[id] = meta
+        raft.snapshotCreated(meta)
+        let start = raft.compact(through: LogIndex(meta.index.rawValue - min(margin, meta.index.rawValue)))
+        nodes[id] = raft
+        if let stored = storage[id]?.state, start > stored.snapshotIndex, let term = stored.term(at: start) {
+            let kept = stored.entries.filter { $0.index > start }
+            storage[id] = MemoryStorage(
+                PersistentState(hardState: stored.hardState, snapshotIndex: start, snapshotTerm: term, entries: kept))
+        }
+        collect(id)
+        return (meta, start)
     }
 
     /// Starts a crashed node again from its storage, with its state machine at what it had applied.
@@ -98,7 +124,8 @@ public struct LockstepCluster {
     private mutating func start(_ id: NodeID) throws {
         guard let configuration = configurations[id], let state = storage[id]?.initialState() else { return }
         let appliedIndex = applied[id]?.last?.index ?? .zero
-        nodes[id] = try Raft(configuration: configuration, state: state, applied: appliedIndex)
+        nodes[id] = try Raft(
+            configuration: configuration, state: state, applied: appliedIndex, snapshot: snapshots[id])
     }
 
     /// Takes every ready of node `id` through the write pipeline and carries it out at once: persist, send (to the
@@ -112,6 +139,15 @@ public struct LockstepCluster {
             inFlight.append(contentsOf: step.messages)
             var durable = step.durable
             if let write = step.write {
+                if let meta = write.snapshot {
+                    // Installing a snapshot received: it becomes the node's, its log restarts after it, and the
+                    // state machine is what the snapshot holds.
+                    snapshots[id] = meta
+                    let hardState = storage[id]?.state.hardState ?? HardState()
+                    storage[id] = MemoryStorage(
+                        PersistentState(hardState: hardState, snapshotIndex: meta.index, snapshotTerm: meta.term))
+                    applied[id] = snapshotContents[meta.index] ?? []
+                }
                 // In-memory storage refuses only malformed writes, which the core never produces; a refusal would
                 // show up as a missing entry in the test's checks.
                 try? storage[id]?.persist(entries: write.entries, hardState: write.hardState)

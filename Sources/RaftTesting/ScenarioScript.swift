@@ -26,7 +26,11 @@ import RaftCore
 ///   are dropped. The nodes not named form one more group. `isolate ID` cuts one node off from all the others.
 /// - `drop FROM TO` — also drops every message from FROM to TO (either may be `*`). `heal` removes all cuts.
 /// - `crash ID`, `restart ID` — a node loses its volatile state (messages in flight to it are lost) and comes back
-///   from its storage.
+///   from its storage (and its latest snapshot).
+/// - `snapshot ID [MARGIN]` — the node snapshots what it has applied and compacts its log (in memory and storage)
+///   up to MARGIN entries (0 by default) before the snapshot. A leader then sends the snapshot
+///   (`installSnapshot`) to a follower that needs entries it no longer holds; in this lockstep cluster the message
+///   stands for the whole transfer, bytes included.
 /// - `status [ID...]`, `log [ID...]`, `applied [ID...]`, `inflight` — what nodes know, hold and applied (all nodes
 ///   by default, in id order), and the messages waiting. `progress ID` — a leader's view of each follower (the
 ///   index known to match, the next to send, and whether it probes or streams).
@@ -255,6 +259,16 @@ struct ScenarioRunner {
             } catch {
                 return ["restart failed: \(error)"]
             }
+        case "snapshot":
+            let id = try node(args, at: 0, in: cluster, arity: 1...2)
+            let margin = try count(args, at: 1, default: 0)
+            guard cluster[id] != nil else { return ["\(id.rawValue) is down"] }
+            guard let (meta, start) = cluster.snapshot(id, margin: UInt64(margin)) else {
+                return ["\(id.rawValue): nothing new to snapshot"]
+            }
+            out.append(
+                "\(id.rawValue): snapshot at \(meta.index.rawValue)@t\(meta.term.rawValue); "
+                    + "log starts after \(start.rawValue)")
         case "status":
             return try nodes(args, in: cluster).map { status($0, in: cluster) }
         case "log":
@@ -279,7 +293,8 @@ struct ScenarioRunner {
             guard let leader = cluster[id], leader.role == .leader else { return ["\(id.rawValue) is not leader"] }
             return cluster.ids.filter { $0 != id }.map { peer in
                 guard let p = leader.progress(of: peer) else { return "\(peer.rawValue): unknown" }
-                return "\(peer.rawValue): match=\(p.match.rawValue) next=\(p.next.rawValue) \(p.state)"
+                let state = p.state == .snapshot ? "snapshot pending=\(p.pendingSnapshot.rawValue)" : "\(p.state)"
+                return "\(peer.rawValue): match=\(p.match.rawValue) next=\(p.next.rawValue) \(state)"
             }
         case "inflight":
             guard args.isEmpty else { throw fail("usage: inflight") }
@@ -412,9 +427,11 @@ struct ScenarioRunner {
         guard let node = cluster[id] else { return "\(id.rawValue): down" }
         let applied = cluster.applied[id]?.last?.index.rawValue ?? 0
         let terms = cluster.logTerms(id).map(String.init).joined(separator: " ")
+        // Shown only once a log was compacted, so that scripts without snapshots read as before.
+        let start = node.log.snapshotIndex > .zero ? "start=\(node.log.snapshotIndex.rawValue) " : ""
         return "\(id.rawValue): \(node.role.rawValue) term=\(node.term.rawValue) vote=\(name(node.votedFor)) "
             + "leader=\(name(node.leader)) commit=\(node.log.committed.rawValue) applied=\(applied) "
-            + "last=\(node.log.lastIndex.rawValue)@t\(node.log.lastTerm.rawValue) terms=[\(terms)]"
+            + "\(start)last=\(node.log.lastIndex.rawValue)@t\(node.log.lastTerm.rawValue) terms=[\(terms)]"
     }
 
     // MARK: Arguments

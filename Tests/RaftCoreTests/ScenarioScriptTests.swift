@@ -21,7 +21,7 @@ import RaftTesting
 
     @Test func theScriptsAreThere() {
         let names = Self.scriptNames
-        for expected in ["checkquorum.txt", "figure8.txt", "log-repair.txt", "prevote.txt"] {
+        for expected in ["checkquorum.txt", "figure8.txt", "log-repair.txt", "prevote.txt", "snapshot-install.txt"] {
             #expect(names.contains(expected), "Scripts/\(expected) is missing (found \(names))")
         }
     }

@@ -3,11 +3,14 @@
 /// A follower starts in `probe`: the leader sends one AppendEntries at a time and waits, backing `next` off on
 /// each rejection until the logs match. Once a response shows a match, the follower is in `replicate`: the leader
 /// streams entries optimistically, advancing `next` as it sends, with at most `maxInflightMessages` messages
-/// unacknowledged (the pipeline window). A rejection in `replicate` falls back to `probe`.
+/// unacknowledged (the pipeline window). A rejection in `replicate` falls back to `probe`. A follower that needs
+/// entries the leader has compacted away is in `snapshot`: nothing is sent to it until the snapshot it is being
+/// sent is acknowledged (or its transfer fails), then it goes back to `probe`.
 public struct Progress: Sendable, Hashable {
     public enum State: Sendable, Hashable {
         case probe
         case replicate
+        case snapshot
     }
 
     /// The highest index known to match the leader's log (and to be durable on the follower).
@@ -24,6 +27,8 @@ public struct Progress: Sendable, Hashable {
     var commitSent: LogIndex
     /// The last index of each AppendEntries message in flight, oldest first.
     var inflights: Inflights
+    /// In snapshot state: the index of the snapshot being sent.
+    public internal(set) var pendingSnapshot: LogIndex = .zero
 
     init(next: LogIndex, maxInflight: Int) {
         self.match = .zero
@@ -40,6 +45,7 @@ public struct Progress: Sendable, Hashable {
         switch state {
         case .probe: probeSent
         case .replicate: inflights.isFull
+        case .snapshot: true
         }
     }
 
@@ -78,12 +84,26 @@ public struct Progress: Sendable, Hashable {
             next = max(min(rejected, matchHint.next), match.next)
             probeSent = false
             return true
+        case .snapshot:
+            // Waiting for the snapshot: a rejection of an earlier AppendEntries says nothing new.
+            return false
         }
     }
 
     mutating func becomeProbe() {
+        // After a snapshot, the follower holds at least what it covered (if it installed it): probe from there.
+        next = state == .snapshot ? max(match, pendingSnapshot).next : match.next
         state = .probe
-        next = match.next
+        probeSent = false
+        pendingSnapshot = .zero
+        inflights.reset()
+    }
+
+    /// Starts sending the follower the snapshot at `index`: nothing else is sent to it until it is acknowledged or
+    /// its transfer fails.
+    mutating func becomeSnapshot(_ index: LogIndex) {
+        state = .snapshot
+        pendingSnapshot = index
         probeSent = false
         inflights.reset()
     }
@@ -92,6 +112,7 @@ public struct Progress: Sendable, Hashable {
         state = .replicate
         next = match.next
         probeSent = false
+        pendingSnapshot = .zero
         inflights.reset()
     }
 
@@ -113,6 +134,8 @@ public struct Progress: Sendable, Hashable {
             inflights.add(last)
         case .probe:
             probeSent = true
+        case .snapshot:
+            break
         }
     }
 }
