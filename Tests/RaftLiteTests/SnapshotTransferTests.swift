@@ -500,11 +500,11 @@ final class MemoryStore: SnapshotReceiverStorage {
 
     func write(_ bytes: [UInt8], at offset: UInt64, completion: @escaping (Result<Void, any Error>) -> Void) {
         inFlight += 1
-        if inFlight > 1 { harness.violations.append("two writes at once") }
+        if inFlight > 1 { harness.violate("two writes at once") }
         harness.io.append { [self] in
             inFlight -= 1
             guard var p = partial, UInt64(p.bytes.count) == offset else {
-                harness.violations.append("a write at \(offset) out of order")
+                harness.violate("a write at \(offset) out of order")
                 return completion(.failure(StoreError(description: "out of order")))
             }
             var data = bytes
@@ -519,7 +519,7 @@ final class MemoryStore: SnapshotReceiverStorage {
 
     func complete(completion: @escaping (Result<SnapshotMetadata, any Error>) -> Void) {
         inFlight += 1
-        if inFlight > 1 { harness.violations.append("a check during a write") }
+        if inFlight > 1 { harness.violate("a check during a write") }
         harness.io.append { [self] in
             inFlight -= 1
             guard let p = partial, p.bytes.count >= 24, UInt64(p.bytes.count) == p.totalSize else {
@@ -556,6 +556,7 @@ final class Harness {
     var toLeader: [SnapshotChunkAck] = []
     var dropChunk: (SnapshotChunk) -> Bool = { _ in false }
     var dropAck: (SnapshotChunkAck) -> Bool = { _ in false }
+    /// Every rule broken, each once.
     var violations: [String] = []
     var finishes: [Bool] = []
     var installs: [SnapshotTransferTests.Install] = []
@@ -579,6 +580,10 @@ final class Harness {
         self.receiverOptions = receiverOptions
         store = MemoryStore(harness: self)
         restartReceiver()
+    }
+
+    func violate(_ what: String) {
+        if !violations.contains(what) { violations.append(what) }
     }
 
     func restartReceiver() {
@@ -605,7 +610,7 @@ final class Harness {
             options: options, eventLoop: loop,
             read: { [unowned self] offset, count, completion in
                 readsInFlight += 1
-                if readsInFlight > 1 { violations.append("two reads at once") }
+                if readsInFlight > 1 { violate("two reads at once") }
                 io.append { [unowned self] in
                     readsInFlight -= 1
                     completion(.success(Array(file.bytes[Int(offset)..<Int(offset) + count])))
@@ -654,10 +659,10 @@ final class Harness {
     private func check(_ sender: SnapshotSender) {
         let window = UInt64(sender.options.window)
         maxInFlight = max(maxInFlight, sender.inFlight)
-        if sender.inFlight > window { violations.append("in flight \(sender.inFlight) > \(window)") }
+        if sender.inFlight > window { violate("in flight \(sender.inFlight) > \(window)") }
         let onLink = maxEndSent > ackedToSender ? maxEndSent - ackedToSender : 0
         maxLinkInFlight = max(maxLinkInFlight, onLink)
-        if onLink > window { violations.append("on the link \(onLink) > \(window)") }
+        if onLink > window { violate("on the link \(onLink) > \(window)") }
     }
 
     /// Runs until the sender finishes, ticking it whenever nothing else happens.
@@ -667,7 +672,7 @@ final class Harness {
             if step(sender) { continue }
             ticks += 1
             if ticks > maxTicks {
-                violations.append("still running after \(maxTicks) idle ticks")
+                violate("still running after \(maxTicks) idle ticks")
                 return
             }
             sender.tick()
