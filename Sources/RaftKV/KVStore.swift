@@ -1,3 +1,4 @@
+import HashTreeCollections
 import RaftCore
 import RaftLite
 
@@ -102,11 +103,26 @@ public enum KVResult: Sendable, Hashable {
     case invalid
 }
 
-/// The replicated key-value store: a dictionary from byte-string keys to byte-string values.
-public struct KVStore: StateMachine, Sendable {
-    public private(set) var values: [[UInt8]: [UInt8]] = [:]
+/// The replicated key-value store: a map from byte-string keys to byte-string values.
+///
+/// The map is a persistent one (`TreeDictionary`, a hash-array mapped prefix tree): a copy of it costs nothing, and
+/// a change to one of two copies copies only the few nodes on the path to the key it changes. That is what lets
+/// `snapshot()` hand out a frozen view of the whole store in O(1) while `apply` goes on changing the live one: the
+/// two share everything but what changed since, and no second copy of the table ever exists (a `Dictionary` would
+/// copy its whole table at the first change after the copy). See `KVStore+Snapshot.swift` for the snapshot format.
+public struct KVStore: StateMachine, Sendable, Equatable {
+    /// The longest key the store holds: a command carries a key's length in 16 bits.
+    public static let maxKeyBytes = Int(UInt16.max)
+    /// The longest value a snapshot of the store may hold (a restore refuses longer ones as damage, and so writing a
+    /// snapshot with one fails rather than make a snapshot that cannot be restored).
+    public static let maxValueBytes = 64 << 20
+
+    public internal(set) var values: TreeDictionary<[UInt8], [UInt8]> = [:]
 
     public init() {}
+
+    /// How many keys have a value.
+    public var count: Int { values.count }
 
     public mutating func apply(_ command: [UInt8], at index: LogIndex) -> KVResult {
         guard let command = KVCommand(decoding: command) else { return .invalid }

@@ -89,3 +89,176 @@ public struct ProposalSessions: Sendable, Hashable {
         return sessions[key, default: Session()].admit(header.identity.sequence, floor: header.floor)
     }
 }
+
+// MARK: - Snapshots
+
+extension ProposalSessions {
+    /// The version of `encoded()`'s format.
+    public static let encodingVersion: UInt8 = 1
+
+    /// Whether this sequence of this proposer incarnation's session was applied, or is below its floor (settled: any
+    /// copy of it that commits from now on is refused). False for a session the table does not know, or no longer
+    /// does (a restarted proposer's old one). After installing a snapshot, the proposer asks it of each proposal it
+    /// still waits for: the snapshot may hold the proposal's effect without the node ever applying its entry.
+    public func isApplied(proposer: NodeID, incarnation: UInt64, sequence: UInt64) -> Bool {
+        guard let session = sessions[Key(proposer: proposer, incarnation: incarnation)] else { return false }
+        return sequence < session.floor || session.contains(sequence)
+    }
+
+    /// The table as bytes, for a snapshot. Integers are little-endian:
+    ///
+    /// ```
+    /// version:u8 (1)  term:u64  sessionCount:u32  session × sessionCount
+    /// session = proposer:u64  incarnation:u64  floor:u64  hasLastTerm:u8 (0 or 1)  [lastTerm:u64 if 1]
+    ///           appliedCount:u32  applied:u64 × appliedCount
+    /// ```
+    ///
+    /// Sessions come in increasing (proposer, incarnation) order, so equal tables encode to equal bytes; `applied`
+    /// is strictly increasing and every element is at or above `floor`; a proposer has at most one session without
+    /// a `lastTerm` (its current incarnation).
+    public func encoded() -> [UInt8] {
+        var out: [UInt8] = []
+        func append(_ value: UInt64) { withUnsafeBytes(of: value.littleEndian) { out.append(contentsOf: $0) } }
+        func append(_ value: UInt32) { withUnsafeBytes(of: value.littleEndian) { out.append(contentsOf: $0) } }
+        let ordered = sessions.sorted {
+            ($0.key.proposer.rawValue, $0.key.incarnation) < ($1.key.proposer.rawValue, $1.key.incarnation)
+        }
+        out.reserveCapacity(13 + ordered.reduce(0) { $0 + 37 + 8 * $1.value.applied.count })
+        out.append(Self.encodingVersion)
+        append(term.rawValue)
+        append(UInt32(truncatingIfNeeded: ordered.count))
+        for (key, session) in ordered {
+            append(key.proposer.rawValue)
+            append(key.incarnation)
+            append(session.floor)
+            if let lastTerm = session.lastTerm {
+                out.append(1)
+                append(lastTerm.rawValue)
+            } else {
+                out.append(0)
+            }
+            append(UInt32(truncatingIfNeeded: session.applied.count))
+            for sequence in session.applied { append(sequence) }
+        }
+        return out
+    }
+
+    /// Decodes `encoded()`'s bytes. Every count is checked against the bytes that remain before anything is
+    /// allocated for it, and the table must be one `admit` could have built, in `encoded()`'s order (so bytes that
+    /// decode are exactly the bytes their table encodes to).
+    /// - Throws: `SnapshotFormatError` saying what is wrong, for bytes that are not such a table.
+    public init(decoding bytes: [UInt8]) throws(SnapshotFormatError) {
+        var input = LittleEndianInput(bytes)
+        let version = try input.byte("the version")
+        guard version == Self.encodingVersion else {
+            throw SnapshotFormatError(
+                "the proposal sessions are of version \(version); this node reads version \(Self.encodingVersion)")
+        }
+        let term = Term(try input.u64("the term"))
+        let sessionCount = Int(try input.u32("the number of sessions"))
+        // The smallest session: proposer, incarnation, floor, the flag and an applied count of 0.
+        guard sessionCount <= input.remaining / 29 else {
+            throw SnapshotFormatError(
+                "the proposal sessions claim \(sessionCount) sessions, more than their \(input.remaining) bytes hold")
+        }
+        var sessions: [Key: Session] = [:]
+        sessions.reserveCapacity(sessionCount)
+        var open = Set<NodeID>()
+        var previous: Key?
+        for number in 0..<sessionCount {
+            let what = "session \(number + 1) of \(sessionCount)"
+            let key = Key(
+                proposer: NodeID(try input.u64("the proposer of \(what)")),
+                incarnation: try input.u64("the incarnation of \(what)"))
+            if let previous,
+                (previous.proposer.rawValue, previous.incarnation) >= (key.proposer.rawValue, key.incarnation)
+            {
+                throw SnapshotFormatError(
+                    "\(what) (proposer \(key.proposer), incarnation \(key.incarnation)) does not come after the one "
+                        + "before it (proposer \(previous.proposer), incarnation \(previous.incarnation)): sessions "
+                        + "must be in increasing order, each once")
+            }
+            previous = key
+            var session = Session()
+            session.floor = try input.u64("the floor of \(what)")
+            switch try input.byte("whether \(what) ended") {
+            case 0:
+                guard open.insert(key.proposer).inserted else {
+                    throw SnapshotFormatError(
+                        "proposer \(key.proposer) has two sessions that have not ended (\(what) is the second)")
+                }
+            case 1: session.lastTerm = Term(try input.u64("the last term of \(what)"))
+            case let flag: throw SnapshotFormatError("\(what) has an end flag of \(flag) (0 or 1 expected)")
+            }
+            let appliedCount = Int(try input.u32("the number of applied sequences of \(what)"))
+            guard appliedCount <= input.remaining / 8 else {
+                throw SnapshotFormatError(
+                    "\(what) claims \(appliedCount) applied sequences, more than the \(input.remaining) bytes left hold"
+                )
+            }
+            session.applied.reserveCapacity(appliedCount)
+            for _ in 0..<appliedCount {
+                let sequence = try input.u64("an applied sequence of \(what)")
+                guard sequence >= session.floor else {
+                    throw SnapshotFormatError(
+                        "\(what) has applied sequence \(sequence) below its floor \(session.floor)")
+                }
+                if let last = session.applied.last, sequence <= last {
+                    throw SnapshotFormatError(
+                        "\(what) has applied sequence \(sequence) after \(last): they must be strictly increasing")
+                }
+                session.applied.append(sequence)
+            }
+            sessions[key] = session
+        }
+        guard input.remaining == 0 else {
+            throw SnapshotFormatError(
+                "the proposal sessions are followed by \(input.remaining) bytes that belong to none")
+        }
+        self.init()
+        self.sessions = sessions
+        self.term = term
+    }
+}
+
+extension ProposalSessions.Session {
+    /// Whether `sequence` is in `applied`.
+    func contains(_ sequence: UInt64) -> Bool {
+        let k = position(of: sequence)
+        return k < applied.count && applied[k] == sequence
+    }
+}
+
+/// Reads little-endian integers from a byte array, throwing for bytes that end too soon.
+private struct LittleEndianInput {
+    private let bytes: [UInt8]
+    private var position = 0
+
+    init(_ bytes: [UInt8]) { self.bytes = bytes }
+
+    var remaining: Int { bytes.count - position }
+
+    mutating func byte(_ what: @autoclosure () -> String) throws(SnapshotFormatError) -> UInt8 {
+        UInt8(try integer(1, what()))
+    }
+
+    mutating func u32(_ what: @autoclosure () -> String) throws(SnapshotFormatError) -> UInt32 {
+        UInt32(try integer(4, what()))
+    }
+
+    mutating func u64(_ what: @autoclosure () -> String) throws(SnapshotFormatError) -> UInt64 {
+        try integer(8, what())
+    }
+
+    private mutating func integer(_ size: Int, _ what: @autoclosure () -> String) throws(SnapshotFormatError) -> UInt64
+    {
+        guard remaining >= size else {
+            throw SnapshotFormatError(
+                "the proposal sessions end at byte \(bytes.count) in the middle of \(what())")
+        }
+        var value: UInt64 = 0
+        for k in 0..<size { value |= UInt64(bytes[position + k]) << (8 * k) }
+        position += size
+        return value
+    }
+}
