@@ -13,6 +13,7 @@ import RaftCore
 /// DIR/IDENTITY          whose directory it is (`DataDirectoryIdentity`), checked on every open
 /// DIR/LOCK              held (flock) while a process has the directory open; holds its pid
 /// DIR/wal/00000000000000000001.log, ...   segments, each up to `Options.segmentBytes` (format: `Records`)
+/// DIR/snapshots/        the node's snapshots (`SnapshotStore`), beside the log
 /// ```
 ///
 /// Every write goes through one writer thread, which takes everything queued since its last sync, writes it in one
