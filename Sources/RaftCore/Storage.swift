@@ -142,4 +142,31 @@ public struct MemoryStorage: Sendable, Hashable {
     public mutating func setHardState(_ hardState: HardState) {
         state.hardState = hardState
     }
+
+    /// Forgets every entry up to `index` (whose term is `term`), which a snapshot now covers: the log holds
+    /// `retained` after it, the entries after `index` up to the end of the log (the node's copy of them, which
+    /// replaces the stored one). Compacting through an index at or below `snapshotIndex` does nothing.
+    /// - Throws: `StorageFailure` of kind `.invalidAppend` if `retained` does not start right after `index` or does
+    ///   not reach the end of the log; nothing is changed then.
+    public mutating func compact(through index: LogIndex, term: Term, retaining retained: [Entry])
+        throws(StorageFailure)
+    {
+        guard index > state.snapshotIndex else { return }
+        guard retained.first.map({ $0.index == index.next }) ?? true,
+            (retained.last?.index ?? index) >= state.lastIndex
+        else {
+            throw StorageFailure(
+                .invalidAppend,
+                "a compaction through \(index) must retain the entries after it, up to \(state.lastIndex)")
+        }
+        state.snapshotIndex = index
+        state.snapshotTerm = term
+        state.entries = retained
+    }
+
+    /// Empties the log after `index` (whose term is `term`), whatever it held, and stores `hardState`: what a
+    /// follower's storage becomes when it installs a snapshot at `index`.
+    public mutating func reset(to index: LogIndex, term: Term, hardState: HardState) {
+        state = PersistentState(hardState: hardState, snapshotIndex: index, snapshotTerm: term)
+    }
 }

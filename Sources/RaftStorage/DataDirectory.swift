@@ -13,6 +13,7 @@ import RaftCore
 /// DIR/IDENTITY          whose directory it is (`DataDirectoryIdentity`), checked on every open
 /// DIR/LOCK              held (flock) while a process has the directory open; holds its pid
 /// DIR/wal/00000000000000000001.log, ...   the log's segments (format: `Records`)
+/// DIR/snapshots/        the node's snapshots (`SnapshotStore`, which owns that directory)
 /// ```
 struct DataDirectory {
     let path: String

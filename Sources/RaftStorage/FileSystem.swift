@@ -43,6 +43,13 @@ public protocol FileSystem: Sendable {
     /// The file's content, or its first `limit` bytes.
     func read(_ path: String, upTo limit: Int) throws(StorageFailure) -> [UInt8]
 
+    /// Up to `count` bytes of an open file from `offset` (`pread`): fewer only where the file ends. An open file
+    /// stays readable after its name is removed.
+    func read(_ file: OpenFile, at offset: Int, count: Int, path: String) throws(StorageFailure) -> [UInt8]
+
+    /// The size of an open file, in bytes (`fstat`).
+    func size(of file: OpenFile, path: String) throws(StorageFailure) -> Int
+
     /// Makes what was written to the file durable, and its size (`fdatasync`).
     func syncData(_ file: OpenFile, path: String) throws(StorageFailure)
 
@@ -77,6 +84,27 @@ extension FileSystem {
     /// The whole content of a file.
     public func read(_ path: String) throws(StorageFailure) -> [UInt8] {
         try read(path, upTo: Int.max)
+    }
+
+    /// For a file system written before these were requirements: through the path (so not of a file whose name
+    /// was removed), reading the file from its start.
+    public func read(_ file: OpenFile, at offset: Int, count: Int, path: String) throws(StorageFailure) -> [UInt8] {
+        guard offset >= 0, count >= 0 else {
+            throw StorageFailure(.io, "reading \(count) bytes at offset \(offset) failed: invalid range", file: path)
+        }
+        let (end, overflow) = offset.addingReportingOverflow(count)
+        return Array(try read(path, upTo: overflow ? Int.max : end).dropFirst(offset))
+    }
+
+    public func size(of file: OpenFile, path: String) throws(StorageFailure) -> Int {
+        try read(path).count
+    }
+
+    /// The size of the file at `path`, in bytes.
+    public func size(_ path: String) throws(StorageFailure) -> Int {
+        let file = try open(path, .read)
+        defer { close(file) }
+        return try size(of: file, path: path)
     }
 
     /// Writes a small file atomically: a temporary file, synced, then renamed over the target and the directory

@@ -94,6 +94,31 @@ public struct PosixFileSystem: FileSystem {
         return bytes
     }
 
+    public func read(_ file: OpenFile, at offset: Int, count: Int, path: String) throws(StorageFailure) -> [UInt8] {
+        guard offset >= 0, count >= 0 else {
+            throw StorageFailure(.io, "reading \(count) bytes at offset \(offset) failed: invalid range", file: path)
+        }
+        var bytes = [UInt8](repeating: 0, count: count)
+        var done = 0
+        while done < count {
+            let n = bytes.withUnsafeMutableBytes { raw in
+                pread(file.descriptor, raw.baseAddress.map { $0 + done }, raw.count - done, off_t(offset + done))
+            }
+            if n < 0 && errno == EINTR { continue }
+            guard n >= 0 else { throw Self.failure("reading", path) }
+            if n == 0 { break }
+            done += n
+        }
+        if done < count { bytes.removeLast(count - done) }
+        return bytes
+    }
+
+    public func size(of file: OpenFile, path: String) throws(StorageFailure) -> Int {
+        var stats = stat()
+        guard fstat(file.descriptor, &stats) == 0 else { throw Self.failure("reading the size of", path) }
+        return Int(stats.st_size)
+    }
+
     public func syncData(_ file: OpenFile, path: String) throws(StorageFailure) {
         #if canImport(Glibc)
             var result: Int32

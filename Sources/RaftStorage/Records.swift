@@ -19,7 +19,10 @@ import RaftWire
 /// Integers are little-endian; headerCRC is the CRC-32C of the header's first 24 bytes. Replaying the records in
 /// order rebuilds the log: an `entries` record whose first index is at or below the current end cuts the log there
 /// first (a follower's log repaired by a new leader), so truncation needs no record of its own. A `base` record
-/// opens a segment whose predecessors were deleted after a snapshot.
+/// opens a segment whose predecessors are deleted, after a compaction (the segment holds the entries retained
+/// after the base) or a reset to an installed snapshot (it holds none). Replay begins at the latest segment that
+/// opens with a base (older ones are what a crash left of the deletion, and are deleted on open), so nothing
+/// written before a reset survives it, entries beyond its index included.
 ///
 /// The salt is random, chosen when the segment is created, and never leaves the disk, so the bytes of a payload (a
 /// value a client put) cannot pass for a record: the checksums of anything not written as a record of this segment

@@ -54,6 +54,7 @@ extension WriteAheadLog {
         let state = recovered.state
         writer.snapshotIndex = state.snapshotIndex
         writer.lastIndex = state.lastIndex
+        writer.recoveredHardState = state.hardState
 
         let resume: (sequence: UInt64, end: Int, salt: Records.Salt, cut: Range<Int>?)
         switch recovered.resume {

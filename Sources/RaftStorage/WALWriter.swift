@@ -6,8 +6,31 @@ struct WriteRequest {
     var entries: [Entry]
     var hardState: HardState?
     /// A compaction: start a new segment at this base, holding the entries after it, and delete the older ones.
-    var compaction: (index: LogIndex, term: Term, hardState: HardState)?
+    var compaction: Compaction?
     var completion: @Sendable ((any Error)?) -> Void
+
+    init(
+        entries: [Entry], hardState: HardState?, compaction: Compaction? = nil,
+        completion: @escaping @Sendable ((any Error)?) -> Void
+    ) {
+        self.entries = entries
+        self.hardState = hardState
+        self.compaction = compaction
+        self.completion = completion
+    }
+}
+
+/// What a compaction request asks for.
+struct Compaction {
+    var index: LogIndex
+    var term: Term
+    /// The hard state the new segment records: nil for the latest one written (or recovered). For a compaction
+    /// given one, the latest written still wins (the caller's may predate writes queued before it); a reset's is
+    /// recorded as given (it is the newest: nothing queued before it can be later).
+    var hardState: HardState?
+    /// A reset (a snapshot installed): the log becomes empty after `index`, whatever it held, the entries beyond
+    /// `index` included; nothing is retained. A compaction keeps the entries after `index` (the request's).
+    var reset: Bool
 }
 
 /// The writing half of a `WriteAheadLog`: the segment being appended to, and how a batch of requests reaches it —
@@ -32,6 +55,10 @@ final class SegmentWriter {
     var snapshotIndex = LogIndex.zero
     private var buffer: [UInt8] = []
     private var lastWrittenHardState: HardState?
+    /// The hard state the log held when it was opened.
+    var recoveredHardState = HardState()
+    /// The hard state the log holds now.
+    private var latestHardState: HardState { lastWrittenHardState ?? recoveredHardState }
 
     init(layout: DataDirectory, options: WriteAheadLog.Options, counters: NIOLockedValueBox<WriteAheadLog.Statistics>) {
         self.layout = layout
@@ -66,6 +93,12 @@ final class SegmentWriter {
             if let compaction = request.compaction {
                 try flushBuffer()
                 try syncSegment()
+                if compaction.reset {
+                    try reset(compaction.index, compaction.term, compaction.hardState ?? latestHardState)
+                    continue
+                }
+                // Compacted through there already (a snapshot was installed since): nothing to do.
+                if compaction.index <= snapshotIndex && compaction.hardState == nil { continue }
                 guard request.entries.first.map({ $0.index == compaction.index.next }) ?? true,
                     (request.entries.last?.index ?? compaction.index) >= lastIndex
                 else {
@@ -75,7 +108,9 @@ final class SegmentWriter {
                             + "up to \(lastIndex)", file: layout.path)
                     continue
                 }
-                try compact(compaction.index, compaction.term, compaction.hardState, retaining: request.entries)
+                try compact(
+                    compaction.index, compaction.term, lastWrittenHardState ?? compaction.hardState ?? latestHardState,
+                    retaining: request.entries)
                 continue
             }
             if let first = request.entries.first {
@@ -194,23 +229,45 @@ final class SegmentWriter {
     private func compact(
         _ index: LogIndex, _ term: Term, _ hardState: HardState, retaining retained: [Entry]
     ) throws(StorageFailure) {
-        // The latest hard state written wins over the caller's, which may predate writes queued before this.
-        let latest = lastWrittenHardState ?? hardState
-        let old = sequence
-        try startSegment(sequence: old + 1) { salt in
+        try startBaseSegment(index, term, hardState, retaining: retained)
+        snapshotIndex = max(snapshotIndex, index)
+        lastIndex = retained.last?.index ?? max(lastIndex, index)
+        lastWrittenHardState = hardState
+        try deleteSegments(before: sequence)
+    }
+
+    /// A reset: the log becomes empty after `index` (whatever it held before, beyond `index` too), with
+    /// `hardState`. The same new base segment as a compaction's, with no entries: replay begins at the latest
+    /// segment that starts with a base (older ones are deleted, here or, after a crash, on the next open), so no
+    /// entry of the old segments survives it.
+    private func reset(_ index: LogIndex, _ term: Term, _ hardState: HardState) throws(StorageFailure) {
+        try startBaseSegment(index, term, hardState, retaining: [])
+        snapshotIndex = index
+        lastIndex = index
+        lastWrittenHardState = hardState
+        try deleteSegments(before: sequence)
+    }
+
+    /// Starts the next segment, durably, with a base record, the hard state and `retained` as its first write.
+    private func startBaseSegment(
+        _ index: LogIndex, _ term: Term, _ hardState: HardState, retaining retained: [Entry]
+    ) throws(StorageFailure) {
+        try startSegment(sequence: sequence + 1) { salt in
             var first: [UInt8] = []
             let batch = UInt64(Records.segmentHeaderSize)
             Records.append(.base(index: index, term: term), batch: batch, salt: salt, to: &first)
-            Records.append(.hardState(latest), batch: batch, salt: salt, to: &first)
+            Records.append(.hardState(hardState), batch: batch, salt: salt, to: &first)
             Records.append(entries: retained, batch: batch, salt: salt, to: &first)
             return first
         }
-        snapshotIndex = max(snapshotIndex, index)
-        lastIndex = retained.last?.index ?? max(lastIndex, index)
+    }
+
+    /// Deletes every segment before `current` (the new base segment), and makes that durable.
+    private func deleteSegments(before current: UInt64) throws(StorageFailure) {
         // Oldest first: a crash part way leaves a contiguous run ending at the new base segment, which replay
         // recognises and finishes deleting.
         for sequence in try fileSystem.list(layout.walDirectory).compactMap(DataDirectory.sequence(ofSegment:)).sorted()
-        where sequence <= old {
+        where sequence < current {
             try fileSystem.remove(layout.segmentPath(sequence))
         }
         try fileSystem.syncDirectory(layout.walDirectory)

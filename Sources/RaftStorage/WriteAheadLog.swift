@@ -13,6 +13,7 @@ import RaftCore
 /// DIR/IDENTITY          whose directory it is (`DataDirectoryIdentity`), checked on every open
 /// DIR/LOCK              held (flock) while a process has the directory open; holds its pid
 /// DIR/wal/00000000000000000001.log, ...   segments, each up to `Options.segmentBytes` (format: `Records`)
+/// DIR/snapshots/        the node's snapshots (`SnapshotStore`), beside the log
 /// ```
 ///
 /// Every write goes through one writer thread, which takes everything queued since its last sync, writes it in one
@@ -220,8 +221,53 @@ public final class WriteAheadLog: NodeStorage, @unchecked Sendable {
     ) throws(StorageFailure) {
         try wait(
             for: WriteRequest(
-                entries: retained, hardState: nil, compaction: (index, term, hardState),
+                entries: retained, hardState: nil,
+                compaction: Compaction(index: index, term: term, hardState: hardState, reset: false),
                 completion: { _ in }))
+    }
+
+    /// Forgets every entry up to `index` (with term `term`), which a snapshot now covers, without blocking: queued
+    /// like `persist`, ordered after every write queued before it; `completion` runs on the writer thread once it is
+    /// durable. `retained` are the entries after `index` up to the end of the log, as the caller handed them out
+    /// for writing (writes queued before this may still be writing some of them): the new segment holds them, and
+    /// the latest hard state written. A compaction through an index the log is compacted through already (a
+    /// snapshot installed since, say) does nothing. Refused (`.invalidAppend`) if `retained` does not start right
+    /// after `index` or does not reach the end of the log.
+    public func compact(
+        through index: LogIndex, term: Term, retaining retained: [Entry],
+        completion: @escaping @Sendable ((any Error)?) -> Void
+    ) {
+        enqueue(
+            WriteRequest(
+                entries: retained, hardState: nil,
+                compaction: Compaction(index: index, term: term, hardState: nil, reset: false),
+                completion: completion))
+    }
+
+    /// Empties the log after `index` (with term `term`), whatever it held before — entries beyond `index` too,
+    /// which conflict with the snapshot a follower installs — and records `hardState`: a new segment starting with
+    /// a base record and the hard state, then the older segments are deleted. Ordered after every write queued
+    /// before it (so `hardState` is recorded as given: it is the newest); `completion` runs once it is durable.
+    /// A crash leaves the old log or the new one: the new segment counts only once it is durable under its name.
+    public func reset(
+        to index: LogIndex, term: Term, hardState: HardState, completion: @escaping @Sendable ((any Error)?) -> Void
+    ) {
+        enqueue(
+            WriteRequest(
+                entries: [], hardState: nil,
+                compaction: Compaction(index: index, term: term, hardState: hardState, reset: true),
+                completion: completion))
+    }
+
+    /// The bytes the log's segment files take (segments are preallocated, so a new one counts whole). Lists and
+    /// measures the files: for metrics, not for a hot path; 0 if they cannot be listed.
+    public var diskUsage: UInt64 {
+        guard let names = try? fileSystem.list(layout.walDirectory) else { return 0 }
+        var total: UInt64 = 0
+        for name in names where DataDirectory.sequence(ofSegment: name) != nil {
+            if let size = try? fileSystem.size(layout.walDirectory + "/" + name) { total += UInt64(size) }
+        }
+        return total
     }
 
     /// Queues a request and blocks until it completes.

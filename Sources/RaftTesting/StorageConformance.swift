@@ -72,6 +72,8 @@ public enum StorageConformance {
         Check(name: "a gap is refused and loses nothing", run: gapIsRefused),
         Check(name: "hard state alone", run: hardStateAlone),
         Check(name: "empty writes", run: emptyWrites),
+        Check(name: "compaction keeps the entries after it", run: compactionKeepsTheRest),
+        Check(name: "a reset empties the log after it", run: resetEmptiesTheLog),
     ]
 
     /// Runs `checks` (all of them unless told), each on a new place from `makePlace`; returns what failed.
@@ -290,11 +292,127 @@ public enum StorageConformance {
         return problems
     }
 
+    /// A compaction queued behind writes still in progress completes after them, in order; the storage then starts
+    /// after the compacted index with the retained entries and the latest hard state, takes writes after them, and
+    /// refuses an append into the compacted part.
+    static func compactionKeepsTheRest(_ place: Place) async throws -> [String] {
+        let storage = try place.open()
+        let hardState = HardState(term: Term(2), votedFor: NodeID(1), commit: LogIndex(8))
+        let operations: [Operation] = [
+            .write(Write(entries: (1...5).map(entry), hardState: nil)),
+            .write(Write(entries: (6...10).map(entry), hardState: hardState)),
+            // The node's copy of the entries after 6, up to the end: the writes above may still be in progress.
+            .compact(index: 6, term: 1, retaining: (7...10).map(entry)),
+            .write(Write(entries: [entry(11, term: 2)], hardState: nil)),
+            // Into the compacted part: refused.
+            .write(Write(entries: [entry(5, term: 2)], hardState: nil)),
+            // Compacted through there already: nothing happens.
+            .compact(index: 3, term: 1, retaining: (4...11).map(entry)),
+        ]
+        let outcome = await perform(operations, on: storage)
+        storage.close()
+        var problems: [String] = []
+        if outcome.order != Array(operations.indices) {
+            problems.append("the operations completed in the order \(outcome.order)")
+        }
+        for k in [0, 1, 2, 3, 5] where outcome.errors[k] != nil {
+            problems.append("operation \(k) failed: \(outcome.errors[k].map { "\($0)" } ?? "")")
+        }
+        if outcome.errors[4] == nil {
+            problems.append("an append at 5 into a log compacted through 6 was accepted")
+        }
+        problems += try readBack(
+            place,
+            expecting: PersistentState(
+                hardState: hardState, snapshotIndex: LogIndex(6), snapshotTerm: Term(1),
+                entries: (7...10).map(entry) + [entry(11, term: 2)]))
+        return problems
+    }
+
+    /// A reset empties the log after its index, whatever it held (entries beyond the index too), records its hard
+    /// state, and the storage takes writes after it; a reset beyond the log's end works the same.
+    static func resetEmptiesTheLog(_ place: Place) async throws -> [String] {
+        let storage = try place.open()
+        let first = HardState(term: Term(3), votedFor: NodeID(2), commit: LogIndex(4))
+        let second = HardState(term: Term(4), votedFor: nil, commit: LogIndex(20))
+        let operations: [Operation] = [
+            .write(Write(entries: (1...10).map(entry), hardState: HardState(term: Term(1), commit: LogIndex(3)))),
+            // Below the end: entries 5...10 conflict with the snapshot and must go.
+            .reset(index: 4, term: 2, hardState: first),
+        ]
+        let outcome = await perform(operations, on: storage)
+        storage.close()
+        var problems = outcome.problems(expectingSuccessOf: operations.count)
+        problems += try readBack(
+            place, expecting: PersistentState(hardState: first, snapshotIndex: LogIndex(4), snapshotTerm: Term(2)))
+
+        let again = try place.open()
+        let more: [Operation] = [
+            .write(Write(entries: [entry(5, term: 3)], hardState: nil)),
+            // Beyond the end.
+            .reset(index: 20, term: 4, hardState: second),
+            .write(Write(entries: [entry(21, term: 4)], hardState: nil)),
+        ]
+        let later = await perform(more, on: again)
+        again.close()
+        problems += later.problems(expectingSuccessOf: more.count)
+        if later.order != Array(more.indices) {
+            problems.append("the operations completed in the order \(later.order)")
+        }
+        problems += try readBack(
+            place,
+            expecting: PersistentState(
+                hardState: second, snapshotIndex: LogIndex(20), snapshotTerm: Term(4), entries: [entry(21, term: 4)]))
+        return problems
+    }
+
     // MARK: - Helpers
 
     struct Write: Sendable {
         var entries: [Entry]
         var hardState: HardState?
+    }
+
+    /// One call to a storage.
+    enum Operation: Sendable {
+        case write(Write)
+        case compact(index: UInt64, term: UInt64, retaining: [Entry])
+        case reset(index: UInt64, term: UInt64, hardState: HardState)
+    }
+
+    /// Makes the calls one after another without waiting, and waits for all their completions.
+    static func perform(_ operations: [Operation], on storage: any NodeStorage) async -> Outcome {
+        guard !operations.isEmpty else { return Outcome() }
+        let recorded = Locked(Outcome())
+        let resumed = Locked(false)
+        return await withCheckedContinuation { (continuation: CheckedContinuation<Outcome, Never>) in
+            for (k, operation) in operations.enumerated() {
+                let completion: @Sendable ((any Error)?) -> Void = { error in
+                    let all = recorded.update { outcome -> Outcome? in
+                        outcome.order.append(k)
+                        if let error { outcome.errors[k] = error }
+                        return outcome.order.count == operations.count ? outcome : nil
+                    }
+                    if let all,
+                        resumed.update({ done -> Bool in
+                            defer { done = true }
+                            return !done
+                        })
+                    {
+                        continuation.resume(returning: all)
+                    }
+                }
+                switch operation {
+                case .write(let write):
+                    storage.persist(entries: write.entries, hardState: write.hardState, completion: completion)
+                case .compact(let index, let term, let retained):
+                    storage.compact(
+                        through: LogIndex(index), term: Term(term), retaining: retained, completion: completion)
+                case .reset(let index, let term, let hardState):
+                    storage.reset(to: LogIndex(index), term: Term(term), hardState: hardState, completion: completion)
+                }
+            }
+        }
     }
 
     /// What the completions of a run of writes said.

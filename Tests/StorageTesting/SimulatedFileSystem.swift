@@ -476,6 +476,28 @@ public final class SimulatedFileSystem: FileSystem {
         }
     }
 
+    public func read(_ file: OpenFile, at offset: Int, count: Int, path: String) throws(StorageFailure) -> [UInt8] {
+        try withState("reading", path) { (s: inout State) throws(StorageFailure) -> [UInt8] in
+            let entry = try Self.entry(file, path, s)
+            guard offset >= 0, count >= 0 else { throw Self.failure("reading", path, "Invalid argument") }
+            guard let content = s.inodes[entry.inode]?.content else {
+                throw Self.failure("reading", path, "Stale file")
+            }
+            guard offset < content.count else { return [] }
+            return Array(content[offset..<min(content.count, offset + min(count, content.count - offset))])
+        }
+    }
+
+    public func size(of file: OpenFile, path: String) throws(StorageFailure) -> Int {
+        try withState("reading the size of", path) { (s: inout State) throws(StorageFailure) -> Int in
+            let entry = try Self.entry(file, path, s)
+            guard let content = s.inodes[entry.inode]?.content else {
+                throw Self.failure("reading the size of", path, "Stale file")
+            }
+            return content.count
+        }
+    }
+
     public func syncData(_ file: OpenFile, path: String) throws(StorageFailure) {
         try withState("syncing", path) { (s: inout State) throws(StorageFailure) in
             let entry = try Self.entry(file, path, s)
