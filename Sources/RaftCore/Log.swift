@@ -103,6 +103,11 @@ public struct RaftLog: Sendable {
         return Array(entries[lower..<end])
     }
 
+    /// The entries after `index` that were handed out to persist: what storage compacted through `index` must keep.
+    public func handedOutEntries(after index: LogIndex) -> [Entry] {
+        entries(max(index, snapshotIndex).next, through: handedOut)
+    }
+
     /// The entries in `start ... end` (both held by the log).
     func entries(_ start: LogIndex, through end: LogIndex) -> [Entry] {
         guard start <= end, start > snapshotIndex, end <= lastIndex else { return [] }

@@ -18,6 +18,17 @@ struct NodeMetrics: Sendable {
     let leaderChanges: Counter
     let sent: [NodeID: Counter]
     let received: [NodeID: Counter]
+    let snapshotsStarted: Counter
+    let snapshotsFailed: Counter
+    let snapshotDuration: Timer
+    let snapshotBytes: Gauge
+    let snapshotIndex: Gauge
+    let snapshotsInstalled: Counter
+    let snapshotsSent: Counter
+    let snapshotSendsFailed: Counter
+    let snapshotBytesSent: Counter
+    let snapshotBytesReceived: Counter
+    let compactions: Counter
 
     init(node: String, peers: [(NodeID, String)]) {
         let d = [("node", node)]
@@ -32,6 +43,17 @@ struct NodeMetrics: Sendable {
         isLeader = Gauge(label: "raft_is_leader", dimensions: d)
         elections = Counter(label: "raft_elections_total", dimensions: d)
         leaderChanges = Counter(label: "raft_leader_changes_total", dimensions: d)
+        snapshotsStarted = Counter(label: "raft_snapshot_started_total", dimensions: d)
+        snapshotsFailed = Counter(label: "raft_snapshot_failed_total", dimensions: d)
+        snapshotDuration = Timer(label: "raft_snapshot_duration_seconds", dimensions: d)
+        snapshotBytes = Gauge(label: "raft_snapshot_bytes", dimensions: d)
+        snapshotIndex = Gauge(label: "raft_snapshot_index", dimensions: d)
+        snapshotsInstalled = Counter(label: "raft_snapshot_installed_total", dimensions: d)
+        snapshotsSent = Counter(label: "raft_snapshot_sent_total", dimensions: d)
+        snapshotSendsFailed = Counter(label: "raft_snapshot_send_failed_total", dimensions: d)
+        snapshotBytesSent = Counter(label: "raft_snapshot_sent_bytes_total", dimensions: d)
+        snapshotBytesReceived = Counter(label: "raft_snapshot_received_bytes_total", dimensions: d)
+        compactions = Counter(label: "raft_log_compactions_total", dimensions: d)
         sent = Dictionary(
             uniqueKeysWithValues: peers.map { id, name in
                 (id, Counter(label: "raft_messages_sent_total", dimensions: d + [("peer", name)]))

@@ -1,5 +1,6 @@
 import NIOCore
 import RaftCore
+import RaftStorage
 
 /// Everything mutable about a running node, touched only on its event loop.
 final class NodeRuntime<Machine: StateMachine> {
@@ -28,12 +29,31 @@ final class NodeRuntime<Machine: StateMachine> {
     var latest: CommittedEntry?
     /// The committed entries proposed with an id, by id (`committedEntry(id:)`).
     var byID = RememberedByID<CommittedEntry>()
+    /// A snapshot is being written (only one at a time).
+    var snapshotInProgress = false
+    /// Callers of `snapshot()` waiting for the one being written.
+    var snapshotWaiters: [EventLoopPromise<SnapshotMetadata>] = []
+    /// Bytes of entries applied since the last snapshot began.
+    var appliedBytesSinceSnapshot = 0
+    /// The latest snapshot in the store: made here, or received and installed.
+    var latestSnapshot: SnapshotInfo?
+    /// A snapshot received from the leader, in the store, whose installation the core has been asked to decide.
+    var receivedSnapshot: SnapshotInfo?
+    /// A snapshot was made: compact the log at the next `process`.
+    var compactionDue = false
+    /// Snapshots being streamed to followers, by follower (leader only).
+    var senders: [NodeID: SnapshotSender] = [:]
+    /// The follower's end of a snapshot transfer, made on first use.
+    var receiver: SnapshotReceiver?
 
     init(raft: Raft, machine: Machine, proposer: NodeID) {
         self.raft = raft
         self.machine = machine
         // A new incarnation at every start, so that this run's sequence numbers are never taken for an earlier run's.
-        self.tracker = ProposalTracker(proposer: proposer, incarnation: UInt64.random(in: 1...UInt64.max))
+        // The state machine resumes at the snapshot's entry, if it was restored from one.
+        self.tracker = ProposalTracker(
+            proposer: proposer, incarnation: UInt64.random(in: 1...UInt64.max),
+            appliedTerm: raft.snapshot?.term ?? .zero)
     }
 
     /// Remembers an entry by id, forgetting the oldest beyond `limit`.

@@ -46,6 +46,18 @@ public final class RaftNode<Machine: StateMachine>: Sendable {
         public var randomSeed: UInt64?
         /// How many committed entries with ids `committedEntry(id:)` remembers (the oldest are forgotten first).
         public var rememberedIDs = 100_000
+        /// Snapshot once this many entries were applied since the last snapshot (0: never for this reason). Only
+        /// for a node with a snapshot store (a data directory) and a state machine that implements snapshots.
+        public var snapshotEntries = 10_000
+        /// Snapshot once this many bytes of entries were applied since the last snapshot (0: never for this reason).
+        public var snapshotBytes = 64 << 20
+        /// How many entries before the latest snapshot the log keeps after compacting, so that a follower slightly
+        /// behind still gets entries rather than a whole snapshot.
+        public var compactionMargin = 5_000
+        /// Snapshots go to followers in chunks of this many bytes, with at most `snapshotWindowBytes` of them
+        /// unacknowledged, so that a transfer never crowds out the heartbeats and appends on the same link.
+        public var snapshotChunkBytes = 256 << 10
+        public var snapshotWindowBytes = 1 << 20
         public var logger = Logger(label: "raftlite")
 
         public init() {}
@@ -58,15 +70,17 @@ public final class RaftNode<Machine: StateMachine>: Sendable {
     public let options: Options
     /// The event loop on which the node runs.
     public let eventLoop: any EventLoop
-    private let transport: any RaftTransport
-    private let storage: any NodeStorage
-    private let logger: Logger
+    let transport: any RaftTransport
+    let storage: any NodeStorage
+    /// Where snapshots are kept (nil: this node never snapshots, and cannot take one from a leader).
+    let snapshotStore: SnapshotStore?
+    let logger: Logger
     private let machineBeforeStart: NIOLoopBoundBox<Machine?>
     let runtime: NIOLoopBoundBox<NodeRuntime<Machine>?>
     private let observers: NIOLoopBoundBox<Observers>
     /// Signalled when the node has stopped: with nil after `stop()`, with the error when it stopped on its own.
     private let stopped = StopSignal()
-    private let metrics: NodeMetrics
+    let metrics: NodeMetrics
     private var streams: NodeStreams { NodeStreams(eventLoop: eventLoop, observers: observers) }
 
     /// Creates a node; it does nothing until `start()`.
@@ -81,8 +95,8 @@ public final class RaftNode<Machine: StateMachine>: Sendable {
     /// - Throws: `RaftNodeError.configuration` if `name` is not a member.
     public init(
         cluster: ClusterConfiguration, name: String, stateMachine: sending Machine,
-        storage: any NodeStorage = InMemoryNodeStorage(), options: Options = Options(),
-        eventLoop: (any EventLoop)? = nil, transport: (any RaftTransport)? = nil
+        storage: any NodeStorage = InMemoryNodeStorage(), snapshotStore: SnapshotStore? = nil,
+        options: Options = Options(), eventLoop: (any EventLoop)? = nil, transport: (any RaftTransport)? = nil
     ) throws(RaftNodeError) {
         let me = try Self.member(name, of: cluster)
         if let eventLoop, let transport, eventLoop !== transport.eventLoop {
@@ -105,6 +119,7 @@ public final class RaftNode<Machine: StateMachine>: Sendable {
         self.options = options
         self.eventLoop = loop
         self.storage = storage
+        self.snapshotStore = snapshotStore
         self.logger = logger
         self.transport =
             transport
@@ -140,11 +155,40 @@ public final class RaftNode<Machine: StateMachine>: Sendable {
     /// - Throws: `RaftNodeError` if the storage cannot be read, the address cannot be bound, or the node was
     ///   started before (a stopped node cannot be restarted: create a new one on the same storage).
     public func start() async throws(RaftNodeError) {
-        let state: PersistentState
+        var state: PersistentState
         do {
             state = try storage.initialState()
         } catch {
             throw .storage("cannot read the node's storage: \(error)")
+        }
+        // The latest snapshot, and the log after it: the state machine is restored from the one and brought up to
+        // date from the other, so a start costs what the snapshot and the log since it cost, not the whole history.
+        var latest: SnapshotInfo?
+        if let snapshotStore {
+            do {
+                latest = try snapshotStore.latest()
+            } catch {
+                throw .storage("cannot read the node's snapshots: \(error)")
+            }
+            let reconciled: PersistentState
+            let needsReset: Bool
+            do {
+                (reconciled, needsReset) = try SnapshotRecovery.reconcile(log: state, snapshot: latest?.metadata)
+            } catch {
+                throw .storage("the log and the latest snapshot do not fit together: \(error)")
+            }
+            state = reconciled
+            if needsReset, let meta = latest?.metadata {
+                // A snapshot received from a leader was put in place, but the crash came before the log was reset
+                // to it: finish that now, before anything is appended after it.
+                logger.notice("finishing the installation of a received snapshot", metadata: ["index": "\(meta.index)"])
+                if let error = Self.wait({ done in
+                    self.storage.reset(
+                        to: meta.index, term: meta.term, hardState: reconciled.hardState, completion: done)
+                }) {
+                    throw .storage("cannot reset the log to the snapshot at \(meta.index): \(error)")
+                }
+            }
         }
         let configuration = RaftConfiguration(
             id: id, voters: Set(cluster.members.map(\.id)), electionTick: options.electionTicks,
@@ -153,19 +197,36 @@ public final class RaftNode<Machine: StateMachine>: Sendable {
             maxProposalBytes: options.maxProposalBytes + ProposalEnvelope.overhead,
             forwardProposals: options.forwardProposals,
             randomSeed: options.randomSeed ?? UInt64.random(in: 0...UInt64.max))
+        let snapshot = latest
         let raft: Raft
         do {
-            raft = try Raft(configuration: configuration, state: state)
+            raft = try Raft(
+                configuration: configuration, state: state, applied: latest?.metadata.index ?? .zero,
+                snapshot: latest?.metadata)
         } catch {
             throw .configuration("\(error)")
         }
-        let installed = await onLoop { () -> Bool in
-            guard self.runtime.value == nil, let machine = self.machineBeforeStart.value else { return false }
+        let installed = await onLoop { () -> Result<Void, RaftNodeError> in
+            guard self.runtime.value == nil, let machine = self.machineBeforeStart.value else {
+                return .failure(.alreadyStarted)
+            }
+            let rt = NodeRuntime(raft: raft, machine: machine, proposer: self.id)
+            if let latest = snapshot {
+                do {
+                    try self.restore(from: latest, into: rt)
+                } catch {
+                    return .failure(.storage("cannot restore the state machine from \(latest.path): \(error)"))
+                }
+            }
             self.machineBeforeStart.value = nil
-            self.runtime.value = NodeRuntime(raft: raft, machine: machine, proposer: self.id)
-            return true
+            self.runtime.value = rt
+            return .success(())
         }
-        guard installed == true else { throw .alreadyStarted }
+        switch installed {
+        case .success: break
+        case .failure(let error): throw error
+        case nil: throw .stopped
+        }
         do {
             try await transport.start(
                 deliver: { [weak self] message in self?.receive(message) },
@@ -184,7 +245,12 @@ public final class RaftNode<Machine: StateMachine>: Sendable {
         }
         // `stop()` ran while the transport was starting: it has torn everything down already.
         guard running == true else { throw .stopped }
-        logger.info("started", metadata: ["term": "\(raft.term)", "lastIndex": "\(raft.log.lastIndex)"])
+        logger.info(
+            "started",
+            metadata: [
+                "term": "\(raft.term)", "lastIndex": "\(raft.log.lastIndex)",
+                "snapshot": "\(latest?.metadata.index.rawValue ?? 0)",
+            ])
     }
 
     /// Stops the node: proposals still waiting fail with `stopped` (one already handed to the leader may still
@@ -203,6 +269,8 @@ public final class RaftNode<Machine: StateMachine>: Sendable {
             rt.tornDown = true
             rt.stopped = true
             rt.ticker?.cancel()
+            self.cancelSnapshotTransfers(rt)
+            rt.receiver?.stop()
             self.settleAll(rt, .stopped)
             self.observers.value.finish()
             return true
@@ -382,12 +450,18 @@ public final class RaftNode<Machine: StateMachine>: Sendable {
     private func tick() {
         guard let rt = runtime.value, !rt.stopped, !rt.paused else { return }
         rt.raft.tick()
+        for sender in rt.senders.values { sender.tick() }
         // Proposals whose link to the leader was reset since the last tick go again (once per reset).
         for sequence in rt.tracker.takeRetries() { hand(sequence, rt) }
         process()
     }
 
     private func send(_ message: Message) {
+        if case .installSnapshot(let meta) = message.kind, let rt = runtime.value {
+            // Not a message to send as it is: the snapshot's bytes go in a stream of their own.
+            startSnapshotTransfer(meta, to: message.to, rt)
+            return
+        }
         metrics.sent[message.to]?.increment()
         transport.send(message)
     }
@@ -395,12 +469,13 @@ public final class RaftNode<Machine: StateMachine>: Sendable {
     private func receive(_ message: Message) {
         guard let rt = runtime.value, !rt.stopped, !rt.paused else { return }
         metrics.received[message.from]?.increment()
+        if receiveTransferMessage(message, rt) { return }
         rt.raft.step(message)
         scheduleProcess()
     }
 
     /// Processes soon, once, however many inputs arrive before: messages read from one socket read share a ready.
-    private func scheduleProcess() {
+    func scheduleProcess() {
         guard let rt = runtime.value, !rt.processScheduled else { return }
         rt.processScheduled = true
         eventLoop.execute { [weak self] in
@@ -416,6 +491,14 @@ public final class RaftNode<Machine: StateMachine>: Sendable {
         while let step = rt.pipeline.take(from: &rt.raft) {
             for message in step.messages { send(message) }
             if let write = step.write {
+                if let meta = write.snapshot {
+                    // A snapshot received from the leader, already in the snapshot store: the log restarts after it.
+                    let hardState = write.hardState ?? rt.raft.hardState
+                    storage.reset(to: meta.index, term: meta.term, hardState: hardState) { [weak self] error in
+                        guard let self, let error else { return }
+                        self.eventLoop.execute { self.storageFailed(error) }
+                    }
+                }
                 let started = NIODeadline.now()
                 storage.persist(entries: write.entries, hardState: write.hardState) { [weak self] error in
                     guard let node = self else { return }
@@ -426,6 +509,7 @@ public final class RaftNode<Machine: StateMachine>: Sendable {
             }
             for ready in step.durable { finish(ready, rt) }
         }
+        compactIfDue(rt)
         transport.flush()
         reportLeadership(rt)
     }
@@ -433,12 +517,7 @@ public final class RaftNode<Machine: StateMachine>: Sendable {
     private func writeCompleted(_ error: (any Error)?) {
         guard let rt = runtime.value, !rt.stopped, rt.pipeline.writesInProgress > 0 else { return }
         if let error {
-            // The node cannot go on without durable storage: it would break the promises it made.
-            logger.critical("storage write failed; stopping the node", metadata: ["error": "\(error)"])
-            rt.stopped = true
-            rt.failure = .storage("\(error)")
-            settleAll(rt, .storage("\(error)"))
-            Task { await self.stop() }
+            storageFailed(error)
             return
         }
         // The oldest write is durable: finish it, and the readies queued behind it that had nothing to write.
@@ -446,17 +525,35 @@ public final class RaftNode<Machine: StateMachine>: Sendable {
         process()
     }
 
+    /// The node cannot go on without durable storage (or without the state a snapshot restores): it would break
+    /// the promises it made. It stops.
+    func storageFailed(_ error: any Error) {
+        guard let rt = runtime.value, !rt.stopped else { return }
+        logger.critical("storage failed; stopping the node", metadata: ["error": "\(error)"])
+        rt.stopped = true
+        rt.failure = .storage("\(error)")
+        settleAll(rt, .storage("\(error)"))
+        Task { await self.stop() }
+    }
+
     /// What follows a durable write (the pipeline has told the core): send what waited for it, apply committed
     /// commands.
     private func finish(_ ready: Ready, _ rt: NodeRuntime<Machine>) {
+        // The state a received snapshot holds comes before the entries after it.
+        if let meta = ready.snapshot {
+            installReceivedSnapshot(meta, rt)
+            guard !rt.stopped else { return }
+        }
         for message in ready.messagesAfterPersist { send(message) }
         var lost: [UInt64] = []
         for entry in ready.committedEntries { apply(entry, rt, lost: &lost) }
         // Proposals proven lost by what was applied: no copy of them can commit any more, so they go again.
         for sequence in lost { hand(sequence, rt) }
+        if !ready.committedEntries.isEmpty { snapshotIfDue(rt) }
     }
 
     private func apply(_ entry: Entry, _ rt: NodeRuntime<Machine>, lost: inout [UInt64]) {
+        rt.appliedBytesSinceSnapshot &+= entry.byteSize
         let header = entry.kind == .normal ? ProposalEnvelope.Header(decoding: entry.data) : nil
         // A copy of a proposal applied (or settled) before is not applied again, on any node.
         let admitted = entry.kind == .normal && (header.map { rt.sessions.admit($0, term: entry.term) } ?? true)
@@ -499,6 +596,7 @@ public final class RaftNode<Machine: StateMachine>: Sendable {
             rt.failures = 0
         }
         // A new leader, or a new term: the proposals not yet handed to it go there.
+        if rt.raft.role != .leader && !rt.senders.isEmpty { cancelSnapshotTransfers(rt) }
         let refused = rt.tracker.handOutIfLeaderChanged(&rt.raft)
         for refusal in refused { failRefused(refusal, rt) }
         if rt.raft.hasReady { scheduleProcess() }
@@ -508,6 +606,18 @@ public final class RaftNode<Machine: StateMachine>: Sendable {
         rt.lastLeadership = now
         logger.info("\(now)")
         observers.value.publish(now)
+    }
+
+    /// Runs an asynchronous storage operation and waits for it, off any event loop (used at start-up only).
+    static func wait(_ body: (@escaping @Sendable ((any Error)?) -> Void) -> Void) -> (any Error)? {
+        let done = DispatchSemaphore(value: 0)
+        let box = NIOLockedValueBox<(any Error)?>(nil)
+        body { error in
+            box.withLockedValue { $0 = error }
+            done.signal()
+        }
+        done.wait()
+        return box.withLockedValue { $0 }
     }
 
     /// Runs `body` on the node's loop and returns its result (nil if the loop is gone).
@@ -539,8 +649,17 @@ extension RaftNode {
         for warning in log.report.warnings {
             options.logger.warning("\(warning)", metadata: ["node": "\(name)"])
         }
+        let snapshots: SnapshotStore
         do {
-            try self.init(cluster: cluster, name: name, stateMachine: stateMachine, storage: log, options: options)
+            snapshots = try SnapshotStore(directory: dataDirectory)
+        } catch {
+            log.close()
+            throw .storage("\(error)")
+        }
+        do {
+            try self.init(
+                cluster: cluster, name: name, stateMachine: stateMachine, storage: log, snapshotStore: snapshots,
+                options: options)
         } catch {
             log.close()
             throw error

@@ -17,7 +17,7 @@ public struct RaftNodeError: Error, Hashable, Sendable, CustomStringConvertible 
     public struct Code: Hashable, Sendable, CustomStringConvertible {
         private enum Value: String, Hashable, Sendable {
             case notLeader, timedOut, stoppedOutcomeUnknown, dropped, tooLarge, invalidProposal, paused, stopped,
-                notStarted, alreadyStarted, storage, configuration
+                notStarted, alreadyStarted, storage, configuration, appliedResultUnknown, snapshotsUnsupported
         }
 
         private let value: Value
@@ -45,6 +45,12 @@ public struct RaftNodeError: Error, Hashable, Sendable, CustomStringConvertible 
         public static let storage = Code(.storage)
         /// The node cannot run with what it was given. Details: `reason`.
         public static let configuration = Code(.configuration)
+        /// The command was applied, but this node caught up through a snapshot that covered it, so it never saw
+        /// what the state machine returned for it.
+        public static let appliedResultUnknown = Code(.appliedResultUnknown)
+        /// The node keeps no snapshots: it has no snapshot store (no data directory), or its state machine cannot
+        /// snapshot.
+        public static let snapshotsUnsupported = Code(.snapshotsUnsupported)
 
         public var description: String { value.rawValue }
     }
@@ -86,11 +92,16 @@ public struct RaftNodeError: Error, Hashable, Sendable, CustomStringConvertible 
     public static func configuration(_ reason: String) -> RaftNodeError {
         RaftNodeError(code: .configuration, reason: reason)
     }
+    public static let appliedResultUnknown = RaftNodeError(code: .appliedResultUnknown)
+    public static func snapshotsUnsupported(_ reason: String) -> RaftNodeError {
+        RaftNodeError(code: .snapshotsUnsupported, reason: reason)
+    }
 
-    /// Whether the proposal may still take effect: true only for `timedOut` and `stoppedOutcomeUnknown`. Every
-    /// other error is definite: the command was not applied and never will be.
+    /// Whether the command may have taken effect, or may still: true only for `timedOut`, `stoppedOutcomeUnknown`
+    /// and `appliedResultUnknown` (which did take effect, with a result the caller cannot know). Every other error
+    /// is definite: the command was not applied and never will be.
     public var outcomeIsUnknown: Bool {
-        code == .timedOut || code == .stoppedOutcomeUnknown
+        code == .timedOut || code == .stoppedOutcomeUnknown || code == .appliedResultUnknown
     }
 
     public var description: String {
@@ -112,6 +123,9 @@ public struct RaftNodeError: Error, Hashable, Sendable, CustomStringConvertible 
             return "the node was already started (a stopped node cannot be restarted; create a new one)"
         case .storage: return "storage: \(why)"
         case .configuration: return why
+        case .appliedResultUnknown:
+            return "the command was applied, but its result is not known here (this node caught up through a snapshot)"
+        case .snapshotsUnsupported: return "snapshots are not available: \(why)"
         default: return "\(code)"
         }
     }

@@ -196,6 +196,33 @@ public struct ProposalTracker<Waiter> {
         return (settled, lost)
     }
 
+    /// The state machine was restored from a snapshot that ends at an entry of `term`: the entries it covers will
+    /// never be applied here one by one. Every pending proposal that `isApplied` says the snapshot's sessions table
+    /// holds as applied is settled (returned in `applied`: it took effect, but its result is not known here); of the
+    /// others, those proven lost by the snapshot's term (every copy's term is older) are returned in `lost`, to hand
+    /// out again, as `applied(_:envelope:admitted:)` does.
+    public mutating func snapshotRestored(
+        term: Term, isApplied: (_ sequence: UInt64) -> Bool
+    ) -> (applied: [(sequence: UInt64, waiter: Waiter)], lost: [UInt64]) {
+        var settled: [(UInt64, Waiter)] = []
+        for sequence in pending.keys.sorted() where isApplied(sequence) {
+            if let p = pending[sequence] {
+                remove(sequence)
+                settled.append((sequence, p.waiter))
+            }
+        }
+        var lost: [UInt64] = []
+        if term > appliedTerm {
+            appliedTerm = term
+            for (sequence, p) in pending where p.liveTerm.map({ $0 < term }) == true {
+                pending[sequence]?.liveTerm = nil
+                lost.append(sequence)
+            }
+            lost.sort()
+        }
+        return (settled, lost)
+    }
+
     /// The proposals to hand out now that this node sees `leader` lead `term`: those waiting for a leader, and those
     /// whose latest copy went to another leader or in another term.
     func handOuts(term: Term, leader: NodeID) -> [UInt64] {
