@@ -9,6 +9,10 @@ public struct NodeStatus: Sendable, Hashable {
     public var commitIndex: LogIndex
     public var appliedIndex: LogIndex
     public var lastIndex: LogIndex
+    /// The index the latest snapshot ends at (0: none).
+    public var snapshotIndex: LogIndex = .zero
+    /// The log's first entry held (after compaction, the entry after the compaction point).
+    public var firstIndex: LogIndex = LogIndex(1)
     public var paused: Bool
     public var started: Bool
 }

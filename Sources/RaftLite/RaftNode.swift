@@ -407,7 +407,8 @@ public final class RaftNode<Machine: StateMachine>: Sendable {
         let s = rt.raft.status
         return NodeStatus(
             name: name, role: s.role, term: s.term, leader: s.leader.flatMap { cluster.member(id: $0)?.name },
-            commitIndex: s.commitIndex, appliedIndex: s.appliedIndex, lastIndex: s.lastIndex, paused: rt.paused,
+            commitIndex: s.commitIndex, appliedIndex: s.appliedIndex, lastIndex: s.lastIndex,
+            snapshotIndex: rt.raft.snapshot?.index ?? .zero, firstIndex: rt.raft.log.firstIndex, paused: rt.paused,
             started: !rt.stopped)
     }
 

@@ -1,0 +1,204 @@
+import Foundation
+import Logging
+import RaftCore
+import RaftLite
+import RaftStorage
+import Testing
+
+/// A state machine small enough to copy: how often each first byte was applied, and how many commands in all.
+struct Tally: StateMachine {
+    struct Snapshot: StateMachineSnapshot {
+        let counts: [UInt8: UInt64]
+        let total: UInt64
+
+        func write(to writer: inout SnapshotWriter) throws {
+            try writer.write(integer: total)
+            try writer.write(integer: UInt32(counts.count))
+            for (key, count) in counts.sorted(by: { $0.key < $1.key }) {
+                try writer.write(integer: key)
+                try writer.write(integer: count)
+            }
+        }
+    }
+
+    var counts: [UInt8: UInt64] = [:]
+    var total: UInt64 = 0
+
+    mutating func apply(_ command: [UInt8], at index: LogIndex) -> UInt64 {
+        counts[command.first ?? 0, default: 0] += 1
+        total += 1
+        return total
+    }
+
+    func snapshot() -> Snapshot { Snapshot(counts: counts, total: total) }
+
+    mutating func restore(from reader: inout SnapshotReader) throws {
+        let total = try reader.read(UInt64.self)
+        let n = try reader.read(UInt32.self)
+        guard n <= 256 else { throw SnapshotFormatError("\(n) counts") }
+        var counts: [UInt8: UInt64] = [:]
+        for _ in 0..<n { counts[try reader.read(UInt8.self)] = try reader.read(UInt64.self) }
+        self.counts = counts
+        self.total = total
+    }
+}
+
+/// Three nodes with data directories, in this process.
+private final class DiskCluster: Sendable {
+    let configuration: ClusterConfiguration
+    let directory: String
+    let options: RaftNode<Tally>.Options
+    private let nodes = LockedNodes()
+
+    init(_ count: Int, options: RaftNode<Tally>.Options) throws {
+        let ports = try FreePorts.reserve(count)
+        configuration = try ClusterConfiguration(
+            members: (0..<count).map {
+                ClusterConfiguration.Member(name: "node\($0)", host: "127.0.0.1", port: ports[$0])
+            })
+        directory = FileManager.default.temporaryDirectory.appendingPathComponent("snap-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        self.options = options
+    }
+
+    func dataDirectory(_ name: String) -> String { directory + "/" + name }
+
+    func start(_ name: String) async throws {
+        let node = try RaftNode(
+            cluster: configuration, name: name, stateMachine: Tally(), dataDirectory: dataDirectory(name),
+            options: options)
+        try await node.start()
+        nodes.set(name, node)
+    }
+
+    func stop(_ name: String) async { await nodes.remove(name)?.stop() }
+
+    subscript(name: String) -> RaftNode<Tally>? { nodes.get(name) }
+
+    func leader() async -> RaftNode<Tally>? {
+        var found: RaftNode<Tally>?
+        _ = await eventually {
+            for node in nodes.all where await node.role == .leader {
+                found = node
+                return true
+            }
+            return false
+        }
+        return found
+    }
+
+    func tally(_ name: String) async -> Tally? {
+        guard let node = self[name] else { return nil }
+        return try? await node.readStateMachine { $0 }.get()
+    }
+
+    func tearDown() async {
+        for node in nodes.all { await node.stop() }
+        try? FileManager.default.removeItem(atPath: directory)
+    }
+}
+
+private final class LockedNodes: @unchecked Sendable {
+    private let lock = NSLock()
+    private var nodes: [String: RaftNode<Tally>] = [:]
+    func set(_ name: String, _ node: RaftNode<Tally>) { lock.withLock { nodes[name] = node } }
+    func get(_ name: String) -> RaftNode<Tally>? { lock.withLock { nodes[name] } }
+    func remove(_ name: String) -> RaftNode<Tally>? { lock.withLock { nodes.removeValue(forKey: name) } }
+    var all: [RaftNode<Tally>] { lock.withLock { nodes.values.sorted { $0.name < $1.name } } }
+}
+
+private func options(snapshotEntries: Int = 40, margin: Int = 5) -> RaftNode<Tally>.Options {
+    var options = RaftNode<Tally>.Options()
+    options.tickInterval = .milliseconds(20)
+    options.proposalTimeout = .seconds(10)
+    options.snapshotEntries = snapshotEntries
+    options.compactionMargin = margin
+    options.snapshotChunkBytes = 64
+    options.snapshotWindowBytes = 256
+    options.logger.logLevel = .critical
+    return options
+}
+
+@Suite(.serialized) struct NodeSnapshotTests {
+    @Test func aFollowerStoppedWhileTheLogMovesOnCatchesUpThroughASnapshot() async throws {
+        let cluster = try DiskCluster(3, options: options())
+        defer { Task { await cluster.tearDown() } }
+        for name in ["node0", "node1", "node2"] { try await cluster.start(name) }
+        let first = try #require(await cluster.leader())
+        for k in 0..<10 { try await first.propose([UInt8(k)]) }
+        // Stop a follower; the others go on far past the point the leader's log still holds.
+        let follower = try #require(["node0", "node1", "node2"].first { $0 != first.name })
+        let behind = try #require(await cluster[follower]?.status().appliedIndex)
+        await cluster.stop(follower)
+        let leader = try #require(await cluster.leader())
+        for k in 0..<300 { try await leader.propose([UInt8(k % 7)]) }
+        let leaderStatus = await leader.status()
+        #expect(leaderStatus.snapshotIndex > LogIndex(200))
+        #expect(leaderStatus.firstIndex > behind.next)
+        // Back: the entries it needs are gone from the leader's log, so it must get a snapshot.
+        try await cluster.start(follower)
+        let caughtUp = await eventually {
+            guard await cluster.tally(follower)?.total == 310, let node = cluster[follower] else { return false }
+            return await node.status().appliedIndex >= leaderStatus.appliedIndex
+        }
+        #expect(caughtUp)
+        let status = try #require(await cluster[follower]?.status())
+        #expect(status.snapshotIndex > behind)
+        #expect(status.firstIndex > behind.next)
+        let mine = await cluster.tally(follower)
+        let theirs = await cluster.tally(leader.name)
+        #expect(mine?.counts == theirs?.counts)
+        // And it keeps up by entries afterwards.
+        try await leader.propose([42])
+        #expect(await eventually { await cluster.tally(follower)?.total == 311 })
+    }
+
+    @Test func aRestartedNodeStartsFromItsSnapshotAndTheLogAfterIt() async throws {
+        let cluster = try DiskCluster(1, options: options(snapshotEntries: 50, margin: 10))
+        defer { Task { await cluster.tearDown() } }
+        try await cluster.start("node0")
+        let node = try #require(await cluster.leader())
+        for k in 0..<175 { try await node.propose([UInt8(k % 3)]) }
+        let before = await node.status()
+        let tally = await cluster.tally("node0")
+        #expect(before.snapshotIndex >= LogIndex(150))
+        await cluster.stop("node0")
+        let snapshots = try #require(try SnapshotStore(directory: cluster.dataDirectory("node0")).latest())
+        #expect(snapshots.metadata.index == before.snapshotIndex)
+        try await cluster.start("node0")
+        let after = try #require(await cluster["node0"]?.status())
+        #expect(after.snapshotIndex == before.snapshotIndex)
+        // The log kept the margin before the snapshot, and nothing earlier.
+        #expect(after.firstIndex > LogIndex(1))
+        #expect(after.firstIndex <= LogIndex(before.snapshotIndex.rawValue - 10 + 1))
+        #expect(await eventually { await cluster.tally("node0")?.counts == tally?.counts })
+        #expect(await cluster.tally("node0")?.total == 175)
+    }
+
+    @Test func aSnapshotCanBeAskedFor() async throws {
+        let cluster = try DiskCluster(1, options: options(snapshotEntries: 0))
+        defer { Task { await cluster.tearDown() } }
+        try await cluster.start("node0")
+        let node = try #require(await cluster.leader())
+        for k in 0..<12 { try await node.propose([UInt8(k)]) }
+        #expect(await node.status().snapshotIndex == .zero)
+        let meta = try await node.snapshot()
+        let status = await node.status()
+        #expect(meta.index == status.appliedIndex)
+        #expect(status.snapshotIndex == meta.index)
+        #expect(meta.voters == [node.id])
+        // Nothing applied since: the same snapshot again.
+        let again = try await node.snapshot()
+        #expect(again == meta)
+    }
+
+    @Test func aNodeWithoutASnapshotStoreSaysSo() async throws {
+        let ports = try FreePorts.reserve(1)
+        let configuration = try ClusterConfiguration(
+            members: [ClusterConfiguration.Member(name: "solo", host: "127.0.0.1", port: ports[0])])
+        let node = try RaftNode(cluster: configuration, name: "solo", stateMachine: Tally(), options: options())
+        try await node.start()
+        defer { Task { await node.stop() } }
+        await #expect(throws: RaftNodeError.self) { try await node.snapshot() }
+    }
+}
