@@ -52,6 +52,18 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel = "info"
 
+    @Option(help: "Snapshot once this many entries were applied since the last snapshot (0: never for this reason).")
+    var snapshotEntries = 10_000
+
+    @Option(help: "Snapshot once this many bytes of entries were applied since the last snapshot (0: never).")
+    var snapshotBytes = 64 << 20
+
+    @Option(help: "Entries kept in the log before the latest snapshot, for followers slightly behind.")
+    var compactionMargin = 5_000
+
+    @Option(help: "Snapshots go to followers in chunks of this many bytes.")
+    var snapshotChunkBytes = 256 << 10
+
     /// Testing only: reads without a quorum check (deliberately broken; the Jepsen-style suite must catch it).
     @Flag(help: .hidden)
     var unsafeLocalReads = false
@@ -68,6 +80,12 @@ struct Serve: AsyncParsableCommand {
         }
         guard (1...65535).contains(maxKeyBytes) else { throw ValidationError("--max-key-bytes must be 1...65535") }
         guard Logger.Level(rawValue: logLevel) != nil else { throw ValidationError("unknown --log-level \(logLevel)") }
+        guard snapshotEntries >= 0 else { throw ValidationError("--snapshot-entries must be 0 or more") }
+        guard snapshotBytes >= 0 else { throw ValidationError("--snapshot-bytes must be 0 or more") }
+        guard compactionMargin >= 0 else { throw ValidationError("--compaction-margin must be 0 or more") }
+        guard (64...(16 << 20)).contains(snapshotChunkBytes) else {
+            throw ValidationError("--snapshot-chunk-bytes must be 64...16777216")
+        }
     }
 
     func run() async throws {
@@ -111,6 +129,11 @@ struct Serve: AsyncParsableCommand {
         options.proposalTimeout = .milliseconds(Int64(requestTimeoutMilliseconds))
         options.maxProposalBytes = maxValueBytes + maxKeyBytes + 64
         options.listenHost = listenHost
+        options.snapshotEntries = snapshotEntries
+        options.snapshotBytes = snapshotBytes
+        options.compactionMargin = compactionMargin
+        options.snapshotChunkBytes = snapshotChunkBytes
+        options.snapshotWindowBytes = max(options.snapshotWindowBytes, 4 * snapshotChunkBytes)
         options.logger = logger
         let node = try RaftNode(
             cluster: cluster, name: id, stateMachine: KVStore(), dataDirectory: dataDir, options: options)
