@@ -192,6 +192,18 @@ private func options(snapshotEntries: Int = 40, margin: Int = 5) -> RaftNode<Tal
         #expect(again == meta)
     }
 
+    @Test func aStateMachineThatKeepsTheDefaultsCannotSnapshot() {
+        #expect(Tally.supportsSnapshots)
+        #expect(!Recorder.supportsSnapshots)
+        #expect(NoStateMachine.supportsSnapshots)
+        var recorder = Recorder()
+        let sink = SnapshotBuffer()
+        var writer = SnapshotWriter(sink)
+        #expect(throws: SnapshotFormatError.self) { try recorder.snapshot().write(to: &writer) }
+        var reader = SnapshotReader(SnapshotBuffer([1, 2, 3]))
+        #expect(throws: SnapshotFormatError.self) { try recorder.restore(from: &reader) }
+    }
+
     @Test func aNodeWithoutASnapshotStoreSaysSo() async throws {
         let ports = try FreePorts.reserve(1)
         let configuration = try ClusterConfiguration(
