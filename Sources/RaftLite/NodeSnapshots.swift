@@ -92,7 +92,8 @@ extension RaftNode {
             metrics.snapshotBytes.record(Int64(truncatingIfNeeded: info.size))
             metrics.snapshotIndex.record(Int64(truncatingIfNeeded: meta.index.rawValue))
             guard !rt.stopped else { return }
-            rt.latestSnapshot = info
+            // A snapshot installed from the leader while this one was written may be newer: it stays the latest.
+            if meta.index > (rt.latestSnapshot?.metadata.index ?? .zero) { rt.latestSnapshot = info }
             rt.raft.snapshotCreated(meta)
             rt.compactionDue = true
             logger.info(
