@@ -440,7 +440,8 @@ public final class RaftNode<Machine: StateMachine>: Sendable {
     }
 
     /// Every command committed and applied on this node, in log order. Subscribed before `start()`, it begins with the
-    /// entries the node re-applies from its log as it starts. The stream ends when the node stops; if the reader falls
+    /// entries the node re-applies from its log as it starts (those after its latest snapshot: the commands a
+    /// snapshot covers, at start-up or installed from the leader, are not streamed one by one). The stream ends when the node stops; if the reader falls
     /// more than `buffer` entries behind, the oldest unread ones are skipped.
     public func committedEntries(buffer: Int = 10_000) -> AsyncStream<CommittedEntry> {
         streams.committedEntries(buffer: buffer)
