@@ -30,6 +30,8 @@ enum KVRoute: Sendable, Equatable {
     case status
     /// `GET /metrics`.
     case metrics
+    /// `POST /v1/snapshot`: snapshot the state machine now and compact the log.
+    case snapshot
     /// A command to propose through the log: a write, or a linearizable read.
     case propose(KVCommand)
     /// A read of this node's own copy of the key (`?consistency=serializable`, or unsafe local reads).
@@ -85,6 +87,13 @@ struct KVRouter: Sendable {
         }
         if target.path == "/metrics" {
             return request.method == .GET ? .metrics : .refused(.methodNotAllowed("GET"))
+        }
+        if target.path == "/v1/snapshot" {
+            guard request.method == .POST else { return .refused(.methodNotAllowed("POST")) }
+            guard target.query?.isEmpty == true else {
+                return .refused(.error(.badRequest, "bad_query", "POST /v1/snapshot takes no query parameters"))
+            }
+            return .snapshot
         }
         guard target.path.hasPrefix(Self.keyPrefix) else {
             return .refused(.error(.notFound, "not_found", "no such endpoint: \(target.path)"))
@@ -198,6 +207,33 @@ struct KVReply: Sendable, Equatable {
         KVReply(status: .ok, contentType: "text/plain; version=0.0.4", body: text)
     }
 
+    /// `POST /v1/snapshot` done: the snapshot is durable and covers the log up to `index`.
+    static func snapshotTaken(_ meta: SnapshotMetadata) -> KVReply {
+        json(.ok, SnapshotBody(index: meta.index.rawValue, term: meta.term.rawValue))
+    }
+
+    /// `POST /v1/snapshot` failed. Nothing was changed by a failed snapshot, so every answer is definite:
+    ///
+    /// | error | status | code |
+    /// |---|---|---|
+    /// | `snapshotsUnsupported` (no data directory, a state machine without snapshots, or nothing applied yet) | 503 | `snapshots_unsupported` |
+    /// | `storage` (the snapshot file could not be written) | 500 | `snapshot_failed` |
+    /// | `stopped`, `notStarted`, any other node error | 503 | `unavailable` |
+    /// | an error of unknown meaning | 500 | `snapshot_failed` |
+    static func snapshotFailure(_ error: any Error) -> KVReply {
+        guard let error = error as? RaftNodeError else {
+            return .error(.internalServerError, "snapshot_failed", "the snapshot failed: \(error)")
+        }
+        switch error.code {
+        case .snapshotsUnsupported:
+            return .error(.serviceUnavailable, "snapshots_unsupported", "\(error)")
+        case .storage:
+            return .error(.internalServerError, "snapshot_failed", "\(error)")
+        default:
+            return .error(.serviceUnavailable, "unavailable", "\(error)")
+        }
+    }
+
     /// A read of this node's own copy.
     static func localRead(_ value: [UInt8]?) -> KVReply {
         guard let value else { return .error(.notFound, "not_found", "no value for this key") }
@@ -259,7 +295,15 @@ struct WriteBody: Encodable, Hashable {
     var deleted: Bool?
 }
 
-/// `GET /v1/status`. The leader is `null` when there is none (not left out).
+/// The answer to `POST /v1/snapshot`: `{"index":N,"term":T}`, the last entry the snapshot covers and its term.
+struct SnapshotBody: Encodable, Hashable {
+    var index: UInt64
+    var term: UInt64
+}
+
+/// `GET /v1/status`. The leader is `null` when there is none (not left out). `snapshot_index` and `first_index` come
+/// last (they were added after the others); the server always writes them, and a body built without them (nil)
+/// leaves them out.
 struct StatusBody: Encodable, Hashable {
     var id: String
     var role: String
@@ -268,12 +312,18 @@ struct StatusBody: Encodable, Hashable {
     var commitIndex: UInt64
     var appliedIndex: UInt64
     var lastIndex: UInt64
+    /// The index the latest snapshot ends at (0: none).
+    var snapshotIndex: UInt64? = nil
+    /// The first entry the log holds (1 until it is compacted).
+    var firstIndex: UInt64? = nil
 
     enum CodingKeys: String, CodingKey {
         case id, role, term, leader
         case commitIndex = "commit_index"
         case appliedIndex = "applied_index"
         case lastIndex = "last_index"
+        case snapshotIndex = "snapshot_index"
+        case firstIndex = "first_index"
     }
 
     func encode(to encoder: any Encoder) throws {
@@ -285,6 +335,8 @@ struct StatusBody: Encodable, Hashable {
         try c.encode(commitIndex, forKey: .commitIndex)
         try c.encode(appliedIndex, forKey: .appliedIndex)
         try c.encode(lastIndex, forKey: .lastIndex)
+        try c.encodeIfPresent(snapshotIndex, forKey: .snapshotIndex)
+        try c.encodeIfPresent(firstIndex, forKey: .firstIndex)
     }
 }
 
@@ -292,7 +344,8 @@ extension StatusBody {
     init(_ s: NodeStatus) {
         self.init(
             id: s.name, role: s.role.rawValue, term: s.term.rawValue, leader: s.leader,
-            commitIndex: s.commitIndex.rawValue, appliedIndex: s.appliedIndex.rawValue, lastIndex: s.lastIndex.rawValue)
+            commitIndex: s.commitIndex.rawValue, appliedIndex: s.appliedIndex.rawValue, lastIndex: s.lastIndex.rawValue,
+            snapshotIndex: s.snapshotIndex.rawValue, firstIndex: s.firstIndex.rawValue)
     }
 }
 

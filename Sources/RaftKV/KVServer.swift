@@ -16,7 +16,8 @@ import RaftLite
 /// | `PUT /v1/kv/{key}?prev_value=V` | 200 if the value was V and is replaced; 412 if it differs or the key is missing |
 /// | `GET /v1/kv/{key}` | 200 with the value, 404 if missing; linearizable (`?consistency=serializable`: this node's copy) |
 /// | `DELETE /v1/kv/{key}` | 200 `{"index":N,"deleted":true|false}` |
-/// | `GET /v1/status` | this node's role, term, leader, indexes |
+/// | `GET /v1/status` | this node's role, term, leader, indexes (the latest snapshot's, the log's first) |
+/// | `POST /v1/snapshot` | 200 `{"index":N,"term":T}` once this node's snapshot is durable (see `KVReply.snapshotFailure`) |
 /// | `GET /metrics` | Prometheus text |
 ///
 /// Every node accepts every request: proposals made on a follower are forwarded to the leader. Every error body is
@@ -185,6 +186,9 @@ public final class KVServer: Sendable {
             return node.statusFuture().map(KVReply.status)
         case .metrics:
             return loop.makeSucceededFuture(.metrics(metricsText()))
+        case .snapshot:
+            return node.snapshotFuture().map(KVReply.snapshotTaken)
+                .flatMapErrorThrowing { error in KVReply.snapshotFailure(error) }
         case .localRead(let key):
             return node.readStateMachine { $0.value(for: key) }.map { KVReply.localRead($0 ?? nil) }
         case .propose(let command):

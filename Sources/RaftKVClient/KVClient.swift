@@ -93,6 +93,16 @@ public struct KVClient: Sendable {
         try NodeStatusReport.decode(try await request(.GET, "/v1/status", at: endpoint))
     }
 
+    /// Asks one node to snapshot its state now and compact its log (`POST /v1/snapshot`), and returns the response:
+    /// 200 with `{"index":N,"term":T}` once the snapshot is durable (see `SnapshotReply`), or an error body
+    /// (`KVErrorReply`): 503 `snapshots_unsupported` when the node cannot snapshot (no data directory, or nothing
+    /// applied yet), 500 `snapshot_failed` when the snapshot could not be written, 503 `unavailable` when the node is
+    /// stopping. A snapshot is of one node's state, so it goes to `endpoint` only, never to another node.
+    /// Throws `.unreachable` when the endpoint does not accept a connection.
+    public func snapshot(at endpoint: Endpoint) async throws -> HTTPResponse {
+        try await request(.POST, "/v1/snapshot", at: endpoint)
+    }
+
     /// Percent-encodes every byte outside the unreserved set of RFC 3986.
     public static func percentEncode(_ bytes: [UInt8]) -> String {
         var out = ""
@@ -126,10 +136,15 @@ public struct NodeStatusReport: Sendable, Decodable, Hashable {
     public var appliedIndex: UInt64
     /// The last index in this node's log (absent from servers older than this field).
     public var lastIndex: UInt64?
+    /// The index this node's latest snapshot ends at, 0 if it has none (absent from servers older than snapshots).
+    public var snapshotIndex: UInt64?
+    /// The first entry this node's log holds: 1 until the log is compacted, then the entry after the compaction
+    /// point (absent from servers older than snapshots).
+    public var firstIndex: UInt64?
 
     public init(
         id: String, role: String, term: UInt64, leader: String?, commitIndex: UInt64, appliedIndex: UInt64,
-        lastIndex: UInt64?
+        lastIndex: UInt64?, snapshotIndex: UInt64? = nil, firstIndex: UInt64? = nil
     ) {
         self.id = id
         self.role = role
@@ -138,6 +153,8 @@ public struct NodeStatusReport: Sendable, Decodable, Hashable {
         self.commitIndex = commitIndex
         self.appliedIndex = appliedIndex
         self.lastIndex = lastIndex
+        self.snapshotIndex = snapshotIndex
+        self.firstIndex = firstIndex
     }
 
     enum CodingKeys: String, CodingKey {
@@ -145,11 +162,30 @@ public struct NodeStatusReport: Sendable, Decodable, Hashable {
         case commitIndex = "commit_index"
         case appliedIndex = "applied_index"
         case lastIndex = "last_index"
+        case snapshotIndex = "snapshot_index"
+        case firstIndex = "first_index"
     }
 
     /// Decodes a status response's body; throws a `DecodingError` if it is not one.
     public static func decode(_ response: HTTPResponse) throws -> NodeStatusReport {
         try JSONDecoder().decode(NodeStatusReport.self, from: Data(response.body))
+    }
+}
+
+/// The body of a successful `POST /v1/snapshot`: the last log entry the snapshot covers, and its term.
+public struct SnapshotReply: Sendable, Decodable, Hashable {
+    public var index: UInt64
+    public var term: UInt64
+
+    public init(index: UInt64, term: UInt64) {
+        self.index = index
+        self.term = term
+    }
+
+    /// Decodes a snapshot's response; nil if it is not a successful snapshot's.
+    public static func decode(_ response: HTTPResponse) -> SnapshotReply? {
+        guard response.status == 200 else { return nil }
+        return try? JSONDecoder().decode(SnapshotReply.self, from: Data(response.body))
     }
 }
 
@@ -174,7 +210,8 @@ public struct KVWriteReply: Sendable, Decodable, Hashable {
 
 /// The body of every error the server answers: `{"error":code,"message":text}`. Codes include `not_found`,
 /// `precondition_failed`, `bad_key`, `key_too_long`, `bad_query`, `value_too_large`, `method_not_allowed`,
-/// `unavailable`, `shutting_down` (the command did not take effect) and `unknown_outcome` (with 504: it may have).
+/// `unavailable`, `shutting_down` (the command did not take effect) and `unknown_outcome` (with 504: it may have);
+/// for `POST /v1/snapshot`, also `snapshots_unsupported` and `snapshot_failed`.
 public struct KVErrorReply: Sendable, Decodable, Hashable {
     /// A stable, machine-readable code.
     public var error: String

@@ -15,21 +15,32 @@ extension RaftNode {
     ///   machine that cannot snapshot; `.storage` if the snapshot cannot be written; `.notStarted`, `.stopped`.
     @discardableResult
     public func snapshot() async throws(RaftNodeError) -> SnapshotMetadata {
+        do {
+            return try await snapshotFuture().get()
+        } catch let error as RaftNodeError {
+            throw error
+        } catch {
+            throw .storage("\(error)")
+        }
+    }
+
+    /// `snapshot()` as a future, for code that runs on `eventLoop` (a NIO server sharing the node's loop): it
+    /// succeeds once the snapshot is durable, and fails with a `RaftNodeError` (the same ones as `snapshot()`).
+    public func snapshotFuture() -> EventLoopFuture<SnapshotMetadata> {
         let promise = eventLoop.makePromise(of: SnapshotMetadata.self)
-        eventLoop.execute {
+        let request: @Sendable () -> Void = {
             guard let rt = self.runtime.value else { return promise.fail(RaftNodeError.notStarted) }
             guard !rt.stopped else { return promise.fail(RaftNodeError.stopped) }
             if let unsupported = self.snapshotsUnsupported { return promise.fail(unsupported) }
             rt.snapshotWaiters.append(promise)
             self.startSnapshot(rt, reason: "requested")
         }
-        do {
-            return try await promise.futureResult.get()
-        } catch let error as RaftNodeError {
-            throw error
-        } catch {
-            throw .storage("\(error)")
+        if eventLoop.inEventLoop {
+            request()
+        } else {
+            eventLoop.execute(request)
         }
+        return promise.futureResult
     }
 
     /// Why this node cannot snapshot, if it cannot.
@@ -91,7 +102,11 @@ extension RaftNode {
             metrics.snapshotDuration.recordNanoseconds(took)
             metrics.snapshotBytes.record(Int64(truncatingIfNeeded: info.size))
             metrics.snapshotIndex.record(Int64(truncatingIfNeeded: meta.index.rawValue))
-            guard !rt.stopped else { return }
+            guard !rt.stopped else {
+                // The node stopped while the file was written: it is durable, so those who asked for it have it.
+                settleSnapshotWaiters(rt, .success(meta))
+                return
+            }
             // A snapshot installed from the leader while this one was written may be newer: it stays the latest.
             if meta.index > (rt.latestSnapshot?.metadata.index ?? .zero) { rt.latestSnapshot = info }
             rt.raft.snapshotCreated(meta)

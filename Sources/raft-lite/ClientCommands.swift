@@ -129,7 +129,12 @@ struct KV: AsyncParsableCommand {
 
 /// `raft-lite status`: a table of every node.
 struct Status: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Show every node's role, term, leader and log positions.")
+    static let configuration = CommandConfiguration(
+        abstract: "Show every node's role, term, leader and log positions.",
+        discussion: """
+            SNAPSHOT is the index the node's latest snapshot ends at (0: none yet); FIRST is the first entry its log \
+            still holds (1 until the log is compacted). A node too old to report them shows "-".
+            """)
     @OptionGroup var connection: EndpointOptions
 
     func run() async throws {
@@ -151,7 +156,7 @@ struct Status: AsyncParsableCommand {
         }
         let reports = results.compactMap { try? $0.1.get() }
         let highestCommit = reports.map(\.commitIndex).max() ?? 0
-        var rows = [["ENDPOINT", "NODE", "ROLE", "TERM", "LEADER", "COMMIT", "APPLIED", "LAG"]]
+        var rows = [["ENDPOINT", "NODE", "ROLE", "TERM", "LEADER", "COMMIT", "APPLIED", "LAG", "SNAPSHOT", "FIRST"]]
         for (k, result) in results {
             let endpoint = client.endpoints[k].description
             switch result {
@@ -159,12 +164,14 @@ struct Status: AsyncParsableCommand {
                 rows.append([
                     endpoint, s.id, s.role, "\(s.term)", s.leader ?? "-", "\(s.commitIndex)", "\(s.appliedIndex)",
                     "\(highestCommit - min(highestCommit, s.appliedIndex))",
+                    s.snapshotIndex.map { "\($0)" } ?? "-", s.firstIndex.map { "\($0)" } ?? "-",
                 ])
             case .failure(let error):
                 let text = "\(error)"
                 let reason =
                     text.contains("refused") ? "connection refused" : text.contains("no response") ? "timeout" : text
-                rows.append([endpoint, "-", "unreachable", "-", "-", "-", "-", reason])
+                // The reason goes last, where its length widens no other column.
+                rows.append([endpoint, "-", "unreachable", "-", "-", "-", "-", "-", "-", reason])
             }
         }
         let widths = (0..<rows[0].count).map { c in rows.map { $0[c].count }.max() ?? 0 }
@@ -175,6 +182,42 @@ struct Status: AsyncParsableCommand {
         let leaders = Set(reports.filter { $0.role == "leader" }.map(\.term))
         if reports.isEmpty { throw ExitCode(2) }
         if leaders.isEmpty { print("\nno leader at the moment") }
+    }
+}
+
+/// `raft-lite snapshot`: asks nodes to snapshot now.
+struct SnapshotCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "snapshot",
+        abstract: "Ask nodes to snapshot their state now and compact their logs.",
+        discussion: """
+            Each endpoint in --endpoints is asked in turn (POST /v1/snapshot), one at a time so that the nodes do not \
+            all write at once; give one endpoint to snapshot one node. For each node it prints the index and term the \
+            snapshot ends at, once the snapshot is durable. A node with nothing new since its last snapshot answers \
+            with that one. Exits with 2 if any node could not snapshot (the reason goes to standard error).
+            """)
+    @OptionGroup var connection: EndpointOptions
+
+    func run() async throws {
+        let client = try connection.client()
+        var failed = false
+        for endpoint in client.endpoints {
+            do {
+                let response = try await client.snapshot(at: endpoint)
+                if let reply = SnapshotReply.decode(response) {
+                    print("\(endpoint): snapshot at index \(reply.index), term \(reply.term)")
+                } else {
+                    failed = true
+                    let reason = KVErrorReply.decode(response).map { "\($0.error): \($0.message)" } ?? response.text
+                    FileHandle.standardError.write(
+                        Data("\(endpoint): error: HTTP \(response.status) \(reason)\n".utf8))
+                }
+            } catch {
+                failed = true
+                FileHandle.standardError.write(Data("\(endpoint): error: \(error)\n".utf8))
+            }
+        }
+        if failed { throw ExitCode(2) }
     }
 }
 
