@@ -1,8 +1,10 @@
 import Foundation
 import Logging
+import NIOPosix
 import RaftCore
 import RaftLite
 import RaftStorage
+import RaftTesting
 import Testing
 
 /// A state machine small enough to copy: how often each first byte was applied, and how many commands in all.
@@ -212,5 +214,58 @@ private func options(snapshotEntries: Int = 40, margin: Int = 5) -> RaftNode<Tal
         try await node.start()
         defer { Task { await node.stop() } }
         await #expect(throws: RaftNodeError.self) { try await node.snapshot() }
+    }
+}
+
+@Suite struct ForgedSnapshotTests {
+    /// An `installSnapshot` names bytes the receiver must already hold: one that arrives from the network (a buggy or
+    /// hostile peer) is dropped, and the node goes on.
+    @Test func anInstallSnapshotFromTheNetworkIsDroppedAndTheNodeGoesOn() async throws {
+        let ports = try FreePorts.reserve(3)
+        let configuration = try ClusterConfiguration(
+            members: (0..<3).map { ClusterConfiguration.Member(name: "node\($0)", host: "127.0.0.1", port: ports[$0]) })
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("forged-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let network = InMemoryNetwork()
+        let loop = MultiThreadedEventLoopGroup.singleton.next()
+        var nodes: [RaftNode<Tally>] = []
+        for name in ["node0", "node1"] {
+            let id = try #require(configuration[name]?.id)
+            let node = try RaftNode(
+                cluster: configuration, name: name, stateMachine: Tally(),
+                storage: InMemoryNodeStorage(), snapshotStore: SnapshotStore(directory: directory.path + "/" + name),
+                options: options(), eventLoop: loop,
+                transport: InMemoryTransport(id: id, network: network, eventLoop: loop))
+            try await node.start()
+            nodes.append(node)
+        }
+        let started = nodes
+        defer { Task { for node in started { await node.stop() } } }
+        let forger = try #require(configuration["node2"]?.id)
+        let fake = InMemoryTransport(id: forger, network: network, eventLoop: loop)
+        try await fake.start(deliver: { _ in })
+        _ = try await nodes[0].propose([1])
+        let before = await nodes[0].status()
+        let meta = SnapshotMetadata(index: LogIndex(1_000), term: before.term, voters: nodes.map(\.id) + [forger])
+        let targets = nodes.map(\.id)
+        // The transport is used on its loop only, here and at its shutdown below.
+        nonisolated(unsafe) let forged = fake
+        try await loop.submit {
+            for target in targets {
+                forged.send(Message(from: forger, to: target, term: before.term, kind: .installSnapshot(meta)))
+            }
+            forged.flush()
+        }.get()
+        // Both nodes still commit, with nothing installed and their logs intact.
+        _ = try await nodes[1].propose([2])
+        for node in nodes {
+            let status = await node.status()
+            #expect(status.started)
+            #expect(status.snapshotIndex == .zero)
+            #expect(status.firstIndex == LogIndex(1))
+        }
+        #expect(await eventually { (try? await nodes[0].readStateMachine { $0.total }.get()) == 2 })
+        await fake.shutdown()
     }
 }
