@@ -249,6 +249,26 @@ struct WriteLedger: Sendable {
 
     // MARK: - Tests
 
+    /// The check the tests below rely on names a lost acknowledged write, a value older than the acknowledged one,
+    /// a value from nowhere, and accepts a later attempt whose outcome was unknown.
+    @Test func theWriteCheckNamesWhatIsWrong() {
+        var ledger = WriteLedger()
+        ledger.acknowledged = [0: 4, 1: 5, 2: 6]
+        ledger.attempted = [0: 4, 1: 9, 2: 6, 3: 7]
+        let good: [Int: [UInt8]?] = [
+            0: Self.value(4, bytes: 8), 1: Self.value(9, bytes: 8), 2: Self.value(6, bytes: 8),
+        ]
+        #expect(Self.problems(good, keys: 5, ledger: ledger).isEmpty)
+        #expect(Self.problems(good.merging([3: Self.value(7, bytes: 8)]) { $1 }, keys: 5, ledger: ledger).isEmpty)
+        let wrong: [Int: [UInt8]?] = [
+            0: nil, 1: Self.value(4, bytes: 8), 2: Self.value(7, bytes: 8), 3: Self.value(8, bytes: 8),
+            4: Self.value(1, bytes: 8),
+        ]
+        let found = Self.problems(wrong, keys: 5, ledger: ledger)
+        #expect(found.count == 5, "\(found)")
+        #expect(found.first?.hasPrefix("k0: acknowledged 4") == true)
+    }
+
     /// A follower stopped while the leader takes writes (many times its snapshot threshold, so the leader
     /// compacts its log far past the follower) comes back, receives a snapshot and then the entries after it, and
     /// serves exactly the leader's data. `RAFT_SNAPSHOT_CATCHUP_WRITES` sets the number of writes (20,000 by
