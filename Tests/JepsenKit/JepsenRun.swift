@@ -60,6 +60,14 @@ public struct JepsenReport: Sendable {
     public var faultLog: [String]
     public var finalValues: [String: String?]
     public var checkSeconds: Double
+    /// Per node, the snapshots its processes started and installed, summed over its restarts (read from each
+    /// process's `/metrics` just before it was killed and at the end of the run; nil for a node never read).
+    public var snapshots: [String: SnapshotCounts] = [:]
+    /// The nodes that had not applied everything committed 30 s after the faults stopped.
+    public var lagging: [String] = []
+
+    public var snapshotsStarted: Int { snapshots.values.map(\.started).reduce(0, +) }
+    public var snapshotsInstalled: Int { snapshots.values.map(\.installed).reduce(0, +) }
 
     public var linearizable: Bool { results.allSatisfy(\.linearizable) }
     public var operations: Int { history.count }
@@ -78,12 +86,53 @@ public struct JepsenReport: Sendable {
                 + "\(failed) failed: \(reasonText.isEmpty ? "none" : reasonText)), faults: \(faultText.isEmpty ? "none" : faultText); "
                 + (linearizable ? "linearizable" : "NOT LINEARIZABLE")
                 + String(format: " (checked in %.2f s)", checkSeconds)
+                + (lagging.isEmpty ? "" : "; NOT CAUGHT UP: \(lagging.joined(separator: ", "))")
+                + "; snapshots: \(snapshotsStarted) started, \(snapshotsInstalled) installed"
+                + (snapshots.isEmpty
+                    ? ""
+                    : " ("
+                        + snapshots.sorted { $0.key < $1.key }.map {
+                            "\($0.key) \($0.value.started)/\($0.value.installed)"
+                        }
+                        .joined(separator: ", ") + ")")
         ]
         for result in results where !result.linearizable {
             lines.append("key \(result.key): not linearizable (\(result.operations) operations)")
             lines.append(contentsOf: result.explanation.map { "  " + $0 })
         }
         return lines.joined(separator: "\n")
+    }
+}
+
+/// Snapshot counters of one node, from its `/metrics` (`raft_snapshot_started_total`, `raft_snapshot_installed_total`).
+public struct SnapshotCounts: Sendable, Hashable {
+    public var started = 0
+    public var installed = 0
+
+    public init(started: Int = 0, installed: Int = 0) {
+        self.started = started
+        self.installed = installed
+    }
+
+    /// The counters in a Prometheus text exposition (0 for one that is absent).
+    public init(prometheusText text: String) {
+        self.init(
+            started: Int(Self.sample(text, "raft_snapshot_started_total") ?? 0),
+            installed: Int(Self.sample(text, "raft_snapshot_installed_total") ?? 0))
+    }
+
+    /// The value of the first sample named `name` (with any labels) in Prometheus text.
+    public static func sample(_ text: String, _ name: String) -> Double? {
+        for line in text.split(separator: "\n") where !line.hasPrefix("#") {
+            guard line.prefix(while: { $0 != " " && $0 != "{" }) == name, let last = line.split(separator: " ").last
+            else { continue }
+            return Double(last)
+        }
+        return nil
+    }
+
+    static func + (a: Self, b: Self) -> Self {
+        Self(started: a.started + b.started, installed: a.installed + b.installed)
     }
 }
 
@@ -105,6 +154,8 @@ public final class JepsenRun: @unchecked Sendable {
     private let faultLog = NIOLockedValueBox<[String]>([])
     private let faultCounts = NIOLockedValueBox<[String: Int]>([:])
     private let reasons = NIOLockedValueBox<[String: Int]>([:])
+    /// Snapshot counters of processes that were killed, summed per node.
+    private let snapshotTotals = NIOLockedValueBox<[String: SnapshotCounts]>([:])
     private let clock = NIODeadline.now()
 
     public init(options: JepsenOptions) throws {
@@ -169,6 +220,49 @@ public final class JepsenRun: @unchecked Sendable {
         return nil
     }
 
+    /// The snapshot counters of node `k`'s current process, or nil if it does not answer.
+    private func snapshotCounts(_ k: Int) async -> SnapshotCounts? {
+        let client = KVClient(endpoints: [endpoint(k)], timeout: .milliseconds(500))
+        guard let response = try? await client.request(.GET, "/metrics"), response.status == 200 else { return nil }
+        return SnapshotCounts(prometheusText: response.text)
+    }
+
+    /// Adds node `k`'s current counters to its total (before its process is killed, and at the end).
+    private func collectSnapshotCounts(_ k: Int) async {
+        guard let counts = await snapshotCounts(k) else {
+            log("\(names[k]): no /metrics answer: its snapshot counters since its last start are not counted")
+            return
+        }
+        snapshotTotals.withLockedValue {
+            $0[names[k], default: SnapshotCounts()] = $0[names[k], default: SnapshotCounts()] + counts
+        }
+    }
+
+    private func status(_ k: Int) async -> NodeStatusReport? {
+        let client = KVClient(endpoints: [endpoint(k)], timeout: .milliseconds(500))
+        guard let response = try? await client.request(.GET, "/v1/status") else { return nil }
+        return try? NodeStatusReport.decode(response)
+    }
+
+    /// Waits until every node has applied the highest commit index any node reports now; returns those that have
+    /// not within `seconds`.
+    private func waitUntilCaughtUp(seconds: Double) async -> [String] {
+        var target: UInt64 = 0
+        for k in names.indices { target = max(target, await status(k)?.commitIndex ?? 0) }
+        let deadline = Date().addingTimeInterval(seconds)
+        var lagging = names
+        while !lagging.isEmpty {
+            var still: [String] = []
+            for k in names.indices where lagging.contains(names[k]) {
+                if (await status(k)?.appliedIndex ?? 0) < target { still.append(names[k]) }
+            }
+            lagging = still
+            if lagging.isEmpty || Date() >= deadline { break }
+            try? await Task.sleep(for: .milliseconds(50))
+        }
+        return lagging
+    }
+
     // MARK: - The run
 
     public func run() async throws -> JepsenReport {
@@ -206,6 +300,11 @@ public final class JepsenRun: @unchecked Sendable {
                 try? await Task.sleep(for: .milliseconds(100))
             }
         }
+        // Every node must catch up with what the cluster committed (a node that fell behind the leader's log start
+        // through a snapshot) before its counters are read.
+        let lagging = await waitUntilCaughtUp(seconds: 30)
+        if !lagging.isEmpty { log("not caught up after 30 s: \(lagging.joined(separator: ", "))") }
+        for k in names.indices { await collectSnapshotCounts(k) }
         await stopProxies()
         let recorded = history.withLockedValue { $0 }
         let started = NIODeadline.now()
@@ -215,7 +314,8 @@ public final class JepsenRun: @unchecked Sendable {
             seed: options.seed, seconds: options.seconds, history: recorded, results: results,
             faults: faultCounts.withLockedValue { $0 }, reasons: reasons.withLockedValue { $0 },
             faultLog: faultLog.withLockedValue { $0 },
-            finalValues: finals, checkSeconds: checkSeconds)
+            finalValues: finals, checkSeconds: checkSeconds, snapshots: snapshotTotals.withLockedValue { $0 },
+            lagging: lagging)
     }
 
     private var keys: [String] { (0..<options.keys).map { "r\($0)" } }
@@ -345,6 +445,7 @@ public final class JepsenRun: @unchecked Sendable {
             faultCounts.withLockedValue { $0[kind.rawValue, default: 0] += 1 }
             switch kind {
             case .kill:
+                await collectSnapshotCounts(victim)
                 log("kill -9 \(names[victim])\(victim == leader ? " (leader)" : "")")
                 processes.withLockedValue { $0[names[victim]] }?.kill9()
                 try? await Task.sleep(for: seconds(options.faultSeconds))

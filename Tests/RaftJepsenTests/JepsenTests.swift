@@ -14,6 +14,11 @@ import Testing
 @Suite(.serialized) struct JepsenTests {
     static let environment = ProcessInfo.processInfo.environment
 
+    /// Snapshot thresholds low enough that every node snapshots several times a run and compacts its log soon
+    /// after, so that a node killed, paused or cut off for a second or more comes back behind the leader's log start
+    /// and must install a snapshot.
+    static let snapshotArguments = ["--snapshot-entries", "50", "--compaction-margin", "10"]
+
     static func report(_ report: JepsenReport) {
         print(report.summary)
         if !report.linearizable {
@@ -32,6 +37,7 @@ import Testing
         options.seed = seed
         options.seconds = 30
         options.nodes = 3
+        options.serveArguments = Self.snapshotArguments
         let report = try await JepsenRun(options: options).run()
         Self.report(report)
         #expect(
@@ -41,6 +47,13 @@ import Testing
         #expect(
             report.operations - report.unknown - report.failed >= 200, "enough operations completed to mean something")
         #expect(report.finalValues.count == options.keys, "every key was read after the faults stopped")
+        #expect(report.lagging.isEmpty, "every node caught up once the faults stopped")
+        #expect(
+            report.snapshotsStarted >= 2 * options.nodes,
+            "several snapshots per node: \(report.snapshots.sorted { $0.key < $1.key })")
+        #expect(
+            report.snapshotsInstalled >= 1,
+            "a node that fell behind caught up through a snapshot: \(report.snapshots.sorted { $0.key < $1.key })")
     }
 
     /// A deliberately broken build — "linearizable" reads served from the node's own state, without a quorum check
@@ -66,6 +79,7 @@ import Testing
         options.seed = UInt64(Self.environment["JEPSEN_SEED"] ?? "") ?? UInt64.random(in: 1...UInt64(Int64.max))
         options.nodes = Int(Self.environment["JEPSEN_NODES"] ?? "") ?? 3
         options.verbose = Self.environment["JEPSEN_VERBOSE"] == "1"
+        options.serveArguments = Self.snapshotArguments
         print(
             "jepsen: long run of \(Int(options.seconds)) s on \(options.nodes) nodes, seed \(options.seed) "
                 + "(replay: JEPSEN_SEED=\(options.seed) JEPSEN_SECONDS=\(Int(options.seconds)) JEPSEN_NODES=\(options.nodes) "
