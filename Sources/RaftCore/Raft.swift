@@ -679,10 +679,22 @@ public struct Raft: Sendable {
                 } ?? false
             if backedOff { needsFlush = true }
         case .heartbeatResponse:
+            let patience = snapshotPatience
             let behind =
                 tracker.update(m.from) { pr in
                     pr.recentActive = true
                     pr.probeSent = false
+                    if pr.state == .snapshot {
+                        // The follower is alive but has not acknowledged the snapshot. The shell reports every
+                        // transfer's end (`reportSnapshot`); should a report be lost, do not wait for ever: probe
+                        // again, which asks for the snapshot again if it is still needed (a shell whose transfer of
+                        // that snapshot is still running just lets it run).
+                        pr.snapshotWaits += 1
+                        if pr.snapshotWaits >= patience {
+                            pr.pendingSnapshot = .zero
+                            pr.becomeProbe()
+                        }
+                    }
                     // The follower is alive: if the window is full, a message may have been lost; make room.
                     if pr.state == .replicate && pr.inflights.isFull { pr.inflights.freeFirst() }
                     return pr.match
@@ -749,6 +761,10 @@ public struct Raft: Sendable {
         send(.appendEntries(request), to: peer, immediately: true)
         return true
     }
+
+    /// How many heartbeat answers a leader waits, with a follower in the snapshot state, for the snapshot's
+    /// acknowledgement or the shell's report before it probes the follower again: ten election timeouts' worth.
+    var snapshotPatience: Int { max(1, 10 * configuration.electionTick / max(1, configuration.heartbeatTick)) }
 
     /// Sends `peer` the latest snapshot, because the log no longer holds the entries it needs next. Only to a
     /// follower heard from recently: a snapshot is large, and one that cannot be delivered is retried later.

@@ -106,6 +106,28 @@ private func acknowledgement(_ ready: Ready) -> LogIndex? {
         #expect(again.map(\.to) == [n(3)])
     }
 
+    @Test func withoutAReportTheLeaderAsksForTheSnapshotAgainAfterTenElectionTimeoutsOfHeartbeats() throws {
+        var cluster = try clusterWithFollowerBehindTheSnapshot()
+        cluster.heal()
+        cluster.drop = { if case .installSnapshot = $0.kind { true } else { false } }
+        cluster.tick(n(1))
+        cluster.stabilize()
+        var leader = try #require(cluster[n(1)])
+        let heartbeats = 10 * 10  // electionTick 10, heartbeatTick 1
+        var resent = 0
+        for k in 1...heartbeats {
+            leader.step(Message(from: n(3), to: n(1), term: leader.term, kind: .heartbeatResponse))
+            let sent = leader.ready().messages.filter { if case .installSnapshot = $0.kind { true } else { false } }
+            if !sent.isEmpty {
+                resent = k
+                break
+            }
+        }
+        // Not before the patience runs out (the transfer may be long), and not never.
+        #expect(resent == heartbeats)
+        #expect(leader.progress(of: n(3))?.state == .snapshot)
+    }
+
     @Test func aSnapshotAtOrBelowTheCommitIndexIsAcknowledgedAndChangesNothing() throws {
         var node = try follower(entries: 5, committed: 4)
         node.step(install(3))

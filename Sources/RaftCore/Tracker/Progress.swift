@@ -29,6 +29,8 @@ public struct Progress: Sendable, Hashable {
     var inflights: Inflights
     /// In snapshot state: the index of the snapshot being sent.
     public internal(set) var pendingSnapshot: LogIndex = .zero
+    /// In snapshot state: heartbeat answers since the snapshot was sent (see `Raft.snapshotPatience`).
+    var snapshotWaits = 0
 
     init(next: LogIndex, maxInflight: Int) {
         self.match = .zero
@@ -104,6 +106,7 @@ public struct Progress: Sendable, Hashable {
     mutating func becomeSnapshot(_ index: LogIndex) {
         state = .snapshot
         pendingSnapshot = index
+        snapshotWaits = 0
         probeSent = false
         inflights.reset()
     }
