@@ -362,11 +362,18 @@ public struct Raft: Sendable {
 
     // MARK: - Snapshots
 
-    /// What a snapshot of the state machine as it is now would be of: the last applied entry and the membership in
-    /// effect there. Nil before anything is applied, or when the last applied entry is the latest snapshot's.
-    public var snapshotCandidate: SnapshotMetadata? {
-        let index = log.applied
-        guard index > (snapshot?.index ?? .zero), let term = log.term(at: index) else { return nil }
+    /// What a snapshot of a state machine that has applied everything handed out would be of: the last entry handed
+    /// out to apply (`log.applied`) and the membership in effect there. Nil before anything is applied, or when that
+    /// entry is the latest snapshot's. A shell that applies readies later than it takes them (its pipeline holds
+    /// readies not yet durable) must use `snapshotCandidate(at:)` with what its state machine has really applied.
+    public var snapshotCandidate: SnapshotMetadata? { snapshotCandidate(at: log.applied) }
+
+    /// What a snapshot of a state machine that has applied every entry up to `index` would be of; nil if `index` is
+    /// beyond what was handed out to apply, not after the latest snapshot, or no longer in the log.
+    public func snapshotCandidate(at index: LogIndex) -> SnapshotMetadata? {
+        guard index <= log.applied, index > (snapshot?.index ?? .zero), let term = log.term(at: index) else {
+            return nil
+        }
         return SnapshotMetadata(
             index: index, term: term, voters: Array(tracker.voters.voters), learners: Array(tracker.learners))
     }

@@ -29,6 +29,9 @@ final class NodeRuntime<Machine: StateMachine> {
     var latest: CommittedEntry?
     /// The committed entries proposed with an id, by id (`committedEntry(id:)`).
     var byID = RememberedByID<CommittedEntry>()
+    /// The last entry the state machine has applied (or skipped as a no-op or a copy): behind `raft.log.applied`
+    /// while readies wait in the pipeline for their writes. A snapshot is of this index.
+    var machineApplied = LogIndex.zero
     /// A snapshot is being written (only one at a time).
     var snapshotInProgress = false
     /// Callers of `snapshot()` waiting for the one being written.
@@ -54,6 +57,7 @@ final class NodeRuntime<Machine: StateMachine> {
         self.tracker = ProposalTracker(
             proposer: proposer, incarnation: UInt64.random(in: 1...UInt64.max),
             appliedTerm: raft.snapshot?.term ?? .zero)
+        self.machineApplied = raft.log.applied
     }
 
     /// Remembers an entry by id, forgetting the oldest beyond `limit`.

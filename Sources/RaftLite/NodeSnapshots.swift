@@ -58,7 +58,8 @@ extension RaftNode {
     func startSnapshot(_ rt: NodeRuntime<Machine>, reason: String) {
         guard let store = snapshotStore, snapshotsUnsupported == nil, !rt.stopped else { return }
         guard !rt.snapshotInProgress else { return }
-        guard let meta = rt.raft.snapshotCandidate else {
+        // Of what the state machine has applied, which lags the core's mark while readies wait for their writes.
+        guard let meta = rt.raft.snapshotCandidate(at: rt.machineApplied) else {
             // Nothing applied since the last one: it is the answer.
             settleSnapshotWaiters(rt, .success(rt.raft.snapshot))
             return
@@ -145,7 +146,7 @@ extension RaftNode {
     /// After entries are applied: snapshot if the log since the last snapshot passed a threshold.
     func snapshotIfDue(_ rt: NodeRuntime<Machine>) {
         guard !rt.snapshotInProgress, snapshotStore != nil, Machine.supportsSnapshots else { return }
-        let since = rt.raft.log.applied.rawValue &- (rt.raft.snapshot?.index.rawValue ?? 0)
+        let since = rt.machineApplied.rawValue &- (rt.raft.snapshot?.index.rawValue ?? 0)
         if options.snapshotEntries > 0 && since >= UInt64(options.snapshotEntries) {
             startSnapshot(rt, reason: "\(since) entries since the last snapshot")
         } else if options.snapshotBytes > 0 && rt.appliedBytesSinceSnapshot >= options.snapshotBytes {
@@ -205,6 +206,7 @@ extension RaftNode {
         let started = NIODeadline.now()
         do {
             try restore(from: info, into: rt)
+            rt.machineApplied = meta.index
         } catch {
             // The log is already reset to the snapshot: without its state this node cannot go on.
             storageFailed(StorageFailure(.corrupt, "cannot restore the snapshot received (\(info.path)): \(error)"))

@@ -562,6 +562,7 @@ public final class RaftNode<Machine: StateMachine>: Sendable {
 
     private func apply(_ entry: Entry, _ rt: NodeRuntime<Machine>, lost: inout [UInt64]) {
         rt.appliedBytesSinceSnapshot &+= entry.byteSize
+        rt.machineApplied = entry.index
         let header = entry.kind == .normal ? ProposalEnvelope.Header(decoding: entry.data) : nil
         // A copy of a proposal applied (or settled) before is not applied again, on any node.
         let admitted = entry.kind == .normal && (header.map { rt.sessions.admit($0, term: entry.term) } ?? true)

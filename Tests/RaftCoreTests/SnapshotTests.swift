@@ -182,6 +182,10 @@ private func acknowledgement(_ ready: Ready) -> LogIndex? {
         #expect(node.compact(through: LogIndex(5)) == .zero)
         let candidate = try #require(node.snapshotCandidate)
         #expect(candidate.index == LogIndex(11))
+        // A shell whose state machine is behind asks for the snapshot of what it applied; never beyond the mark.
+        #expect(node.snapshotCandidate(at: LogIndex(8))?.index == LogIndex(8))
+        #expect(node.snapshotCandidate(at: LogIndex(8))?.term == Term(1))
+        #expect(node.snapshotCandidate(at: LogIndex(12)) == nil)
         let older = SnapshotMetadata(index: LogIndex(6), term: Term(1), voters: [n(1)])
         node.snapshotCreated(older)
         #expect(node.compact(through: LogIndex(9)) == LogIndex(6))
