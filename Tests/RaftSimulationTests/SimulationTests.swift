@@ -72,7 +72,11 @@ import Testing
                     + "\(total.applied) applied once, \(total.duplicates) duplicate copies refused, \(total.lost) settled "
                     + "as not applied, \(total.unknown) unknown; commit index checked on \(total.restarts) restarts; applied <= "
                     + "committed on every apply; liveness after \(total.schedules - total.steady) heals and under "
-                    + "\(total.steady) steady partitions")
+                    + "\(total.steady) steady partitions; snapshots: \(total.snapshots) taken (in "
+                    + "\(total.schedulesWithSnapshot) schedules), \(total.snapshotsLost) lost in crashes, "
+                    + "\(total.installsSent) installs sent, \(total.installsApplied) applied (in "
+                    + "\(total.schedulesWithInstall) schedules), \(total.reportsLost) transfer reports lost, "
+                    + "\(total.laggards) laggards, \(total.settledBySnapshot) proposals settled by a snapshot")
         } else {
             print("simulation: \(total.failures.count) of the schedules run failed; see the replay commands above")
         }
@@ -119,6 +123,15 @@ private struct WorkerOutcome: Sendable {
     var unknown = 0
     var restarts = 0
     var steady = 0
+    var snapshots = 0
+    var schedulesWithSnapshot = 0
+    var snapshotsLost = 0
+    var installsSent = 0
+    var installsApplied = 0
+    var schedulesWithInstall = 0
+    var reportsLost = 0
+    var laggards = 0
+    var settledBySnapshot = 0
     var failures: [SimulationFailure] = []
 
     mutating func add(_ r: SimulationResult) {
@@ -138,6 +151,15 @@ private struct WorkerOutcome: Sendable {
         unknown += r.proposalsUnknown
         restarts += r.restartsChecked
         steady += r.steadyPartitions
+        snapshots += r.snapshotsTaken
+        schedulesWithSnapshot += r.snapshotsTaken > 0 ? 1 : 0
+        snapshotsLost += r.snapshotsLost
+        installsSent += r.installsSent
+        installsApplied += r.installsApplied
+        schedulesWithInstall += r.installsApplied > 0 ? 1 : 0
+        reportsLost += r.reportsLost
+        laggards += r.laggards
+        settledBySnapshot += r.proposalsSettledBySnapshot
     }
 
     mutating func merge(_ o: WorkerOutcome) {
@@ -157,6 +179,15 @@ private struct WorkerOutcome: Sendable {
         unknown += o.unknown
         restarts += o.restarts
         steady += o.steady
+        snapshots += o.snapshots
+        schedulesWithSnapshot += o.schedulesWithSnapshot
+        snapshotsLost += o.snapshotsLost
+        installsSent += o.installsSent
+        installsApplied += o.installsApplied
+        schedulesWithInstall += o.schedulesWithInstall
+        reportsLost += o.reportsLost
+        laggards += o.laggards
+        settledBySnapshot += o.settledBySnapshot
         failures += o.failures
     }
 }
