@@ -124,7 +124,8 @@ public struct SimulationOptions: Sendable, Hashable, CustomStringConvertible {
         // each seed before snapshots existed.
         var s = SplitMix64(seed: seed ^ 0x5_4A95_07C0_4ABC)
         func pickS<T>(_ choices: [T]) -> T { choices[Int(s.next() % UInt64(choices.count))] }
-        snapshotEvery = 2 + Int(s.next() % 49)
+        // Half the schedules snapshot very often (they commit few entries under heavy faults), half up to every 50.
+        snapshotEvery = 2 + Int(s.next() % (s.next() % 2 == 0 ? 9 : 49))
         snapshotOnDemandRate = pickS([0, 0.01, 0.05])
         maxSnapshotDelay = pickS([1, 50, 300, 1000])
         compactionMargin = s.next() % 11
@@ -132,7 +133,7 @@ public struct SimulationOptions: Sendable, Hashable, CustomStringConvertible {
         lostReportRate = pickS([0, 0, 0.2, 0.5])
         snapshotReportTimeoutTicks = pickS([5, 20, 50])
         laggardWeight = pickS([1, 2, 3])
-        laggardTicks = pickS([10, 30, 60])
+        laggardTicks = pickS([20, 50, 100])
         if chance(0.5) {
             // Leader churn: faults strike the leader every few ticks and nodes come back quickly, so that short-lived
             // leaders leave divergent log suffixes behind (the material of the paper's Figures 7 and 8).

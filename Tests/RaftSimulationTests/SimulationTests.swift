@@ -80,6 +80,44 @@ import Testing
         } else {
             print("simulation: \(total.failures.count) of the schedules run failed; see the replay commands above")
         }
+        // The schedules must exercise snapshots, not merely survive them: nearly all snapshot and compact, and most
+        // have a follower fall behind the leader's compaction and install a snapshot (about 60% do).
+        if total.failures.isEmpty && total.schedules >= 100 {
+            #expect(
+                total.schedulesWithSnapshot * 10 >= total.schedules * 9,
+                "only \(total.schedulesWithSnapshot) of \(total.schedules) schedules took a snapshot")
+            #expect(
+                total.schedulesWithInstall * 2 >= total.schedules,
+                "only \(total.schedulesWithInstall) of \(total.schedules) schedules installed a snapshot")
+        }
+    }
+
+    /// A leader whose shell never learns how a snapshot transfer ended, and whose follower's acknowledgement of the
+    /// snapshot is lost too, must still get the follower going again. It does not yet: the core leaves the
+    /// snapshot state only on the acknowledgement or `reportSnapshot`, and heartbeat answers do not help, so the
+    /// follower is never sent anything again while that leader leads (a liveness failure after the faults stop).
+    /// When the core is fixed, this known issue stops happening and the test fails: turn it into a plain check.
+    @Test func aLeaderRecoversFromALostSnapshotReport() {
+        var failures: [SimulationFailure] = []
+        for seed: UInt64 in 1...150 {
+            var options = SimulationOptions(seed: seed)
+            guard options.lostReportRate > 0 else { continue }
+            options.lostReportsStay = true
+            do throws(SimulationFailure) {
+                _ = try Simulation.run(options)
+            } catch {
+                failures.append(error)
+            }
+        }
+        // Every failure is this one: a liveness failure with the leader still waiting on a snapshot.
+        for failure in failures {
+            #expect(failure.violation.invariant == .liveness, "\(failure)")
+        }
+        withKnownIssue("the core waits forever in the snapshot state when the transfer's report is lost") {
+            for failure in failures.prefix(3) where failure.violation.detail.contains(": snapshot match=") {
+                Issue.record("\(failure)")
+            }
+        }
     }
 
     @Test(.enabled(if: environment["RAFT_SIM_SEED"] != nil))
