@@ -93,31 +93,25 @@ import Testing
     }
 
     /// A leader whose shell never learns how a snapshot transfer ended, and whose follower's acknowledgement of the
-    /// snapshot is lost too, must still get the follower going again. It does not yet: the core leaves the
-    /// snapshot state only on the acknowledgement or `reportSnapshot`, and heartbeat answers do not help, so the
-    /// follower is never sent anything again while that leader leads (a liveness failure after the faults stop).
-    /// When the core is fixed, this known issue stops happening and the test fails: turn it into a plain check.
+    /// snapshot (or the snapshot itself) is lost too, must still get the follower going again: the core probes a
+    /// follower that answers heartbeats but stays in the snapshot state. Before that rule (2e25974), seeds 19, 100 and
+    /// 135 of these failed liveness with the leader's progress still `snapshot` for the follower left behind.
     @Test func aLeaderRecoversFromALostSnapshotReport() {
-        var failures: [SimulationFailure] = []
+        var schedules = 0
+        var reportsLost = 0
         for seed: UInt64 in 1...150 {
             var options = SimulationOptions(seed: seed)
             guard options.lostReportRate > 0 else { continue }
             options.lostReportsStay = true
             do throws(SimulationFailure) {
-                _ = try Simulation.run(options)
+                let result = try Simulation.run(options)
+                schedules += 1
+                reportsLost += result.reportsLost
             } catch {
-                failures.append(error)
+                Issue.record("\(error)")
             }
         }
-        // Every failure is this one: a liveness failure with the leader still waiting on a snapshot.
-        for failure in failures {
-            #expect(failure.violation.invariant == .liveness, "\(failure)")
-        }
-        withKnownIssue("the core waits forever in the snapshot state when the transfer's report is lost") {
-            for failure in failures.prefix(3) where failure.violation.detail.contains(": snapshot match=") {
-                Issue.record("\(failure)")
-            }
-        }
+        #expect(schedules > 0 && reportsLost > 0, "no transfer report was lost in \(schedules) schedules")
     }
 
     @Test(.enabled(if: environment["RAFT_SIM_SEED"] != nil))
