@@ -94,6 +94,13 @@ mutate stale-term-messages "keep messages queued in an older term when the term 
             messagesAfterPersist.removeAll { $0.term < newTerm }' \
   '            _ = newTerm'
 
+mutate snapshot-older-than-commit "a follower installs a snapshot its commit index already covers (moving back)" \
+  '        if meta.index <= log.committed {' \
+  '        if false, meta.index <= log.committed {'
+mutate snapshot-keeps-conflicting-log "a follower keeps its log for a snapshot whose last entry it holds in another term" \
+  'if log.matches(index: meta.index, term: meta.term) {' \
+  'if meta.index <= log.lastIndex {'
+
 # The write pipeline every shell runs, against the same simulation.
 target Sources/RaftCore/ReadyPipeline.swift "simulation failed" \
   env RAFT_SIM_SCHEDULES="$schedules" RAFT_SIM_MAX_FAILURES="$max_failures" \
@@ -119,6 +126,20 @@ target Sources/RaftCore/Proposals/ProposalTracker.swift "simulation failed" \
 mutate lost-too-early "settle a proposal as lost when an entry of its copy's own term is applied" \
   'where p.liveTerm.map({ $0 < entry.term }) == true' \
   'where p.liveTerm.map({ $0 <= entry.term }) == true'
+
+# The simulator's own shell, against the same simulation: its checks must notice a shell that gets snapshots wrong.
+target Tests/RaftSimulation/Simulation.swift "simulation failed" \
+  env RAFT_SIM_SCHEDULES="$schedules" RAFT_SIM_MAX_FAILURES="$max_failures" \
+  swift test -c release --filter randomizedSchedulesKeepEveryInvariant
+
+mutate install-log-before-snapshot "empty the stored log for a received snapshot without keeping the snapshot" \
+  '        nodes[k].snapshot = snapshot
+    }
+
+    /// A ready that installs' \
+  '    }
+
+    /// A ready that installs'
 
 # The write-ahead log's durability, against the power-cut test over the simulated file system (debug build).
 target Sources/RaftStorage/WALWriter.swift "power cuts failed" \

@@ -83,6 +83,10 @@ public struct InvariantChecker: Sendable {
     private var effectiveAt: [ProposalIdentity: LogIndex] = [:]
     /// Proposals their proposer settled as definitely not applied.
     private var settledLost: Set<ProposalIdentity> = []
+    /// `digests[i - 1]`: the state machine's digest after applying index i, on the first node to apply it.
+    private var digests: [UInt64] = []
+    /// The contents of the first snapshot seen at each index.
+    private var snapshots: [LogIndex: SimulatedSnapshot] = [:]
 
     /// Copies of proposals refused as duplicates (counted once per index).
     public private(set) var duplicatesRefused = 0
@@ -279,6 +283,104 @@ public struct InvariantChecker: Sendable {
         track.committed = log.committed
         track.applied = applied
         nodes[node] = track
+    }
+
+    /// State Machine Safety for the state itself: every node's state machine is the same after each index.
+    public mutating func observeState(_ node: NodeID, _ state: SimulatedState) throws(InvariantViolation) {
+        let k = Int(state.applied.rawValue) - 1
+        guard k >= 0 else { return }
+        if k < digests.count {
+            if digests[k] != state.digest {
+                throw InvariantViolation(
+                    .stateMachineSafety, "\(node)'s state after \(state.applied) differs from another node's there")
+            }
+        } else if k == digests.count {
+            digests.append(state.digest)
+        } else {
+            throw InvariantViolation(
+                .stateMachineSafety,
+                "\(node) reached \(state.applied) before any node had the state at \(digests.count)")
+        }
+    }
+
+    /// A node made a snapshot durable: it holds the state every node had at its index, and any other node's
+    /// snapshot at that index holds the same (the same term, state and proposal sessions).
+    public mutating func observeSnapshot(_ node: NodeID, _ snapshot: SimulatedSnapshot) throws(InvariantViolation) {
+        let index = snapshot.meta.index
+        if snapshot.state.applied != index {
+            throw InvariantViolation(
+                .stateMachineSafety,
+                "\(node)'s \(snapshot.meta) holds the state machine at \(snapshot.state.applied), not at its index")
+        }
+        try observeState(node, snapshot.state)
+        if let known = snapshots[index] {
+            if known.meta.term != snapshot.meta.term || known.state != snapshot.state {
+                throw InvariantViolation(
+                    .stateMachineSafety,
+                    "\(node)'s \(snapshot.meta) differs from another node's snapshot at \(index) (\(known.meta.term))"
+                        + (known.state.sessions != snapshot.state.sessions ? ": their proposal sessions differ" : ""))
+            }
+        } else {
+            snapshots[index] = snapshot
+        }
+        if let term = committedTerm(at: index), term != snapshot.meta.term {
+            throw InvariantViolation(
+                .stateMachineSafety, "\(node) has a \(snapshot.meta), but the cluster committed \(term) there")
+        }
+    }
+
+    /// A node restored its state machine from a snapshot it received: it never goes back behind what it had
+    /// applied, and what it restored is a snapshot some node made (so the state every node had at that index).
+    public mutating func observeInstalled(_ node: NodeID, _ snapshot: SimulatedSnapshot, restored: SimulatedState)
+        throws(InvariantViolation)
+    {
+        var track = nodes[node] ?? NodeTrack()
+        defer { nodes[node] = track }
+        let index = snapshot.meta.index
+        if index < track.applied {
+            throw InvariantViolation(
+                .stateMachineSafety, "\(node) installed a \(snapshot.meta), going back from \(track.applied)")
+        }
+        guard let known = snapshots[index], known == snapshot else {
+            throw InvariantViolation(
+                .stateMachineSafety, "\(node) installed a \(snapshot.meta) that no node made with these contents")
+        }
+        if restored != snapshot.state {
+            throw InvariantViolation(
+                .stateMachineSafety, "\(node) installed a \(snapshot.meta) but its state machine is not the snapshot's")
+        }
+        try observeState(node, restored)
+        track.applied = index
+    }
+
+    /// A node restarted with its state machine as it kept it or as restored from its latest durable snapshot: never
+    /// behind that snapshot, and the state every node had at that index.
+    public mutating func observeRestoredState(
+        _ node: NodeID, _ state: SimulatedState, durableSnapshot: LogIndex
+    ) throws(InvariantViolation) {
+        if state.applied < durableSnapshot {
+            throw InvariantViolation(
+                .durability,
+                "\(node) restarted with its state machine at \(state.applied), behind its snapshot at \(durableSnapshot)"
+            )
+        }
+        try observeState(node, state)
+    }
+
+    /// A proposer settled a proposal as applied because a snapshot it installed shows it took effect (where, it
+    /// cannot tell): it must have taken effect somewhere.
+    public func observeSettledBySnapshot(_ proposal: ProposalIdentity, at index: LogIndex) throws(InvariantViolation) {
+        guard let effective = effectiveAt[proposal], effective <= index else {
+            throw InvariantViolation(
+                .exactlyOnce,
+                "proposal \(proposal) was settled as applied by the snapshot at \(index), but took effect "
+                    + (effectiveAt[proposal].map { "at \($0)" } ?? "nowhere"))
+        }
+    }
+
+    private func committedTerm(at index: LogIndex) -> Term? {
+        let k = Int(index.rawValue) - 1
+        return k >= 0 && k < committed.count ? committed[k].term : nil
     }
 
     /// Exactly once: at each index every node makes the same decision (`ProposalSessions` is a function of the log),

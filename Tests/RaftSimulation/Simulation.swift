@@ -27,6 +27,17 @@ public struct SimulationResult: Sendable, Hashable {
     public var restartsChecked = 0
     /// Schedules whose liveness was judged under a partition that stays (one-way, bridge, isolation), not a heal.
     public var steadyPartitions = 0
+    /// Snapshots: made durable by the nodes themselves, lost in a crash while being written, sent by leaders
+    /// (InstallSnapshot), and installed by followers (their state machines restored from them). Transfers whose
+    /// end the leader never learned (its shell never reported it to the core), followers cut off long enough to
+    /// fall behind the leader's compaction, and proposals settled as applied because a snapshot showed they were.
+    public var snapshotsTaken = 0
+    public var snapshotsLost = 0
+    public var installsSent = 0
+    public var installsApplied = 0
+    public var reportsLost = 0
+    public var laggards = 0
+    public var proposalsSettledBySnapshot = 0
 }
 
 /// A schedule that broke an invariant: everything needed to understand and replay it.
@@ -82,16 +93,30 @@ public struct Simulation {
         case endFaults
         case livenessDeadline(stage: Int)
         case strikeLeader(node: Int, term: Term)
+        /// The snapshot node `k` is writing is durable.
+        case snapshotWritten(node: Int, incarnation: Int)
+        /// A whole snapshot transfer, modelled as the delivery of the leader's InstallSnapshot message.
+        case deliverSnapshot(Message, senderIncarnation: Int)
+        /// The leader's shell learns how a transfer to `peer` ended and tells its core.
+        case snapshotReport(node: Int, incarnation: Int, peer: NodeID, succeeded: Bool)
+        /// A laggard's isolation ends, unless the network changed since (`epoch`).
+        case rejoin(epoch: Int)
     }
 
     private struct Node {
         let id: NodeID
         var raft: Raft?
         var storage = MemoryStorage()
-        /// The index the state machine has applied, which survives crashes (unless it restarts empty).
-        var applied = LogIndex.zero
-        /// Which proposals the state machine applied: replicated state, kept or lost with `applied`.
-        var sessions = ProposalSessions()
+        /// The state machine: what it applied, and which proposals took effect. It survives crashes (unless it
+        /// restarts empty, and is then restored from `snapshot`).
+        var machine = SimulatedState()
+        /// The latest durable snapshot (made here or installed from a leader); survives crashes.
+        var snapshot: SimulatedSnapshot?
+        /// A snapshot being written: the state machine frozen at the candidate's index (a crash loses it).
+        var creating: SimulatedSnapshot?
+        var appliedSinceSnapshot = 0
+        /// The highest sequence this incarnation's tracker handed out.
+        var submitted: UInt64 = 0
         /// This incarnation's own proposals (a crash forgets them, as a process forgets its clients).
         var tracker: ProposalTracker<Client>
         /// The ordered write pipeline, as `RaftNode` runs it.
@@ -153,6 +178,20 @@ public struct Simulation {
     private let traceCapacity: Int
     private var trace: [String] = []
     private var traceStart = 0
+
+    /// Every snapshot made durable, by (index, term): the bytes the shells write and stream to each other.
+    private var snapshotStore: [SnapshotKey: SimulatedSnapshot] = [:]
+    /// Bumped whenever the set of blocked links changes: a laggard rejoins only if nothing changed since.
+    private var partitionEpoch = 0
+
+    private struct SnapshotKey: Hashable {
+        var index: LogIndex
+        var term: Term
+        init(_ meta: SnapshotMetadata) {
+            index = meta.index
+            term = meta.term
+        }
+    }
 
     private struct Link: Hashable {
         var from: Int
@@ -232,19 +271,31 @@ public struct Simulation {
         let state = nodes[k].storage.initialState()
         // Some restarts keep the state machine (it is durable), others rebuild it from the log.
         if nodes[k].incarnation > 0 && chance(0.3) {
-            nodes[k].applied = .zero
-            nodes[k].sessions = ProposalSessions()
+            nodes[k].machine = SimulatedState()
         }
+        // A state machine behind the latest durable snapshot (rebuilt, or a snapshot installed as it crashed)
+        // starts from that snapshot.
+        if let snapshot = nodes[k].snapshot, snapshot.meta.index > nodes[k].machine.applied {
+            nodes[k].machine = snapshot.state
+        }
+        nodes[k].creating = nil
+        nodes[k].appliedSinceSnapshot = 0
+        nodes[k].submitted = 0
+        let applied = nodes[k].machine.applied
         nodes[k].tracker = ProposalTracker(
             proposer: nodes[k].id, incarnation: UInt64(nodes[k].incarnation) + 1,
-            appliedTerm: state.term(at: nodes[k].applied) ?? .zero)
+            appliedTerm: state.term(at: applied) ?? .zero)
         let raft: Raft
         do {
-            raft = try Raft(configuration: configuration(for: k), state: state, applied: nodes[k].applied)
+            raft = try Raft(
+                configuration: configuration(for: k), state: state, applied: applied,
+                snapshot: nodes[k].snapshot?.meta)
         } catch {
             throw InvariantViolation(.durability, "\(nodes[k].id) cannot restart from its storage: \(error)")
         }
-        try checker.observeRestart(nodes[k].id, raft, applied: nodes[k].applied)
+        try checker.observeRestart(nodes[k].id, raft, applied: applied)
+        try checker.observeRestoredState(
+            nodes[k].id, nodes[k].machine, durableSnapshot: nodes[k].snapshot?.meta.index ?? .zero)
         result.restartsChecked += 1
         nodes[k].checkedCommit = raft.log.committed
         nodes[k].raft = raft
@@ -259,6 +310,7 @@ public struct Simulation {
             guard nodes[k].incarnation == incarnation, nodes[k].raft != nil else { return }
             if nodes[k].paused { return hold(event, for: k) }
             nodes[k].raft?.tick()
+            if chance(options.snapshotOnDemandRate) { startSnapshot(k, force: true) }
             try processReady(k)
             schedule(.tick(node: k, incarnation: incarnation), after: options.tickInterval)
 
@@ -320,6 +372,34 @@ public struct Simulation {
 
         case .endFaults:
             try endFaults()
+
+        case .snapshotWritten(let k, let incarnation):
+            guard nodes[k].incarnation == incarnation, nodes[k].raft != nil else { return }
+            if nodes[k].paused { return hold(event, for: k) }
+            try snapshotWritten(k)
+
+        case .deliverSnapshot(let message, let senderIncarnation):
+            let k = index(of: message.to)
+            guard nodes[k].raft != nil, !blocked.contains(Link(from: index(of: message.from), to: k)) else {
+                result.messagesDropped += 1
+                reportTransfer(message, senderIncarnation, succeeded: false)
+                return
+            }
+            if nodes[k].paused { return hold(event, for: k) }
+            result.messagesDelivered += 1
+            nodes[k].raft?.step(message)
+            try processReady(k)
+            reportTransfer(message, senderIncarnation, succeeded: true)
+
+        case .snapshotReport(let k, let incarnation, let peer, let succeeded):
+            guard nodes[k].incarnation == incarnation, nodes[k].raft != nil else { return }
+            if nodes[k].paused { return hold(event, for: k) }
+            nodes[k].raft?.reportSnapshot(to: peer, succeeded: succeeded)
+            try processReady(k)
+
+        case .rejoin(let epoch):
+            guard stage == .faults, epoch == partitionEpoch else { return }
+            heal()
 
         case .strikeLeader(let k, let term):
             guard stage == .faults, let raft = nodes[k].raft, raft.role == .leader, raft.term == term else { return }
@@ -424,6 +504,7 @@ public struct Simulation {
         for _ in 0..<count {
             guard !nodes[k].writes.isEmpty else { break }
             let write = nodes[k].writes.removeFirst()
+            if let meta = write.snapshot { try storeInstalled(meta, on: k) }
             do {
                 try nodes[k].storage.persist(entries: write.entries, hardState: write.hardState)
             } catch {
@@ -444,6 +525,8 @@ public struct Simulation {
             try checker.observeSent(message, durable: durable)
             send(message)
         }
+        // A snapshot received is installed first: the entries committed in this ready follow it.
+        if let meta = ready.snapshot { try restore(meta, on: k) }
         var lost: [UInt64] = []
         if let last = ready.committedEntries.last {
             try observeCommit(k)
@@ -452,11 +535,112 @@ public struct Simulation {
             if durable.term(at: last.index) != last.term {
                 throw InvariantViolation(.durability, "\(nodes[k].id) applied \(last.index) before storing it")
             }
-            nodes[k].applied = last.index
             for entry in ready.committedEntries { try apply(entry, on: k, lost: &lost) }
+            nodes[k].appliedSinceSnapshot += ready.committedEntries.count
+            if nodes[k].appliedSinceSnapshot >= options.snapshotEvery { startSnapshot(k, force: false) }
         }
         // Proposals proven lost go again (no copy of them can commit any more).
         for sequence in lost { try hand(sequence, on: k) }
+    }
+
+    // MARK: - Snapshots
+
+    /// Starts writing a snapshot of node `k`'s state machine at the core's candidate — only when the state machine
+    /// is exactly there (the core counts as applied what it handed out; readies still in the pipeline may not be
+    /// applied yet). The snapshot is durable after a while (`snapshotWritten`); one at a time.
+    private mutating func startSnapshot(_ k: Int, force: Bool) {
+        guard nodes[k].creating == nil, let meta = nodes[k].raft?.snapshotCandidate,
+            meta.index == nodes[k].machine.applied
+        else { return }
+        nodes[k].creating = SimulatedSnapshot(meta: meta, state: nodes[k].machine)
+        nodes[k].appliedSinceSnapshot = 0
+        schedule(
+            .snapshotWritten(node: k, incarnation: nodes[k].incarnation),
+            after: randomDelay(upTo: options.maxSnapshotDelay))
+    }
+
+    /// Node `k`'s snapshot is durable: it becomes the node's latest (unless one installed meanwhile is newer), the
+    /// core learns of it, and the log is compacted up to the margin before it, in memory and in storage.
+    private mutating func snapshotWritten(_ k: Int) throws(InvariantViolation) {
+        guard let snapshot = nodes[k].creating else { return }
+        nodes[k].creating = nil
+        guard snapshot.meta.index > nodes[k].snapshot?.meta.index ?? .zero else { return }
+        try checker.observeSnapshot(nodes[k].id, snapshot)
+        if snapshotStore[SnapshotKey(snapshot.meta)] == nil { snapshotStore[SnapshotKey(snapshot.meta)] = snapshot }
+        nodes[k].snapshot = snapshot
+        result.snapshotsTaken += 1
+        let index = snapshot.meta.index
+        let target = LogIndex(index.rawValue - min(options.compactionMargin, index.rawValue))
+        var start = LogIndex.zero
+        withRaft(k) { raft, _ in
+            raft.snapshotCreated(snapshot.meta)
+            start = raft.compact(through: target)
+        }
+        // Storage keeps at least what the core keeps, and never drops what the snapshot does not cover.
+        let stored = nodes[k].storage.state
+        let through = min(start, target)
+        if through > stored.snapshotIndex, let term = stored.term(at: through) {
+            nodes[k].storage = MemoryStorage(
+                PersistentState(
+                    hardState: stored.hardState, snapshotIndex: through, snapshotTerm: term,
+                    entries: stored.entries.filter { $0.index > through }))
+        }
+        try processReady(k)
+    }
+
+    /// The write that installs a snapshot received is durable (or lands in a crash): the node's storage holds
+    /// the snapshot and an empty log after it — the rest of the write is then stored on top.
+    private mutating func storeInstalled(_ meta: SnapshotMetadata, on k: Int) throws(InvariantViolation) {
+        guard let snapshot = snapshotStore[SnapshotKey(meta)] else {
+            throw InvariantViolation(
+                .durability, "\(nodes[k].id) was handed a \(meta) to install, which no node made durable")
+        }
+        nodes[k].storage = MemoryStorage(
+            PersistentState(
+                hardState: nodes[k].storage.state.hardState, snapshotIndex: meta.index, snapshotTerm: meta.term))
+        nodes[k].snapshot = snapshot
+    }
+
+    /// A ready that installs a snapshot is durable: the state machine and the proposal sessions are restored from
+    /// it, and this node's own proposals it shows applied are settled (their index is unknown here).
+    private mutating func restore(_ meta: SnapshotMetadata, on k: Int) throws(InvariantViolation) {
+        guard let snapshot = snapshotStore[SnapshotKey(meta)] else {
+            throw InvariantViolation(.durability, "\(nodes[k].id) installed a \(meta) that no node made durable")
+        }
+        nodes[k].machine = snapshot.state
+        nodes[k].appliedSinceSnapshot = 0
+        try checker.observeInstalled(nodes[k].id, snapshot, restored: nodes[k].machine)
+        result.installsApplied += 1
+        guard nodes[k].submitted > 0 else { return }
+        for sequence in 1...nodes[k].submitted {
+            guard nodes[k].tracker[sequence] != nil, let data = nodes[k].tracker.entryData(sequence),
+                let header = ProposalEnvelope.Header(decoding: data),
+                nodes[k].machine.sessions.hasAdmitted(header)
+            else { continue }
+            guard let (client, _) = nodes[k].tracker.settle(sequence) else { continue }
+            let identity = ProposalIdentity(
+                proposer: nodes[k].id, incarnation: nodes[k].tracker.incarnation, sequence: sequence)
+            try checker.observeSettledBySnapshot(identity, at: meta.index)
+            result.proposalsSettledBySnapshot += 1
+            if client.mustApply { livenessApplied[sequence] = meta.index }
+        }
+    }
+
+    /// The leader's shell learns how a transfer ended, after a round trip — or, sometimes, it does not, and gives
+    /// the transfer up as failed after a timeout (or never, if lost reports stay lost).
+    private mutating func reportTransfer(_ message: Message, _ senderIncarnation: Int, succeeded: Bool) {
+        var succeeded = succeeded
+        var delay = messageDelay()
+        if chance(options.lostReportRate) {
+            result.reportsLost += 1
+            if options.lostReportsStay { return }
+            succeeded = false
+            delay = Int64(options.snapshotReportTimeoutTicks) * options.tickInterval
+        }
+        schedule(
+            .snapshotReport(
+                node: index(of: message.from), incarnation: senderIncarnation, peer: message.to, succeeded: succeeded),
+            after: delay)
     }
 
     /// Applies one committed entry to node `k`'s state machine: `ProposalSessions` decides whether a proposal is
@@ -464,8 +648,11 @@ public struct Simulation {
     /// application, and the proposer's tracker learns what became of its proposals.
     private mutating func apply(_ entry: Entry, on k: Int, lost: inout [UInt64]) throws(InvariantViolation) {
         let header = entry.kind == .normal ? ProposalEnvelope.Header(decoding: entry.data) : nil
-        let admitted = entry.kind == .normal && (header.map { nodes[k].sessions.admit($0, term: entry.term) } ?? true)
+        let admitted =
+            entry.kind == .normal && (header.map { nodes[k].machine.sessions.admit($0, term: entry.term) } ?? true)
         try checker.observeAdmission(nodes[k].id, entry, proposal: header?.identity, admitted: admitted)
+        nodes[k].machine.apply(entry, admitted: admitted)
+        try checker.observeState(nodes[k].id, nodes[k].machine)
         let outcome = nodes[k].tracker.applied((entry.index, entry.term), envelope: header, admitted: admitted)
         lost += outcome.lost
         if let (sequence, client) = outcome.settled {
@@ -516,7 +703,11 @@ public struct Simulation {
     /// meet it — this is what makes a leader that counted its own, not yet durable, write fail at once.
     private func checkDurableOnQuorum(_ index: LogIndex, term: Term?, by node: NodeID) throws(InvariantViolation) {
         guard let term else { return }
-        let holders = nodes.filter { $0.storage.state.term(at: index) == term }.count
+        // A node whose storage was compacted past the index holds it in its snapshot (it applied it: the checker
+        // held every applied entry to the one the cluster committed).
+        let holders = nodes.filter {
+            $0.storage.state.term(at: index) == term || index < $0.storage.state.snapshotIndex
+        }.count
         if holders < nodes.count / 2 + 1 {
             throw InvariantViolation(
                 .durability,
@@ -527,6 +718,7 @@ public struct Simulation {
     // MARK: - The network
 
     private mutating func send(_ message: Message) {
+        if case .installSnapshot = message.kind { return sendSnapshot(message) }
         if stage == .faults && chance(options.dropRate) {
             result.messagesDropped += 1
             return
@@ -544,6 +736,26 @@ public struct Simulation {
         }
     }
 
+    /// A snapshot's transfer, as one message: slower than others (the bytes are many), off the link's order (it
+    /// streams on a connection of its own), lost or duplicated like any message. The leader's shell reports how it
+    /// ended.
+    private mutating func sendSnapshot(_ message: Message) {
+        result.installsSent += 1
+        let incarnation = nodes[index(of: message.from)].incarnation
+        let delay = messageDelay() + randomDelay(upTo: options.snapshotTransferDelay)
+        if stage == .faults && chance(options.dropRate) {
+            result.messagesDropped += 1
+            reportTransfer(message, incarnation, succeeded: false)
+            return
+        }
+        schedule(.deliverSnapshot(message, senderIncarnation: incarnation), after: delay)
+        if stage == .faults && chance(options.duplicateRate) {
+            schedule(
+                .deliverSnapshot(message, senderIncarnation: incarnation),
+                after: messageDelay() + randomDelay(upTo: options.snapshotTransferDelay))
+        }
+    }
+
     private mutating func messageDelay() -> Int64 {
         options.minDelay + randomDelay(upTo: options.maxDelay - options.minDelay)
     }
@@ -551,7 +763,10 @@ public struct Simulation {
     // MARK: - Faults
 
     private mutating func injectFault() throws(InvariantViolation) {
-        let weights = [options.crashWeight, options.pauseWeight, options.partitionWeight, options.healWeight]
+        let weights = [
+            options.crashWeight, options.pauseWeight, options.partitionWeight, options.healWeight,
+            options.laggardWeight,
+        ]
         var roll = Int(random.next() % UInt64(weights.reduce(0, +)))
         var kind = 0
         while roll >= weights[kind] {
@@ -562,8 +777,25 @@ public struct Simulation {
         case 0: crashSomeone()
         case 1: pauseSomeone()
         case 2: partition()
-        default: blocked.removeAll()
+        case 3: heal()
+        default: isolateLaggard()
         }
+    }
+
+    private mutating func heal() {
+        blocked.removeAll()
+        partitionEpoch += 1
+    }
+
+    /// A follower is cut off long enough for the leader to snapshot and compact past it; when it rejoins (unless
+    /// the network changed meanwhile), it needs a snapshot.
+    private mutating func isolateLaggard() {
+        let followers = nodes.indices.filter { nodes[$0].raft != nil && nodes[$0].raft?.role != .leader }
+        guard !followers.isEmpty else { return }
+        result.laggards += 1
+        isolate(followers[pick(followers.count)])
+        let ticks = Int64(options.laggardTicks / 2 + pick(options.laggardTicks / 2 + 1))
+        schedule(.rejoin(epoch: partitionEpoch), after: ticks * options.tickInterval)
     }
 
     /// A victim for a fault: half the time the current leader (faults there hurt most), otherwise anyone who fits.
@@ -594,11 +826,22 @@ public struct Simulation {
             result.tornWrites += 1
             let whole = pick(nodes[k].syncing)
             for write in nodes[k].writes.prefix(whole) {
+                if let meta = write.snapshot { try? storeInstalled(meta, on: k) }
                 try? nodes[k].storage.persist(entries: write.entries, hardState: write.hardState)
             }
-            let partial = nodes[k].writes[whole].entries
-            try? nodes[k].storage.append(partial.prefix(pick(partial.count + 1)))
+            // A snapshot's install is all or nothing (the shell renames its file into place), then entries follow.
+            let torn = nodes[k].writes[whole]
+            if let meta = torn.snapshot {
+                if chance(0.5) {
+                    try? storeInstalled(meta, on: k)
+                    try? nodes[k].storage.append(torn.entries.prefix(pick(torn.entries.count + 1)))
+                }
+            } else {
+                try? nodes[k].storage.append(torn.entries.prefix(pick(torn.entries.count + 1)))
+            }
         }
+        if nodes[k].creating != nil { result.snapshotsLost += 1 }
+        nodes[k].creating = nil
         nodes[k].raft = nil
         nodes[k].writes = []
         nodes[k].pipeline.reset()
@@ -640,6 +883,7 @@ public struct Simulation {
     private mutating func partition() {
         result.partitions += 1
         blocked.removeAll()
+        partitionEpoch += 1
         let n = nodes.count
         func cut(_ a: Int, _ b: Int) { blocked.insert(Link(from: a, to: b)) }
         switch pick(5) {
@@ -679,6 +923,7 @@ public struct Simulation {
     /// Cuts node `k` off from every other node, both ways (replacing any partition in place).
     private mutating func isolate(_ k: Int) {
         blocked.removeAll()
+        partitionEpoch += 1
         for j in nodes.indices where j != k {
             blocked.insert(Link(from: k, to: j))
             blocked.insert(Link(from: j, to: k))
@@ -693,6 +938,7 @@ public struct Simulation {
         // Clients mostly find the leader (or whoever thinks it leads); the rest go to any node.
         guard let k = victim(where: { $0.raft != nil && !$0.paused }) else { return }
         let sequence = nodes[k].tracker.submit(nextCommand(), waiter: Client())
+        nodes[k].submitted = sequence
         result.proposals += 1
         schedule(
             .proposalDeadline(node: k, incarnation: nodes[k].incarnation, sequence: sequence),
@@ -719,12 +965,18 @@ public struct Simulation {
         let shortest = nodes.compactMap { $0.raft?.log.committed.rawValue }.min() ?? 0
         let perRoundTrip = UInt64(options.maxMessageEntries * options.maxInflightMessages)
         let roundTrips = Int64((longest - min(shortest, longest)) / perRoundTrip + 1)
-        return electionTimeouts + roundTrips * (2 * options.maxDelay + options.maxPersistDelay + options.tickInterval)
+        // A follower behind the leader's compaction needs a snapshot first (perhaps twice, if the first is of an
+        // index the leader compacts past meanwhile).
+        let snapshotTransfers =
+            4
+            * (options.snapshotTransferDelay + 2 * options.maxDelay + options.maxPersistDelay + options.maxSnapshotDelay)
+        return electionTimeouts + snapshotTransfers
+            + roundTrips * (2 * options.maxDelay + options.maxPersistDelay + options.tickInterval)
     }
 
     private mutating func endFaults() throws(InvariantViolation) {
         faultsEndedAt = now
-        blocked.removeAll()
+        heal()
         // With PreVote and CheckQuorum, Raft makes progress under some partitions that stay: a node cut off, a node
         // that can only send or only receive, two halves bridged by one node. Judge liveness under one of them.
         if options.preVote && options.checkQuorum && chance(options.steadyPartitionRate) {
@@ -800,6 +1052,7 @@ public struct Simulation {
         var proposals: [UInt64] = []
         for _ in 0..<options.livenessProposals {
             let sequence = nodes[k].tracker.submit(nextCommand(), waiter: Client(mustApply: true))
+            nodes[k].submitted = sequence
             result.proposals += 1
             proposals.append(sequence)
         }
@@ -821,7 +1074,7 @@ public struct Simulation {
         throws(InvariantViolation)
     {
         guard livenessApplied.count == proposals.count, let last = livenessApplied.values.max() else { return }
-        guard ([k] + required).allSatisfy({ nodes[$0].applied >= last }) else { return }
+        guard ([k] + required).allSatisfy({ nodes[$0].machine.applied >= last }) else { return }
         stage = .done
     }
 
@@ -829,8 +1082,14 @@ public struct Simulation {
         nodes.map { node in
             guard let r = node.raft else { return "\(node.id): down" }
             return "\(r.id): \(r.role.rawValue) \(r.term) leader=\(r.leader.map { "\($0)" } ?? "none") "
-                + "last=\(r.log.lastIndex) commit=\(r.log.committed) applied=\(node.applied)"
+                + "last=\(r.log.lastIndex) commit=\(r.log.committed) applied=\(node.machine.applied) snapshot=\(node.snapshot?.meta.index ?? .zero)"
                 + (node.paused ? " paused" : "")
+                + (r.role == .leader
+                    ? " progress=["
+                        + r.status.progress.sorted { $0.key < $1.key }.map { peer, pr in
+                            "\(peer): \(pr.state) match=\(pr.match) next=\(pr.next)"
+                                + (pr.state == .snapshot ? " pending=\(pr.pendingSnapshot)" : "")
+                        }.joined(separator: ", ") + "]" : "")
         }.joined(separator: "; ")
     }
 
@@ -886,6 +1145,12 @@ public struct Simulation {
         case .endFaults: "faults end: heal, restart, resume"
         case .livenessDeadline(let s): "liveness deadline of stage \(s)"
         case .strikeLeader(let k, let term): "strike leader \(nodes[k].id) of \(term)"
+        case .snapshotWritten(let k, _):
+            "snapshot written on \(nodes[k].id): \(nodes[k].creating.map { "\($0.meta)" } ?? "none")"
+        case .deliverSnapshot(let m, _): "deliver snapshot transfer \(m)"
+        case .snapshotReport(let k, _, let peer, let succeeded):
+            "\(nodes[k].id) learns its snapshot transfer to \(peer) \(succeeded ? "succeeded" : "failed")"
+        case .rejoin(let epoch): "laggard rejoins (epoch \(epoch), now \(partitionEpoch))"
         }
     }
 }

@@ -59,6 +59,28 @@ public struct SimulationOptions: Sendable, Hashable, CustomStringConvertible {
     /// one go.
     public var burstRate: Double
     public var burstWindow: Int64
+    /// Snapshots: each node snapshots its state machine every `snapshotEvery` applied entries, and on demand at
+    /// any tick with `snapshotOnDemandRate`; writing one takes up to `maxSnapshotDelay` (a crash meanwhile loses
+    /// it, the previous one stays). After a snapshot is durable, the log is compacted up to `compactionMargin`
+    /// entries before it, in memory and in storage.
+    public var snapshotEvery: Int
+    public var snapshotOnDemandRate: Double
+    public var maxSnapshotDelay: Int64
+    public var compactionMargin: UInt64
+    /// The extra time an InstallSnapshot takes on the network (a snapshot is big), at most.
+    public var snapshotTransferDelay: Int64
+    /// Chance that the leader's shell does not learn how a snapshot transfer ended. It then reports the transfer
+    /// as failed after `snapshotReportTimeoutTicks` (as a shell gives up on a transfer that went silent), or, with
+    /// `lostReportsStay`, never at all.
+    public var lostReportRate: Double
+    public var snapshotReportTimeoutTicks: Int
+    /// Whether a lost report stays lost (not part of the seed: off unless a test turns it on). The core then has
+    /// only the follower's acknowledgement to leave the snapshot state, and gets stuck if that is lost too.
+    public var lostReportsStay = false
+    /// The weight of the laggard fault: a follower cut off long enough (up to `laggardTicks`) for the leader to
+    /// compact its log past it, so that it needs a snapshot when it comes back.
+    public var laggardWeight: Int
+    public var laggardTicks: Int
 
     /// The options for `seed`: node count 3, 5 or 7 and every fault rate drawn from the seed.
     public init(seed: UInt64) {
@@ -98,6 +120,20 @@ public struct SimulationOptions: Sendable, Hashable, CustomStringConvertible {
         assassinationRate = 0
         maxDowntimeTicks = 20
         if crashWeight + pauseWeight + partitionWeight == 0 { partitionWeight = 1 }
+        // Snapshot settings come from a generator of their own, so that the options above stay what they were for
+        // each seed before snapshots existed.
+        var s = SplitMix64(seed: seed ^ 0x5_4A95_07C0_4ABC)
+        func pickS<T>(_ choices: [T]) -> T { choices[Int(s.next() % UInt64(choices.count))] }
+        // Half the schedules snapshot very often (they commit few entries under heavy faults), half up to every 50.
+        snapshotEvery = 2 + Int(s.next() % (s.next() % 2 == 0 ? 9 : 49))
+        snapshotOnDemandRate = pickS([0, 0.01, 0.05])
+        maxSnapshotDelay = pickS([1, 50, 300, 1000])
+        compactionMargin = s.next() % 11
+        snapshotTransferDelay = pickS([0, 100, 500])
+        lostReportRate = pickS([0, 0, 0.2, 0.5])
+        snapshotReportTimeoutTicks = pickS([5, 20, 50])
+        laggardWeight = pickS([1, 2, 3])
+        laggardTicks = pickS([20, 50, 100])
         if chance(0.5) {
             // Leader churn: faults strike the leader every few ticks and nodes come back quickly, so that short-lived
             // leaders leave divergent log suffixes behind (the material of the paper's Figures 7 and 8).
@@ -121,6 +157,9 @@ public struct SimulationOptions: Sendable, Hashable, CustomStringConvertible {
             + "torn=\(tornWriteRate) proposals/\(proposalInterval) forward=\(forwardProposals) "
             + "preVote=\(preVote) checkQuorum=\(checkQuorum) "
             + "maxEntries=\(maxMessageEntries) window=\(maxInflightMessages) heartbeatTick=\(heartbeatTick) "
-            + "burst=\(burstRate)/\(burstWindow) proposalTimeout=\(proposalTimeoutTicks)"
+            + "burst=\(burstRate)/\(burstWindow) proposalTimeout=\(proposalTimeoutTicks) "
+            + "snapshotEvery=\(snapshotEvery) onDemand=\(snapshotOnDemandRate) snapshotDelay<=\(maxSnapshotDelay) "
+            + "margin=\(compactionMargin) transfer+<=\(snapshotTransferDelay) lostReport=\(lostReportRate)/\(snapshotReportTimeoutTicks)\(lostReportsStay ? " (stays lost)" : "") "
+            + "laggard=\(laggardWeight)/\(laggardTicks)"
     }
 }
