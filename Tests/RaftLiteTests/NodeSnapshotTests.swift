@@ -100,6 +100,20 @@ private final class DiskCluster: Sendable {
     }
 }
 
+/// Runs `body` with a cluster, and stops it and removes its directory whatever happens.
+private func withDiskCluster(
+    _ count: Int, options: RaftNode<Tally>.Options, _ body: (DiskCluster) async throws -> Void
+) async throws {
+    let cluster = try DiskCluster(count, options: options)
+    do {
+        try await body(cluster)
+    } catch {
+        await cluster.tearDown()
+        throw error
+    }
+    await cluster.tearDown()
+}
+
 private final class LockedNodes: @unchecked Sendable {
     private let lock = NSLock()
     private var nodes: [String: RaftNode<Tally>] = [:]
@@ -123,75 +137,75 @@ private func options(snapshotEntries: Int = 40, margin: Int = 5) -> RaftNode<Tal
 
 @Suite(.serialized) struct NodeSnapshotTests {
     @Test func aFollowerStoppedWhileTheLogMovesOnCatchesUpThroughASnapshot() async throws {
-        let cluster = try DiskCluster(3, options: options())
-        defer { Task { await cluster.tearDown() } }
-        for name in ["node0", "node1", "node2"] { try await cluster.start(name) }
-        let first = try #require(await cluster.leader())
-        for k in 0..<10 { try await first.propose([UInt8(k)]) }
-        // Stop a follower; the others go on far past the point the leader's log still holds.
-        let follower = try #require(["node0", "node1", "node2"].first { $0 != first.name })
-        let behind = try #require(await cluster[follower]?.status().appliedIndex)
-        await cluster.stop(follower)
-        let leader = try #require(await cluster.leader())
-        for k in 0..<300 { try await leader.propose([UInt8(k % 7)]) }
-        let leaderStatus = await leader.status()
-        #expect(leaderStatus.snapshotIndex > LogIndex(200))
-        #expect(leaderStatus.firstIndex > behind.next)
-        // Back: the entries it needs are gone from the leader's log, so it must get a snapshot.
-        try await cluster.start(follower)
-        let caughtUp = await eventually {
-            guard await cluster.tally(follower)?.total == 310, let node = cluster[follower] else { return false }
-            return await node.status().appliedIndex >= leaderStatus.appliedIndex
+        try await withDiskCluster(3, options: options()) { cluster in
+            for name in ["node0", "node1", "node2"] { try await cluster.start(name) }
+            let first = try #require(await cluster.leader())
+            for k in 0..<10 { try await first.propose([UInt8(k)]) }
+            // Stop a follower; the others go on far past the point the leader's log still holds.
+            let follower = try #require(["node0", "node1", "node2"].first { $0 != first.name })
+            let behind = try #require(await cluster[follower]?.status().appliedIndex)
+            await cluster.stop(follower)
+            let leader = try #require(await cluster.leader())
+            for k in 0..<300 { try await leader.propose([UInt8(k % 7)]) }
+            let leaderStatus = await leader.status()
+            #expect(leaderStatus.snapshotIndex > LogIndex(200))
+            #expect(leaderStatus.firstIndex > behind.next)
+            // Back: the entries it needs are gone from the leader's log, so it must get a snapshot.
+            try await cluster.start(follower)
+            let caughtUp = await eventually {
+                guard await cluster.tally(follower)?.total == 310, let node = cluster[follower] else { return false }
+                return await node.status().appliedIndex >= leaderStatus.appliedIndex
+            }
+            #expect(caughtUp)
+            let status = try #require(await cluster[follower]?.status())
+            #expect(status.snapshotIndex > behind)
+            #expect(status.firstIndex > behind.next)
+            let mine = await cluster.tally(follower)
+            let theirs = await cluster.tally(leader.name)
+            #expect(mine?.counts == theirs?.counts)
+            // And it keeps up by entries afterwards.
+            try await leader.propose([42])
+            #expect(await eventually { await cluster.tally(follower)?.total == 311 })
         }
-        #expect(caughtUp)
-        let status = try #require(await cluster[follower]?.status())
-        #expect(status.snapshotIndex > behind)
-        #expect(status.firstIndex > behind.next)
-        let mine = await cluster.tally(follower)
-        let theirs = await cluster.tally(leader.name)
-        #expect(mine?.counts == theirs?.counts)
-        // And it keeps up by entries afterwards.
-        try await leader.propose([42])
-        #expect(await eventually { await cluster.tally(follower)?.total == 311 })
     }
 
     @Test func aRestartedNodeStartsFromItsSnapshotAndTheLogAfterIt() async throws {
-        let cluster = try DiskCluster(1, options: options(snapshotEntries: 50, margin: 10))
-        defer { Task { await cluster.tearDown() } }
-        try await cluster.start("node0")
-        let node = try #require(await cluster.leader())
-        for k in 0..<175 { try await node.propose([UInt8(k % 3)]) }
-        let before = await node.status()
-        let tally = await cluster.tally("node0")
-        #expect(before.snapshotIndex >= LogIndex(150))
-        await cluster.stop("node0")
-        let snapshots = try #require(try SnapshotStore(directory: cluster.dataDirectory("node0")).latest())
-        #expect(snapshots.metadata.index == before.snapshotIndex)
-        try await cluster.start("node0")
-        let after = try #require(await cluster["node0"]?.status())
-        #expect(after.snapshotIndex == before.snapshotIndex)
-        // The log kept the margin before the snapshot, and nothing earlier.
-        #expect(after.firstIndex > LogIndex(1))
-        #expect(after.firstIndex <= LogIndex(before.snapshotIndex.rawValue - 10 + 1))
-        #expect(await eventually { await cluster.tally("node0")?.counts == tally?.counts })
-        #expect(await cluster.tally("node0")?.total == 175)
+        try await withDiskCluster(1, options: options(snapshotEntries: 50, margin: 10)) { cluster in
+            try await cluster.start("node0")
+            let node = try #require(await cluster.leader())
+            for k in 0..<175 { try await node.propose([UInt8(k % 3)]) }
+            let before = await node.status()
+            let tally = await cluster.tally("node0")
+            #expect(before.snapshotIndex >= LogIndex(150))
+            await cluster.stop("node0")
+            let snapshots = try #require(try SnapshotStore(directory: cluster.dataDirectory("node0")).latest())
+            #expect(snapshots.metadata.index == before.snapshotIndex)
+            try await cluster.start("node0")
+            let after = try #require(await cluster["node0"]?.status())
+            #expect(after.snapshotIndex == before.snapshotIndex)
+            // The log kept the margin before the snapshot, and nothing earlier.
+            #expect(after.firstIndex > LogIndex(1))
+            #expect(after.firstIndex <= LogIndex(before.snapshotIndex.rawValue - 10 + 1))
+            #expect(await eventually { await cluster.tally("node0")?.counts == tally?.counts })
+            #expect(await cluster.tally("node0")?.total == 175)
+        }
     }
 
     @Test func aSnapshotCanBeAskedFor() async throws {
-        let cluster = try DiskCluster(1, options: options(snapshotEntries: 0))
-        defer { Task { await cluster.tearDown() } }
-        try await cluster.start("node0")
-        let node = try #require(await cluster.leader())
-        for k in 0..<12 { try await node.propose([UInt8(k)]) }
-        #expect(await node.status().snapshotIndex == .zero)
-        let meta = try await node.snapshot()
-        let status = await node.status()
-        #expect(meta.index == status.appliedIndex)
-        #expect(status.snapshotIndex == meta.index)
-        #expect(meta.voters == [node.id])
-        // Nothing applied since: the same snapshot again.
-        let again = try await node.snapshot()
-        #expect(again == meta)
+        try await withDiskCluster(1, options: options(snapshotEntries: 0)) { cluster in
+            try await cluster.start("node0")
+            let node = try #require(await cluster.leader())
+            for k in 0..<12 { try await node.propose([UInt8(k)]) }
+            #expect(await node.status().snapshotIndex == .zero)
+            let meta = try await node.snapshot()
+            let status = await node.status()
+            #expect(meta.index == status.appliedIndex)
+            #expect(status.snapshotIndex == meta.index)
+            #expect(meta.voters == [node.id])
+            // Nothing applied since: the same snapshot again.
+            let again = try await node.snapshot()
+            #expect(again == meta)
+        }
     }
 
     @Test func aStateMachineThatKeepsTheDefaultsCannotSnapshot() {
