@@ -59,7 +59,7 @@ for k in 0 1 2; do
 	done
 done
 status() { curl -sf --max-time 2 "http://127.0.0.1:$(http_port "$1")/v1/status" 2>/dev/null || true; }
-field() { sed -n "s/.*\"$1\":\"\{0,1\}\([^\",}]*\).*/\1/p"; }
+field() { { cat; echo; } | sed -n "s/.*\"$1\":\"\{0,1\}\([^\",}]*\).*/\1/p"; } # (the body ends without a newline)
 metric() { # k name
 	curl -sf --max-time 5 "http://127.0.0.1:$(http_port "$1")/metrics" 2>/dev/null |
 		awk -v m="$2" 'index($1, m) == 1 {v=$2} END {print v}' || true
