@@ -22,7 +22,7 @@
 #     ("snapshot installed", with its own seconds) and the leader's "snapshot sent".
 #
 # Output in OUT_DIR (default: a new temp dir): summary.json, summary.txt, samples.csv, light-load.jsonl, load.json,
-# dd.txt and the nodes' logs. Quick try: KEYS=100000 DD_MIB=256 BASELINE_SECONDS=6.
+# dd.txt and the nodes' logs (the data directories are removed at the end unless KEEP_DATA=1). Quick try: KEYS=100000 DD_MIB=256 BASELINE_SECONDS=6.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 out=${1:-$(mktemp -d)}
@@ -47,6 +47,8 @@ bg=()
 cleanup() {
 	for pid in "${bg[@]:-}" "${pids[@]}"; do [ -n "$pid" ] && kill "$pid" 2>/dev/null || true; done
 	rm -f "$work/dd.tmp"
+	# The data directories hold several GiB: kept only with KEEP_DATA=1.
+	[ -n "${KEEP_DATA:-}" ] || rm -rf "$work/rl"
 }
 trap cleanup EXIT
 
