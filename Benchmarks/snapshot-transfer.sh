@@ -22,7 +22,8 @@
 #     ("snapshot installed", with its own seconds) and the leader's "snapshot sent".
 #
 # Output in OUT_DIR (default: a new temp dir): summary.json, summary.txt, samples.csv, light-load.jsonl, load.json,
-# dd.txt and the nodes' logs (the data directories are removed at the end unless KEEP_DATA=1). Quick try: KEYS=100000 DD_MIB=256 BASELINE_SECONDS=6.
+# dd.txt and the nodes' logs (the data directories are removed at the end unless KEEP_DATA=1).
+# Quick try: KEYS=100000 DD_MIB=256 BASELINE_SECONDS=6.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 out=${1:-$(mktemp -d)}
@@ -290,9 +291,12 @@ if installed:
     res["installed_bytes"] = int(m.get("bytes", 0))
 if sending and received:
     # The transfer proper: the first chunk read on the leader until the whole file is checked on node2.
-    span = received[0][0] - sending[-1][0] if len(sending) > 1 else received[0][0] - sending[0][0]
+    # (A small KEYS lets the light load trigger another snapshot: a second transfer, listed below, may follow.)
+    span = received[0][0] - sending[0][0]
     res["transfer_seconds"] = round(span, 3)
     res["transfer_MBps"] = round(res.get("installed_bytes", res["snapshot_bytes"]) / span / 1e6, 1)
+res["transfers"] = [{"sending_s": rel(a[0]), "received_s": rel(b[0]) if b else None, "bytes": int(a[1].get("bytes", 0))}
+                    for a, b in zip(sending, received + [None] * len(sending))]
 dd = [re.search(r"([\d.]+) s, ([\d.]+) ([MG])B/s", l) for l in open(f"{out}/dd.txt")]
 res["dd_MBps"] = [float(m.group(2)) * (1000 if m.group(3) == "G" else 1) for m in dd if m]
 samples = list(csv.DictReader(open(f"{out}/samples.csv")))
