@@ -66,7 +66,7 @@ extension RaftNode {
         if let sender = rt.senders[peer], sender.isFinished { rt.senders[peer] = nil }
         if !installed { metrics.snapshotSendsFailed.increment() }
         logger.info(
-            installed ? "snapshot sent" : "snapshot transfer failed",
+            installed ? "snapshot delivered" : "snapshot transfer failed",
             metadata: ["peer": "\(cluster.member(id: peer)?.name ?? "\(peer)")", "index": "\(meta.index)"])
         guard !rt.stopped else { return }
         rt.raft.reportSnapshot(to: peer, succeeded: installed)

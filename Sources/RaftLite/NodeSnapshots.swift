@@ -192,6 +192,8 @@ extension RaftNode {
         rt.machine = machine
         rt.sessions = sessions
         rt.latestSnapshot = info
+        metrics.snapshotIndex.record(Int64(truncatingIfNeeded: info.metadata.index.rawValue))
+        metrics.snapshotBytes.record(Int64(truncatingIfNeeded: info.size))
     }
 
     /// The core handed out a snapshot received from the leader, now durable: restore the state machine from it and

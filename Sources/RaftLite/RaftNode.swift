@@ -48,7 +48,7 @@ public final class RaftNode<Machine: StateMachine>: Sendable {
         public var rememberedIDs = 100_000
         /// Snapshot once this many entries were applied since the last snapshot (0: never for this reason). Only
         /// for a node with a snapshot store (a data directory) and a state machine that implements snapshots.
-        public var snapshotEntries = 10_000
+        public var snapshotEntries = 100_000
         /// Snapshot once this many bytes of entries were applied since the last snapshot (0: never for this reason).
         public var snapshotBytes = 64 << 20
         /// How many entries before the latest snapshot the log keeps after compacting, so that a follower slightly

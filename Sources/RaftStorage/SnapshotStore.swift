@@ -69,6 +69,9 @@ public final class SnapshotStore: Sendable {
 
     /// The most voters, and the most learners, a snapshot's header may list.
     public static let maxMembers = 1 << 20
+    /// Snapshot files being written or received are synced every this many bytes, not only at their end, so that
+    /// the disk never has a whole snapshot to flush at once (which would stall the write-ahead log's syncs).
+    public static let syncEveryBytes = 16 << 20
     /// The most bytes of sessions a snapshot's header may hold.
     public static let maxSessionsBytes = 1 << 30
 
@@ -414,6 +417,7 @@ public final class SnapshotFileWriter: SnapshotSink, @unchecked Sendable {
     private var offset = 0
     private var crc: UInt32
     private var payloadLength: UInt64 = 0
+    private var unsynced = 0
     private static let bufferSize = 1 << 20
 
     init(
@@ -460,7 +464,14 @@ public final class SnapshotFileWriter: SnapshotSink, @unchecked Sendable {
         guard !pending.isEmpty, let file else { return }
         try fileSystem.write(pending, to: file, at: offset, path: temporaryPath)
         offset += pending.count
+        unsynced += pending.count
         pending.removeAll(keepingCapacity: true)
+        // Paced: a large snapshot left to one sync at the end would flush it all at once, and every write-ahead
+        // log sharing the disk would wait behind that flush.
+        if unsynced >= SnapshotStore.syncEveryBytes {
+            try fileSystem.syncData(file, path: temporaryPath)
+            unsynced = 0
+        }
     }
 
     /// Writes the trailer, makes the file durable, renames it into place and makes the name durable: from then on
@@ -671,6 +682,7 @@ public final class IncomingSnapshot: @unchecked Sendable {
     private let directory: String
     private let fileSystem: any FileSystem
     private var file: OpenFile?
+    private var unsynced = 0
 
     init(
         store: SnapshotStore, index: LogIndex, term: Term, totalSize: UInt64, path: String, finalPath: String
@@ -725,6 +737,12 @@ public final class IncomingSnapshot: @unchecked Sendable {
         }
         try fileSystem.write(bytes, to: file, at: Int(offset), path: path)
         received += UInt64(bytes.count)
+        unsynced += bytes.count
+        // Paced, as a snapshot being written is: no flush of the whole file at the end.
+        if unsynced >= SnapshotStore.syncEveryBytes {
+            try fileSystem.syncData(file, path: path)
+            unsynced = 0
+        }
     }
 
     /// Makes the file durable, checks it whole (trailer, checksum, header, that its index and term are this

@@ -53,7 +53,7 @@ struct Serve: AsyncParsableCommand {
     var logLevel = "info"
 
     @Option(help: "Snapshot once this many entries were applied since the last snapshot (0: never for this reason).")
-    var snapshotEntries = 10_000
+    var snapshotEntries = 100_000
 
     @Option(help: "Snapshot once this many bytes of entries were applied since the last snapshot (0: never).")
     var snapshotBytes = 64 << 20
