@@ -19,7 +19,8 @@
 #   - node2 started: every SAMPLE_SECONDS (default 0.5) VmRSS and VmHWM of the leader and node2, node2's snapshots/
 #     size (the incoming file) and applied index; the log lines of both ends, stamped on arrival, give the
 #     transfer's start ("sending a snapshot"), the file complete ("snapshot received"), the state restored
-#     ("snapshot installed", with its own seconds) and the leader's "snapshot sent".
+#     ("snapshot installed", with its own seconds) and the leader's "snapshot delivered" (logged as "snapshot sent"
+#     before b315514).
 #
 # Output in OUT_DIR (default: a new temp dir): summary.json, summary.txt, samples.csv, light-load.jsonl, load.json,
 # dd.txt and the nodes' logs (the data directories are removed at the end unless KEEP_DATA=1).
@@ -273,7 +274,7 @@ def lines(k, text):
             res.append((t, meta, l.strip()))
     return res
 sending = [x for x in lines(leader, "sending a snapshot") if x[0] >= t_start]
-sent = [x for x in lines(leader, "snapshot sent") if x[0] >= t_start]
+sent = [x for x in lines(leader, "snapshot delivered") + lines(leader, "snapshot sent") if x[0] >= t_start]
 failed = [x for x in lines(leader, "snapshot transfer failed") if x[0] >= t_start]
 received = lines(2, "snapshot received")
 installed = lines(2, "snapshot installed")
