@@ -22,6 +22,16 @@ private func clusterWithFollowerBehindTheSnapshot(count: Int = 5) throws -> Lock
     return cluster
 }
 
+/// The cluster above, healed, with the leader's installSnapshot to 3 sent and dropped: 3 is in the snapshot state.
+private func clusterWaitingForTheSnapshot() throws -> LockstepCluster {
+    var cluster = try clusterWithFollowerBehindTheSnapshot()
+    cluster.heal()
+    cluster.drop = { if case .installSnapshot = $0.kind { true } else { false } }
+    cluster.tick(n(1))
+    cluster.stabilize()
+    return cluster
+}
+
 /// A follower of node 1 in term 2 whose log holds `entries` entries of term 2, `committed` of them committed.
 private func follower(entries: Int, committed: Int) throws -> Raft {
     var node = try Raft(configuration: RaftConfiguration(id: n(2), voters: Set(voters)))
@@ -70,12 +80,8 @@ private func acknowledgement(_ ready: Ready) -> LogIndex? {
     }
 
     @Test func whileTheSnapshotIsOnItsWayTheFollowerGetsNothingElse() throws {
-        var cluster = try clusterWithFollowerBehindTheSnapshot()
-        cluster.heal()
-        // Hold back the installSnapshot: the follower stays in the snapshot state however much is proposed.
-        cluster.drop = { if case .installSnapshot = $0.kind { true } else { false } }
-        cluster.tick(n(1))
-        cluster.stabilize()
+        // The installSnapshot is held back: the follower stays in the snapshot state however much is proposed.
+        var cluster = try clusterWaitingForTheSnapshot()
         let progress = try #require(cluster[n(1)]?.progress(of: n(3)))
         #expect(progress.state == .snapshot)
         #expect(progress.pendingSnapshot == LogIndex(6))
@@ -90,11 +96,7 @@ private func acknowledgement(_ ready: Ready) -> LogIndex? {
     }
 
     @Test func aFailedTransferIsRetriedAfterTheNextHeartbeatAnswer() throws {
-        var cluster = try clusterWithFollowerBehindTheSnapshot()
-        cluster.heal()
-        cluster.drop = { if case .installSnapshot = $0.kind { true } else { false } }
-        cluster.tick(n(1))
-        cluster.stabilize()
+        let cluster = try clusterWaitingForTheSnapshot()
         var leader = try #require(cluster[n(1)])
         leader.reportSnapshot(to: n(3), succeeded: false)
         let probing = try #require(leader.progress(of: n(3)))
@@ -107,11 +109,7 @@ private func acknowledgement(_ ready: Ready) -> LogIndex? {
     }
 
     @Test func withoutAReportTheLeaderAsksForTheSnapshotAgainAfterTenElectionTimeoutsOfHeartbeats() throws {
-        var cluster = try clusterWithFollowerBehindTheSnapshot()
-        cluster.heal()
-        cluster.drop = { if case .installSnapshot = $0.kind { true } else { false } }
-        cluster.tick(n(1))
-        cluster.stabilize()
+        let cluster = try clusterWaitingForTheSnapshot()
         var leader = try #require(cluster[n(1)])
         let heartbeats = 10 * 10  // electionTick 10, heartbeatTick 1
         var resent = 0
