@@ -39,11 +39,13 @@ public struct Message: Sendable, Hashable, CustomStringConvertible {
         /// Leader → follower: the follower needs entries the leader no longer holds; it must take this snapshot
         /// instead. The leader's shell streams the snapshot's bytes (`snapshotChunk`); the follower's shell steps
         /// its core with this message once it holds them all, checked. Answered with an `appendEntriesResponse`.
-        case installSnapshot(SnapshotMetadata)
+        /// (The three snapshot kinds are `indirect`, boxed: they are rare, and boxing them keeps every other
+        /// message as small as it was before them; a chunk held inline would make each one 8 bytes larger.)
+        indirect case installSnapshot(SnapshotMetadata)
         /// Leader → follower: bytes of a snapshot. Handled by the shells, never by the core.
-        case snapshotChunk(SnapshotChunk)
+        indirect case snapshotChunk(SnapshotChunk)
         /// Follower → leader: how far the follower holds a snapshot. Handled by the shells, never by the core.
-        case snapshotChunkAck(SnapshotChunkAck)
+        indirect case snapshotChunkAck(SnapshotChunkAck)
     }
 
     public var description: String { "\(from)→\(to) \(term) \(kind)" }
