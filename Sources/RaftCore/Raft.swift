@@ -53,8 +53,9 @@ public struct Raft: Sendable {
     private var durableTerm: Term
     /// Leader: something may now be sendable to a follower (new entries, a freed window, a new commit index).
     private var needsFlush = false
-    /// A snapshot received from the leader, to hand out in the next `Ready` for installing.
-    private var snapshotToInstall: SnapshotMetadata?
+    /// `snapshot` was received from the leader and is to be handed out in the next `Ready` for installing. (A
+    /// flag rather than a second copy of the metadata: the core is a value, copied whole by some shells.)
+    private var snapshotToInstall = false
 
     // MARK: - Creating a node
 
@@ -321,7 +322,7 @@ public struct Raft: Sendable {
     /// Whether `ready()` would hand out anything.
     public var hasReady: Bool {
         !messages.isEmpty || !messagesAfterPersist.isEmpty || log.hasUnpersisted || log.hasCommittedToApply
-            || snapshotToInstall != nil
+            || snapshotToInstall
             || (role == .leader && needsFlush) || term != lastHardState.term || votedFor != lastHardState.votedFor
     }
 
@@ -330,8 +331,8 @@ public struct Raft: Sendable {
         if role == .leader && needsFlush { flushReplication() }
         needsFlush = false
         var rd = Ready()
-        rd.snapshot = snapshotToInstall
-        snapshotToInstall = nil
+        rd.snapshot = snapshotToInstall ? snapshot : nil
+        snapshotToInstall = false
         rd.entries = log.takeUnpersisted()
         // Term and vote must be durable before the messages that depend on them; the commit index is only a hint
         // for a faster restart, so a change of it alone costs no write: it rides along with the next one.
@@ -601,7 +602,7 @@ public struct Raft: Sendable {
         } else {
             log.restore(index: meta.index, term: meta.term)
             snapshot = meta
-            snapshotToInstall = meta
+            snapshotToInstall = true
         }
         // Sent after persisting: the snapshot (or the entries) must be durable before the leader counts them.
         send(.appendEntriesResponse(AppendEntriesResponse(success: true, index: meta.index)), to: leaderID)
