@@ -40,8 +40,14 @@ final class NodeRuntime<Machine: StateMachine> {
     var appliedBytesSinceSnapshot = 0
     /// The latest snapshot in the store: made here, or received and installed.
     var latestSnapshot: SnapshotInfo?
-    /// A snapshot received from the leader, in the store, whose installation the core has been asked to decide.
-    var receivedSnapshot: SnapshotInfo?
+    /// Snapshots received from leaders, in the store, whose installation the core has been asked to decide, by
+    /// index: a second one may arrive (from a new leader) while the first one's install is being written.
+    var receivedSnapshots: [LogIndex: SnapshotInfo] = [:]
+
+    /// The received snapshot `meta` names, if this node holds it.
+    func received(_ meta: SnapshotMetadata) -> SnapshotInfo? {
+        receivedSnapshots[meta.index].flatMap { $0.metadata.term == meta.term ? $0 : nil }
+    }
     /// A snapshot was made: compact the log at the next `process`.
     var compactionDue = false
     /// Snapshots being streamed to followers, by follower (leader only).

@@ -127,7 +127,7 @@ extension RaftNode {
     ) {
         guard let rt = runtime.value, !rt.stopped, let info = incoming.completed, info.metadata == meta else { return }
         logger.info("snapshot received", metadata: ["index": "\(meta.index)", "bytes": "\(info.size)"])
-        rt.receivedSnapshot = info
+        rt.receivedSnapshots[meta.index] = info
         rt.raft.step(Message(from: leader, to: id, term: term, kind: .installSnapshot(meta)))
         scheduleProcess()
     }

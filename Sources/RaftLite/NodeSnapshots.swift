@@ -199,12 +199,13 @@ extension RaftNode {
     /// The core handed out a snapshot received from the leader, now durable: restore the state machine from it and
     /// settle this node's proposals that it covered. Runs before the ready's committed entries are applied.
     func installReceivedSnapshot(_ meta: SnapshotMetadata, _ rt: NodeRuntime<Machine>) {
-        guard let info = rt.receivedSnapshot, info.metadata.index == meta.index, info.metadata.term == meta.term else {
+        guard let info = rt.received(meta) else {
             storageFailed(
                 StorageFailure(.corrupt, "the core installed \(meta), which this node did not receive in full"))
             return
         }
-        rt.receivedSnapshot = nil
+        // This one and every older one are done with: the core never hands an older one out after a newer one.
+        rt.receivedSnapshots = rt.receivedSnapshots.filter { $0.key > meta.index }
         let started = NIODeadline.now()
         do {
             try restore(from: info, into: rt)

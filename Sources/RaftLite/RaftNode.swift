@@ -495,8 +495,7 @@ public final class RaftNode<Machine: StateMachine>: Sendable {
             if let write = step.write {
                 if let meta = write.snapshot {
                     // A snapshot received from the leader, already in the snapshot store: the log restarts after it.
-                    guard let held = rt.receivedSnapshot?.metadata, held.index == meta.index, held.term == meta.term
-                    else {
+                    guard rt.received(meta) != nil else {
                         storageFailed(
                             StorageFailure(.corrupt, "the core installs \(meta), which this node did not receive"))
                         return
