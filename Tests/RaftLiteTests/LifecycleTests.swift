@@ -48,7 +48,9 @@ final class FailingStorage: NodeStorage {
             let id = ClusterConfiguration.nodeID(for: names[k])
             return try RaftNode(
                 cluster: cluster, name: names[k], stateMachine: Recorder(), storage: storages[k],
-                options: LocalCluster.options(), eventLoop: loop,
+                // Slower ticks than the other tests': a leader change while the old proposal is on its way would
+                // drop it, and on a loaded machine 20-ms ticks change leaders often.
+                options: LocalCluster.options(tickMilliseconds: 100), eventLoop: loop,
                 transport: InMemoryTransport(id: id, network: network, eventLoop: loop))
         }
         var nodes = try (0..<3).map(node)
@@ -63,6 +65,10 @@ final class FailingStorage: NodeStorage {
         let theLeader = try #require(leader)
         let k = try #require(nodes.firstIndex { $0.name != theLeader.name })
         let proposer = nodes[k]
+        // The proposer must know the leader before its messages are cut, or its proposal has nowhere to go (on a
+        // loaded machine the election can be over before the leader's first append reaches it).
+        let knowsTheLeader = await eventually { await proposer.status().leader == theLeader.name }
+        try #require(knowsTheLeader)
         network.block(from: theLeader.id, to: proposer.id)
         let old = Task { try await proposer.propose("OLD") }
         let committedElsewhere = await eventually {

@@ -77,9 +77,11 @@ struct Pair {
 func strangerIsDisconnected(port: Int, sending bytes: ByteBuffer) async throws -> Bool {
     let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
         .connect(host: "127.0.0.1", port: port).get()
-    try await channel.writeAndFlush(bytes)
     let closed = NIOLockedValueBox(false)
     channel.closeFuture.whenComplete { _ in closed.withLockedValue { $0 = true } }
+    // On a loaded machine the node may have closed the connection before these bytes go out: the write then fails,
+    // and the stranger was disconnected all the same.
+    try? await channel.writeAndFlush(bytes)
     let result = await eventually(.seconds(5)) { closed.withLockedValue { $0 } }
     try? await channel.close()
     return result
