@@ -2,8 +2,18 @@
 public struct RaftConfiguration: Sendable, Hashable {
     /// This node's id.
     public var id: NodeID
-    /// The voting members of the cluster, this node included.
+    /// The voting members of the cluster's first configuration (the bootstrap one; this node need not be among
+    /// them, if it joins later). Once the log or a snapshot holds a configuration, that one is in effect.
     public var voters: Set<NodeID>
+    /// The learners of the first configuration.
+    public var learners: Set<NodeID> = []
+    /// The contexts of the first configuration's members (see `Membership.contexts`).
+    public var contexts: [NodeID: [UInt8]] = [:]
+    /// A follower whose shell reports that its connection to the leader was lost (`Raft.connectionLost(to:)`)
+    /// starts a pre-vote at once rather than after an election timeout, and a voter that has lost the leader too
+    /// grants it even within the leader's lease. Only the pre-vote is hurried: a leader that other voters still hear
+    /// is not disrupted, and safety never depended on timeouts.
+    public var fastFailover = false
     /// A follower that hears nothing from a leader for a random number of ticks in
     /// `electionTick ..< 2 * electionTick` starts an election (Raft §5.2). Must exceed `heartbeatTick`.
     public var electionTick: Int
@@ -62,6 +72,7 @@ public struct RaftConfiguration: Sendable, Hashable {
     /// Checks the configuration; the error says which setting is wrong and why.
     public func validate() throws(ConfigurationError) {
         if voters.isEmpty { throw .invalid("voters must not be empty") }
+        if !voters.isDisjoint(with: learners) { throw .invalid("a node cannot be both a voter and a learner") }
         if heartbeatTick < 1 { throw .invalid("heartbeatTick must be at least 1 (got \(heartbeatTick))") }
         if electionTick <= heartbeatTick {
             throw .invalid("electionTick (\(electionTick)) must be greater than heartbeatTick (\(heartbeatTick))")

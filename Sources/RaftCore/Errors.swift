@@ -6,7 +6,7 @@
 public struct ProposalError: Error, Hashable, Sendable, CustomStringConvertible {
     public struct Code: Hashable, Sendable, CustomStringConvertible {
         private enum Value: String, Hashable, Sendable {
-            case notLeader, tooLarge, empty
+            case notLeader, tooLarge, empty, transferring
         }
 
         private let value: Value
@@ -20,6 +20,8 @@ public struct ProposalError: Error, Hashable, Sendable, CustomStringConvertible 
         public static let tooLarge = Code(.tooLarge)
         /// An empty batch of commands.
         public static let empty = Code(.empty)
+        /// The leader is handing leadership over: proposals wait until the transfer ends (retry shortly).
+        public static let transferring = Code(.transferring)
 
         public var description: String { value.rawValue }
     }
@@ -45,6 +47,7 @@ public struct ProposalError: Error, Hashable, Sendable, CustomStringConvertible 
         ProposalError(code: .tooLarge, size: size, limit: limit)
     }
     public static let empty = ProposalError(code: .empty)
+    public static let transferring = ProposalError(code: .transferring)
 
     public var description: String {
         switch code {
@@ -53,6 +56,7 @@ public struct ProposalError: Error, Hashable, Sendable, CustomStringConvertible 
             return "this node is not the leader, and no leader is known yet; retry later"
         case .tooLarge: return "proposal of \(size ?? 0) bytes exceeds the limit of \(limit ?? 0) bytes"
         case .empty: return "empty batch of proposals"
+        case .transferring: return "the leader is handing leadership over; retry shortly"
         default: return "\(code)"
         }
     }

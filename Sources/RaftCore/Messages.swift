@@ -46,6 +46,9 @@ public struct Message: Sendable, Hashable, CustomStringConvertible {
         indirect case snapshotChunk(SnapshotChunk)
         /// Follower → leader: how far the follower holds a snapshot. Handled by the shells, never by the core.
         indirect case snapshotChunkAck(SnapshotChunkAck)
+        /// Leader → the follower it hands leadership to: start an election now, without a pre-vote (thesis §3.10).
+        /// Sent once the follower's log is as long as the leader's.
+        case timeoutNow
     }
 
     public var description: String { "\(from)→\(to) \(term) \(kind)" }
@@ -97,11 +100,15 @@ public struct RequestVote: Sendable, Hashable {
     public var preVote: Bool
     public var lastLogIndex: LogIndex
     public var lastLogTerm: Term
+    /// The election follows a leadership transfer (`timeoutNow`): voters grant it even while they hear from the
+    /// leader, who asked for it.
+    public var transfer: Bool
 
-    public init(preVote: Bool, lastLogIndex: LogIndex, lastLogTerm: Term) {
+    public init(preVote: Bool, lastLogIndex: LogIndex, lastLogTerm: Term, transfer: Bool = false) {
         self.preVote = preVote
         self.lastLogIndex = lastLogIndex
         self.lastLogTerm = lastLogTerm
+        self.transfer = transfer
     }
 }
 

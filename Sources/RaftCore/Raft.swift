@@ -56,6 +56,24 @@ public struct Raft: Sendable {
     /// `snapshot` was received from the leader and is to be handed out in the next `Ready` for installing. (A
     /// flag rather than a second copy of the metadata: the core is a value, copied whole by some shells.)
     private var snapshotToInstall = false
+    /// The configurations of the log, oldest first: the first is the one in effect before the log's entries (a
+    /// snapshot's, or the bootstrap configuration); each later one was made by a configuration entry, and is in
+    /// effect from its index on. The membership in effect is the last one's: the latest in the log, committed or not
+    /// (thesis §4.1). A configuration entry truncated away takes its point with it.
+    private var configs: [ConfigPoint]
+    /// Leader: the voter leadership is being handed to, whether it was told to campaign, and ticks since the
+    /// transfer began.
+    public private(set) var transferee: NodeID?
+    private var timeoutNowSent = false
+    private var transferElapsed = 0
+    /// Follower: the shell reported the connection to the leader lost, and nothing came from the leader since.
+    private var leaderLost = false
+
+    struct ConfigPoint: Sendable, Hashable {
+        var index: LogIndex
+        var term: Term
+        var membership: Membership
+    }
 
     // MARK: - Creating a node
 
@@ -95,7 +113,22 @@ public struct Raft: Sendable {
         // stored term. The node has then sent nothing in that term, so it may simply adopt it, with no vote.
         let term = max(hs.term, lastTerm)
         self.configuration = configuration
-        self.tracker = ProgressTracker(id: configuration.id, voters: JointConfig(configuration.voters))
+        var configs = [
+            snapshot.map { ConfigPoint(index: $0.index, term: $0.term, membership: $0.membership) }
+                ?? ConfigPoint(
+                    index: .zero, term: .zero,
+                    membership: Membership(
+                        voters: configuration.voters, learners: configuration.learners,
+                        contexts: configuration.contexts))
+        ]
+        for entry in state.entries where entry.kind == .configChange && entry.index > configs[configs.count - 1].index {
+            configs.append(Raft.configPoint(for: entry, after: configs[configs.count - 1].membership))
+        }
+        self.configs = configs
+        let membership = configs[configs.count - 1].membership
+        self.tracker = ProgressTracker(
+            id: configuration.id, voters: membership.jointConfig,
+            learners: membership.learners.union(membership.learnersNext))
         self.random = SplitMix64(seed: configuration.randomSeed)
         self.term = term
         self.votedFor = hs.term == term ? hs.votedFor : nil
@@ -149,13 +182,23 @@ public struct Raft: Sendable {
         public var lastIndex: LogIndex
         /// The leader's view of each follower; empty on other nodes.
         public var progress: [NodeID: Progress]
+        /// The membership in effect (the latest in the log), and the index of the entry that made it (zero for the
+        /// bootstrap configuration); it is committed once `commitIndex` reaches that index.
+        public var membership: Membership
+        public var membershipIndex: LogIndex
+        /// Leader: the voter leadership is being handed to.
+        public var transferee: NodeID?
     }
 
     public var status: Status {
         Status(
             id: id, role: role, term: term, leader: leader, commitIndex: log.committed,
-            appliedIndex: log.applied, lastIndex: log.lastIndex, progress: tracker.progress)
+            appliedIndex: log.applied, lastIndex: log.lastIndex, progress: tracker.progress,
+            membership: membership, membershipIndex: configs.last?.index ?? .zero, transferee: transferee)
     }
+
+    /// The membership in effect: the latest configuration in the log, committed or not.
+    public var membership: Membership { configs.last?.membership ?? .empty }
 
     /// The leader's view of `peer`, if this node is the leader.
     public func progress(of peer: NodeID) -> Progress? { tracker.progress[peer] }
@@ -185,6 +228,11 @@ public struct Raft: Sendable {
     private mutating func tickLeader() {
         heartbeatElapsed += 1
         electionElapsed += 1
+        if transferee != nil {
+            transferElapsed += 1
+            // The transferee did not win within an election timeout: take proposals again (thesis §3.10).
+            if transferElapsed >= configuration.electionTick { abortTransfer() }
+        }
         if electionElapsed >= configuration.electionTick {
             electionElapsed = 0
             // Thesis §6.2: a leader that has not heard from a quorum in an election timeout steps down, so that
@@ -219,7 +267,11 @@ public struct Raft: Sendable {
     /// exceptions noted below). Messages not addressed to this node, from nodes outside the cluster, or malformed
     /// (entries out of order, oversized proposals) are ignored.
     public mutating func step(_ m: Message) {
-        guard m.to == id, m.from != id, isMember(m.from), isWellFormed(m) else { return }
+        // Messages from nodes outside this node's configuration are taken too: the sender's may be newer (a voter
+        // just added may lead before this node has appended the entry that adds it). The transport keeps strangers
+        // out; a removed node cannot disrupt the cluster, because PreVote fails for its shorter log and voters that
+        // hear from a leader ignore its vote requests.
+        guard m.to == id, m.from != id, isWellFormed(m) else { return }
         switch m.kind {
         case .snapshotChunk, .snapshotChunkAck:
             return  // The shells' traffic: they move a snapshot's bytes and step the core with `installSnapshot`.
@@ -232,15 +284,18 @@ public struct Raft: Sendable {
             case .requestVote(let request):
                 // Thesis §4.2.3: a node that heard from a leader within the minimum election timeout ignores vote
                 // requests, so a removed or partitioned node cannot depose a healthy leader.
+                // The exceptions: an election the leader itself asked for (a transfer), and, with fast failover,
+                // a leader this node has lost its connection to as well.
                 let inLease =
                     configuration.checkQuorum && leader != nil && electionElapsed < configuration.electionTick
+                    && !request.transfer && !leaderLost
                 if inLease { return }
                 // A pre-vote request carries the term the candidate would use; it changes nothing here.
                 if !request.preVote { becomeFollower(term: m.term, leader: nil) }
             case .requestVoteResponse(let response) where response.preVote && response.granted:
                 // A granted pre-vote carries the term this node would campaign in; it is not a newer term.
                 break
-            case .appendEntries, .heartbeat, .commitNotice, .installSnapshot:
+            case .appendEntries, .heartbeat, .commitNotice, .installSnapshot, .timeoutNow:
                 becomeFollower(term: m.term, leader: m.from)
             case .appendEntriesResponse, .requestVoteResponse, .heartbeatResponse, .propose, .snapshotChunk,
                 .snapshotChunkAck:
@@ -270,7 +325,8 @@ public struct Raft: Sendable {
         case .requestVote(let request):
             handleRequestVote(from: m.from, term: m.term, request)
         case .propose(let batch):
-            if role == .leader { appendProposals(batch) }
+            // Dropped during a transfer, as a leader's own are refused; the proposer retries.
+            if role == .leader && transferee == nil { appendProposals(batch) }
         default:
             switch role {
             case .leader: stepLeader(m)
@@ -304,6 +360,7 @@ public struct Raft: Sendable {
         }
         switch role {
         case .leader:
+            guard transferee == nil else { throw .transferring }
             let first = log.lastIndex.next
             appendProposals(batch)
             return .appended(first...log.lastIndex, term: term)
@@ -375,8 +432,7 @@ public struct Raft: Sendable {
         guard index <= log.applied, index > (snapshot?.index ?? .zero), let term = log.term(at: index) else {
             return nil
         }
-        return SnapshotMetadata(
-            index: index, term: term, voters: Array(tracker.voters.voters), learners: Array(tracker.learners))
+        return SnapshotMetadata(index: index, term: term, membership: membership(at: index))
     }
 
     /// The shell made a snapshot durable (one from `snapshotCandidate`, written while the node went on): the core
@@ -393,7 +449,15 @@ public struct Raft: Sendable {
     /// index; it keeps a margin below the snapshot, so that a follower slightly behind still gets entries.
     @discardableResult
     public mutating func compact(through index: LogIndex) -> LogIndex {
-        log.compact(through: min(index, snapshot?.index ?? .zero))
+        let start = log.compact(through: min(index, snapshot?.index ?? .zero))
+        // The configuration in effect at the log's new start becomes the first point; older ones are not needed.
+        if let k = configs.lastIndex(where: { $0.index <= start }), k > 0 { configs.removeFirst(k) }
+        return start
+    }
+
+    /// The membership in effect at `index`: the latest configuration at or before it.
+    public func membership(at index: LogIndex) -> Membership {
+        (configs.last { $0.index <= index } ?? configs.first)?.membership ?? .empty
     }
 
     /// The shell's transfer of a snapshot to `peer` ended: delivered (the follower's acknowledgement will move it
@@ -430,11 +494,13 @@ public struct Raft: Sendable {
             messagesAfterPersist.removeAll { $0.term < newTerm }
         }
         leader = nil
+        leaderLost = false
         heartbeatElapsed = 0
         resetElectionTimer()
         tracker.resetVotes()
         tracker.clearProgress()
         needsFlush = false
+        abortTransfer()
     }
 
     private mutating func becomeFollower(term newTerm: Term, leader newLeader: NodeID?) {
@@ -480,6 +546,8 @@ public struct Raft: Sendable {
         case preElection
         /// A real election in the next term (Raft §5.2).
         case election
+        /// A real election that the leader asked for (`timeoutNow`): voters grant it within the leader's lease.
+        case transfer
     }
 
     /// Asks the voters for their votes: in a real election, or in a pre-vote poll.
@@ -489,7 +557,7 @@ public struct Raft: Sendable {
         case .preElection:
             becomePreCandidate()
             electionTerm = term.next
-        case .election:
+        case .election, .transfer:
             becomeCandidate()
             electionTerm = term
         }
@@ -497,12 +565,13 @@ public struct Raft: Sendable {
             // A single-voter cluster wins at once.
             switch kind {
             case .preElection: campaign(.election)
-            case .election: becomeLeader()
+            case .election, .transfer: becomeLeader()
             }
             return
         }
         let request = RequestVote(
-            preVote: kind == .preElection, lastLogIndex: log.lastIndex, lastLogTerm: log.lastTerm)
+            preVote: kind == .preElection, lastLogIndex: log.lastIndex, lastLogTerm: log.lastTerm,
+            transfer: kind == .transfer)
         for voter in tracker.peers where tracker.isVoter(voter) {
             // A vote request goes out only after the candidate's own term and vote are durable (it is a
             // message-after-persist), so a crash cannot make it vote twice in this term.
@@ -564,10 +633,12 @@ public struct Raft: Sendable {
         case .appendEntries(let request):
             electionElapsed = 0
             leader = m.from
+            leaderLost = false
             handleAppendEntries(from: m.from, request)
         case .heartbeat(let heartbeat):
             electionElapsed = 0
             leader = m.from
+            leaderLost = false
             // The leader caps the commit index at what it knows we hold, so it can be adopted as it is.
             log.commit(to: heartbeat.commit)
             // "I am here" promises nothing durable: send it at once, so a slow disk cannot fail CheckQuorum.
@@ -579,7 +650,12 @@ public struct Raft: Sendable {
         case .installSnapshot(let meta):
             electionElapsed = 0
             leader = m.from
+            leaderLost = false
             handleSnapshot(from: m.from, meta)
+        case .timeoutNow:
+            // The leader hands leadership over (thesis §3.10): campaign at once, without a pre-vote, and tell the
+            // voters so, for they still hear from the leader.
+            if m.from == leader && isPromotable { campaign(.transfer) }
         default:
             break
         }
@@ -603,6 +679,8 @@ public struct Raft: Sendable {
             log.restore(index: meta.index, term: meta.term)
             snapshot = meta
             snapshotToInstall = true
+            configs = [ConfigPoint(index: meta.index, term: meta.term, membership: meta.membership)]
+            membershipChanged()
         }
         // Sent after persisting: the snapshot (or the entries) must be durable before the leader counts them.
         send(.appendEntriesResponse(AppendEntriesResponse(success: true, index: meta.index)), to: leaderID)
@@ -627,6 +705,7 @@ public struct Raft: Sendable {
         }
         switch log.append(after: prevIndex, prevTerm: prevTerm, entries: entries) {
         case .appended(let lastNew):
+            syncConfigs(appended: entries, after: prevIndex)
             log.commit(to: min(request.commit, lastNew))
             // Sent after persisting: the leader will count these entries as held by us.
             send(.appendEntriesResponse(AppendEntriesResponse(success: true, index: lastNew)), to: leaderID)
@@ -670,6 +749,7 @@ public struct Raft: Sendable {
                 needsFlush = true
                 maybeCommit()
             }
+            if m.from == transferee { maybeSendTimeoutNow() }
         case .appendEntriesResponse(let response):
             // Where might the logs match? The follower's hint is its last index at or below the rejected one with
             // a term at most the one we sent there; find the matching place in our log.
@@ -713,6 +793,159 @@ public struct Raft: Sendable {
         }
     }
 
+    // MARK: - Membership
+
+    /// Proposes a change of membership (thesis §4): it takes effect as soon as it is appended, here and on every node
+    /// that appends it. One change at a time: refused while an earlier one is not committed or a joint configuration
+    /// remains to be left, before the leader has committed an entry of its own term (the fix in the thesis errata
+    /// for single-server changes, applied to every change), during a transfer, and when the voters it leaves that
+    /// were heard from lately could not make a quorum.
+    ///
+    /// - Returns: the index of the configuration entry; the change is done once it is committed (and, for a joint
+    ///   change with `Transition.auto`, the leader then appends the entry that leaves the joint configuration).
+    @discardableResult
+    public mutating func proposeConfigChange(_ change: ConfigChange) throws(MembershipError) -> LogIndex {
+        guard role == .leader else { throw .notLeader(leaderHint: leader) }
+        guard transferee == nil else { throw .transferring }
+        guard log.term(at: log.committed) == term else { throw .notReady }
+        guard (configs.last?.index ?? .zero) <= log.committed else { throw .inProgress }
+        if membership.isJoint && !change.isLeaveJoint { throw .inProgress }
+        let next: Membership
+        switch change.applied(to: membership) {
+        case .success(let m): next = m
+        case .failure(let error): throw error
+        }
+        guard tracker.hasActiveQuorum(next.jointConfig) else {
+            throw .wouldLoseQuorum("too few of the voters it leaves (\(next)) were heard from lately")
+        }
+        return appendConfigEntry(change)
+    }
+
+    @discardableResult
+    private mutating func appendConfigEntry(_ change: ConfigChange) -> LogIndex {
+        let entry = Entry(term: term, index: log.lastIndex.next, kind: .configChange, data: change.encoded())
+        log.appendAsLeader(entry)
+        configs.append(Raft.configPoint(for: entry, after: membership))
+        membershipChanged()
+        needsFlush = true
+        return entry.index
+    }
+
+    /// The configuration a configuration entry makes from the one before it. An entry that does not decode, or
+    /// whose change does not apply, changes nothing — the same on every node, since it depends on the log alone.
+    static func configPoint(for entry: Entry, after current: Membership) -> ConfigPoint {
+        var next = current
+        if let change = ConfigChange(decoding: entry.data), case .success(let m) = change.applied(to: current) {
+            next = m
+        }
+        return ConfigPoint(index: entry.index, term: entry.term, membership: next)
+    }
+
+    /// After a follower appended `entries` after `prevIndex`: configuration entries it truncated away take their
+    /// configurations with them; new ones take effect.
+    private mutating func syncConfigs(appended entries: [Entry], after prevIndex: LogIndex) {
+        var changed = false
+        while configs.count > 1, let last = configs.last, last.index > prevIndex, log.term(at: last.index) != last.term
+        {
+            configs.removeLast()
+            changed = true
+        }
+        for entry in entries where entry.kind == .configChange && entry.index > (configs.last?.index ?? .zero) {
+            configs.append(Raft.configPoint(for: entry, after: membership))
+            changed = true
+        }
+        if changed { membershipChanged() }
+    }
+
+    /// The membership in effect changed: the tracker follows, and a transfer to a node that no longer votes ends.
+    private mutating func membershipChanged() {
+        tracker.setMembership(
+            membership, next: max(log.lastIndex, LogIndex(1)), maxInflight: configuration.maxInflightMessages,
+            leading: role == .leader)
+        if let transferee, !membership.voters.contains(transferee) { abortTransfer() }
+    }
+
+    /// The commit index moved on the leader: a committed joint configuration with auto-leave is left; a committed
+    /// configuration without this node as a voter makes it step down (thesis §4.2.2), handing leadership to the
+    /// most up-to-date voter first.
+    private mutating func configCommitted() {
+        guard role == .leader, let last = configs.last, last.index <= log.committed else { return }
+        if membership.isJoint && membership.autoLeave && transferee == nil {
+            appendConfigEntry(.leaveJoint)
+        } else if !membership.isVoter(id) {
+            if let successor = mostUpToDateVoter(), tracker.progress[successor]?.match == log.lastIndex {
+                send(.timeoutNow, to: successor, immediately: true)
+            }
+            becomeFollower(term: term, leader: nil)
+        }
+    }
+
+    // MARK: - Leadership transfer
+
+    /// Hands leadership to `target`, or to the most up-to-date voter (thesis §3.10): proposals are refused until the
+    /// transfer ends; once the target's log matches the leader's it is told to campaign at once (`timeoutNow`); if
+    /// it has not won within an election timeout, this node takes proposals again.
+    ///
+    /// - Returns: the node leadership is handed to.
+    @discardableResult
+    public mutating func transferLeadership(to target: NodeID? = nil) throws(MembershipError) -> NodeID {
+        guard role == .leader else { throw .notLeader(leaderHint: leader) }
+        let chosen: NodeID
+        if let target {
+            guard target != id else { throw .invalid("this node already leads") }
+            guard membership.voters.contains(target) else { throw .invalid("\(target) is not a voter") }
+            chosen = target
+        } else {
+            guard let best = mostUpToDateVoter() else {
+                throw .invalid("there is no other voter to hand leadership to")
+            }
+            chosen = best
+        }
+        if transferee != chosen {
+            transferee = chosen
+            transferElapsed = 0
+            timeoutNowSent = false
+        }
+        maybeSendTimeoutNow()
+        if !timeoutNowSent { sendAppend(to: chosen, allowEmpty: true) }
+        return chosen
+    }
+
+    /// The voter (of the configuration being entered) other than this node whose log matches the leader's furthest;
+    /// the lowest id among equals.
+    private func mostUpToDateVoter() -> NodeID? {
+        var best: (NodeID, LogIndex)?
+        for voter in membership.voters.sorted() where voter != id {
+            let match = tracker.progress[voter]?.match ?? .zero
+            if best == nil || match > (best?.1 ?? .zero) { best = (voter, match) }
+        }
+        return best?.0
+    }
+
+    private mutating func maybeSendTimeoutNow() {
+        guard let transferee, !timeoutNowSent, tracker.progress[transferee]?.match == log.lastIndex else { return }
+        timeoutNowSent = true
+        send(.timeoutNow, to: transferee, immediately: true)
+    }
+
+    private mutating func abortTransfer() {
+        transferee = nil
+        timeoutNowSent = false
+        transferElapsed = 0
+    }
+
+    // MARK: - Failure detection
+
+    /// The shell's report that its connection to `peer` was lost (reset or closed: the peer's process may have
+    /// died). With `RaftConfiguration.fastFailover`, a follower that loses its leader starts a pre-vote at once, and
+    /// grants pre-votes and votes in the leader's lease, as the other voters that lost it will too; a leader that a
+    /// quorum still hears keeps leading. Reports about other peers change nothing.
+    public mutating func connectionLost(to peer: NodeID) {
+        guard configuration.fastFailover, configuration.preVote, role == .follower, peer == leader else { return }
+        leaderLost = true
+        if isPromotable && term < Term.ceiling { campaign(.preElection) }
+    }
+
     private mutating func appendProposals(_ batch: some Collection<[UInt8]>) {
         for data in batch {
             log.appendAsLeader(Entry(term: term, index: log.lastIndex.next, kind: .normal, data: data))
@@ -728,6 +961,7 @@ public struct Raft: Sendable {
         guard index > log.committed, log.term(at: index) == term else { return }
         log.commit(to: index)
         needsFlush = true
+        configCommitted()
     }
 
     /// Sends every follower whatever it can take now: new entries up to its window, or, if it has nothing to
@@ -815,8 +1049,6 @@ public struct Raft: Sendable {
         }
     }
 
-    private func isMember(_ node: NodeID) -> Bool { tracker.isMember(node) }
-
     /// Whether a message is internally consistent. A well-behaved peer only sends well-formed messages; anything
     /// else is dropped before it can touch the log.
     private func isWellFormed(_ m: Message) -> Bool {
@@ -839,7 +1071,7 @@ public struct Raft: Sendable {
         case .installSnapshot(let meta):
             return meta.term <= m.term && !meta.voters.isEmpty
         case .appendEntriesResponse, .requestVote, .requestVoteResponse, .heartbeat, .heartbeatResponse,
-            .commitNotice, .snapshotChunk, .snapshotChunkAck:
+            .commitNotice, .snapshotChunk, .snapshotChunkAck, .timeoutNow:
             return true
         }
     }

@@ -8,16 +8,21 @@ public struct SnapshotMetadata: Sendable, Hashable, CustomStringConvertible {
     /// The last entry the snapshot covers, and its term.
     public var index: LogIndex
     public var term: Term
-    /// The voters in effect at `index`, in increasing order.
-    public var voters: [NodeID]
+    /// The membership in effect at `index` (the latest configuration at or before it).
+    public var membership: Membership
+    /// The voters in effect at `index` (of both configurations, if joint), in increasing order.
+    public var voters: [NodeID] { membership.voters.union(membership.outgoing).sorted() }
     /// The learners in effect at `index`, in increasing order (members that receive the log but do not vote).
-    public var learners: [NodeID]
+    public var learners: [NodeID] { membership.learners.union(membership.learnersNext).sorted() }
 
-    public init(index: LogIndex, term: Term, voters: [NodeID], learners: [NodeID] = []) {
+    public init(index: LogIndex, term: Term, membership: Membership) {
         self.index = index
         self.term = term
-        self.voters = voters.sorted()
-        self.learners = learners.sorted()
+        self.membership = membership
+    }
+
+    public init(index: LogIndex, term: Term, voters: [NodeID], learners: [NodeID] = []) {
+        self.init(index: index, term: term, membership: Membership(voters: Set(voters), learners: Set(learners)))
     }
 
     public var description: String { "snapshot at \(index) (\(term))" }

@@ -79,6 +79,9 @@ public enum EntryKind: UInt8, Sendable {
     /// The empty entry a new leader appends to commit entries of earlier terms (Raft §5.4.2, §8).
     /// The state machine never sees it, but it occupies an index.
     case noop = 1
+    /// A change of membership (`ConfigChange`, encoded). It takes effect when it is appended, committed or not
+    /// (thesis §4.1); the state machine never sees it.
+    case configChange = 2
 }
 
 /// One entry of the replicated log.

@@ -29,11 +29,12 @@ public struct SnapshotInfo: Sendable, Hashable, CustomStringConvertible {
 /// A snapshot file (integers little-endian):
 ///
 /// ```
-/// magic    "RLSNAP\0\1"                                               8 bytes
+/// magic    "RLSNAP\0\2"                                               8 bytes
 /// header   index:u64 term:u64
-///          voterCount:u32 voter:u64*voterCount
-///          learnerCount:u32 learner:u64*learnerCount
+///          membershipLength:u32 membership:bytes                      `Membership.encoded()`
 ///          sessionsLength:u32 sessions:bytes                          the proposal sessions, as the node wrote them
+///          (version 1, "RLSNAP\0\1", still read: voterCount:u32 voter:u64* learnerCount:u32 learner:u64*
+///          in place of the membership)
 /// payload  the state machine's bytes (what its snapshot wrote), up to the trailer
 /// trailer  payloadLength:u64 crc:u32 magic:"RLSE"                     the last 16 bytes
 /// ```
@@ -75,7 +76,11 @@ public final class SnapshotStore: Sendable {
     /// The most bytes of sessions a snapshot's header may hold.
     public static let maxSessionsBytes = 1 << 30
 
-    static let magic: [UInt8] = Array("RLSNAP".utf8) + [0, 1]
+    /// Version 2 holds the whole membership (`Membership.encoded()`); version 1, still read, held voters and learners.
+    static let magic: [UInt8] = Array("RLSNAP".utf8) + [0, 2]
+    static let magicVersion1: [UInt8] = Array("RLSNAP".utf8) + [0, 1]
+    /// The most bytes a snapshot's encoded membership may take.
+    static let maxMembershipBytes = 64 << 20
     static let trailerMagic: [UInt8] = Array("RLSE".utf8)
     static let trailerSize = 16
     /// Magic, index, term, the three counts: the smallest header.
@@ -148,11 +153,15 @@ public final class SnapshotStore: Sendable {
     }
 
     static func encodeHeader(_ metadata: SnapshotMetadata, sessions: [UInt8]) throws(StorageFailure) -> [UInt8] {
-        guard metadata.voters.count <= maxMembers, metadata.learners.count <= maxMembers else {
+        let membership = metadata.membership.encoded()
+        guard metadata.voters.count <= maxMembers, metadata.learners.count <= maxMembers,
+            membership.count <= maxMembershipBytes
+        else {
             throw StorageFailure(
                 .refused,
                 "a snapshot's membership of \(metadata.voters.count) voters and \(metadata.learners.count) learners "
-                    + "exceeds the format's bound of \(maxMembers) each")
+                    + "(\(membership.count) bytes) exceeds the format's bound of \(maxMembers) each "
+                    + "(\(maxMembershipBytes) bytes)")
         }
         guard sessions.count <= maxSessionsBytes else {
             throw StorageFailure(
@@ -160,13 +169,11 @@ public final class SnapshotStore: Sendable {
                 "a snapshot's sessions of \(sessions.count) bytes exceed the format's bound of \(maxSessionsBytes)")
         }
         var out = magic
-        out.reserveCapacity(minimumHeaderSize + 8 * (metadata.voters.count + metadata.learners.count) + sessions.count)
+        out.reserveCapacity(minimumHeaderSize + membership.count + sessions.count)
         Records.appendLE(metadata.index.rawValue, to: &out)
         Records.appendLE(metadata.term.rawValue, to: &out)
-        Records.appendLE(UInt32(metadata.voters.count), to: &out)
-        for voter in metadata.voters { Records.appendLE(voter.rawValue, to: &out) }
-        Records.appendLE(UInt32(metadata.learners.count), to: &out)
-        for learner in metadata.learners { Records.appendLE(learner.rawValue, to: &out) }
+        Records.appendLE(UInt32(membership.count), to: &out)
+        out.append(contentsOf: membership)
         Records.appendLE(UInt32(sessions.count), to: &out)
         out.append(contentsOf: sessions)
         return out
@@ -292,11 +299,28 @@ public final class SnapshotStore: Sendable {
         let crc = trailer.withUnsafeBytes { Records.loadLE(UInt32.self, $0, 8) }
 
         var cursor = Cursor(fileSystem: fileSystem, file: file, path: path, limit: size - trailerSize)
-        guard try cursor.bytes(8, "magic") == magic else { throw corrupt("not a snapshot file (wrong magic)") }
+        let fileMagic = try cursor.bytes(8, "magic")
+        guard fileMagic == magic || fileMagic == magicVersion1 else {
+            throw corrupt("not a snapshot file (wrong magic)")
+        }
         let index = LogIndex(try cursor.u64("index"))
         let term = Term(try cursor.u64("term"))
-        let voters = try cursor.members("voters")
-        let learners = try cursor.members("learners")
+        let membership: Membership
+        if fileMagic == magicVersion1 {
+            let voters = try cursor.members("voters")
+            let learners = try cursor.members("learners")
+            membership = Membership(voters: Set(voters), learners: Set(learners).subtracting(voters))
+        } else {
+            let length = Int(try cursor.u32("membership length"))
+            guard length <= maxMembershipBytes else {
+                throw corrupt(
+                    "the snapshot's header gives its membership \(length) bytes (at most \(maxMembershipBytes))")
+            }
+            guard let decoded = Membership(decoding: try cursor.bytes(length, "membership")) else {
+                throw corrupt("the snapshot's membership cannot be read")
+            }
+            membership = decoded
+        }
         let sessionsLength = Int(try cursor.u32("sessions length"))
         guard sessionsLength <= maxSessionsBytes else {
             throw corrupt(
@@ -317,7 +341,7 @@ public final class SnapshotStore: Sendable {
                     + "\(UInt64(headerLength + trailerSize).addingReportingOverflow(payloadLength).partialValue)")
         }
         return Layout(
-            metadata: SnapshotMetadata(index: index, term: term, voters: voters, learners: learners),
+            metadata: SnapshotMetadata(index: index, term: term, membership: membership),
             sessions: sessions, headerLength: headerLength, payloadLength: Int(payloadLength), size: size, crc: crc,
             headerCRC: cursor.crc)
     }

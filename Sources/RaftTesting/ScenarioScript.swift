@@ -494,6 +494,7 @@ private func describe(_ entry: Entry) -> String {
     switch entry.kind {
     case .noop: body = "noop"
     case .normal: body = describe(data: entry.data)
+    case .configChange: body = "conf " + (ConfigChange(decoding: entry.data).map(\.description) ?? "malformed")
     }
     return "\(entry.index.rawValue)@t\(entry.term.rawValue) \(body)"
 }
@@ -522,7 +523,7 @@ private func describe(_ m: Message) -> String {
             + "hint=\(r.rejectHintIndex.rawValue)@t\(r.rejectHintTerm.rawValue)"
     case .requestVote(let r):
         return "\(head) \(r.preVote ? "preVote" : "requestVote") \(term) "
-            + "last=\(r.lastLogIndex.rawValue)@t\(r.lastLogTerm.rawValue)"
+            + "last=\(r.lastLogIndex.rawValue)@t\(r.lastLogTerm.rawValue)" + (r.transfer ? " transfer" : "")
     case .requestVoteResponse(let r):
         return "\(head) \(r.preVote ? "preVoteResponse" : "requestVoteResponse") \(term) "
             + (r.granted ? "granted" : "rejected")
@@ -543,6 +544,8 @@ private func describe(_ m: Message) -> String {
     case .snapshotChunkAck(let a):
         return "\(head) snapshotChunkAck \(term) snapshot=\(a.index.rawValue)@t\(a.snapshotTerm.rawValue) "
             + "offset=\(a.offset) \(a.status)"
+    case .timeoutNow:
+        return "\(head) timeoutNow \(term)"
     }
 }
 

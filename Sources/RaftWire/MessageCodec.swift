@@ -8,13 +8,14 @@ import RaftCore
 /// append      = prevIndex:u64 prevTerm:u64 commit:u64 count:u32 entry*      (entry indexes follow prevIndex)
 /// entry       = term:u64 kind:u8 length:u32 data
 /// appendResp  = success:u8 index:u64 hintIndex:u64 hintTerm:u64
-/// vote        = preVote:u8 lastIndex:u64 lastTerm:u64
+/// vote        = flags:u8 lastIndex:u64 lastTerm:u64                        (flags: 1 preVote, 2 transfer)
 /// voteResp    = preVote:u8 granted:u8
 /// heartbeat   = commit:u64        heartbeatResp = (empty)        commitNotice = commit:u64
 /// propose     = count:u32 (length:u32 data)*
-/// install     = index:u64 term:u64 voterCount:u32 voter:u64* learnerCount:u32 learner:u64*
+/// install     = index:u64 term:u64 length:u32 membership                   (Membership.encoded())
 /// chunk       = index:u64 snapshotTerm:u64 offset:u64 totalSize:u64 length:u32 data
 /// chunkAck    = index:u64 snapshotTerm:u64 offset:u64 status:u8
+/// timeoutNow  = (empty)
 /// ```
 /// Decoding trusts nothing: every count is checked against the bytes that remain before anything is allocated,
 /// every flag must be 0 or 1, every enum value known, and the whole body must be used.
@@ -31,6 +32,7 @@ public enum MessageCodec {
         case installSnapshot = 9
         case snapshotChunk = 10
         case snapshotChunkAck = 11
+        case timeoutNow = 12
     }
 
     /// Appends the encoding of `message` to `buffer`.
@@ -55,7 +57,8 @@ public enum MessageCodec {
                 r.rejectHintTerm.rawValue)
         case .requestVote(let v):
             buffer.writeInteger(Kind.requestVote.rawValue)
-            buffer.writeMultipleIntegers(v.preVote ? UInt8(1) : 0, v.lastLogIndex.rawValue, v.lastLogTerm.rawValue)
+            let flags: UInt8 = (v.preVote ? 1 : 0) | (v.transfer ? 2 : 0)
+            buffer.writeMultipleIntegers(flags, v.lastLogIndex.rawValue, v.lastLogTerm.rawValue)
         case .requestVoteResponse(let v):
             buffer.writeInteger(Kind.requestVoteResponse.rawValue)
             buffer.writeMultipleIntegers(v.preVote ? UInt8(1) : 0, v.granted ? UInt8(1) : 0)
@@ -76,11 +79,10 @@ public enum MessageCodec {
             }
         case .installSnapshot(let meta):
             buffer.writeInteger(Kind.installSnapshot.rawValue)
-            buffer.writeMultipleIntegers(meta.index.rawValue, meta.term.rawValue)
-            for group in [meta.voters, meta.learners] {
-                buffer.writeInteger(UInt32(truncatingIfNeeded: group.count))
-                for node in group { buffer.writeInteger(node.rawValue) }
-            }
+            let membership = meta.membership.encoded()
+            buffer.writeMultipleIntegers(
+                meta.index.rawValue, meta.term.rawValue, UInt32(truncatingIfNeeded: membership.count))
+            buffer.writeBytes(membership)
         case .snapshotChunk(let c):
             buffer.writeInteger(Kind.snapshotChunk.rawValue)
             buffer.writeMultipleIntegers(
@@ -90,6 +92,8 @@ public enum MessageCodec {
         case .snapshotChunkAck(let a):
             buffer.writeInteger(Kind.snapshotChunkAck.rawValue)
             buffer.writeMultipleIntegers(a.index.rawValue, a.snapshotTerm.rawValue, a.offset, a.status.rawValue)
+        case .timeoutNow:
+            buffer.writeInteger(Kind.timeoutNow.rawValue)
         }
     }
 
@@ -102,9 +106,9 @@ public enum MessageCodec {
         case .requestVote: return header + 17
         case .requestVoteResponse: return header + 2
         case .heartbeat, .commitNotice: return header + 8
-        case .heartbeatResponse: return header
+        case .heartbeatResponse, .timeoutNow: return header
         case .propose(let batch): return header + 4 + batch.reduce(0) { $0 + 4 + $1.count }
-        case .installSnapshot(let meta): return header + 24 + 8 * (meta.voters.count + meta.learners.count)
+        case .installSnapshot(let meta): return header + 20 + meta.membership.encoded().count
         case .snapshotChunk(let c): return header + 36 + c.data.count
         case .snapshotChunkAck: return header + 25
         }
@@ -150,12 +154,13 @@ public enum MessageCodec {
                     success: try flag(success, "success"), index: LogIndex(index), rejectHintIndex: LogIndex(hintIndex),
                     rejectHintTerm: Term(hintTerm)))
         case .requestVote:
-            guard let (preVote, lastIndex, lastTerm) = buffer.readMultipleIntegers(as: (UInt8, UInt64, UInt64).self)
+            guard let (flags, lastIndex, lastTerm) = buffer.readMultipleIntegers(as: (UInt8, UInt64, UInt64).self)
             else { throw .truncated("RequestVote") }
+            guard flags & ~3 == 0 else { throw .invalid("RequestVote flags \(flags)") }
             body = .requestVote(
                 RequestVote(
-                    preVote: try flag(preVote, "preVote"), lastLogIndex: LogIndex(lastIndex),
-                    lastLogTerm: Term(lastTerm)))
+                    preVote: flags & 1 != 0, lastLogIndex: LogIndex(lastIndex), lastLogTerm: Term(lastTerm),
+                    transfer: flags & 2 != 0))
         case .requestVoteResponse:
             guard let (preVote, granted) = buffer.readMultipleIntegers(as: (UInt8, UInt8).self) else {
                 throw .truncated("RequestVote response")
@@ -183,24 +188,12 @@ public enum MessageCodec {
             }
             body = .propose(batch)
         case .installSnapshot:
-            guard let (index, snapshotTerm) = buffer.readMultipleIntegers(as: (UInt64, UInt64).self) else {
-                throw .truncated("snapshot metadata")
-            }
-            var groups: [[NodeID]] = []
-            for name in ["voter", "learner"] {
-                guard let count = buffer.readInteger(as: UInt32.self) else { throw .truncated("\(name) count") }
-                guard Int(count) <= buffer.readableBytes / 8 else { throw .invalid("\(name) count \(count)") }
-                var nodes: [NodeID] = []
-                nodes.reserveCapacity(Int(count))
-                for _ in 0..<count {
-                    guard let node = buffer.readInteger(as: UInt64.self) else { throw .truncated(name) }
-                    nodes.append(NodeID(node))
-                }
-                groups.append(nodes)
-            }
+            guard let (index, snapshotTerm, length) = buffer.readMultipleIntegers(as: (UInt64, UInt64, UInt32).self)
+            else { throw .truncated("snapshot metadata") }
+            guard let bytes = buffer.readBytes(length: Int(length)) else { throw .truncated("snapshot membership") }
+            guard let membership = Membership(decoding: bytes) else { throw .invalid("snapshot membership") }
             body = .installSnapshot(
-                SnapshotMetadata(
-                    index: LogIndex(index), term: Term(snapshotTerm), voters: groups[0], learners: groups[1]))
+                SnapshotMetadata(index: LogIndex(index), term: Term(snapshotTerm), membership: membership))
         case .snapshotChunk:
             guard
                 let (index, snapshotTerm, offset, totalSize, length) =
@@ -225,6 +218,8 @@ public enum MessageCodec {
             body = .snapshotChunkAck(
                 SnapshotChunkAck(
                     index: LogIndex(index), snapshotTerm: Term(snapshotTerm), offset: offset, status: status))
+        case .timeoutNow:
+            body = .timeoutNow
         }
         guard buffer.readableBytes == 0 else { throw .invalid("message: \(buffer.readableBytes) bytes left over") }
         return Message(from: NodeID(from), to: NodeID(to), term: Term(term), kind: body)

@@ -122,7 +122,7 @@ func handMadeSnapshotFile(
         #expect(throws: StorageFailure.self) { try raw.read(at: raw.size + 1, count: 10) }
         raw.close()
         #expect(throws: StorageFailure.self) { try raw.read(at: 0, count: 10) }
-        #expect(try store.readRaw(newer, at: 0, count: 8) == Array("RLSNAP".utf8) + [0, 1])
+        #expect(try store.readRaw(newer, at: 0, count: 8) == Array("RLSNAP".utf8) + [0, 2])
     }
 
     @Test func anAbandonedSnapshotLeavesNothingAndALeftoverTemporaryIsRemovedOnOpen() throws {

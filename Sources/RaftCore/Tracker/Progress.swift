@@ -23,6 +23,8 @@ public struct Progress: Sendable, Hashable {
     var probeSent: Bool
     /// Whether the follower was heard from in the current CheckQuorum period.
     var recentActive: Bool
+    /// Whether the follower was heard from in the CheckQuorum period before the current one.
+    var wasActive = false
     /// The highest commit index sent to this follower.
     var commitSent: LogIndex
     /// The last index of each AppendEntries message in flight, oldest first.

@@ -21,7 +21,7 @@ public struct ProgressTracker: Sendable {
     /// Who is in the cluster, in one immutable object that copies of the tracker share: a copy of the core (which
     /// its callers make more often than one would think) then costs one reference count for the membership, not one
     /// per set and array in it. A change of membership will make a new one.
-    private let members: Members
+    private var members: Members
 
     private final class Members: Sendable {
         let voters: JointConfig
@@ -38,6 +38,32 @@ public struct ProgressTracker: Sendable {
     public init(id: NodeID, voters: JointConfig, learners: Set<NodeID> = []) {
         self.id = id
         self.members = Members(voters: voters, learners: learners, id: id)
+    }
+
+    /// Takes a new membership (a configuration entry was appended, truncated away, or came with a snapshot). A
+    /// leader keeps the progress of the peers that stay, and starts probing new ones from `next`, counting them as
+    /// recently active, as a new leader counts everyone.
+    mutating func setMembership(_ membership: Membership, next: LogIndex, maxInflight: Int, leading: Bool) {
+        members = Members(
+            voters: membership.jointConfig, learners: membership.learners.union(membership.learnersNext), id: id)
+        guard leading else { return }
+        var updated: [NodeID: Progress] = [:]
+        for peer in members.peers {
+            if let pr = progress[peer] {
+                updated[peer] = pr
+            } else {
+                var pr = Progress(next: next, maxInflight: maxInflight)
+                pr.recentActive = true
+                updated[peer] = pr
+            }
+        }
+        progress = updated
+    }
+
+    /// Whether the voters of `config` for which the leader heard lately (this period or the one before) make a
+    /// quorum of it: a change that leaves fewer would stop the cluster committing.
+    func hasActiveQuorum(_ config: JointConfig) -> Bool {
+        config.hasQuorum { $0 == id || progress[$0].map { $0.recentActive || $0.wasActive } == true }
     }
 
     /// Whether `node` belongs to the cluster, as a voter or a learner.
@@ -81,7 +107,10 @@ public struct ProgressTracker: Sendable {
     /// Whether a quorum of voters (this node included) was heard from since the last call; starts a new period.
     mutating func quorumActive() -> Bool {
         let active = members.voters.hasQuorum { $0 == id || progress[$0]?.recentActive == true }
-        for i in progress.indices { progress.values[i].recentActive = false }
+        for i in progress.indices {
+            progress.values[i].wasActive = progress.values[i].recentActive
+            progress.values[i].recentActive = false
+        }
         return active
     }
 
