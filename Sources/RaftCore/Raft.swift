@@ -200,6 +200,11 @@ public struct Raft: Sendable {
     /// The membership in effect: the latest configuration in the log, committed or not.
     public var membership: Membership { configs.last?.membership ?? .empty }
 
+    /// The index and term of the configuration entry in effect (zero for the bootstrap configuration; a snapshot's
+    /// for one that came with a snapshot): a cheap way for a shell to notice that the membership changed.
+    public var membershipIndex: LogIndex { configs.last?.index ?? .zero }
+    public var membershipTerm: Term { configs.last?.term ?? .zero }
+
     /// The leader's view of `peer`, if this node is the leader.
     public func progress(of peer: NodeID) -> Progress? { tracker.progress[peer] }
 
@@ -911,15 +916,18 @@ public struct Raft: Sendable {
         return chosen
     }
 
-    /// The voter (of the configuration being entered) other than this node whose log matches the leader's furthest;
-    /// the lowest id among equals.
+    /// The voter (of the configuration being entered) other than this node whose log matches the leader's furthest,
+    /// among those heard from lately if any were; the lowest id among equals.
     private func mostUpToDateVoter() -> NodeID? {
-        var best: (NodeID, LogIndex)?
+        var best: (id: NodeID, active: Bool, match: LogIndex)?
         for voter in membership.voters.sorted() where voter != id {
-            let match = tracker.progress[voter]?.match ?? .zero
-            if best == nil || match > (best?.1 ?? .zero) { best = (voter, match) }
+            let pr = tracker.progress[voter]
+            let active = pr.map { $0.recentActive || $0.wasActive } ?? false
+            let match = pr?.match ?? .zero
+            if let b = best, (b.active ? 1 : 0, b.match) >= (active ? 1 : 0, match) { continue }
+            best = (voter, active, match)
         }
-        return best?.0
+        return best?.id
     }
 
     private mutating func maybeSendTimeoutNow() {

@@ -54,6 +54,15 @@ final class NodeRuntime<Machine: StateMachine> {
     var senders: [NodeID: SnapshotSender] = [:]
     /// The follower's end of a snapshot transfer, made on first use.
     var receiver: SnapshotReceiver?
+    /// Membership changes proposed here, waiting for their entries to be applied.
+    var configWaiters: [ConfigWaiter] = []
+    /// Members this node was told of (by a change it proposed) before their entries are in its log.
+    var knownMembers: [NodeID: ClusterConfiguration.Member] = [:]
+    /// The membership the transport's peers were last set from, and its entry (to notice a change cheaply).
+    var peersMembership: Membership?
+    var peersMembershipEntry: (LogIndex, Term) = (LogIndex(UInt64.max), .zero)
+    /// A leadership transfer was in progress at the last round of processing.
+    var wasTransferring = false
 
     init(raft: Raft, machine: Machine, proposer: NodeID) {
         self.raft = raft

@@ -36,7 +36,7 @@ extension RaftNode {
         senderOptions.chunkSize = options.snapshotChunkBytes
         senderOptions.window = options.snapshotWindowBytes
         let loop = eventLoop
-        let peerName = cluster.member(id: peer)?.name ?? "\(peer)"
+        let peerName = member(id: peer, rt)?.name ?? "\(peer)"
         let sender = SnapshotSender(
             peer: peer, index: meta.index, snapshotTerm: meta.term, totalSize: info.size, options: senderOptions,
             eventLoop: loop,

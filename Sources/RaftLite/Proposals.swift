@@ -64,7 +64,7 @@ extension RaftNode {
     }
 
     func failRefused(_ refusal: ProposalTracker<ProposalWaiter<Machine.Output>>.Refusal, _ rt: NodeRuntime<Machine>) {
-        fail(refusal.waiter, ProposalFailure.refused(refusal) { self.cluster.member(id: $0)?.name }, rt)
+        fail(refusal.waiter, ProposalFailure.refused(refusal) { self.member(id: $0, rt)?.name }, rt)
     }
 
     /// Settles every pending proposal (the node stops): those that may still commit fail as of unknown outcome.

@@ -58,6 +58,15 @@ public final class RaftNode<Machine: StateMachine>: Sendable {
         /// unacknowledged, so that a transfer never crowds out the heartbeats and appends on the same link.
         public var snapshotChunkBytes = 256 << 10
         public var snapshotWindowBytes = 1 << 20
+        /// A learner is promoted (`addVoter`, `promote`) once its log is within this many entries of the leader's.
+        public var learnerCatchUpLag = 1_000
+        /// How long `addVoter` and `promote` wait for a learner to catch up.
+        public var learnerCatchUpTimeout: TimeAmount = .seconds(300)
+        /// A leader asked to stop (`stop()`) first hands leadership to the most up-to-date voter, so that the cluster
+        /// does not wait an election timeout for a new one.
+        public var transferLeadershipOnStop = true
+        /// A follower whose connection to the leader is lost starts a pre-vote at once (`RaftConfiguration.fastFailover`).
+        public var fastFailover = false
         public var logger = Logger(label: "raftlite")
 
         public init() {}
@@ -68,6 +77,8 @@ public final class RaftNode<Machine: StateMachine>: Sendable {
     public let id: NodeID
     public let cluster: ClusterConfiguration
     public let options: Options
+    /// This node's own entry (its address).
+    let selfMember: ClusterConfiguration.Member
     /// The event loop on which the node runs.
     public let eventLoop: any EventLoop
     let transport: any RaftTransport
@@ -92,13 +103,25 @@ public final class RaftNode<Machine: StateMachine>: Sendable {
     ///   - storage: where term, vote and log are kept (by default in memory: a restarted process forgets them, so
     ///     use durable storage for anything but experiments).
     ///   - transport: how messages travel (by default TCP to the addresses in `cluster`).
-    /// - Throws: `RaftNodeError.configuration` if `name` is not a member.
+    ///   - address: this node's own entry, for a node that is not in `cluster` (one that joins a running cluster:
+    ///     `cluster` is then the cluster's bootstrap configuration, and the node is a member once a change adds it).
+    /// - Throws: `RaftNodeError.configuration` if `name` is not a member and no `address` is given.
     public init(
         cluster: ClusterConfiguration, name: String, stateMachine: sending Machine,
         storage: any NodeStorage = InMemoryNodeStorage(), snapshotStore: SnapshotStore? = nil,
-        options: Options = Options(), eventLoop: (any EventLoop)? = nil, transport: (any RaftTransport)? = nil
+        options: Options = Options(), eventLoop: (any EventLoop)? = nil, transport: (any RaftTransport)? = nil,
+        address: ClusterConfiguration.Member? = nil
     ) throws(RaftNodeError) {
-        let me = try Self.member(name, of: cluster)
+        let me: ClusterConfiguration.Member
+        if let address, cluster[name] == nil {
+            guard address.name == name else {
+                throw .configuration("the address given is for \"\(address.name)\", not \"\(name)\"")
+            }
+            me = address
+        } else {
+            me = try Self.member(name, of: cluster)
+        }
+        self.selfMember = me
         if let eventLoop, let transport, eventLoop !== transport.eventLoop {
             throw .configuration("the transport runs on another event loop than the one given for the node")
         }
@@ -190,13 +213,16 @@ public final class RaftNode<Machine: StateMachine>: Sendable {
                 }
             }
         }
-        let configuration = RaftConfiguration(
+        var configuration = RaftConfiguration(
             id: id, voters: Set(cluster.members.map(\.id)), electionTick: options.electionTicks,
             heartbeatTick: options.heartbeatTicks, preVote: options.preVote, checkQuorum: options.checkQuorum,
             maxMessageBytes: options.maxMessageBytes, maxInflightMessages: options.maxInflightMessages,
             maxProposalBytes: options.maxProposalBytes + ProposalEnvelope.overhead,
             forwardProposals: options.forwardProposals,
             randomSeed: options.randomSeed ?? UInt64.random(in: 0...UInt64.max))
+        // The cluster file's members are the first configuration; a configuration in the log or a snapshot wins.
+        configuration.contexts = Dictionary(uniqueKeysWithValues: cluster.members.map { ($0.id, $0.context) })
+        configuration.fastFailover = options.fastFailover
         let snapshot = latest
         let raft: Raft
         do {
@@ -257,6 +283,25 @@ public final class RaftNode<Machine: StateMachine>: Sendable {
     /// commit), connections close, the clock stops, the storage is closed (its directory unlocked). A node that was
     /// never started just releases its storage. Safe to call more than once, and from any state.
     public func stop() async {
+        if options.transferLeadershipOnStop {
+            let leads = await onLoop { () -> Bool in
+                guard let rt = self.runtime.value, !rt.stopped, !rt.paused, rt.raft.role == .leader else {
+                    return false
+                }
+                // Only if some other voter answers: handing over to nodes that are gone would only delay the stop.
+                return rt.raft.membership.voters.contains {
+                    $0 != self.id && rt.raft.progress(of: $0)?.recentActive == true
+                }
+            }
+            if leads == true {
+                do {
+                    let successor = try await transferLeadership()
+                    logger.notice("handed leadership over before stopping", metadata: ["to": "\(successor)"])
+                } catch {
+                    logger.warning("could not hand leadership over before stopping", metadata: ["error": "\(error)"])
+                }
+            }
+        }
         let tearDown = await onLoop { () -> Bool in
             guard let rt = self.runtime.value else {
                 // Never started: nothing runs, but the storage may hold a lock, and streams may be waiting.
@@ -406,7 +451,7 @@ public final class RaftNode<Machine: StateMachine>: Sendable {
         guard let rt = runtime.value else { return .notRunning(name: name) }
         let s = rt.raft.status
         return NodeStatus(
-            name: name, role: s.role, term: s.term, leader: s.leader.flatMap { cluster.member(id: $0)?.name },
+            name: name, role: s.role, term: s.term, leader: s.leader.flatMap { member(id: $0, rt)?.name },
             commitIndex: s.commitIndex, appliedIndex: s.appliedIndex, lastIndex: s.lastIndex,
             snapshotIndex: rt.raft.snapshot?.index ?? .zero, firstIndex: rt.raft.log.firstIndex, paused: rt.paused,
             started: !rt.stopped)
@@ -414,9 +459,16 @@ public final class RaftNode<Machine: StateMachine>: Sendable {
 
     /// What the transport counted for each peer, by name: messages sent, dropped and received, bytes queued.
     public func peerStatistics() async -> [String: PeerStatistics] {
+        let stats = await transport.statistics()
+        let names =
+            await onLoop { () -> [NodeID: String] in
+                guard let rt = self.runtime.value else { return [:] }
+                return Dictionary(
+                    uniqueKeysWithValues: stats.keys.compactMap { id in self.member(id: id, rt).map { (id, $0.name) } })
+            } ?? [:]
         var byName: [String: PeerStatistics] = [:]
-        for (id, stats) in await transport.statistics() {
-            if let name = cluster.member(id: id)?.name { byName[name] = stats }
+        for (id, stat) in stats {
+            if let name = names[id] ?? cluster.member(id: id)?.name { byName[name] = stat }
         }
         return byName
     }
@@ -488,9 +540,13 @@ public final class RaftNode<Machine: StateMachine>: Sendable {
     }
 
     /// Carries out every ready, following the I/O contract of `Ready`.
-    private func process() {
+    func process() {
         guard let rt = runtime.value, !rt.stopped else { return }
         while let step = rt.pipeline.take(from: &rt.raft) {
+            if rt.peersMembershipEntry != (rt.raft.membershipIndex, rt.raft.membershipTerm) {
+                rt.peersMembershipEntry = (rt.raft.membershipIndex, rt.raft.membershipTerm)
+                syncPeers(rt)
+            }
             for message in step.messages { send(message) }
             if let write = step.write {
                 if let meta = write.snapshot {
@@ -517,6 +573,15 @@ public final class RaftNode<Machine: StateMachine>: Sendable {
             for ready in step.durable { finish(ready, rt) }
         }
         compactIfDue(rt)
+        let transferring = rt.raft.transferee != nil
+        if rt.wasTransferring && !transferring && rt.raft.role == .leader {
+            // A transfer ended with this node still leading: the proposals it held back go now.
+            rt.wasTransferring = false
+            for refusal in rt.tracker.handOutAgain(&rt.raft) { failRefused(refusal, rt) }
+            process()
+            return
+        }
+        rt.wasTransferring = transferring
         transport.flush()
         reportLeadership(rt)
     }
@@ -562,6 +627,7 @@ public final class RaftNode<Machine: StateMachine>: Sendable {
     private func apply(_ entry: Entry, _ rt: NodeRuntime<Machine>, lost: inout [UInt64]) {
         rt.appliedBytesSinceSnapshot &+= entry.byteSize
         rt.machineApplied = entry.index
+        if entry.kind == .configChange { configApplied(entry, rt) }
         let header = entry.kind == .normal ? ProposalEnvelope.Header(decoding: entry.data) : nil
         // A copy of a proposal applied (or settled) before is not applied again, on any node.
         let admitted = entry.kind == .normal && (header.map { rt.sessions.admit($0, term: entry.term) } ?? true)
@@ -586,7 +652,7 @@ public final class RaftNode<Machine: StateMachine>: Sendable {
 
     private func leadershipState(_ rt: NodeRuntime<Machine>) -> LeadershipChange {
         LeadershipChange(
-            role: rt.raft.role, term: rt.raft.term, leader: rt.raft.leader.flatMap { cluster.member(id: $0)?.name })
+            role: rt.raft.role, term: rt.raft.term, leader: rt.raft.leader.flatMap { member(id: $0, rt)?.name })
     }
 
     private func reportLeadership(_ rt: NodeRuntime<Machine>) {
@@ -629,7 +695,7 @@ public final class RaftNode<Machine: StateMachine>: Sendable {
     }
 
     /// Runs `body` on the node's loop and returns its result (nil if the loop is gone).
-    private func onLoop<T: Sendable>(_ body: @escaping @Sendable () -> T) async -> T? {
+    func onLoop<T: Sendable>(_ body: @escaping @Sendable () -> T) async -> T? {
         try? await eventLoop.submit(body).get()
     }
 }

@@ -17,7 +17,8 @@ public struct RaftNodeError: Error, Hashable, Sendable, CustomStringConvertible 
     public struct Code: Hashable, Sendable, CustomStringConvertible {
         private enum Value: String, Hashable, Sendable {
             case notLeader, timedOut, stoppedOutcomeUnknown, dropped, tooLarge, invalidProposal, paused, stopped,
-                notStarted, alreadyStarted, storage, configuration, appliedResultUnknown, snapshotsUnsupported
+                notStarted, alreadyStarted, storage, configuration, appliedResultUnknown, snapshotsUnsupported,
+                membership
         }
 
         private let value: Value
@@ -51,6 +52,9 @@ public struct RaftNodeError: Error, Hashable, Sendable, CustomStringConvertible 
         /// The node keeps no snapshots: it has no snapshot store (no data directory), or its state machine cannot
         /// snapshot.
         public static let snapshotsUnsupported = Code(.snapshotsUnsupported)
+        /// A membership change or leadership transfer was refused: a change is in progress, it would lose quorum,
+        /// it does not apply, or a transfer is under way. Details: `reason`, `membershipCode`.
+        public static let membership = Code(.membership)
 
         public var description: String { value.rawValue }
     }
@@ -93,6 +97,11 @@ public struct RaftNodeError: Error, Hashable, Sendable, CustomStringConvertible 
         RaftNodeError(code: .configuration, reason: reason)
     }
     public static let appliedResultUnknown = RaftNodeError(code: .appliedResultUnknown)
+    /// A refusal from the core's membership logic; `notLeader` keeps its own code.
+    public static func membership(_ error: MembershipError, leaderHint: String?) -> RaftNodeError {
+        if error.code == .notLeader { return .notLeader(leaderHint: leaderHint) }
+        return RaftNodeError(code: .membership, reason: error.description)
+    }
     public static func snapshotsUnsupported(_ reason: String) -> RaftNodeError {
         RaftNodeError(code: .snapshotsUnsupported, reason: reason)
     }
@@ -126,6 +135,7 @@ public struct RaftNodeError: Error, Hashable, Sendable, CustomStringConvertible 
         case .appliedResultUnknown:
             return "the command was applied, but its result is not known here (this node caught up through a snapshot)"
         case .snapshotsUnsupported: return "snapshots are not available: \(why)"
+        case .membership: return why
         default: return "\(code)"
         }
     }

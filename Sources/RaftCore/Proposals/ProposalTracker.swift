@@ -111,8 +111,10 @@ public struct ProposalTracker<Waiter> {
         do {
             outcome = try raft.propose(data)
         } catch {
-            if error.code == .notLeader,
-                (error.leaderHint == nil && raft.configuration.forwardProposals) || mayStillCommit(sequence)
+            // A leader handing leadership over takes proposals again after the transfer (`handOutAgain`).
+            if error.code == .transferring
+                || (error.code == .notLeader
+                    && ((error.leaderHint == nil && raft.configuration.forwardProposals) || mayStillCommit(sequence)))
             {
                 awaitLeader(sequence)
                 return nil
@@ -136,6 +138,13 @@ public struct ProposalTracker<Waiter> {
         }
         handedOutTo = (raft.term, leader)
         return handOuts(term: raft.term, leader: leader).compactMap { hand($0, to: &raft) }
+    }
+
+    /// Hands out again every proposal that waits for a leader, even if the leader and term are those of the last
+    /// hand-out: call when a leadership transfer ends with this node still leading.
+    public mutating func handOutAgain(_ raft: inout Raft) -> [Refusal] {
+        handedOutTo = nil
+        return handOutIfLeaderChanged(&raft)
     }
 
     /// The core took a copy in `term`: appended it here (`to` is this node) or forwarded it to the leader `to`.

@@ -22,7 +22,7 @@ public struct Progress: Sendable, Hashable {
     /// arrives.
     var probeSent: Bool
     /// Whether the follower was heard from in the current CheckQuorum period.
-    var recentActive: Bool
+    public internal(set) var recentActive: Bool
     /// Whether the follower was heard from in the CheckQuorum period before the current one.
     var wasActive = false
     /// The highest commit index sent to this follower.
