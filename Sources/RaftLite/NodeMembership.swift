@@ -115,13 +115,16 @@ extension RaftNode {
             committed: status.membershipIndex <= status.commitIndex)
     }
 
-    /// The name and address of node `id`: from the membership in effect (its context), else from the cluster file.
+    /// The name and address of node `id`: from this node's cluster file if it names the node (a local address wins:
+    /// each node may reach a peer its own way, through a proxy or a NAT), else from the membership in effect (the
+    /// member's context, replicated with the change that added it).
     func member(id: NodeID, _ rt: NodeRuntime<Machine>) -> ClusterConfiguration.Member? {
+        if id == self.id { return selfMember }
+        if let local = cluster.member(id: id) { return local }
         if let context = rt.raft.membership.contexts[id], let member = ClusterConfiguration.Member(context: context) {
             return member
         }
-        if let known = rt.knownMembers[id] { return known }
-        return cluster.member(id: id) ?? (id == self.id ? selfMember : nil)
+        return rt.knownMembers[id]
     }
 
     /// The name of node `id`, as best known.

@@ -61,6 +61,10 @@ final class NodeRuntime<Machine: StateMachine> {
     /// The membership the transport's peers were last set from, and its entry (to notice a change cheaply).
     var peersMembership: Membership?
     var peersMembershipEntry: (LogIndex, Term) = (LogIndex(UInt64.max), .zero)
+    /// Which members were reachable at the last health check, by name.
+    var lastHealth: [String: Bool] = [:]
+    /// Ticks since the last health check.
+    var ticksSinceHealthCheck = 0
     /// A leadership transfer was in progress at the last round of processing.
     var wasTransferring = false
 

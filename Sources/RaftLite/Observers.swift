@@ -6,6 +6,7 @@ import RaftCore
 final class Observers {
     private(set) var leadership: [UInt64: AsyncStream<LeadershipChange>.Continuation] = [:]
     private(set) var entries: [UInt64: AsyncStream<CommittedEntry>.Continuation] = [:]
+    private(set) var health: [UInt64: AsyncStream<MemberHealthChange>.Continuation] = [:]
     private(set) var finished = false
     private var next: UInt64 = 0
 
@@ -21,9 +22,21 @@ final class Observers {
         return next
     }
 
+    func add(health continuation: AsyncStream<MemberHealthChange>.Continuation) -> UInt64 {
+        next += 1
+        health[next] = continuation
+        return next
+    }
+
     func remove(_ key: UInt64) {
         leadership[key] = nil
         entries[key] = nil
+        health[key] = nil
+    }
+
+    /// Hands a change of a member's health to every health stream.
+    func publish(_ change: MemberHealthChange) {
+        for continuation in health.values { continuation.yield(change) }
     }
 
     /// Hands a change of leadership to every leadership stream.
@@ -40,8 +53,10 @@ final class Observers {
         finished = true
         for continuation in leadership.values { continuation.finish() }
         for continuation in entries.values { continuation.finish() }
+        for continuation in health.values { continuation.finish() }
         leadership.removeAll()
         entries.removeAll()
+        health.removeAll()
     }
 }
 
@@ -73,6 +88,19 @@ struct NodeStreams: Sendable {
             let observers = self.observers.value
             guard !observers.finished else { return continuation.finish() }
             let key = observers.add(entries: continuation)
+            continuation.onTermination = unsubscribe(key)
+        }
+        return stream
+    }
+
+    /// A stream of changes in the members' health.
+    func healthChanges() -> AsyncStream<MemberHealthChange> {
+        let (stream, continuation) = AsyncStream.makeStream(
+            of: MemberHealthChange.self, bufferingPolicy: .bufferingNewest(256))
+        eventLoop.execute {
+            let observers = self.observers.value
+            guard !observers.finished else { return continuation.finish() }
+            let key = observers.add(health: continuation)
             continuation.onTermination = unsubscribe(key)
         }
         return stream

@@ -88,11 +88,11 @@ public final class RaftNode<Machine: StateMachine>: Sendable {
     let logger: Logger
     private let machineBeforeStart: NIOLoopBoundBox<Machine?>
     let runtime: NIOLoopBoundBox<NodeRuntime<Machine>?>
-    private let observers: NIOLoopBoundBox<Observers>
+    let observers: NIOLoopBoundBox<Observers>
     /// Signalled when the node has stopped: with nil after `stop()`, with the error when it stopped on its own.
     private let stopped = StopSignal()
     let metrics: NodeMetrics
-    private var streams: NodeStreams { NodeStreams(eventLoop: eventLoop, observers: observers) }
+    var streams: NodeStreams { NodeStreams(eventLoop: eventLoop, observers: observers) }
 
     /// Creates a node; it does nothing until `start()`.
     ///
@@ -160,6 +160,27 @@ public final class RaftNode<Machine: StateMachine>: Sendable {
             node: name, peers: cluster.members.filter { $0.name != name }.map { ($0.id, $0.name) })
     }
 
+    /// The first configuration a cluster file describes: each member's `role` field says what it is at the start —
+    /// `voter` (the default), `learner`, or `spare` (an address only: a node that a membership change may add later).
+    static func bootstrapMembership(of cluster: ClusterConfiguration) throws(RaftNodeError)
+        -> (voters: Set<NodeID>, learners: Set<NodeID>)
+    {
+        var voters = Set<NodeID>()
+        var learners = Set<NodeID>()
+        for member in cluster.members {
+            switch member.fields["role"] {
+            case nil, .string("voter")?: voters.insert(member.id)
+            case .string("learner")?: learners.insert(member.id)
+            case .string("spare")?: break
+            case let other?:
+                throw .configuration(
+                    "\(member.name).role must be \"voter\", \"learner\" or \"spare\", got \(other)")
+            }
+        }
+        guard !voters.isEmpty else { throw .configuration("the cluster file names no voter (every member's role is not voter)") }
+        return (voters, learners)
+    }
+
     /// The member named `name`, or the error that says it is not one.
     static func member(_ name: String, of cluster: ClusterConfiguration) throws(RaftNodeError)
         -> ClusterConfiguration.Member
@@ -213,15 +234,19 @@ public final class RaftNode<Machine: StateMachine>: Sendable {
                 }
             }
         }
+        let bootstrap = try Self.bootstrapMembership(of: cluster)
         var configuration = RaftConfiguration(
-            id: id, voters: Set(cluster.members.map(\.id)), electionTick: options.electionTicks,
+            id: id, voters: bootstrap.voters, electionTick: options.electionTicks,
             heartbeatTick: options.heartbeatTicks, preVote: options.preVote, checkQuorum: options.checkQuorum,
             maxMessageBytes: options.maxMessageBytes, maxInflightMessages: options.maxInflightMessages,
             maxProposalBytes: options.maxProposalBytes + ProposalEnvelope.overhead,
             forwardProposals: options.forwardProposals,
             randomSeed: options.randomSeed ?? UInt64.random(in: 0...UInt64.max))
         // The cluster file's members are the first configuration; a configuration in the log or a snapshot wins.
-        configuration.contexts = Dictionary(uniqueKeysWithValues: cluster.members.map { ($0.id, $0.context) })
+        configuration.learners = bootstrap.learners
+        configuration.contexts = Dictionary(
+            uniqueKeysWithValues: cluster.members.filter { bootstrap.voters.contains($0.id) || bootstrap.learners.contains($0.id) }
+                .map { ($0.id, $0.context) })
         configuration.fastFailover = options.fastFailover
         let snapshot = latest
         let raft: Raft
@@ -505,6 +530,11 @@ public final class RaftNode<Machine: StateMachine>: Sendable {
         guard let rt = runtime.value, !rt.stopped, !rt.paused else { return }
         rt.raft.tick()
         for sender in rt.senders.values { sender.tick() }
+        rt.ticksSinceHealthCheck += 1
+        if rt.ticksSinceHealthCheck >= max(1, options.electionTicks / 5) {
+            rt.ticksSinceHealthCheck = 0
+            checkHealth()
+        }
         // Proposals whose link to the leader was reset since the last tick go again (once per reset).
         for sequence in rt.tracker.takeRetries() { hand(sequence, rt) }
         process()
