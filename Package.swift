@@ -184,7 +184,7 @@ let package = Package(
         .testTarget(
             name: "RaftTransportTests",
             dependencies: [
-                "RaftCore", "RaftWire", "RaftTransport",
+                "RaftCore", "RaftWire", "RaftTransport", "RaftTesting",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),

@@ -22,6 +22,23 @@ public protocol RaftTransport: AnyObject, Sendable {
         deliver: @escaping @Sendable (Message) -> Void, linkReset: @escaping @Sendable (NodeID) -> Void
     ) async throws
 
+    /// Starts as `start(deliver:linkReset:)` does, and also reports, on `eventLoop`, each time an established
+    /// connection with a peer closes or resets (the peer's process died, the network cut it): the signal for fast
+    /// failover. It is not reported for a connection attempt that fails, for a peer that `setPeers` removed, nor
+    /// while the transport shuts down; it may be reported more than once for one loss (a peer's connection to this
+    /// node and this node's to it). The default implementation never reports.
+    func start(
+        deliver: @escaping @Sendable (Message) -> Void, linkReset: @escaping @Sendable (NodeID) -> Void,
+        connectionLost: @escaping @Sendable (NodeID) -> Void
+    ) async throws
+
+    /// Replaces the set of peers (the cluster's membership changed). Call on `eventLoop`; may be called before
+    /// `start` and after `shutdown`. A new peer is connected to; a peer no longer listed is disconnected and gets
+    /// nothing more (messages to it are dropped as to an unknown node); a peer whose address changed is reconnected
+    /// there; an unchanged peer is left alone (its connection and what is queued for it are kept). The local node,
+    /// if listed, is ignored. The default implementation does nothing.
+    func setPeers(_ peers: [TCPTransport.Peer])
+
     /// Queues a message for its target. Call on `eventLoop`; never blocks. A message to an unknown node, or to a
     /// peer whose queue is full, is dropped.
     func send(_ message: Message)
@@ -47,6 +64,15 @@ extension RaftTransport {
     ) async throws {
         try await start(deliver: deliver)
     }
+
+    public func start(
+        deliver: @escaping @Sendable (Message) -> Void, linkReset: @escaping @Sendable (NodeID) -> Void,
+        connectionLost: @escaping @Sendable (NodeID) -> Void
+    ) async throws {
+        try await start(deliver: deliver, linkReset: linkReset)
+    }
+
+    public func setPeers(_ peers: [TCPTransport.Peer]) {}
 }
 
 /// Counters a transport keeps about one peer.
@@ -57,6 +83,10 @@ public struct PeerStatistics: Sendable, Hashable {
     public var connects = 0
     /// Bytes queued for the peer and not yet handed to the operating system.
     public var queuedBytes = 0
+    /// When a frame of any kind was last received from the peer, on any connection (nil: never).
+    public var lastContact: NIODeadline? = nil
+    /// The latest round trip measured to the peer (a ping on this node's connection to it and its pong).
+    public var roundTrip: TimeAmount? = nil
 
     public init() {}
 }

@@ -9,13 +9,18 @@ import RaftWire
 /// - Messages go only to the node they are for, over one persistent connection per peer that this node opens (its
 ///   peers open their own to it, for their messages).
 /// - A connection starts with a `Hello` naming the cluster, the sender and the intended receiver; a connection from
-///   a stranger, another cluster, or one that sends anything else first, is closed.
+///   another cluster, one meant for another node, one under a known peer's id with another name, or one that sends
+///   anything else first, is closed. A node of the same cluster that is not (yet) a peer is heard: a node just added
+///   to the cluster may connect before this one learns of it.
 /// - Every message travels in a versioned frame with its length and a CRC-32C; oversized, corrupt or unknown frames
 ///   close the connection.
 /// - Messages to a peer queued between two flushes go out in one write.
 /// - Each peer's queue is bounded in bytes: a slow or dead peer costs at most `maxQueuedBytesPerPeer` plus the
 ///   socket's high watermark, and never blocks the others. A lost connection is retried with capped exponential
 ///   backoff and jitter; what was queued for it is dropped (Raft resends what matters).
+/// - The peers can change while running (`setPeers`), an established connection that drops is reported at once
+///   (`connectionLost`), and every connection this node opens carries a ping now and then, answered by a pong on the
+///   same connection: `statistics()` gives each peer's last contact and round trip.
 public final class TCPTransport: RaftTransport {
     /// A peer and where to reach it.
     public struct Peer: Sendable, Hashable {
@@ -45,6 +50,8 @@ public final class TCPTransport: RaftTransport {
         public var reconnectMaxDelayMilliseconds: Int64 = 2000
         /// How long an incoming connection may take to introduce itself.
         public var helloTimeoutMilliseconds: Int64 = 5000
+        /// How often each connection this node opens carries a ping (and one right after its hello); 0: never.
+        public var pingIntervalMilliseconds: Int64 = 500
 
         public init() {}
     }
@@ -55,29 +62,40 @@ public final class TCPTransport: RaftTransport {
     public let clusterID: String
     private let listenHost: String
     private let listenPort: Int
-    private let peers: [NodeID: Peer]
     private let options: Options
     private let logger: Logger
+    private let allocator = ByteBufferAllocator()
     private let state: NIOLoopBoundBox<State>
 
     /// Everything mutable, touched only on `eventLoop`.
     private final class State {
+        /// The peers as last set (by `init` or `setPeers`); once started, `links` has one link for each.
+        var peers: [NodeID: Peer]
         var links: [NodeID: Link] = [:]
         var server: (any Channel)?
         var inbound: [ObjectIdentifier: any Channel] = [:]
+        var started = false
         var stopped = false
         var deliver: (@Sendable (Message) -> Void)?
         var linkReset: (@Sendable (NodeID) -> Void)?
+        var connectionLost: (@Sendable (NodeID) -> Void)?
         var boundPort: Int?
         var dirty: [NodeID] = []
-        var received: [NodeID: Int] = [:]
+        var pinger: RepeatedTask?
+        /// Numbers connection attempts, so that the outcome of one that was overtaken (its peer removed or moved)
+        /// is recognised and discarded.
+        var nextAttempt: UInt64 = 0
+
+        init(peers: [NodeID: Peer]) { self.peers = peers }
     }
 
     /// The outgoing side of one peer.
     private final class Link {
-        let peer: Peer
+        var peer: Peer
         var channel: (any Channel)?
         var connecting = false
+        /// The connection attempt in progress or that made `channel`.
+        var attempt: UInt64 = 0
         var attempts = 0
         var reconnect: Scheduled<Void>?
         var pending: ByteBuffer
@@ -91,7 +109,7 @@ public final class TCPTransport: RaftTransport {
 
     /// - Parameters:
     ///   - listenHost, listenPort: where to accept peers' connections (port 0: any free port; see `boundPort`).
-    ///   - peers: the other members of the cluster.
+    ///   - peers: the other members of the cluster (see `setPeers` to change them later).
     public init(
         localID: NodeID, localName: String, clusterID: String, listenHost: String, listenPort: Int,
         peers: [Peer], eventLoop: any EventLoop, options: Options = Options(), logger: Logger
@@ -101,11 +119,15 @@ public final class TCPTransport: RaftTransport {
         self.clusterID = clusterID
         self.listenHost = listenHost
         self.listenPort = listenPort
-        self.peers = Dictionary(peers.filter { $0.id != localID }.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
         self.eventLoop = eventLoop
         self.options = options
         self.logger = logger
-        self.state = NIOLoopBoundBox.makeBoxSendingValue(State(), eventLoop: eventLoop)
+        self.state = NIOLoopBoundBox.makeBoxSendingValue(
+            State(peers: Self.byID(peers, excluding: localID)), eventLoop: eventLoop)
+    }
+
+    private static func byID(_ peers: [Peer], excluding localID: NodeID) -> [NodeID: Peer] {
+        Dictionary(peers.filter { $0.id != localID }.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
     }
 
     /// The port the transport listens on, once started.
@@ -113,32 +135,41 @@ public final class TCPTransport: RaftTransport {
         get async { try? await eventLoop.submit { self.state.value.boundPort }.get() }
     }
 
-    /// Per-peer counters.
+    /// Per-peer counters, for the current peers.
     public func statistics() async -> [NodeID: PeerStatistics] {
         (try? await eventLoop.submit {
-            let state = self.state.value
-            return state.links.mapValues { link in
+            self.state.value.links.mapValues { link in
                 var s = link.statistics
                 s.queuedBytes = link.pending.readableBytes
-                s.messagesReceived = state.received[link.peer.id, default: 0]
                 return s
             }
         }.get()) ?? [:]
     }
 
     public func start(deliver: @escaping @Sendable (Message) -> Void) async throws {
-        try await start(deliver: deliver, linkReset: { _ in })
+        try await start(deliver: deliver, linkReset: { _ in }, connectionLost: { _ in })
     }
 
     public func start(
         deliver: @escaping @Sendable (Message) -> Void, linkReset: @escaping @Sendable (NodeID) -> Void
     ) async throws {
+        try await start(deliver: deliver, linkReset: linkReset, connectionLost: { _ in })
+    }
+
+    public func start(
+        deliver: @escaping @Sendable (Message) -> Void, linkReset: @escaping @Sendable (NodeID) -> Void,
+        connectionLost: @escaping @Sendable (NodeID) -> Void
+    ) async throws {
         let counted: @Sendable (Message) -> Void = { [weak self] message in
-            self?.state.value.received[message.from, default: 0] += 1
+            if let link = self?.state.value.links[message.from] { link.statistics.messagesReceived += 1 }
             deliver(message)
         }
         let context = InboundContext(
-            clusterID: clusterID, localID: localID, peers: peers, deliver: counted,
+            clusterID: clusterID, localID: localID,
+            peerName: { [weak self] id in self?.state.value.peers[id]?.name },
+            deliver: counted,
+            contact: { [weak self] id in self?.state.value.links[id]?.statistics.lastContact = .now() },
+            closed: { [weak self] id in self?.inboundClosed(id) },
             helloTimeout: .milliseconds(options.helloTimeoutMilliseconds), logger: logger,
             register: { [weak self] channel in self?.register(inbound: channel) },
             unregister: { [weak self] channel in self?.unregister(inbound: channel) })
@@ -168,13 +199,50 @@ public final class TCPTransport: RaftTransport {
             state.boundPort = server.localAddress?.port
             state.deliver = deliver
             state.linkReset = linkReset
-            let allocator = server.allocator
-            for peer in self.peers.values.sorted(by: { $0.id < $1.id }) {
-                let link = Link(peer: peer, allocator: allocator)
-                state.links[peer.id] = link
-                self.connect(link)
+            state.connectionLost = connectionLost
+            state.started = true
+            for peer in state.peers.values.sorted(by: { $0.id < $1.id }) {
+                self.addLink(peer)
+            }
+            if self.options.pingIntervalMilliseconds > 0 {
+                let interval = TimeAmount.milliseconds(self.options.pingIntervalMilliseconds)
+                state.pinger = self.eventLoop.scheduleRepeatedTask(initialDelay: interval, delay: interval) {
+                    [weak self] _ in self?.pingAll()
+                }
             }
         }.get()
+    }
+
+    public func setPeers(_ peers: [Peer]) {
+        let state = self.state.value
+        let wanted = Self.byID(peers, excluding: localID)
+        state.peers = wanted
+        // Before start the links are made from `peers`; after shutdown there are none to make.
+        guard state.started, !state.stopped else { return }
+        for (id, link) in state.links where wanted[id] == nil {
+            state.links[id] = nil
+            logger.debug("peer removed", metadata: ["peer": "\(link.peer.name)"])
+            let hadConnection = link.channel != nil
+            let hadPending = link.pending.readableBytes > 0
+            disconnect(link)
+            if hadConnection || hadPending { state.linkReset?(id) }
+        }
+        for peer in wanted.values.sorted(by: { $0.id < $1.id }) {
+            guard let link = state.links[peer.id] else {
+                logger.debug("peer added", metadata: ["peer": "\(peer.name)"])
+                addLink(peer)
+                continue
+            }
+            let moved = link.peer.host != peer.host || link.peer.port != peer.port
+            link.peer = peer
+            guard moved else { continue }
+            logger.debug("peer moved", metadata: ["peer": "\(peer.name)", "to": "\(peer.host):\(peer.port)"])
+            // What is queued is for the same node: it stays, and goes to the new address once connected.
+            let hadConnection = link.channel != nil
+            disconnect(link, keepingPending: true)
+            if hadConnection { state.linkReset?(peer.id) }
+            connect(link)
+        }
     }
 
     public func send(_ message: Message) {
@@ -218,6 +286,8 @@ public final class TCPTransport: RaftTransport {
             (try? await eventLoop.submit {
                 let state = self.state.value
                 state.stopped = true
+                state.pinger?.cancel()
+                state.pinger = nil
                 var all: [any Channel] = []
                 for link in state.links.values {
                     link.reconnect?.cancel()
@@ -237,14 +307,43 @@ public final class TCPTransport: RaftTransport {
 
     // MARK: - Outgoing connections
 
+    private func addLink(_ peer: Peer) {
+        let link = Link(peer: peer, allocator: allocator)
+        state.value.links[peer.id] = link
+        connect(link)
+    }
+
+    /// Ends a link's connection or connection attempt without reporting it lost (it was wanted), and drops what
+    /// was queued for it unless told otherwise.
+    private func disconnect(_ link: Link, keepingPending: Bool = false) {
+        let state = self.state.value
+        link.reconnect?.cancel()
+        link.reconnect = nil
+        link.connecting = false
+        link.attempts = 0
+        // A connection attempt still under way now belongs to nobody: its outcome will be discarded.
+        state.nextAttempt += 1
+        link.attempt = state.nextAttempt
+        if !keepingPending { link.pending.clear() }
+        if let channel = link.channel {
+            link.channel = nil
+            channel.close(promise: nil)
+        }
+    }
+
     private func connect(_ link: Link) {
         let state = self.state.value
         guard !state.stopped, link.channel == nil, !link.connecting else { return }
         link.connecting = true
+        state.nextAttempt += 1
+        let attempt = state.nextAttempt
+        link.attempt = attempt
         let peer = link.peer
         let hello = Hello(clusterID: clusterID, sender: localID, senderName: localName, receiver: peer.id)
+        let pings = options.pingIntervalMilliseconds > 0
         let watermark = ChannelOptions.Types.WriteBufferWaterMark(
             low: options.socketHighWatermark / 2, high: options.socketHighWatermark)
+        let logger = self.logger
         ClientBootstrap(group: eventLoop)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .channelOption(.writeBufferWaterMark, value: watermark)
@@ -252,31 +351,45 @@ public final class TCPTransport: RaftTransport {
             .channelInitializer { [weak self] channel in
                 let transport = self
                 return channel.eventLoop.makeCompletedFuture {
+                    // Only pongs come back on this connection: tiny frames.
+                    try channel.pipeline.syncOperations.addHandler(
+                        ByteToMessageHandler(
+                            FrameDecoder(
+                                maxFrameSize: OutboundLinkHandler.maxFrameSize,
+                                maxFirstFrameSize: OutboundLinkHandler.maxFrameSize)))
                     try channel.pipeline.syncOperations.addHandler(
                         OutboundLinkHandler(
+                            peerName: peer.name, logger: logger,
                             onWritable: { transport?.writableAgain(peer.id) },
-                            onClose: { transport?.connectionLost(peer.id) }))
+                            onPong: { channel, sent in transport?.pong(from: peer.id, on: channel, sent: sent) },
+                            onClose: { channel in transport?.linkClosed(peer.id, channel) }))
                 }
             }
             .connect(host: peer.host, port: peer.port)
             .whenComplete { [weak self] result in
-                guard let self, let link = self.state.value.links[peer.id] else { return }
-                let state = self.state.value
+                guard let self, !self.state.value.stopped, let link = self.state.value.links[peer.id],
+                    link.attempt == attempt
+                else {
+                    // Shut down, or the peer was removed or moved while connecting.
+                    if case .success(let channel) = result { channel.close(promise: nil) }
+                    return
+                }
                 link.connecting = false
                 switch result {
-                case .success(let channel):
-                    if state.stopped {
-                        channel.close(promise: nil)
-                        return
-                    }
+                case .success(let channel) where channel.isActive:
                     link.channel = channel
                     link.attempts = 0
                     link.statistics.connects += 1
                     var greeting = channel.allocator.buffer(capacity: 64)
                     hello.write(into: &greeting)
+                    if pings { Self.writePing(into: &greeting) }
                     channel.write(greeting, promise: nil)
                     self.logger.debug("connected", metadata: ["peer": "\(peer.name)"])
                     if link.pending.readableBytes > 0 { self.write(link) } else { channel.flush() }
+                case .success(let channel):
+                    // Closed before it could be used: as if the attempt had failed.
+                    channel.close(promise: nil)
+                    self.scheduleReconnect(link)
                 case .failure(let error):
                     self.logger.trace("cannot connect", metadata: ["peer": "\(peer.name)", "error": "\(error)"])
                     self.scheduleReconnect(link)
@@ -284,12 +397,23 @@ public final class TCPTransport: RaftTransport {
             }
     }
 
-    private func connectionLost(_ id: NodeID) {
+    /// An outgoing connection closed. Only the link's current connection counts: one that `setPeers` closed
+    /// (the peer removed or moved) is no loss.
+    private func linkClosed(_ id: NodeID, _ channel: any Channel) {
         let state = self.state.value
-        guard let link = state.links[id], link.channel != nil else { return }
+        guard let link = state.links[id], let current = link.channel, current === channel else { return }
         link.channel = nil
         logger.debug("connection lost", metadata: ["peer": "\(link.peer.name)"])
         scheduleReconnect(link)
+        if !state.stopped { state.connectionLost?(id) }
+    }
+
+    /// A peer's connection to this node closed after its hello.
+    private func inboundClosed(_ id: NodeID) {
+        let state = self.state.value
+        guard !state.stopped, let peer = state.peers[id] else { return }
+        logger.debug("peer's connection closed", metadata: ["peer": "\(peer.name)"])
+        state.connectionLost?(id)
     }
 
     private func writableAgain(_ id: NodeID) {
@@ -312,6 +436,34 @@ public final class TCPTransport: RaftTransport {
         link.reconnect = eventLoop.scheduleTask(in: .milliseconds(delay)) { [weak self] in
             guard let self, let link = self.state.value.links[id] else { return }
             self.connect(link)
+        }
+    }
+
+    // MARK: - Liveness
+
+    /// A ping carries the sender's clock reading, so its pong alone gives the round trip.
+    private static func writePing(into buffer: inout ByteBuffer) {
+        Frame.writeProbe(.ping, NIODeadline.now().uptimeNanoseconds, into: &buffer)
+    }
+
+    private func pingAll() {
+        let state = self.state.value
+        guard !state.stopped else { return }
+        for link in state.links.values {
+            guard let channel = link.channel else { continue }
+            var buffer = channel.allocator.buffer(capacity: Frame.headerSize + Frame.probeSize)
+            Self.writePing(into: &buffer)
+            channel.writeAndFlush(buffer, promise: nil)
+        }
+    }
+
+    private func pong(from id: NodeID, on channel: any Channel, sent: UInt64) {
+        guard let link = state.value.links[id], let current = link.channel, current === channel else { return }
+        let now = NIODeadline.now()
+        link.statistics.lastContact = now
+        // The value is this node's own clock reading, echoed; one from the future is not a measurement.
+        if sent <= now.uptimeNanoseconds {
+            link.statistics.roundTrip = .nanoseconds(Int64(clamping: now.uptimeNanoseconds - sent))
         }
     }
 
@@ -370,25 +522,34 @@ public struct TransportError: Error, Hashable, Sendable, CustomStringConvertible
 @available(*, deprecated, renamed: "TransportError", message: "match on TransportError.code == .stopped")
 public typealias TransportStopped = TransportError
 
-/// What an incoming connection's handler needs to know.
+/// What an incoming connection's handler needs to know. Its closures are called on the transport's loop.
 struct InboundContext: Sendable {
     var clusterID: String
     var localID: NodeID
-    var peers: [NodeID: TCPTransport.Peer]
+    /// The name of a current peer, nil for a node that is not one.
+    var peerName: @Sendable (NodeID) -> String?
     var deliver: @Sendable (Message) -> Void
+    /// Frames came in from this sender.
+    var contact: @Sendable (NodeID) -> Void
+    /// The sender's connection, after its hello, closed.
+    var closed: @Sendable (NodeID) -> Void
     var helloTimeout: TimeAmount
     var logger: Logger
     var register: @Sendable (any Channel) -> Void
     var unregister: @Sendable (any Channel) -> Void
 }
 
-/// Checks the hello of an incoming connection, then decodes its frames into messages and delivers them.
+/// Checks the hello of an incoming connection, then decodes its frames into messages and delivers them, and
+/// answers its pings.
 final class InboundPeerHandler: ChannelInboundHandler {
     typealias InboundIn = Frame
+    typealias OutboundOut = ByteBuffer
 
     private let context: InboundContext
     private var sender: NodeID?
     private var helloTimeout: Scheduled<Void>?
+    /// Frames were read since the last read completed.
+    private var heard = false
 
     init(context: InboundContext) { self.context = context }
 
@@ -407,6 +568,7 @@ final class InboundPeerHandler: ChannelInboundHandler {
     func channelInactive(context ctx: ChannelHandlerContext) {
         helloTimeout?.cancel()
         context.unregister(ctx.channel)
+        if let sender { context.closed(sender) }
         ctx.fireChannelInactive()
     }
 
@@ -420,22 +582,45 @@ final class InboundPeerHandler: ChannelInboundHandler {
                     throw .unexpected("hello from cluster \"\(hello.clusterID)\", this is \"\(context.clusterID)\"")
                 }
                 guard hello.receiver == context.localID else { throw .unexpected("hello meant for another node") }
-                guard let peer = context.peers[hello.sender], peer.name == hello.senderName else {
-                    throw .unexpected("hello from \"\(hello.senderName)\", which is not a member of this cluster")
+                guard hello.sender != context.localID else { throw .unexpected("hello from this node's own id") }
+                // A node that is not a peer (yet) is heard; one under a peer's id must also bear its name.
+                if let name = context.peerName(hello.sender), name != hello.senderName {
+                    throw .unexpected("hello from \"\(hello.senderName)\" under the id of peer \"\(name)\"")
                 }
-                self.sender = peer.id
+                self.sender = hello.sender
                 helloTimeout?.cancel()
+                heard = true
                 return
             }
-            guard frame.type == .message else { throw .unexpected("unexpected frame type \(frame.type)") }
-            let message = try MessageCodec.decode(&frame.payload)
-            guard message.from == sender, message.to == context.localID else {
-                throw .unexpected("message from \(message.from) to \(message.to) on \(sender)'s connection")
+            heard = true
+            switch frame.type {
+            case .message:
+                let message = try MessageCodec.decode(&frame.payload)
+                guard message.from == sender, message.to == context.localID else {
+                    throw .unexpected("message from \(message.from) to \(message.to) on \(sender)'s connection")
+                }
+                context.deliver(message)
+            case .ping:
+                let value = try frame.probeValue()
+                // A peer that does not read its pongs gets no more than the socket holds.
+                guard ctx.channel.isWritable else { return }
+                var pong = ctx.channel.allocator.buffer(capacity: Frame.headerSize + Frame.probeSize)
+                Frame.writeProbe(.pong, value, into: &pong)
+                ctx.writeAndFlush(wrapOutboundOut(pong), promise: nil)
+            case .hello, .pong:
+                throw .unexpected("unexpected \(frame.type) frame")
             }
-            context.deliver(message)
         } catch {
             refuse(ctx, because: "\(error)")
         }
+    }
+
+    func channelReadComplete(context ctx: ChannelHandlerContext) {
+        if heard, let sender {
+            heard = false
+            context.contact(sender)
+        }
+        ctx.fireChannelReadComplete()
     }
 
     func errorCaught(context ctx: ChannelHandlerContext, error: any Error) {
@@ -453,20 +638,41 @@ final class InboundPeerHandler: ChannelInboundHandler {
     }
 }
 
-/// The outgoing connection's only job on the way in: notice when it closes or can take more bytes. A peer never
-/// sends anything back on it; whatever arrives is discarded.
+/// The outgoing connection on the way in: notice when it closes or can take more bytes, and take the pongs that
+/// answer its pings. A peer sends nothing else back on it: any other frame closes it.
 final class OutboundLinkHandler: ChannelInboundHandler {
-    typealias InboundIn = ByteBuffer
+    typealias InboundIn = Frame
 
+    /// The largest frame accepted on an outgoing connection (a pong is 8 bytes).
+    static let maxFrameSize = 64
+
+    private let peerName: String
+    private let logger: Logger
     private let onWritable: @Sendable () -> Void
-    private let onClose: @Sendable () -> Void
+    private let onPong: @Sendable (any Channel, UInt64) -> Void
+    private let onClose: @Sendable (any Channel) -> Void
 
-    init(onWritable: @escaping @Sendable () -> Void, onClose: @escaping @Sendable () -> Void) {
+    init(
+        peerName: String, logger: Logger, onWritable: @escaping @Sendable () -> Void,
+        onPong: @escaping @Sendable (any Channel, UInt64) -> Void,
+        onClose: @escaping @Sendable (any Channel) -> Void
+    ) {
+        self.peerName = peerName
+        self.logger = logger
         self.onWritable = onWritable
+        self.onPong = onPong
         self.onClose = onClose
     }
 
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {}
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let frame = unwrapInboundIn(data)
+        do throws(WireError) {
+            guard frame.type == .pong else { throw .unexpected("unexpected \(frame.type) frame from the receiver") }
+            onPong(context.channel, try frame.probeValue())
+        } catch {
+            refuse(context, because: "\(error)")
+        }
+    }
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
         if context.channel.isWritable { onWritable() }
@@ -474,11 +680,17 @@ final class OutboundLinkHandler: ChannelInboundHandler {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        onClose()
+        onClose(context.channel)
         context.fireChannelInactive()
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        refuse(context, because: "\(error)")
+    }
+
+    private func refuse(_ context: ChannelHandlerContext, because reason: String) {
+        logger.warning(
+            "closing a connection to a peer", metadata: ["reason": "\(reason)", "peer": "\(peerName)"])
         context.close(promise: nil)
     }
 }

@@ -7,6 +7,11 @@ public enum FrameType: UInt8, Sendable {
     case hello = 1
     /// One Raft message.
     case message = 2
+    /// A liveness probe on a connection a node opened: 8 bytes that the receiver echoes back in a `pong` on the
+    /// same connection (the sender's clock reading, so the echo gives the round trip without remembering anything).
+    case ping = 3
+    /// The answer to a `ping`: its 8 bytes, unchanged. The only frame that travels back on a connection's opener.
+    case pong = 4
 }
 
 /// One unit on the wire:
@@ -48,6 +53,26 @@ public struct Frame: Sendable {
     /// Appends a frame holding one Raft message.
     public static func write(_ message: Message, into buffer: inout ByteBuffer) {
         write(.message, into: &buffer) { MessageCodec.encode(message, into: &$0) }
+    }
+
+    /// The payload size of a `ping` or `pong` frame.
+    public static let probeSize = 8
+
+    /// Appends a `ping` (or, echoing one, a `pong`) frame carrying `value`.
+    /// - Precondition: `type` is `.ping` or `.pong` (a programming error otherwise, not something from the network).
+    public static func writeProbe(_ type: FrameType, _ value: UInt64, into buffer: inout ByteBuffer) {
+        assert(type == .ping || type == .pong, "a probe is a ping or a pong")
+        write(type, into: &buffer) { $0.writeInteger(value) }
+    }
+
+    /// The value a `ping` or `pong` frame carries.
+    /// - Throws: `WireError.invalid` if the frame is of another type or its payload is not exactly 8 bytes.
+    public func probeValue() throws(WireError) -> UInt64 {
+        guard type == .ping || type == .pong else { throw .invalid("expected a ping or a pong, got \(type)") }
+        guard payload.readableBytes == Frame.probeSize,
+            let value = payload.getInteger(at: payload.readerIndex, as: UInt64.self)
+        else { throw .invalid("\(type) of \(payload.readableBytes) bytes, expected \(Frame.probeSize)") }
+        return value
     }
 
     /// Takes one whole frame off the front of `buffer`, or returns nil if more bytes are needed.

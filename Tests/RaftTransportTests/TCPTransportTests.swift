@@ -134,10 +134,11 @@ func strangerIsDisconnected(port: Int, sending bytes: ByteBuffer) async throws -
             into: &otherCluster)
         #expect(try await strangerIsDisconnected(port: pair.portB, sending: otherCluster))
 
-        var unknownNode = ByteBuffer()
-        Hello(clusterID: "test", sender: NodeID(99), senderName: "mallory", receiver: Pair.idB).write(
-            into: &unknownNode)
-        #expect(try await strangerIsDisconnected(port: pair.portB, sending: unknownNode))
+        // A node of the cluster that is not a peer (yet) is heard since membership changes (issue 13; see
+        // IncomingConnectionTests); one that claims a peer's id under another name is not.
+        var impostor = ByteBuffer()
+        Hello(clusterID: "test", sender: Pair.idA, senderName: "mallory", receiver: Pair.idB).write(into: &impostor)
+        #expect(try await strangerIsDisconnected(port: pair.portB, sending: impostor))
 
         // A known peer that sends a message in someone else's name is cut off too.
         var spoof = ByteBuffer()
