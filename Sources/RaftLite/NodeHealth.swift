@@ -66,7 +66,9 @@ extension RaftNode {
         var result: [MemberHealth] = []
         for id in membership.members where id != self.id {
             let s = stats[id]
-            let contact = s?.lastContact.map { TimeAmount.nanoseconds(Int64(now.uptimeNanoseconds) - Int64($0.uptimeNanoseconds)) }
+            let contact = s?.lastContact.map {
+                TimeAmount.nanoseconds(Int64(now.uptimeNanoseconds) - Int64($0.uptimeNanoseconds))
+            }
             let role: ClusterMembership.Role =
                 membership.voters.contains(id) ? .voter : membership.outgoing.contains(id) ? .outgoingVoter : .learner
             let progress = leading ? rt.raft.progress(of: id) : nil

@@ -349,13 +349,12 @@ extension RaftNode {
     /// After each round of processing: if the membership in effect changed, the transport gets its new peers.
     func syncPeers(_ rt: NodeRuntime<Machine>) {
         let membership = rt.raft.membership
-        guard membership != rt.peersMembership else { return }
-        rt.peersMembership = membership
         var peers: [TCPTransport.Peer] = []
-        // Everyone this node may have to talk to: the members in effect, and the bootstrap members it knows from its
-        // cluster file (a node not yet in the membership it has, joining, must still reach the leader).
-        var ids = Set(membership.members)
-        if membership.members.isEmpty { ids.formUnion(cluster.members.map(\.id)) }
+        // Everyone this node may have to talk to: the members in effect, those of the committed configuration (a
+        // member being removed leaves once its removal is committed: a removed leader must hear the acknowledgements
+        // that commit its removal), and the leader (this node may not know it yet, joining).
+        var ids = Set(membership.members).union(rt.raft.membership(at: rt.raft.log.committed).members)
+        if let leader = rt.raft.leader { ids.insert(leader) }
         for id in ids.sorted() where id != self.id {
             guard let m = member(id: id, rt) else {
                 logger.warning("no address for member \(id): it cannot be reached")
@@ -363,6 +362,8 @@ extension RaftNode {
             }
             peers.append(TCPTransport.Peer(id: id, name: m.name, host: m.host, port: m.port))
         }
+        guard peers != rt.peers else { return }
+        rt.peers = peers
         transport.setPeers(peers)
         logger.info(
             "membership in effect",

@@ -1,6 +1,15 @@
 import NIOCore
 import RaftCore
 import RaftStorage
+import RaftTransport
+
+/// What decides the transport's peers: the configuration entry in effect, whether it is committed, and the leader.
+struct PeersKey: Hashable {
+    var index: LogIndex
+    var term: Term
+    var committed: Bool
+    var leader: NodeID?
+}
 
 /// Everything mutable about a running node, touched only on its event loop.
 final class NodeRuntime<Machine: StateMachine> {
@@ -58,9 +67,9 @@ final class NodeRuntime<Machine: StateMachine> {
     var configWaiters: [ConfigWaiter] = []
     /// Members this node was told of (by a change it proposed) before their entries are in its log.
     var knownMembers: [NodeID: ClusterConfiguration.Member] = [:]
-    /// The membership the transport's peers were last set from, and its entry (to notice a change cheaply).
-    var peersMembership: Membership?
-    var peersMembershipEntry: (LogIndex, Term) = (LogIndex(UInt64.max), .zero)
+    /// What the transport's peers were last set from (to notice a change cheaply), and the peers set.
+    var peersKey: PeersKey?
+    var peers: [TCPTransport.Peer]?
     /// Which members were reachable at the last health check, by name.
     var lastHealth: [String: Bool] = [:]
     /// Ticks since the last health check.

@@ -177,7 +177,9 @@ public final class RaftNode<Machine: StateMachine>: Sendable {
                     "\(member.name).role must be \"voter\", \"learner\" or \"spare\", got \(other)")
             }
         }
-        guard !voters.isEmpty else { throw .configuration("the cluster file names no voter (every member's role is not voter)") }
+        guard !voters.isEmpty else {
+            throw .configuration("the cluster file names no voter (every member's role is not voter)")
+        }
         return (voters, learners)
     }
 
@@ -245,8 +247,10 @@ public final class RaftNode<Machine: StateMachine>: Sendable {
         // The cluster file's members are the first configuration; a configuration in the log or a snapshot wins.
         configuration.learners = bootstrap.learners
         configuration.contexts = Dictionary(
-            uniqueKeysWithValues: cluster.members.filter { bootstrap.voters.contains($0.id) || bootstrap.learners.contains($0.id) }
-                .map { ($0.id, $0.context) })
+            uniqueKeysWithValues: cluster.members.filter {
+                bootstrap.voters.contains($0.id) || bootstrap.learners.contains($0.id)
+            }
+            .map { ($0.id, $0.context) })
         configuration.fastFailover = options.fastFailover
         let snapshot = latest
         let raft: Raft
@@ -281,7 +285,8 @@ public final class RaftNode<Machine: StateMachine>: Sendable {
         do {
             try await transport.start(
                 deliver: { [weak self] message in self?.receive(message) },
-                linkReset: { [weak self] peer in self?.runtime.value?.tracker.linkReset(peer) })
+                linkReset: { [weak self] peer in self?.runtime.value?.tracker.linkReset(peer) },
+                connectionLost: { [weak self] peer in self?.connectionLost(peer) })
         } catch {
             await stop()
             throw .configuration("cannot listen for peers: \(error)")
@@ -558,6 +563,19 @@ public final class RaftNode<Machine: StateMachine>: Sendable {
         scheduleProcess()
     }
 
+    /// The transport lost an established connection with `peer` (its process may have died): with fast failover,
+    /// a follower that loses its leader starts a pre-vote at once.
+    private func connectionLost(_ peer: NodeID) {
+        guard let rt = runtime.value, !rt.stopped, !rt.paused else { return }
+        let before = rt.raft.role
+        rt.raft.connectionLost(to: peer)
+        if rt.raft.role != before {
+            logger.info(
+                "lost the connection to the leader; polling the voters at once", metadata: ["leader": "\(peer)"])
+        }
+        scheduleProcess()
+    }
+
     /// Processes soon, once, however many inputs arrive before: messages read from one socket read share a ready.
     func scheduleProcess() {
         guard let rt = runtime.value, !rt.processScheduled else { return }
@@ -573,8 +591,11 @@ public final class RaftNode<Machine: StateMachine>: Sendable {
     func process() {
         guard let rt = runtime.value, !rt.stopped else { return }
         while let step = rt.pipeline.take(from: &rt.raft) {
-            if rt.peersMembershipEntry != (rt.raft.membershipIndex, rt.raft.membershipTerm) {
-                rt.peersMembershipEntry = (rt.raft.membershipIndex, rt.raft.membershipTerm)
+            let peersKey = PeersKey(
+                index: rt.raft.membershipIndex, term: rt.raft.membershipTerm,
+                committed: rt.raft.log.committed >= rt.raft.membershipIndex, leader: rt.raft.leader)
+            if rt.peersKey != peersKey {
+                rt.peersKey = peersKey
                 syncPeers(rt)
             }
             for message in step.messages { send(message) }

@@ -51,14 +51,9 @@ public protocol RaftTransport: AnyObject, Sendable {
 
     /// Counters per peer.
     func statistics() async -> [NodeID: PeerStatistics]
-
-    /// The peers to talk to now (the membership changed). Call on `eventLoop`.
-    func setPeers(_ peers: [TCPTransport.Peer])
 }
 
 extension RaftTransport {
-    public func setPeers(_ peers: [TCPTransport.Peer]) {}
-
     public func start(
         deliver: @escaping @Sendable (Message) -> Void, linkReset: @escaping @Sendable (NodeID) -> Void
     ) async throws {

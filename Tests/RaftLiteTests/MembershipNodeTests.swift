@@ -113,4 +113,65 @@ import Testing
         }
         await cluster.stopAll()
     }
+
+    @Test func withFastFailoverALostLeaderIsReplacedWithoutAnElectionTimeout() async throws {
+        // node0 has the usual election timeout and becomes the leader; node1 and node2 have one so long that it never
+        // runs out during the test. When node0 stops (without handing leadership over), only the lost connections can
+        // make node1 and node2 elect a new leader.
+        let ports = try FreePorts.reserve(3)
+        let names = ["node0", "node1", "node2"]
+        let cluster = try ClusterConfiguration(
+            members: zip(names, ports).map { ClusterConfiguration.Member(name: $0, host: "127.0.0.1", port: $1) })
+        var nodes: [RaftNode<Recorder>] = []
+        for (k, name) in names.enumerated() {
+            var options = LocalCluster.options()
+            options.fastFailover = true
+            options.transferLeadershipOnStop = false
+            if k > 0 { options.electionTicks = 1_000_000 }
+            nodes.append(try RaftNode(cluster: cluster, name: name, stateMachine: Recorder(), options: options))
+        }
+        for node in nodes { try await node.start() }
+        #expect(await eventually { await nodes[0].role == .leader })
+        try await nodes[0].propose("one")
+        let followed = await eventually {
+            let a = await nodes[1].status().leader
+            let b = await nodes[2].status().leader
+            return a == "node0" && b == "node0"
+        }
+        #expect(followed)
+        await nodes[0].stop()
+        #expect(
+            await eventually {
+                let roles = [await nodes[1].role, await nodes[2].role]
+                return roles.contains(.leader)
+            })
+        let survivor = await nodes[1].role == .leader ? nodes[1] : nodes[2]
+        try await survivor.propose("two")
+        for node in nodes { await node.stop() }
+    }
+
+    @Test func membersHealthIsReportedAndAStoppedMemberBecomesUnreachable() async throws {
+        let cluster = try await LocalCluster.start(3)
+        let leader = try #require(await cluster.waitForLeader())
+        let changes = leader.memberHealthChanges()
+        #expect(
+            await eventually {
+                let health = await leader.memberHealth()
+                return health.count == 2
+                    && health.allSatisfy { $0.reachable && $0.roundTrip != nil && $0.active == true }
+            })
+        let victim = try #require(cluster.names.first { $0 != leader.name })
+        await cluster.stopNode(victim)
+        var sawUnreachable = false
+        for await change in changes {
+            if case .unreachable(victim, _) = change {
+                sawUnreachable = true
+                break
+            }
+        }
+        #expect(sawUnreachable)
+        let health = await leader.memberHealth()
+        #expect(health.first { $0.name == victim }?.reachable == false)
+        await cluster.stopAll()
+    }
 }
