@@ -231,7 +231,14 @@ public struct Raft: Sendable {
         if transferee != nil {
             transferElapsed += 1
             // The transferee did not win within an election timeout: take proposals again (thesis §3.10).
-            if transferElapsed >= configuration.electionTick { abortTransfer() }
+            if transferElapsed >= configuration.electionTick {
+                abortTransfer()
+                // A joint configuration with auto-leave that committed during the transfer was not left then (the
+                // transferee was to catch up with a log that stays still); leave it now, or it stays until the next
+                // entry commits.
+                configCommitted()
+                guard role == .leader else { return }
+            }
         }
         if electionElapsed >= configuration.electionTick {
             electionElapsed = 0

@@ -501,4 +501,23 @@ private let three = Membership(voters: ids(1, 2, 3))
             #expect(cluster[id]?.status.membershipIndex == LogIndex(4))
         }
     }
+
+    @Test func aJointConfigurationCommittedDuringATransferThatFailsIsLeftWhenTheTransferEnds() throws {
+        var cluster = try elected(5)
+        cluster.partition([n(4)])
+        try cluster.proposeConfigChange(n(1), change(.init(.remove, n(5))))
+        // The transfer to 4 cannot finish (4 is cut off); meanwhile the joint entry commits.
+        try cluster.transferLeadership(n(1), to: n(4))
+        cluster.stabilize()
+        #expect(cluster[n(1)]?.log.committed == LogIndex(2))
+        #expect(cluster[n(1)]?.membership.isJoint == true, "no leave while transferring")
+        for _ in 0..<10 {
+            cluster.tick(n(1))
+            cluster.stabilize()
+        }
+        #expect(cluster[n(1)]?.transferee == nil, "the transfer timed out")
+        #expect(cluster[n(1)]?.role == .leader)
+        #expect(cluster[n(1)]?.membership == four, "and the leader left the joint configuration")
+        #expect(configEntries(cluster[n(1)]).filter(\.isLeaveJoint).count == 1)
+    }
 }
