@@ -737,6 +737,7 @@ public struct Raft: Sendable {
             let advanced =
                 tracker.update(m.from) { pr in
                     pr.recentActive = true
+                    pr.heardFrom = true
                     // An acknowledgement of entries we never sent is malformed; ignore it.
                     guard response.index <= lastIndex, pr.update(match: response.index) else { return false }
                     switch pr.state {
@@ -768,6 +769,7 @@ public struct Raft: Sendable {
             let backedOff =
                 tracker.update(m.from) { pr in
                     pr.recentActive = true
+                    pr.heardFrom = true
                     guard pr.backOff(rejected: response.index, matchHint: hint) else { return false }
                     if pr.state == .replicate { pr.becomeProbe() }
                     return true
@@ -778,6 +780,7 @@ public struct Raft: Sendable {
             let behind =
                 tracker.update(m.from) { pr in
                     pr.recentActive = true
+                    pr.heardFrom = true
                     pr.probeSent = false
                     if pr.state == .snapshot {
                         // The follower is alive but has not acknowledged the snapshot. The shell reports every

@@ -391,6 +391,19 @@ private let three = Membership(voters: ids(1, 2, 3))
         #expect(cluster[n(1)]?.log.committed == cluster[n(1)]?.log.lastIndex)
     }
 
+    @Test func aLearnerNeverHeardFromDoesNotCountAsActiveWhenPromoted() throws {
+        // A single voter adds a learner that does not exist (no node 2 ever answers), then promotes it: two voters,
+        // one of them silent, would commit nothing more.
+        var cluster = try elected(1)
+        try cluster.proposeConfigChange(n(1), change(.init(.addLearner, n(2))))
+        cluster.stabilize()
+        #expect(cluster[n(1)]?.membership.learners == ids(2))
+        let promote = membershipError { () throws(MembershipError) in
+            try cluster.proposeConfigChange(n(1), change(.init(.addVoter, n(2)), transition: .simple))
+        }
+        #expect(promote?.code == .wouldLoseQuorum)
+    }
+
     @Test func aRemovedLeaderLeadsUntilTheChangeCommitsThenHandsOver() throws {
         var cluster = try elected()
         cluster.partition([n(3)])
