@@ -604,10 +604,24 @@ public struct Raft: Sendable {
             if !request.preVote {
                 votedFor = candidate
                 electionElapsed = 0
+            } else if role == .preCandidate && leaderLost && yields(to: candidate, request) {
+                // Fast failover: when a leader dies, every follower loses its connection at the same moment and
+                // polls at once, and each grants the others' polls; were they all to stand, each would vote for
+                // itself and the vote would split. A node polling because it lost the leader stands down for a
+                // peer whose log is more up to date, or as up to date with a lower id: one of them stands.
+                becomeFollower(term: term, leader: nil)
             }
         } else {
             send(.requestVoteResponse(RequestVoteResponse(preVote: request.preVote, granted: false)), to: candidate)
         }
+    }
+
+    /// Whether a pre-candidate gives way to `candidate`'s poll (see `handleRequestVote`): its log is more up to date
+    /// than this node's, or as up to date and its id is lower.
+    private func yields(to candidate: NodeID, _ request: RequestVote) -> Bool {
+        if request.lastLogTerm != log.lastTerm { return request.lastLogTerm > log.lastTerm }
+        if request.lastLogIndex != log.lastIndex { return request.lastLogIndex > log.lastIndex }
+        return candidate < id
     }
 
     private mutating func stepCandidate(_ m: Message) {
@@ -949,7 +963,9 @@ public struct Raft: Sendable {
     /// The shell's report that its connection to `peer` was lost (reset or closed: the peer's process may have
     /// died). With `RaftConfiguration.fastFailover`, a follower that loses its leader starts a pre-vote at once, and
     /// grants pre-votes and votes in the leader's lease, as the other voters that lost it will too; a leader that a
-    /// quorum still hears keeps leading. Reports about other peers change nothing.
+    /// quorum still hears keeps leading. Of several followers polling at once for that reason, those that see a poll
+    /// from a peer with a more up-to-date log (or as up to date, with a lower id) stand down, so that the vote does
+    /// not split. Reports about other peers change nothing.
     public mutating func connectionLost(to peer: NodeID) {
         guard configuration.fastFailover, configuration.preVote, role == .follower, peer == leader else { return }
         leaderLost = true

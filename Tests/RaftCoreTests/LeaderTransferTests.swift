@@ -190,6 +190,19 @@ private func membershipError<T>(_ body: () throws(MembershipError) -> T) -> Memb
             }, "3, which lost the leader too, granted the pre-vote")
     }
 
+    @Test(arguments: [3, 5])
+    func followersThatLoseTheLeaderAtTheSameMomentElectOneOfThemWithoutATimeout(_ count: Int) throws {
+        // A crashed leader's connections all reset at once: every follower polls before any poll arrives. Each grants
+        // the others' polls; were all to stand, each would vote for itself and the vote would split.
+        var cluster = try elected(count) { $0.fastFailover = true }
+        cluster.crash(n(1))
+        for k in 2...count { cluster.connectionLost(n(UInt64(k)), to: n(1)) }
+        cluster.stabilize()
+        let leader = try #require(cluster.leader?.id, "a leader without a single tick")
+        #expect(cluster[leader]?.term == Term(2))
+        for k in 2...count { #expect(cluster[n(UInt64(k))]?.leader == leader) }
+    }
+
     @Test func withFastFailoverOffOrAboutAnotherPeerNothingHappens() throws {
         var off = try failoverCluster(false)
         off.connectionLost(n(2), to: n(1))
