@@ -241,7 +241,14 @@ public struct Raft: Sendable {
         if transferee != nil {
             transferElapsed += 1
             // The transferee did not win within an election timeout: take proposals again (thesis §3.10).
-            if transferElapsed >= configuration.electionTick { abortTransfer() }
+            if transferElapsed >= configuration.electionTick {
+                abortTransfer()
+                // A joint configuration with auto-leave that committed during the transfer was not left then (the
+                // transferee was to catch up with a log that stays still); leave it now, or it stays until the next
+                // entry commits.
+                configCommitted()
+                guard role == .leader else { return }
+            }
         }
         if electionElapsed >= configuration.electionTick {
             electionElapsed = 0
@@ -612,10 +619,24 @@ public struct Raft: Sendable {
             if !request.preVote {
                 votedFor = candidate
                 electionElapsed = 0
+            } else if role == .preCandidate && leaderLost && yields(to: candidate, request) {
+                // Fast failover: when a leader dies, every follower loses its connection at the same moment and
+                // polls at once, and each grants the others' polls; were they all to stand, each would vote for
+                // itself and the vote would split. A node polling because it lost the leader stands down for a
+                // peer whose log is more up to date, or as up to date with a lower id: one of them stands.
+                becomeFollower(term: term, leader: nil)
             }
         } else {
             send(.requestVoteResponse(RequestVoteResponse(preVote: request.preVote, granted: false)), to: candidate)
         }
+    }
+
+    /// Whether a pre-candidate gives way to `candidate`'s poll (see `handleRequestVote`): its log is more up to date
+    /// than this node's, or as up to date and its id is lower.
+    private func yields(to candidate: NodeID, _ request: RequestVote) -> Bool {
+        if request.lastLogTerm != log.lastTerm { return request.lastLogTerm > log.lastTerm }
+        if request.lastLogIndex != log.lastIndex { return request.lastLogIndex > log.lastIndex }
+        return candidate < id
     }
 
     private mutating func stepCandidate(_ m: Message) {
@@ -747,6 +768,7 @@ public struct Raft: Sendable {
             let advanced =
                 tracker.update(m.from) { pr in
                     pr.recentActive = true
+                    pr.heardFrom = true
                     // An acknowledgement of entries we never sent is malformed; ignore it.
                     guard response.index <= lastIndex, pr.update(match: response.index) else { return false }
                     switch pr.state {
@@ -778,6 +800,7 @@ public struct Raft: Sendable {
             let backedOff =
                 tracker.update(m.from) { pr in
                     pr.recentActive = true
+                    pr.heardFrom = true
                     guard pr.backOff(rejected: response.index, matchHint: hint) else { return false }
                     if pr.state == .replicate { pr.becomeProbe() }
                     return true
@@ -788,6 +811,7 @@ public struct Raft: Sendable {
             let behind =
                 tracker.update(m.from) { pr in
                     pr.recentActive = true
+                    pr.heardFrom = true
                     pr.probeSent = false
                     if pr.state == .snapshot {
                         // The follower is alive but has not acknowledged the snapshot. The shell reports every
@@ -959,7 +983,9 @@ public struct Raft: Sendable {
     /// The shell's report that its connection to `peer` was lost (reset or closed: the peer's process may have
     /// died). With `RaftConfiguration.fastFailover`, a follower that loses its leader starts a pre-vote at once, and
     /// grants pre-votes and votes in the leader's lease, as the other voters that lost it will too; a leader that a
-    /// quorum still hears keeps leading. Reports about other peers change nothing.
+    /// quorum still hears keeps leading. Of several followers polling at once for that reason, those that see a poll
+    /// from a peer with a more up-to-date log (or as up to date, with a lower id) stand down, so that the vote does
+    /// not split. Reports about other peers change nothing.
     public mutating func connectionLost(to peer: NodeID) {
         guard configuration.fastFailover, configuration.preVote, role == .follower, peer == leader else { return }
         leaderLost = true

@@ -18,7 +18,8 @@ public struct LockstepCluster {
     public var drop: (Message) -> Bool = { _ in false }
     /// Messages are passed through this before delivery (to model, say, a message that carried fewer entries).
     public var rewrite: (Message) -> Message = { $0 }
-    public let ids: [NodeID]
+    /// Every node's id, in ascending order: the first cluster's, then those added (`addNode`).
+    public private(set) var ids: [NodeID]
     private var configurations: [NodeID: RaftConfiguration] = [:]
     /// Each node's latest durable snapshot.
     public private(set) var snapshots: [NodeID: SnapshotMetadata] = [:]
@@ -77,6 +78,55 @@ public struct LockstepCluster {
         return outcome
     }
 
+    /// Proposes a membership change on node `id` (see `Raft.proposeConfigChange`). Returns the index of the
+    /// configuration entry, or nil if the node is down.
+    @discardableResult
+    public mutating func proposeConfigChange(_ id: NodeID, _ change: ConfigChange) throws(MembershipError) -> LogIndex?
+    {
+        guard var raft = nodes[id] else { return nil }
+        defer {
+            nodes[id] = raft
+            collect(id)
+        }
+        return try raft.proposeConfigChange(change)
+    }
+
+    /// Asks leader `id` to hand leadership to `target` (or to the most up-to-date voter). Returns the node chosen,
+    /// or nil if `id` is down.
+    @discardableResult
+    public mutating func transferLeadership(_ id: NodeID, to target: NodeID? = nil) throws(MembershipError) -> NodeID? {
+        guard var raft = nodes[id] else { return nil }
+        defer {
+            nodes[id] = raft
+            collect(id)
+        }
+        return try raft.transferLeadership(to: target)
+    }
+
+    /// Tells node `id` that its connection to `peer` was lost (what a shell reports when a link resets).
+    public mutating func connectionLost(_ id: NodeID, to peer: NodeID) {
+        nodes[id]?.connectionLost(to: peer)
+        collect(id)
+    }
+
+    /// Adds a node that joins the cluster: an empty log, and the first node's configuration but for its id and
+    /// random seed — so the bootstrap configuration it starts with does not name it. It takes part once a leader
+    /// adds it through a membership change and replicates to it.
+    /// - Throws: `ConfigurationError` if a node with that id already exists.
+    public mutating func addNode(_ id: NodeID) throws(ConfigurationError) {
+        guard configurations[id] == nil else { throw .invalid("node \(id) is already in the cluster") }
+        guard let first = ids.first, var configuration = configurations[first] else {
+            throw .invalid("the cluster has no node to copy the configuration of")
+        }
+        configuration.id = id
+        configuration.randomSeed = id.rawValue
+        configurations[id] = configuration
+        storage[id] = MemoryStorage()
+        applied[id] = []
+        ids = (ids + [id]).sorted()
+        try start(id)
+    }
+
     /// Feeds a message to a node directly, as if it came from the network.
     public mutating func step(_ message: Message) {
         nodes[message.to]?.step(message)
@@ -121,7 +171,7 @@ public struct LockstepCluster {
         try start(id)
     }
 
-    private mutating func start(_ id: NodeID) throws {
+    private mutating func start(_ id: NodeID) throws(ConfigurationError) {
         guard let configuration = configurations[id], let state = storage[id]?.initialState() else { return }
         let appliedIndex = applied[id]?.last?.index ?? .zero
         nodes[id] = try Raft(

@@ -15,7 +15,7 @@ import RaftCore
 /// got; a test compares that with the checked-in file. Commands (node ids are plain numbers):
 ///
 /// - `cluster n=3 [prevote=true] [checkquorum=true] [election=10] [heartbeat=1] [max-entries=N] [max-inflight=N]
-///   [forward=true]` — a new cluster of voters 1...n (any earlier one is discarded). Prints every node's status.
+///   [forward=true] [fastfailover=true]` — a new cluster of voters 1...n (any earlier one is discarded). Prints every node's status.
 /// - `campaign ID` — the node starts an election now (a pre-vote poll first, if enabled).
 /// - `propose ID DATA` — a client proposes DATA (as UTF-8) on the node. Prints where it went.
 /// - `tick ID [N]`, `tick-all [N]` — N ticks of one node, or N rounds of one tick of every live node in id order.
@@ -35,10 +35,27 @@ import RaftCore
 ///   by default, in id order), and the messages waiting. `progress ID` — a leader's view of each follower (the
 ///   index known to match, the next to send, and whether it probes or streams).
 ///
+/// Membership (thesis chapter 4; `cluster ... fastfailover=true` turns on `RaftConfiguration.fastFailover`):
+///
+/// - `add-node ID` — a new node joins the lockstep cluster: an empty log, and the bootstrap configuration (voters
+///   1...n, which does not name it). It takes part once a leader adds it. Prints its status.
+/// - `conf ID STEP... [auto|explicit|simple]` — node ID proposes a `ConfigChange`; a STEP is `vN` (add voter N or
+///   promote learner N), `lN` (add learner N, or demote voter N) or `rN` (remove N); the transition is `auto` by
+///   default. `conf ID leave` proposes leaving a joint configuration. Prints `appended at INDEX`, or
+///   `refused: CODE` (the `MembershipError` code, and its reason or leader hint if it has one).
+/// - `transfer ID [TARGET]` — leader ID hands leadership to TARGET (or to the most up-to-date voter). Prints
+///   `transferring to N`, or `refused: CODE`.
+/// - `conn-lost ID PEER` — node ID's shell reports its connection to PEER lost (`Raft.connectionLost(to:)`).
+///
+/// Once a script has used one of these commands, `status` lines end with the node's membership
+/// (`Membership.description`: `voters=(1,2,3)`, `voters=(1,2,3,4)&&(1,2,3) autoleave`, ` learners=(4)`, …) and
+/// `transferee=N` while a transfer is under way.
+///
 /// After every command that can change a node (and after each delivered message, indented under it) the runner
 /// prints a line for each node whose role, term, leader, commit index or last entry changed:
-/// `ID: ROLE term=T leader=L commit=C last=INDEX@tTERM`. Entries print as `INDEX@tTERM` followed by `noop` or their data.
-/// An empty output prints as `ok`.
+/// `ID: ROLE term=T leader=L commit=C last=INDEX@tTERM`, followed by `conf: MEMBERSHIP` if the membership in effect
+/// on the node changed and `transferee=N` (or `none`) if the leader's transfer began or ended. Entries print as
+/// `INDEX@tTERM` followed by `noop`, their data, or `conf` and the change. An empty output prints as `ok`.
 public struct ScenarioScript: Sendable, Hashable {
     /// One command with its output.
     public struct Block: Sendable, Hashable {
@@ -146,6 +163,8 @@ struct ScenarioRunner {
     /// One-way cuts (nil = any node).
     private var cuts: [(from: NodeID?, to: NodeID?)] = []
     private var line = 0
+    /// Whether `status` shows each node's membership (from the first membership command on).
+    private var showMembership = false
 
     private typealias Failure = ScenarioScriptError
 
@@ -299,6 +318,45 @@ struct ScenarioRunner {
         case "inflight":
             guard args.isEmpty else { throw fail("usage: inflight") }
             return cluster.inFlight.map(describe)
+        case "add-node":
+            guard args.count == 1, let raw = UInt64(args[0]), raw > 0 else { throw fail("usage: add-node ID") }
+            let id = NodeID(raw)
+            guard cluster[id] == nil, !cluster.ids.contains(id) else { throw fail("node \(raw) already exists") }
+            showMembership = true
+            do {
+                try cluster.addNode(id)
+            } catch {
+                throw fail("cannot add node \(raw): \(error)")
+            }
+            return [status(id, in: cluster)]
+        case "conf":
+            guard args.count >= 2 else { throw fail("usage: conf ID STEP... [auto|explicit|simple] | conf ID leave") }
+            let id = try parseNode(args[0], in: cluster)
+            let change = try configChange(Array(args.dropFirst()))
+            showMembership = true
+            do {
+                guard let index = try cluster.proposeConfigChange(id, change) else { return ["\(id.rawValue) is down"] }
+                out.append("appended at \(index.rawValue)")
+            } catch {
+                out.append(refusal(error))
+            }
+        case "transfer":
+            let id = try node(args, at: 0, in: cluster, arity: 1...2)
+            let target = args.count == 2 ? try parseNode(args[1], in: cluster) : nil
+            showMembership = true
+            do {
+                guard let chosen = try cluster.transferLeadership(id, to: target) else {
+                    return ["\(id.rawValue) is down"]
+                }
+                out.append("transferring to \(chosen.rawValue)")
+            } catch {
+                out.append(refusal(error))
+            }
+        case "conn-lost":
+            let id = try node(args, at: 0, in: cluster, arity: 2)
+            let peer = try parseNode(args[1], in: cluster)
+            showMembership = true
+            cluster.connectionLost(id, to: peer)
         default:
             throw fail("unknown command `\(name)`")
         }
@@ -308,6 +366,7 @@ struct ScenarioRunner {
     /// The `cluster` settings that switch a behaviour on or off, and those that take a number.
     private nonisolated(unsafe) static let flagSettings: [String: WritableKeyPath<RaftConfiguration, Bool>] = [
         "prevote": \.preVote, "checkquorum": \.checkQuorum, "forward": \.forwardProposals,
+        "fastfailover": \.fastFailover,
     ]
     private nonisolated(unsafe) static let numberSettings: [String: WritableKeyPath<RaftConfiguration, Int>] = [
         "election": \.electionTick, "heartbeat": \.heartbeatTick, "max-entries": \.maxMessageEntries,
@@ -346,6 +405,7 @@ struct ScenarioRunner {
         }
         groups = [:]
         cuts = []
+        showMembership = false
         guard let cluster else { return [] }
         return cluster.ids.map { status($0, in: cluster) }
     }
@@ -400,6 +460,8 @@ struct ScenarioRunner {
         var commit: LogIndex
         var last: LogIndex
         var lastTerm: Term
+        var membership: Membership
+        var transferee: NodeID?
     }
 
     private func views(_ cluster: LockstepCluster) -> [NodeID: View] {
@@ -408,7 +470,8 @@ struct ScenarioRunner {
             guard let node = cluster[id] else { continue }
             views[id] = View(
                 role: node.role, term: node.term, leader: node.leader, commit: node.log.committed,
-                last: node.log.lastIndex, lastTerm: node.log.lastTerm)
+                last: node.log.lastIndex, lastTerm: node.log.lastTerm, membership: node.membership,
+                transferee: node.transferee)
         }
         return views
     }
@@ -418,8 +481,12 @@ struct ScenarioRunner {
         return ids.compactMap { id in
             guard before[id] != after[id] else { return nil }
             guard let view = after[id] else { return "\(prefix)\(id.rawValue): down" }
-            return "\(prefix)\(id.rawValue): \(view.role.rawValue) term=\(view.term.rawValue) "
+            var line =
+                "\(prefix)\(id.rawValue): \(view.role.rawValue) term=\(view.term.rawValue) "
                 + "leader=\(name(view.leader)) commit=\(view.commit.rawValue) last=\(view.last.rawValue)@t\(view.lastTerm.rawValue)"
+            if let old = before[id], old.membership != view.membership { line += " conf: \(view.membership)" }
+            if before[id]?.transferee != view.transferee { line += " transferee=\(name(view.transferee))" }
+            return line
         }
     }
 
@@ -432,6 +499,43 @@ struct ScenarioRunner {
         return "\(id.rawValue): \(node.role.rawValue) term=\(node.term.rawValue) vote=\(name(node.votedFor)) "
             + "leader=\(name(node.leader)) commit=\(node.log.committed.rawValue) applied=\(applied) "
             + "\(start)last=\(node.log.lastIndex.rawValue)@t\(node.log.lastTerm.rawValue) terms=[\(terms)]"
+            + (showMembership ? " \(node.membership)" : "")
+            + (node.transferee.map { " transferee=\($0.rawValue)" } ?? "")
+    }
+
+    /// The steps of a `conf` command: `leave`, or `vN`/`lN`/`rN`... and an optional transition.
+    private func configChange(_ words: [String]) throws(ScenarioScriptError) -> ConfigChange {
+        if words == ["leave"] { return .leaveJoint }
+        var steps: [ConfigChange.Step] = []
+        var transition = ConfigChange.Transition.auto
+        for (k, word) in words.enumerated() {
+            switch word {
+            case "auto", "explicit", "simple":
+                guard k == words.count - 1 else { throw fail("the transition `\(word)` must come last") }
+                transition = word == "auto" ? .auto : word == "explicit" ? .explicit : .simple
+                continue
+            default:
+                break
+            }
+            let action: ConfigChange.Action
+            switch word.first {
+            case "v": action = .addVoter
+            case "l": action = .addLearner
+            case "r": action = .remove
+            default: throw fail("a step is vN, lN or rN (got `\(word)`)")
+            }
+            guard let raw = UInt64(word.dropFirst()), raw > 0 else { throw fail("`\(word)` does not name a node") }
+            steps.append(ConfigChange.Step(action, NodeID(raw)))
+        }
+        guard !steps.isEmpty else { throw fail("a change needs at least one step (or `leave`)") }
+        return ConfigChange(steps, transition: transition)
+    }
+
+    private func refusal(_ error: MembershipError) -> String {
+        var text = "refused: \(error.code)"
+        if !error.reason.isEmpty { text += " (\(error.reason))" }
+        if error.code == .notLeader { text += " (leader \(name(error.leaderHint)))" }
+        return text
     }
 
     // MARK: Arguments

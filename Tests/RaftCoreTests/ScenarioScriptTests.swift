@@ -21,7 +21,10 @@ import RaftTesting
 
     @Test func theScriptsAreThere() {
         let names = Self.scriptNames
-        for expected in ["checkquorum.txt", "figure8.txt", "log-repair.txt", "prevote.txt", "snapshot-install.txt"] {
+        for expected in [
+            "checkquorum.txt", "fast-failover.txt", "figure8.txt", "joint-consensus.txt", "leader-transfer.txt",
+            "learners.txt", "log-repair.txt", "prevote.txt", "single-server-errata.txt", "snapshot-install.txt",
+        ] {
             #expect(names.contains(expected), "Scripts/\(expected) is missing (found \(names))")
         }
     }

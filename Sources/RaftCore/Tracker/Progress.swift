@@ -25,6 +25,9 @@ public struct Progress: Sendable, Hashable {
     public internal(set) var recentActive: Bool
     /// Whether the follower was heard from in the CheckQuorum period before the current one.
     var wasActive = false
+    /// Whether the follower ever answered this leader. (`recentActive` is also set for a peer the leader just began
+    /// to track, as a grace period for CheckQuorum; a membership change must not count such a peer as alive.)
+    var heardFrom = false
     /// The highest commit index sent to this follower.
     var commitSent: LogIndex
     /// The last index of each AppendEntries message in flight, oldest first.

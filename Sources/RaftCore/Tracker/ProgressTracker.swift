@@ -61,9 +61,10 @@ public struct ProgressTracker: Sendable {
     }
 
     /// Whether the voters of `config` for which the leader heard lately (this period or the one before) make a
-    /// quorum of it: a change that leaves fewer would stop the cluster committing.
+    /// quorum of it: a change that leaves fewer would stop the cluster committing. A peer that never answered does
+    /// not count, whatever its grace period says.
     func hasActiveQuorum(_ config: JointConfig) -> Bool {
-        config.hasQuorum { $0 == id || progress[$0].map { $0.recentActive || $0.wasActive } == true }
+        config.hasQuorum { $0 == id || progress[$0].map { $0.heardFrom && ($0.recentActive || $0.wasActive) } == true }
     }
 
     /// Whether `node` belongs to the cluster, as a voter or a learner.
