@@ -211,8 +211,11 @@ final class FakeMembershipAPI: @unchecked Sendable {
         node = try Self.serve(
             ["--join", "http://127.0.0.1:\(otherPort)", "--id", "node3", "--data-dir", data], label: "node3")
         #expect(await node?.waitForExit(seconds: 60).map { $0 != 0 } == true, "refused\n\(Self.tail(node))")
-        let output = node?.lines.joined(separator: "\n") ?? ""
-        #expect(output.contains(clusterID) && output.contains("another-cluster"), "\(Self.tail(node))")
+        // (The output pipe may still hold the last lines when the exit is seen.)
+        let refusal = await node?.waitForLine(seconds: 10) { $0.contains("never moves to another cluster") }
+        #expect(
+            refusal?.contains(clusterID) == true && refusal?.contains("another-cluster") == true,
+            "the refusal names both clusters\n\(Self.tail(node))")
         #expect(!other.requests.contains { $0.0.hasPrefix("POST") }, "it never asks the other cluster to add it")
         #expect(Self.file(data + "/cluster.json").contains(clusterID), "the directory still belongs to its cluster")
     }
@@ -253,8 +256,69 @@ final class FakeMembershipAPI: @unchecked Sendable {
         let node = try Self.serve(
             ["--config", config, "--id", "node3", "--data-dir", scratch.path + "/node3"], label: "node3")
         #expect(await node.waitForExit(seconds: 60).map { $0 != 0 } == true)
-        let output = node.lines.joined(separator: "\n")
-        #expect(output.contains("not in the cluster configuration") && output.contains("--join"), "\(output)")
+        let refusal = await node.waitForLine(seconds: 10) { $0.contains("not in the cluster configuration") }
+        #expect(refusal?.contains("--join") == true, "\(Self.tail(node))")
+    }
+
+    // MARK: - The cluster file only bootstraps
+
+    static func leader(of cluster: ServerCluster, among names: [String]) async -> String? {
+        for name in names {
+            let endpoint = Endpoint(host: "127.0.0.1", port: cluster.httpPort(name))
+            if let status = try? await KVClient(endpoints: [endpoint]).status(at: endpoint), status.role == "leader" {
+                return name
+            }
+        }
+        return nil
+    }
+
+    /// A bootstrap node restarted with a cluster file whose member list was edited (a member added, as an operator
+    /// would after a join) is not refused: the file only bootstraps, and the directory keeps its bootstrap members.
+    @Test func aNodeRestartedWithAnEditedMemberListStartsAndTheFileOnlyBootstraps() async throws {
+        let cluster = try ServerCluster(nodes: 3)
+        defer { cluster.stopAll() }
+        #expect(await eventually(60) { await Self.put(cluster.httpPort("node0"), "before", "1") })
+        let stored = Self.json(Self.file(cluster.scratch.path + "/node0/cluster.json"))
+        #expect(stored["cluster_id"] as? String == "raftlite:node0,node1,node2", "\(stored)")
+        cluster.processes["node0"]?.signal(SIGTERM)
+        #expect(await cluster.processes["node0"]?.waitForExit(seconds: 30) == 0)
+        let ports = try ServerCluster.freePorts(2)
+        let edited =
+            "{"
+            + cluster.names.indices.map {
+                "\"node\($0)\": {\"ip\": \"127.0.0.1\", \"port\": \(cluster.peerPorts[$0]), \"http_port\": \(cluster.httpPorts[$0])}"
+            }.joined(separator: ", ")
+            + ", \"node3\": {\"ip\": \"127.0.0.1\", \"port\": \(ports[0]), \"http_port\": \(ports[1])}}"
+        try edited.write(toFile: cluster.configPath, atomically: true, encoding: .utf8)
+        try cluster.start("node0")
+        let node0 = cluster.processes["node0"]
+        #expect(
+            await node0?.waitForLine(seconds: 60) { $0.contains("serving") } != nil, "not refused\n\(Self.tail(node0))")
+        #expect(node0?.lines.contains { $0.contains("member list is ignored") } == true, "\(Self.tail(node0))")
+        // It is still a node of the same cluster (same id in the handshakes): it catches up and commits with it.
+        #expect(await Self.put(cluster.httpPort("node1"), "after", "2"))
+        #expect(await eventually(60) { await Self.localValue(cluster.httpPort("node0"), "after") == "2" })
+    }
+
+    /// SIGTERM to the leader: it hands leadership to another voter first (and says so), then exits 0.
+    @Test func aLeaderStoppedWithSigtermHandsLeadershipOverFirst() async throws {
+        let cluster = try ServerCluster(nodes: 3)
+        defer { cluster.stopAll() }
+        #expect(await eventually(60) { await Self.put(cluster.httpPort("node0"), "before", "1") })
+        var leader: String?
+        #expect(
+            await eventually(60) {
+                leader = await Self.leader(of: cluster, among: cluster.names)
+                return leader != nil
+            })
+        guard let leader, let process = cluster.processes[leader] else { return }
+        process.signal(SIGTERM)
+        #expect(await process.waitForExit(seconds: 60) == 0, "\(Self.tail(process))")
+        #expect(
+            await process.waitForLine(seconds: 10) { $0.contains("handed leadership over before stopping") } != nil,
+            "the leader logs the handover\n\(Self.tail(process))")
+        let others = cluster.names.filter { $0 != leader }
+        #expect(await eventually(60) { await Self.put(cluster.httpPort(others[0]), "after", "2") })
     }
 
     // MARK: - Against real nodes
@@ -279,7 +343,8 @@ final class FakeMembershipAPI: @unchecked Sendable {
             ], label: "node3")
         #expect(await node.waitForExit(seconds: 60).map { $0 != 0 } == true, "\(tail(node))")
         #expect(
-            node.lines.contains { $0.contains("does not offer GET /v1/cluster") }, "a clear failure\n\(tail(node))")
+            await node.waitForLine(seconds: 10) { $0.contains("does not offer GET /v1/cluster") } != nil,
+            "a clear failure\n\(tail(node))")
         #expect(!FileManager.default.fileExists(atPath: data + "/cluster.json"))
         print("MembershipProcessTests: the servers do not offer GET /v1/cluster yet; the end-to-end join did not run")
         return false
