@@ -756,15 +756,32 @@ public final class RaftNode<Machine: StateMachine>: Sendable {
 extension RaftNode {
     /// A node whose term, vote and log live in a write-ahead log in `dataDirectory` (created if needed), so that it
     /// can be stopped, killed or restarted without breaking Raft's guarantees. The directory belongs to this node of
-    /// this cluster, created for this member list: any other is refused.
+    /// this cluster, created for this bootstrap member list: any other is refused.
+    ///
+    /// `cluster` is the cluster's *bootstrap* configuration: the first membership, in effect until the log or a
+    /// snapshot holds one of its own. The directory's identity binds the bootstrap member names and the cluster id
+    /// (`cluster.clusterID`), never the membership in effect, so a node keeps opening its directory after members
+    /// were added or removed — as long as it is given the same bootstrap configuration.
+    ///
+    /// - Parameter address: this node's own entry, for a node that is not in `cluster` (one that joins a running
+    ///   cluster: `cluster` is then that cluster's bootstrap configuration, with its cluster id).
     /// - Throws: `RaftNodeError.storage` if the directory is in use by another process, damaged, of another
     ///   format (the message names the file and offset), or another node's, another cluster's, or made for another
-    ///   member list (the message names both); `RaftNodeError.configuration` if `name` is not a member.
+    ///   bootstrap member list (the message names both); `RaftNodeError.configuration` if `name` is not a member
+    ///   and no `address` is given.
     public convenience init(
         cluster: ClusterConfiguration, name: String, stateMachine: sending Machine, dataDirectory: String,
-        options: Options = Options()
+        options: Options = Options(), address: ClusterConfiguration.Member? = nil
     ) throws(RaftNodeError) {
-        let me = try Self.member(name, of: cluster)
+        let me: ClusterConfiguration.Member
+        if let address, cluster[name] == nil {
+            guard address.name == name else {
+                throw .configuration("the address given is for \"\(address.name)\", not \"\(name)\"")
+            }
+            me = address
+        } else {
+            me = try Self.member(name, of: cluster)
+        }
         let identity = DataDirectoryIdentity(
             clusterID: cluster.clusterID, nodeName: name, nodeID: me.id, members: cluster.members.map(\.name))
         let log: WriteAheadLog
@@ -786,7 +803,7 @@ extension RaftNode {
         do {
             try self.init(
                 cluster: cluster, name: name, stateMachine: stateMachine, storage: log, snapshotStore: snapshots,
-                options: options)
+                options: options, address: address)
         } catch {
             log.close()
             throw error

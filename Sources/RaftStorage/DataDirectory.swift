@@ -161,3 +161,46 @@ struct DataDirectory {
         }
     }
 }
+
+/// Small files that the layers above RaftStorage keep in a node's data directory beside the log (the server keeps
+/// the cluster's bootstrap configuration there, `DIR/cluster.json`). Written atomically and durably: a crash leaves
+/// the old file or the new one, never a mixture, and a written file survives a power cut.
+///
+/// Write only while the directory is open (its lock held: after the node's `WriteAheadLog` is opened), so that two
+/// processes never write one directory. The names RaftStorage uses itself are refused.
+public enum DataDirectoryFile {
+    /// The names RaftStorage itself uses in a data directory.
+    public static let reservedNames: Set<String> = ["FORMAT", "IDENTITY", "LOCK", "wal", "snapshots"]
+
+    /// The file's bytes, or nil if the directory (or the file) does not exist.
+    /// - Throws: `StorageFailure` if the name is not a plain file name, or the file exists but cannot be read.
+    public static func read(
+        _ name: String, in directory: String, upTo limit: Int = 16 << 20, fileSystem: any FileSystem = PosixFileSystem()
+    ) throws(StorageFailure) -> [UInt8]? {
+        try check(name, in: directory)
+        let path = directory + "/" + name
+        guard fileSystem.exists(path) else { return nil }
+        return try fileSystem.read(path, upTo: limit)
+    }
+
+    /// Replaces the file with `bytes`, atomically and durably (a temporary file, synced, renamed, directory synced).
+    /// - Throws: `StorageFailure` if the name is not a plain file name or reserved, or the write fails.
+    public static func write(
+        _ bytes: [UInt8], to name: String, in directory: String, fileSystem: any FileSystem = PosixFileSystem()
+    ) throws(StorageFailure) {
+        try check(name, in: directory)
+        guard fileSystem.exists(directory) else {
+            throw StorageFailure(.io, "the data directory does not exist", file: directory)
+        }
+        try fileSystem.writeAtomically(bytes, to: directory + "/" + name, directory: directory)
+    }
+
+    private static func check(_ name: String, in directory: String) throws(StorageFailure) {
+        guard !name.isEmpty, !name.contains("/"), name != ".", name != "..", !name.hasSuffix(".tmp") else {
+            throw StorageFailure(.refused, "\"\(name)\" is not a plain file name", file: directory)
+        }
+        guard !reservedNames.contains(name) else {
+            throw StorageFailure(.refused, "\"\(name)\" is a name RaftStorage uses itself", file: directory)
+        }
+    }
+}

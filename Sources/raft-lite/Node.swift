@@ -16,6 +16,10 @@ struct Node: AsyncParsableCommand {
             killed and restarted safely. Without it the log is in memory: restarting the process loses term, vote \
             and log, which is only safe for experiments.
 
+            The file bootstraps the cluster: its members are the first configuration, and the data directory is \
+            bound to that member list (keep the file's member list as it was; addresses may change). Once the log \
+            holds a membership change, that membership is in effect, whatever the file says.
+
             Output lines: "ok #INDEX: LINE" when a proposal made here is committed, "committed #INDEX (term T): \
             LINE" for every entry applied, and role changes.
             """

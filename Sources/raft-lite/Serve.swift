@@ -5,6 +5,7 @@ import Metrics
 import NIOCore
 import Prometheus
 import RaftKV
+import RaftKVClient
 import RaftLite
 import ServiceLifecycle
 
@@ -20,19 +21,61 @@ struct Serve: AsyncParsableCommand {
             The node listens for peers on its port and for clients on its http_port, and reaches every other node \
             at the address this file gives for it.
 
-            SIGTERM or SIGINT stops it gracefully: requests in flight are answered, the log is synced, and the \
-            process exits 0.
+            The cluster file only bootstraps the cluster: its members are the first configuration. Once members \
+            are added or removed (POST/DELETE /v1/members), the membership in effect is the one in the log and \
+            snapshots, whatever the file says; a node is never refused because the file's member list differs from \
+            the current membership. The data directory keeps the bootstrap configuration and the cluster id \
+            (DIR/cluster.json): from then on the file's member list is ignored, and only its addresses are used.
+
+            To add a node to a running cluster, start it with --join and no cluster file:
+
+              raft-lite serve --join http://127.0.0.1:8081 --name node3 \\
+                --ip 127.0.0.1 --port 9084 --http-port 8084 \\
+                --data-dir /var/lib/raft/node3 [--learner]
+
+            On an empty data directory it asks the endpoint for the cluster's configuration (GET /v1/cluster), \
+            stores it in the data directory, starts, and asks to be added (POST /v1/members) as a voter (caught up \
+            as a learner first) or, with --learner, as a learner; it retries while the cluster is busy and follows \
+            the leader. Restarted, it starts from its data directory without asking anyone; --join then only \
+            checks that the endpoint is a node of the same cluster (another cluster is refused).
+
+            SIGTERM or SIGINT stops it gracefully: a leader hands leadership to another voter first, requests in \
+            flight are answered, the log is synced, and the process exits 0.
             """
     )
 
-    @Option(help: "The cluster configuration file (JSON).")
-    var config: String
+    @Option(
+        help:
+            "The cluster configuration file (JSON): the bootstrap configuration. Not needed with --join, or on a data directory that already holds cluster.json."
+    )
+    var config: String?
 
-    @Option(help: "This node's name in the configuration.")
+    @Option(
+        name: [.customLong("id"), .customLong("name")],
+        help: "This node's name (in the configuration, or the name it joins with).")
     var id: String
 
-    @Option(help: "The node's data directory (created if needed).")
+    @Option(
+        name: [.customLong("data-dir"), .customLong("data")], help: "The node's data directory (created if needed).")
     var dataDir: String
+
+    @Option(help: "Join a running cluster through any of its nodes (http://host:port: that node's HTTP API).")
+    var join: String?
+
+    @Option(help: "The address other nodes reach this node at (a node not in the cluster file; default 127.0.0.1).")
+    var ip: String?
+
+    @Option(help: "The port for peers (a node not in the cluster file).")
+    var port: Int?
+
+    @Option(help: "The port for clients (a node not in the cluster file).")
+    var httpPort: Int?
+
+    @Flag(help: "With --join: join as a learner (receives the log, does not vote) instead of a voter.")
+    var learner = false
+
+    @Option(help: "With --join: how long to keep asking to be added before giving up, in seconds.")
+    var joinTimeoutSeconds = 600
 
     @Option(help: "Milliseconds per Raft tick: heartbeats every tick, elections after 10 to 20 ticks.")
     var tickMilliseconds = 100
@@ -86,26 +129,19 @@ struct Serve: AsyncParsableCommand {
         guard (64...(16 << 20)).contains(snapshotChunkBytes) else {
             throw ValidationError("--snapshot-chunk-bytes must be 64...16777216")
         }
+        for (flag, value) in [("--port", port), ("--http-port", httpPort)] {
+            if let value, !(1...65535).contains(value) { throw ValidationError("\(flag) must be 1...65535") }
+        }
+        if let ip, ip.isEmpty { throw ValidationError("--ip must not be empty") }
+        if let join, Joiner.endpoint(in: join) == nil {
+            throw ValidationError("--join \(join) is not an endpoint: expected http://host:port")
+        }
+        if learner && join == nil { throw ValidationError("--learner goes with --join") }
+        guard joinTimeoutSeconds >= 1 else { throw ValidationError("--join-timeout-seconds must be 1 or more") }
+        guard !id.isEmpty, id.utf8.count <= 255 else { throw ValidationError("--id must have 1 to 255 bytes") }
     }
 
     func run() async throws {
-        let cluster: ClusterConfiguration
-        let httpPort: Int
-        do {
-            cluster = try ClusterConfiguration(contentsOfFile: config)
-            guard let me = cluster[id] else {
-                throw ValidationError(
-                    "node \"\(id)\" is not in \(config) (members: \(cluster.members.map(\.name).joined(separator: ", ")))"
-                )
-            }
-            guard let port = try me.port(field: "http_port") else {
-                throw ValidationError("\(id).http_port is missing in \(config): the node needs a port for clients")
-            }
-            httpPort = port
-        } catch let error as ClusterConfigurationError {
-            throw ValidationError("\(error)")
-        }
-
         let level = Logger.Level(rawValue: logLevel) ?? .info
         LoggingSystem.bootstrap { label in
             var handler = StreamLogHandler.standardError(label: label)
@@ -114,6 +150,20 @@ struct Serve: AsyncParsableCommand {
         }
         var logger = Logger(label: "raftlite")
         logger[metadataKey: "node"] = "\(id)"
+
+        let plan = try await resolveConfiguration(logger: logger)
+        let cluster = plan.bootstrap
+        let me = plan.me
+        let httpPort: Int
+        do {
+            guard let port = try me.port(field: "http_port") else {
+                throw ValidationError(
+                    "\(id).http_port is missing in \(config ?? "the configuration"): the node needs a port for clients")
+            }
+            httpPort = port
+        } catch let error as ClusterConfigurationError {
+            throw ValidationError("\(error)")
+        }
 
         let registry = PrometheusCollectorRegistry()
         var factory = PrometheusMetricsFactory(registry: registry)
@@ -136,10 +186,27 @@ struct Serve: AsyncParsableCommand {
         options.snapshotWindowBytes = max(options.snapshotWindowBytes, 4 * snapshotChunkBytes)
         options.logger = logger
         let node = try RaftNode(
-            cluster: cluster, name: id, stateMachine: KVStore(), dataDirectory: dataDir, options: options)
+            cluster: cluster, name: id, stateMachine: KVStore(), dataDirectory: dataDir, options: options,
+            address: plan.isBootstrapMember ? nil : me)
+        // The directory is open (locked, its identity checked): record the cluster in it, for restarts.
+        let record = StoredCluster(bootstrap: cluster, selfEntry: plan.isBootstrapMember ? nil : me)
+        if record != plan.stored {
+            do {
+                try record.write(dataDirectory: dataDir)
+                logger.info(
+                    "recorded the cluster's bootstrap configuration in the data directory",
+                    metadata: ["file": "\(dataDir)/\(StoredCluster.fileName)", "cluster": "\(cluster.clusterID)"])
+            } catch {
+                guard plan.stored != nil || plan.isBootstrapMember else {
+                    await node.stop()
+                    throw error
+                }
+                logger.warning("\(error)")
+            }
+        }
 
         var serverOptions = KVServer.Options()
-        serverOptions.host = listenHost ?? cluster[id]?.host ?? "127.0.0.1"
+        serverOptions.host = listenHost ?? me.host
         serverOptions.port = httpPort
         serverOptions.maxValueBytes = maxValueBytes
         serverOptions.maxKeyBytes = maxKeyBytes
@@ -148,13 +215,185 @@ struct Serve: AsyncParsableCommand {
         if unsafeLocalReads { logger.warning("--unsafe-local-reads: reads are NOT linearizable (testing only)") }
         let server = KVServer(node: node, options: serverOptions, logger: logger) { registry.emitToBuffer() }
 
+        let joiner = plan.joinEndpoint.map { endpoint in
+            Joiner(
+                node: node, endpoint: endpoint, known: cluster.httpEndpoints, member: me, learner: learner,
+                patience: .seconds(joinTimeoutSeconds), logger: logger)
+        }
         let service = KVService(
             node: node, server: server, logger: logger,
-            drainTimeout: .milliseconds(Int64(requestTimeoutMilliseconds) + 1000))
+            drainTimeout: .milliseconds(Int64(requestTimeoutMilliseconds) + 1000), joiner: joiner,
+            peerPort: me.port)
         let group = ServiceGroup(
             configuration: .init(
                 services: [service], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await group.run()
+    }
+}
+
+/// Where a node's configuration comes from, decided before the node is created.
+struct ServePlan {
+    /// The cluster's bootstrap configuration (with its id), as the node is created with.
+    var bootstrap: ClusterConfiguration
+    /// This node's entry.
+    var me: ClusterConfiguration.Member
+    /// Whether this node is one of the bootstrap members (else it joined, or joins, a running cluster).
+    var isBootstrapMember: Bool
+    /// What the data directory held (nil: nothing yet).
+    var stored: StoredCluster?
+    /// Where to ask to be added (nil: no --join).
+    var joinEndpoint: Endpoint?
+}
+
+extension Serve {
+    /// Decides the bootstrap configuration and this node's entry:
+    ///
+    /// - a data directory holding `cluster.json`: that bootstrap configuration and cluster id (the cluster file, if
+    ///   given, only moves addresses; its member list is ignored); with --join the endpoint must be of that cluster;
+    /// - --join on a directory without it: the configuration the endpoint reports (GET /v1/cluster);
+    /// - else the cluster file — restricted to the bootstrap members and cluster id the directory's IDENTITY
+    ///   records, if it has one (a directory set up before cluster.json existed).
+    func resolveConfiguration(logger: Logger) async throws -> ServePlan {
+        let stored = try StoredCluster.read(dataDirectory: dataDir)
+        let identity: DataDirectoryIdentity?
+        do {
+            identity = try DataDirectoryIdentity.stored(inDataDirectory: dataDir)
+        } catch {
+            throw ValidationError("\(error)")
+        }
+        var file: ClusterConfiguration?
+        if let config {
+            do {
+                file = try ClusterConfiguration(contentsOfFile: config)
+            } catch {
+                throw ValidationError("\(error)")
+            }
+        }
+        let joinEndpoint = join.flatMap(Joiner.endpoint(in:))
+        var remote: ClusterInfo?
+        if let joinEndpoint {
+            do {
+                // A node with a stored configuration only checks the endpoint's cluster: it does not wait long.
+                remote = try await ClusterInfo.fetch(
+                    from: joinEndpoint, patience: stored == nil ? .seconds(30) : .seconds(3), logger: logger)
+                logger.info(
+                    "the cluster to join",
+                    metadata: ["cluster": "\(remote?.clusterID ?? "")", "endpoint": "\(joinEndpoint)"])
+            } catch {
+                guard stored != nil else { throw ValidationError("cannot join through \(joinEndpoint): \(error)") }
+                logger.warning(
+                    "could not ask the --join endpoint which cluster it is; starting from the stored configuration",
+                    metadata: ["endpoint": "\(joinEndpoint)", "error": "\(error)"])
+            }
+        }
+        // The cluster id and bootstrap members this directory is bound to, if it is bound already.
+        let boundClusterID = stored?.clusterID ?? identity?.clusterID
+        if let remote, let boundClusterID, remote.clusterID != boundClusterID {
+            throw ValidationError(
+                "the data directory \(dataDir) belongs to cluster \"\(boundClusterID)\", but \(joinEndpoint.map { "\($0)" } ?? "")"
+                    + " is a node of cluster \"\(remote.clusterID)\": a node never moves to another cluster. To add a "
+                    + "node to that cluster, start it with a new, empty data directory")
+        }
+
+        var bootstrap: ClusterConfiguration
+        if let stored {
+            bootstrap = stored.bootstrap
+            if let file {
+                bootstrap = bootstrap.withAddresses(from: file)
+                let fileNames = file.members.map(\.name)
+                let storedNames = stored.bootstrap.members.map(\.name)
+                if fileNames != storedNames {
+                    logger.notice(
+                        "the cluster file's member list differs from the bootstrap configuration stored in the data directory; the file only bootstraps a cluster, so its member list is ignored (the membership in effect is the one in the log)",
+                        metadata: [
+                            "file": "\(fileNames.joined(separator: ","))",
+                            "bootstrap": "\(storedNames.joined(separator: ","))",
+                        ])
+                }
+            }
+        } else if let remote {
+            if file != nil {
+                logger.notice(
+                    "--config is ignored with --join on a new data directory: the cluster gives the bootstrap configuration"
+                )
+            }
+            bootstrap = remote.bootstrap
+        } else if let file {
+            bootstrap = file
+            if let identity, identity.members.contains(identity.nodeName),
+                let restricted = file.restricted(to: identity.members, clusterID: identity.clusterID),
+                restricted.members.map(\.name) != file.members.map(\.name)
+            {
+                logger.notice(
+                    "the cluster file lists members the data directory was not created with; the file only bootstraps a cluster, so they are ignored (the membership in effect is the one in the log)",
+                    metadata: ["bootstrap": "\(identity.members.joined(separator: ","))"])
+                bootstrap = restricted
+            }
+        } else if join != nil {
+            throw ValidationError("cannot join: the --join endpoint did not tell which cluster it is")
+        } else {
+            throw ValidationError(
+                "no cluster configuration: give --config FILE (a node of the cluster file), --join http://HOST:PORT "
+                    + "(a node joining a running cluster), or a data directory that holds \(StoredCluster.fileName) (a "
+                    + "node restarting)")
+        }
+
+        if let entry = bootstrap[id] {
+            if stored == nil && identity == nil && remote != nil {
+                throw ValidationError(
+                    "\"\(id)\" is a bootstrap member of the cluster, and this data directory is new: a member that lost "
+                        + "its data must not come back under its old name (it could vote twice in a term). Join under a "
+                        + "new name, and remove \"\(id)\" with DELETE /v1/members/\(id)")
+            }
+            for (flag, given, actual) in [
+                ("--ip", ip, entry.host), ("--port", port.map(String.init), String(entry.port)),
+                (
+                    "--http-port", httpPort.map(String.init),
+                    (try? entry.port(field: "http_port")).flatMap { $0.map(String.init) }
+                ),
+            ] where given != nil && given != actual {
+                throw ValidationError(
+                    "\(flag) \(given ?? "") differs from the address the cluster configuration gives \"\(id)\" "
+                        + "(\(actual ?? "none")): a bootstrap member's address comes from the cluster file")
+            }
+            return ServePlan(
+                bootstrap: bootstrap, me: entry, isBootstrapMember: true, stored: stored, joinEndpoint: joinEndpoint)
+        }
+        let previous = stored?.selfEntry
+        guard join != nil || previous != nil else {
+            throw ValidationError(
+                "node \"\(id)\" is not in the cluster configuration (members: "
+                    + bootstrap.members.map(\.name).joined(separator: ", ")
+                    + "). To add a node to a running cluster, start it with --join http://HOST:PORT --port N --http-port N"
+            )
+        }
+        if let previous, previous.name != id {
+            throw ValidationError(
+                "the data directory \(dataDir) belongs to node \"\(previous.name)\", not \"\(id)\": start \"\(id)\" on its own data directory"
+            )
+        }
+        guard let peerPort = port ?? previous?.port else {
+            throw ValidationError("--port is required for a node that is not in the cluster file (the port for peers)")
+        }
+        guard let clientPort = httpPort ?? (try? previous?.port(field: "http_port")) ?? nil else {
+            throw ValidationError(
+                "--http-port is required for a node that is not in the cluster file (the port for clients)")
+        }
+        var fields = previous?.fields ?? [:]
+        fields["http_port"] = .number(Double(clientPort))
+        let me = ClusterConfiguration.Member(
+            name: id, host: ip ?? previous?.host ?? "127.0.0.1", port: peerPort, fields: fields)
+        if let collision = bootstrap.member(id: me.id) {
+            throw ValidationError(
+                "the name \"\(id)\" has the same id as bootstrap member \"\(collision.name)\": choose another")
+        }
+        if let previous, previous != me {
+            logger.warning(
+                "the node's address differs from the one it joined with: the other members know it by the address in the membership until it changes",
+                metadata: ["joined": "\(previous.host):\(previous.port)", "now": "\(me.host):\(me.port)"])
+        }
+        return ServePlan(
+            bootstrap: bootstrap, me: me, isBootstrapMember: false, stored: stored, joinEndpoint: joinEndpoint)
     }
 }
 
@@ -165,6 +404,10 @@ struct KVService: Service {
     let server: KVServer
     let logger: Logger
     let drainTimeout: TimeAmount
+    /// Asks the cluster to add this node once it serves (`serve --join`).
+    var joiner: Joiner? = nil
+    /// The port this node listens on for peers (for the log).
+    var peerPort: Int? = nil
 
     func run() async throws {
         try await node.start()
@@ -178,8 +421,9 @@ struct KVService: Service {
             "serving",
             metadata: [
                 "http": "\(server.options.host):\(server.options.port)",
-                "peers": "\(node.cluster[node.name]?.port ?? 0)",
+                "peers": "\(peerPort ?? node.cluster[node.name]?.port ?? 0)",
             ])
+        let joining = joiner.map { joiner in Task { await joiner.run() } }
         // Run until asked to stop — or until the node stops on its own (its disk failed): then stop serving too,
         // and exit with an error rather than answer 503 forever.
         let failure: RaftNodeError? = await withTaskGroup(of: RaftNodeError?.self) { group in
@@ -192,14 +436,35 @@ struct KVService: Service {
             group.cancelAll()
             return first
         }
+        joining?.cancel()
         if let failure {
             logger.critical("the node stopped on its own: \(failure)")
             await server.drain(timeout: .seconds(1))
             throw failure
         }
+        logger.info("shutting down")
+        // A leader hands over first, while everything still runs: the transfer needs only the transport, and the
+        // requests still arriving meanwhile are forwarded to the new leader once it leads.
+        await handOverLeadership()
         logger.info("shutting down: answering requests in flight")
         await server.drain(timeout: drainTimeout)
+        // stop() hands over again if this node still leads (and another voter answers), then syncs and closes.
         await node.stop()
         logger.info("stopped cleanly")
+    }
+
+    /// If this node leads a cluster with other voters, hands leadership to the most up-to-date one.
+    func handOverLeadership() async {
+        guard node.options.transferLeadershipOnStop, await node.role == .leader,
+            let membership = await node.membership(),
+            membership.voters.contains(where: { $0.name != node.name })
+        else { return }
+        logger.notice("handing leadership over before stopping")
+        do {
+            let successor = try await node.transferLeadership()
+            logger.notice("handed leadership over before stopping", metadata: ["to": "\(successor)"])
+        } catch {
+            logger.warning("could not hand leadership over before stopping", metadata: ["error": "\(error)"])
+        }
     }
 }
