@@ -309,6 +309,7 @@ extension RaftNode {
             guard let rt = self.runtime.value, !rt.stopped else { return .failure(.stopped) }
             do throws(MembershipError) {
                 let target = try rt.raft.transferLeadership(to: name.map(ClusterConfiguration.nodeID(for:)))
+                self.metrics.leadershipTransfers.increment()
                 self.logger.notice(
                     "handing leadership over", metadata: ["to": "\(self.name(of: target) ?? "\(target)")"])
                 self.process()
@@ -347,6 +348,7 @@ extension RaftNode {
     func syncPeers(_ rt: NodeRuntime<Machine>) {
         let membership = rt.raft.membership
         guard membership != rt.peersMembership else { return }
+        metrics.record(membership: membership, after: rt.peersMembership)
         rt.peersMembership = membership
         var peers: [TCPTransport.Peer] = []
         // Everyone this node may have to talk to: the members in effect, and the bootstrap members it knows from its
