@@ -310,6 +310,50 @@ final class ServedCluster: Sendable {
     }
 }
 
+/// The membership metrics of real `raft-lite serve` processes.
+@Suite(.serialized) struct MembershipMetricsTests {
+    /// The value of the sample of `name` whose labels include every one of `labels` (`key="value"`).
+    static func sample(_ text: String, _ name: String, _ labels: [String]) -> Double? {
+        for line in text.split(separator: "\n") where line.hasPrefix(name + "{") {
+            guard labels.allSatisfy({ line.contains($0) }), let value = line.split(separator: " ").last else {
+                continue
+            }
+            return Double(value)
+        }
+        return nil
+    }
+
+    @Test func membersJointChangesAndTransfersAreExported() async throws {
+        let cluster = try ServerCluster()
+        defer { cluster.stopAll() }
+        let leader = try #require(await KVServerTests.waitForLeader(cluster))
+        let client = KVServerTests.client(cluster, node: leader)
+        func metrics() async throws -> String { try await client.request(.GET, "/metrics").text }
+        let node = "node=\"\(leader)\""
+        var text = try await metrics()
+        #expect(Self.sample(text, "raft_members", [node, "role=\"voter\""]) == 3, "\(text)")
+        #expect(Self.sample(text, "raft_members", [node, "role=\"learner\""]) == 0)
+        #expect(Self.sample(text, "raft_membership_joint", [node]) == 0)
+
+        let port = try FreePorts.reserve(1)[0]
+        let added = try await client.addMember(name: "node9", ip: "127.0.0.1", port: port, learner: true)
+        #expect(added.status == 200, "\(added.text)")
+        text = try await metrics()
+        #expect(Self.sample(text, "raft_members", [node, "role=\"learner\""]) == 1, "\(text)")
+        #expect(Self.sample(text, "raft_members", [node, "role=\"voter\""]) == 3)
+        #expect(Self.sample(text, "raft_membership_changes_total", [node]) == 1)
+        #expect(try await client.removeMember("node9").status == 200)
+        text = try await metrics()
+        #expect(Self.sample(text, "raft_members", [node, "role=\"learner\""]) == 0)
+        #expect(Self.sample(text, "raft_membership_changes_total", [node]) == 2)
+
+        let moved = try await client.transferLeadership()
+        #expect(moved.status == 200, "\(moved.text)")
+        text = try await metrics()
+        #expect(Self.sample(text, "raft_leadership_transfers_total", [node]) == 1, "\(text)")
+    }
+}
+
 /// The membership endpoints' rules alone: routing, bodies, checks against the membership, replies.
 @Suite struct MembershipRoutingTests {
     static let router = KVRouter(maxKeyBytes: 8, maxValueBytes: 1024)
