@@ -79,7 +79,7 @@ let package = Package(
         .target(
             name: "RaftKV",
             dependencies: [
-                "RaftCore", "RaftLite",
+                "RaftCore", "RaftLite", "RaftKVClient",
                 .product(name: "HashTreeCollections", package: "swift-collections"),
                 .product(name: "CoreMetrics", package: "swift-metrics"),
                 .product(name: "NIOCore", package: "swift-nio"),

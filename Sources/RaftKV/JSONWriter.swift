@@ -1,3 +1,5 @@
+import RaftLite
+
 /// A small `Encoder` that writes JSON, for the server's replies.
 ///
 /// It exists so that reply bodies are built from `Encodable` values without bringing Foundation into this target,
@@ -231,5 +233,206 @@ enum JSON {
             }
         }
         return out + "\""
+    }
+}
+
+/// A small strict JSON parser, for request bodies (the membership endpoints): RFC 8259 values into `JSONValue`,
+/// without Foundation. It refuses trailing bytes, nesting deeper than `maxDepth`, invalid UTF-8 and lone surrogates,
+/// and says where.
+enum JSONReader {
+    struct Failure: Error, Hashable, CustomStringConvertible {
+        var offset: Int
+        var problem: String
+        var description: String { "\(problem) at byte \(offset)" }
+    }
+
+    static let maxDepth = 32
+
+    static func parse(_ bytes: [UInt8]) throws(Failure) -> JSONValue {
+        var parser = Parser(bytes: bytes)
+        parser.skipSpace()
+        let value = try parser.value(depth: 0)
+        parser.skipSpace()
+        guard parser.position == bytes.count else { throw parser.failure("unexpected bytes after the value") }
+        return value
+    }
+
+    private struct Parser {
+        let bytes: [UInt8]
+        var position = 0
+
+        init(bytes: [UInt8]) { self.bytes = bytes }
+
+        func failure(_ problem: String) -> Failure { Failure(offset: position, problem: problem) }
+
+        var peek: UInt8? { position < bytes.count ? bytes[position] : nil }
+
+        mutating func skipSpace() {
+            while let c = peek, c == 0x20 || c == 0x09 || c == 0x0A || c == 0x0D { position += 1 }
+        }
+
+        mutating func expect(_ literal: String, _ value: JSONValue) throws(Failure) -> JSONValue {
+            for byte in literal.utf8 {
+                guard peek == byte else { throw failure("expected \(literal)") }
+                position += 1
+            }
+            return value
+        }
+
+        mutating func value(depth: Int) throws(Failure) -> JSONValue {
+            guard depth < JSONReader.maxDepth else { throw failure("nested deeper than \(JSONReader.maxDepth)") }
+            guard let c = peek else { throw failure("unexpected end of the body") }
+            switch c {
+            case UInt8(ascii: "{"): return try object(depth: depth)
+            case UInt8(ascii: "["): return try array(depth: depth)
+            case UInt8(ascii: "\""): return .string(try string())
+            case UInt8(ascii: "t"): return try expect("true", .bool(true))
+            case UInt8(ascii: "f"): return try expect("false", .bool(false))
+            case UInt8(ascii: "n"): return try expect("null", .null)
+            case UInt8(ascii: "-"), UInt8(ascii: "0")...UInt8(ascii: "9"): return try number()
+            default: throw failure("unexpected character")
+            }
+        }
+
+        mutating func object(depth: Int) throws(Failure) -> JSONValue {
+            position += 1
+            var fields: [String: JSONValue] = [:]
+            skipSpace()
+            if peek == UInt8(ascii: "}") {
+                position += 1
+                return .object(fields)
+            }
+            while true {
+                skipSpace()
+                guard peek == UInt8(ascii: "\"") else { throw failure("expected a field name") }
+                let key = try string()
+                skipSpace()
+                guard peek == UInt8(ascii: ":") else { throw failure("expected ':'") }
+                position += 1
+                skipSpace()
+                guard fields[key] == nil else { throw failure("field \"\(key)\" appears twice") }
+                fields[key] = try value(depth: depth + 1)
+                skipSpace()
+                switch peek {
+                case UInt8(ascii: ","): position += 1
+                case UInt8(ascii: "}"):
+                    position += 1
+                    return .object(fields)
+                default: throw failure("expected ',' or '}'")
+                }
+            }
+        }
+
+        mutating func array(depth: Int) throws(Failure) -> JSONValue {
+            position += 1
+            var elements: [JSONValue] = []
+            skipSpace()
+            if peek == UInt8(ascii: "]") {
+                position += 1
+                return .array(elements)
+            }
+            while true {
+                skipSpace()
+                elements.append(try value(depth: depth + 1))
+                skipSpace()
+                switch peek {
+                case UInt8(ascii: ","): position += 1
+                case UInt8(ascii: "]"):
+                    position += 1
+                    return .array(elements)
+                default: throw failure("expected ',' or ']'")
+                }
+            }
+        }
+
+        mutating func hex4() throws(Failure) -> UInt32 {
+            var v: UInt32 = 0
+            for _ in 0..<4 {
+                guard let c = peek else { throw failure("unexpected end in a \\u escape") }
+                let digit: UInt32
+                switch c {
+                case UInt8(ascii: "0")...UInt8(ascii: "9"): digit = UInt32(c - UInt8(ascii: "0"))
+                case UInt8(ascii: "a")...UInt8(ascii: "f"): digit = UInt32(c - UInt8(ascii: "a") + 10)
+                case UInt8(ascii: "A")...UInt8(ascii: "F"): digit = UInt32(c - UInt8(ascii: "A") + 10)
+                default: throw failure("invalid \\u escape")
+                }
+                v = v << 4 | digit
+                position += 1
+            }
+            return v
+        }
+
+        mutating func string() throws(Failure) -> String {
+            position += 1
+            var out: [UInt8] = []
+            while true {
+                guard let c = peek else { throw failure("unterminated string") }
+                position += 1
+                switch c {
+                case UInt8(ascii: "\""):
+                    guard let text = String(validating: out, as: UTF8.self) else {
+                        throw failure("a string is not valid UTF-8")
+                    }
+                    return text
+                case UInt8(ascii: "\\"):
+                    guard let e = peek else { throw failure("unterminated escape") }
+                    position += 1
+                    switch e {
+                    case UInt8(ascii: "\""), UInt8(ascii: "\\"), UInt8(ascii: "/"): out.append(e)
+                    case UInt8(ascii: "b"): out.append(0x08)
+                    case UInt8(ascii: "f"): out.append(0x0C)
+                    case UInt8(ascii: "n"): out.append(0x0A)
+                    case UInt8(ascii: "r"): out.append(0x0D)
+                    case UInt8(ascii: "t"): out.append(0x09)
+                    case UInt8(ascii: "u"):
+                        var scalar = try hex4()
+                        if (0xD800..<0xDC00).contains(scalar) {
+                            guard peek == UInt8(ascii: "\\") else { throw failure("a lone surrogate") }
+                            position += 1
+                            guard peek == UInt8(ascii: "u") else { throw failure("a lone surrogate") }
+                            position += 1
+                            let low = try hex4()
+                            guard (0xDC00..<0xE000).contains(low) else { throw failure("a lone surrogate") }
+                            scalar = 0x10000 + ((scalar - 0xD800) << 10) + (low - 0xDC00)
+                        }
+                        guard let u = Unicode.Scalar(scalar) else { throw failure("a lone surrogate") }
+                        out.append(contentsOf: Array(String(Character(u)).utf8))
+                    default: throw failure("invalid escape")
+                    }
+                case 0x00..<0x20: throw failure("a control character in a string")
+                default: out.append(c)
+                }
+            }
+        }
+
+        mutating func number() throws(Failure) -> JSONValue {
+            let start = position
+            if peek == UInt8(ascii: "-") { position += 1 }
+            func digits(_ p: inout Parser) -> Int {
+                var n = 0
+                while let c = p.peek, (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(c) {
+                    p.position += 1
+                    n += 1
+                }
+                return n
+            }
+            if peek == UInt8(ascii: "0") {
+                position += 1
+            } else if digits(&self) == 0 {
+                throw failure("invalid number")
+            }
+            if peek == UInt8(ascii: ".") {
+                position += 1
+                guard digits(&self) > 0 else { throw failure("invalid number") }
+            }
+            if peek == UInt8(ascii: "e") || peek == UInt8(ascii: "E") {
+                position += 1
+                if peek == UInt8(ascii: "+") || peek == UInt8(ascii: "-") { position += 1 }
+                guard digits(&self) > 0 else { throw failure("invalid number") }
+            }
+            let text = String(decoding: bytes[start..<position], as: UTF8.self)
+            guard let v = Double(text), v.isFinite else { throw failure("number out of range") }
+            return .number(v)
+        }
     }
 }

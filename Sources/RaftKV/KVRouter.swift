@@ -36,6 +36,12 @@ enum KVRoute: Sendable, Equatable {
     case propose(KVCommand)
     /// A read of this node's own copy of the key (`?consistency=serializable`, or unsafe local reads).
     case localRead(key: [UInt8])
+    /// `GET /v1/members`: the membership in this node's view.
+    case members
+    /// `GET /v1/cluster`: the cluster id and the bootstrap configuration, for a node that joins.
+    case cluster
+    /// A membership change or a leadership transfer: done by the leader (a follower forwards it).
+    case membership(MembershipRequest)
     /// Refused before the node is asked anything: a bad path, method, key, query or body.
     case refused(KVReply)
 }
@@ -95,6 +101,7 @@ struct KVRouter: Sendable {
             }
             return .snapshot
         }
+        if let route = routeMembership(request, target, body: body) { return route }
         guard target.path.hasPrefix(Self.keyPrefix) else {
             return .refused(.error(.notFound, "not_found", "no such endpoint: \(target.path)"))
         }
@@ -141,6 +148,67 @@ struct KVRouter: Sendable {
             return .propose(.delete(key: key))
         default:
             return .refused(.methodNotAllowed("GET, PUT, DELETE"))
+        }
+    }
+}
+
+// MARK: - Membership routes
+
+extension KVRouter {
+    static let membersPath = "/v1/members"
+
+    /// The membership endpoints, or nil for a path that is not one of them.
+    func routeMembership(_ request: KVRequest, _ target: RequestTarget, body: [UInt8]) -> KVRoute? {
+        let path = target.path
+        let isMembers = path == Self.membersPath || path.hasPrefix(Self.membersPath + "/")
+        guard isMembers || path == "/v1/cluster" || path == "/v1/leader/transfer" else { return nil }
+        guard target.query?.isEmpty == true else {
+            return .refused(.error(.badRequest, "bad_query", "\(path) takes no query parameters"))
+        }
+        switch path {
+        case "/v1/cluster":
+            return request.method == .GET ? .cluster : .refused(.methodNotAllowed("GET"))
+        case "/v1/leader/transfer":
+            guard request.method == .POST else { return .refused(.methodNotAllowed("POST")) }
+            switch TransferBody.parse(body) {
+            case .success(let to): return .membership(.transfer(to: to))
+            case .failure(let reply): return .refused(reply)
+            }
+        case Self.membersPath:
+            switch request.method {
+            case .GET: return .members
+            case .POST:
+                switch MemberRequest.parse(body) {
+                case .success(let r): return .membership(.add(r))
+                case .failure(let reply): return .refused(reply)
+                }
+            default: return .refused(.methodNotAllowed("GET, POST"))
+            }
+        default:
+            // /v1/members/NAME or /v1/members/NAME/promote, NAME percent-encoded.
+            let rest = path.dropFirst(Self.membersPath.count + 1)
+            let segments = rest.split(separator: "/", omittingEmptySubsequences: false)
+            guard let first = segments.first, !first.isEmpty else {
+                return .refused(.error(.badRequest, "bad_name", "the member name is empty"))
+            }
+            guard let bytes = RequestTarget.percentDecode(first), let name = String(validating: bytes, as: UTF8.self),
+                !name.isEmpty, name.utf8.count <= 255
+            else {
+                return .refused(
+                    .error(
+                        .badRequest, "bad_name",
+                        "the member name must be 1 to 255 bytes of percent-encoded UTF-8"))
+            }
+            switch segments.count {
+            case 1:
+                return request.method == .DELETE
+                    ? .membership(.remove(name)) : .refused(.methodNotAllowed("DELETE"))
+            case 2 where segments[1] == "promote":
+                return request.method == .POST
+                    ? .membership(.promote(name)) : .refused(.methodNotAllowed("POST"))
+            default:
+                return .refused(.error(.notFound, "not_found", "no such endpoint: \(path)"))
+            }
         }
     }
 }
@@ -198,8 +266,10 @@ struct KVReply: Sendable, Equatable {
     static let noAnswer = error(.internalServerError, "internal", "no answer")
 
     /// `GET /v1/status`.
-    static func status(_ status: NodeStatus) -> KVReply {
-        json(.ok, StatusBody(status))
+    static func status(_ status: NodeStatus, membership: ClusterMembership? = nil) -> KVReply {
+        var body = StatusBody(status)
+        body.membership = membership.map { MembersBody($0, leader: status.leader) }
+        return json(.ok, body)
     }
 
     /// `GET /metrics`: Prometheus text.
@@ -283,10 +353,12 @@ struct KVReply: Sendable, Equatable {
 
 // MARK: - JSON bodies
 
-/// Every error body: `{"error":code,"message":text}`.
+/// Every error body: `{"error":code,"message":text}`; a malformed membership body adds `"field"`.
 struct ErrorBody: Encodable, Hashable {
     var error: String
     var message: String
+    /// The field of the request's body at fault, if one is.
+    var field: String? = nil
 }
 
 /// The answer to a committed write: `{"index":N}`, and for a delete `{"index":N,"deleted":true|false}`.
@@ -301,9 +373,9 @@ struct SnapshotBody: Encodable, Hashable {
     var term: UInt64
 }
 
-/// `GET /v1/status`. The leader is `null` when there is none (not left out). `snapshot_index` and `first_index` come
-/// last (they were added after the others); the server always writes them, and a body built without them (nil)
-/// leaves them out.
+/// `GET /v1/status`. The leader is `null` when there is none (not left out). `snapshot_index`, `first_index` and then
+/// `membership` come last (they were added after the others); the server always writes them, and a body built
+/// without them (nil) leaves them out.
 struct StatusBody: Encodable, Hashable {
     var id: String
     var role: String
@@ -316,6 +388,8 @@ struct StatusBody: Encodable, Hashable {
     var snapshotIndex: UInt64? = nil
     /// The first entry the log holds (1 until it is compacted).
     var firstIndex: UInt64? = nil
+    /// The membership in this node's view (as `GET /v1/members` answers it).
+    var membership: MembersBody? = nil
 
     enum CodingKeys: String, CodingKey {
         case id, role, term, leader
@@ -324,6 +398,7 @@ struct StatusBody: Encodable, Hashable {
         case lastIndex = "last_index"
         case snapshotIndex = "snapshot_index"
         case firstIndex = "first_index"
+        case membership
     }
 
     func encode(to encoder: any Encoder) throws {
@@ -337,6 +412,7 @@ struct StatusBody: Encodable, Hashable {
         try c.encode(lastIndex, forKey: .lastIndex)
         try c.encodeIfPresent(snapshotIndex, forKey: .snapshotIndex)
         try c.encodeIfPresent(firstIndex, forKey: .firstIndex)
+        try c.encodeIfPresent(membership, forKey: .membership)
     }
 }
 

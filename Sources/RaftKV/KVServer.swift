@@ -3,6 +3,7 @@ import Logging
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import RaftKVClient
 import RaftLite
 
 /// The HTTP face of one node of the key-value store.
@@ -19,8 +20,15 @@ import RaftLite
 /// | `GET /v1/status` | this node's role, term, leader, indexes (the latest snapshot's, the log's first) |
 /// | `POST /v1/snapshot` | 200 `{"index":N,"term":T}` once this node's snapshot is durable (see `KVReply.snapshotFailure`) |
 /// | `GET /metrics` | Prometheus text |
+/// | `GET /v1/members` | this node's view of the membership: members with roles, joint, index, committed, leader |
+/// | `POST /v1/members` (body `{"name","ip","port","http_port"?,"role"?}`) | 200 with the membership once committed |
+/// | `DELETE /v1/members/{name}`, `POST /v1/members/{name}/promote` | 200 with the membership once committed |
+/// | `POST /v1/leader/transfer` (body empty or `{"to":NAME}`) | 200 `{"leader":NAME}` once another node leads |
+/// | `GET /v1/cluster` | `{"cluster_id":S,"bootstrap":{...}}`, for a node that joins |
 ///
-/// Every node accepts every request: proposals made on a follower are forwarded to the leader. Every error body is
+/// Every node accepts every request: proposals made on a follower are forwarded to the leader by the node, and
+/// membership changes and transfers by this server (over HTTP, to the leader's `http_port`; see
+/// `changeMembership`). The membership endpoints' statuses are `MembersAPI`'s and `KVReply.membershipFailure`'s. Every error body is
 /// JSON `{"error":..., "message":...}`, and the status says whether the command took effect:
 ///
 /// | status | the command |
@@ -183,7 +191,16 @@ public final class KVServer: Sendable {
         case .refused(let reply):
             return loop.makeSucceededFuture(reply)
         case .status:
-            return node.statusFuture().map(KVReply.status)
+            return loop.makeFutureWithTask {
+                let status = await self.node.status()
+                return .status(status, membership: await self.node.membership())
+            }
+        case .members:
+            return loop.makeFutureWithTask { await self.membersReply() }
+        case .cluster:
+            return loop.makeSucceededFuture(.cluster(node.cluster))
+        case .membership(let change):
+            return loop.makeFutureWithTask { await self.changeMembership(change, request) }
         case .metrics:
             return loop.makeSucceededFuture(.metrics(metricsText()))
         case .snapshot:
@@ -196,6 +213,107 @@ public final class KVServer: Sendable {
                 .map { KVReply.committed(command, index: $0.index, output: $0.output) }
                 .flatMapErrorThrowing { error in KVReply.failure(error) }
         }
+    }
+
+    // MARK: - Membership
+
+    /// The header a follower adds when it forwards a membership request to the leader (its own name): a request
+    /// that carries it is never forwarded again, so two nodes that each think the other leads cannot bounce it.
+    public static let forwardedHeader = "X-Raft-Forwarded-By"
+
+    /// `GET /v1/members`: this node's view.
+    func membersReply() async -> KVReply {
+        let status = await node.status()
+        guard let membership = await node.membership() else { return .membershipFailure(RaftNodeError.stopped) }
+        return .members(membership, leader: status.leader)
+    }
+
+    /// A change of membership, or a leadership transfer: on the leader, checked (`MembersAPI.plan`) and done; on a
+    /// follower, forwarded to the leader, as writes are.
+    func changeMembership(_ change: MembershipRequest, _ request: KVRequest) async -> KVReply {
+        let forwarded = request.headers.first(name: Self.forwardedHeader) != nil
+        let status = await node.status()
+        guard status.started else { return .membershipFailure(RaftNodeError.stopped) }
+        if status.role != .leader {
+            return await forwardOrRefuse(request, leader: status.leader, forwarded: forwarded)
+        }
+        guard let membership = await node.membership() else { return .membershipFailure(RaftNodeError.stopped) }
+        let operation: MembershipOperation
+        switch MembersAPI.plan(change, in: membership, selfName: node.name) {
+        case .answer(let reply): return reply
+        case .run(let op): operation = op
+        }
+        logger.notice("membership request", metadata: ["operation": "\(operation)"])
+        do {
+            switch operation {
+            case .addVoter(let member): try await node.addVoter(member)
+            case .addLearner(let member): try await node.addLearner(member)
+            case .promote(let name): try await node.promote(name)
+            case .remove(let name): try await node.removeMember(name)
+            case .transfer(let to): return .leader(try await node.transferLeadership(to: to))
+            }
+        } catch {
+            // Leadership moved before the change was proposed: nothing was done here, so the new leader is asked.
+            if error.code == .notLeader {
+                return await forwardOrRefuse(request, leader: error.leaderHint, forwarded: forwarded)
+            }
+            return .membershipFailure(error)
+        }
+        return await membersReply()
+    }
+
+    /// Forwards a membership request to the leader's HTTP API, and answers with what it answered; or refuses it
+    /// (503, definite) when no leader is known, the request was forwarded already, or the leader's HTTP address is
+    /// not known or does not accept a connection.
+    func forwardOrRefuse(_ request: KVRequest, leader: String?, forwarded: Bool) async -> KVReply {
+        guard let leader, leader != node.name, !forwarded else {
+            return .membershipFailure(RaftNodeError.notLeader(leaderHint: leader))
+        }
+        guard let endpoint = await httpEndpoint(of: leader) else {
+            return .error(
+                .serviceUnavailable, "unavailable",
+                "this node is not the leader; the leader is \(leader), whose HTTP port is not known here (no http_port)"
+            )
+        }
+        let connection: HTTPConnection
+        do {
+            connection = try await HTTPConnection.connect(
+                host: endpoint.host, port: endpoint.port, timeout: .seconds(2)
+            )
+            .get()
+        } catch {
+            return .error(
+                .serviceUnavailable, "unavailable",
+                "this node is not the leader, and the leader \(leader) at \(endpoint) could not be reached: \(error)")
+        }
+        defer { connection.close() }
+        var body: [UInt8] = []
+        if case .bytes(let bytes) = request.body { body = bytes }
+        // As long as the leader may take: a voter is caught up as a learner first.
+        let timeout = node.options.learnerCatchUpTimeout + node.options.proposalTimeout * 3
+        do {
+            let response = try await connection.execute(
+                method: request.method, path: request.uri, body: body,
+                headers: [(Self.forwardedHeader, node.name), ("Content-Type", "application/json")], timeout: timeout
+            ).get()
+            return KVReply(
+                status: HTTPResponseStatus(statusCode: response.status),
+                contentType: response.header("content-type") ?? "application/json", body: response.body)
+        } catch {
+            return .error(
+                .gatewayTimeout, "unknown_outcome",
+                "forwarded to the leader \(leader) at \(endpoint), which did not answer (\(error)); the change may "
+                    + "still take effect")
+        }
+    }
+
+    /// Where `name`'s HTTP API listens: its address and `http_port`, from the membership or the cluster file.
+    func httpEndpoint(of name: String) async -> Endpoint? {
+        let member = await node.membership()?.members.first { $0.name == name }
+        let host = member?.host ?? node.cluster[name]?.host
+        let field = member?.fields["http_port"] ?? node.cluster[name]?.fields["http_port"]
+        guard let host, !host.isEmpty, let port = try? MembersAPI.port(field).get() else { return nil }
+        return Endpoint(host: host, port: port)
     }
 
     /// The answer to a proposal that failed: see `KVReply.failure(_:)`.

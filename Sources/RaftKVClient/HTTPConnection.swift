@@ -110,8 +110,11 @@ public final class HTTPConnection: Sendable {
 
     /// Sends a request and returns its response. Fails if the connection closes first, or after `timeout`
     /// (which also closes the connection: its state is unknown).
+    /// `headers` go with the request besides `Host` and `Content-Length` (a `Content-Type` given there replaces the
+    /// default, `application/octet-stream`).
     public func execute(
-        method: HTTPMethod, path: String, body: [UInt8] = [], timeout: TimeAmount = .seconds(5)
+        method: HTTPMethod, path: String, body: [UInt8] = [], headers extraHeaders: [(String, String)] = [],
+        timeout: TimeAmount = .seconds(5)
     ) -> EventLoopFuture<HTTPResponse> {
         let loop = channel.eventLoop
         let promise = loop.makePromise(of: HTTPResponse.self)
@@ -126,7 +129,9 @@ public final class HTTPConnection: Sendable {
             var headers = HTTPHeaders()
             headers.add(name: "Host", value: host)
             headers.add(name: "Content-Length", value: String(body.count))
-            if !body.isEmpty { headers.add(name: "Content-Type", value: "application/octet-stream") }
+            let typed = extraHeaders.contains { $0.0.lowercased() == "content-type" }
+            if !body.isEmpty && !typed { headers.add(name: "Content-Type", value: "application/octet-stream") }
+            for (name, value) in extraHeaders { headers.add(name: name, value: value) }
             channel.write(
                 HTTPClientRequestPart.head(
                     HTTPRequestHead(version: .http1_1, method: method, uri: path, headers: headers)), promise: nil)

@@ -55,7 +55,9 @@ public struct KVClient: Sendable {
 
     /// Sends a request to the first reachable endpoint. `path` is the request target, already percent-encoded.
     /// Throws `.unreachable` when no endpoint accepts a connection.
-    public func request(_ method: HTTPMethod, _ path: String, body: [UInt8] = []) async throws -> HTTPResponse {
+    public func request(
+        _ method: HTTPMethod, _ path: String, body: [UInt8] = [], headers: [(String, String)] = []
+    ) async throws -> HTTPResponse {
         var failures: [String] = []
         for endpoint in endpoints {
             let connection: HTTPConnection
@@ -66,14 +68,19 @@ public struct KVClient: Sendable {
                 continue
             }
             defer { connection.close() }
-            return try await connection.execute(method: method, path: path, body: body, timeout: timeout).get()
+            return try await connection.execute(
+                method: method, path: path, body: body, headers: headers, timeout: timeout
+            ).get()
         }
         throw HTTPClientError(.unreachable, "no endpoint could be reached (" + failures.joined(separator: "; ") + ")")
     }
 
     /// Sends a request to one endpoint (for per-node requests such as `GET /v1/status`). Throws `.unreachable`
     /// when it does not accept a connection.
-    public func request(_ method: HTTPMethod, _ path: String, at endpoint: Endpoint) async throws -> HTTPResponse {
+    public func request(
+        _ method: HTTPMethod, _ path: String, at endpoint: Endpoint, body: [UInt8] = [],
+        headers: [(String, String)] = []
+    ) async throws -> HTTPResponse {
         let connection: HTTPConnection
         do {
             connection = try await connect(to: endpoint)
@@ -81,7 +88,8 @@ public struct KVClient: Sendable {
             throw HTTPClientError(.unreachable, "\(error)")
         }
         defer { connection.close() }
-        return try await connection.execute(method: method, path: path, timeout: timeout).get()
+        return try await connection.execute(method: method, path: path, body: body, headers: headers, timeout: timeout)
+            .get()
     }
 
     private func connect(to endpoint: Endpoint) async throws -> HTTPConnection {
@@ -101,6 +109,68 @@ public struct KVClient: Sendable {
     /// Throws `.unreachable` when the endpoint does not accept a connection.
     public func snapshot(at endpoint: Endpoint) async throws -> HTTPResponse {
         try await request(.POST, "/v1/snapshot", at: endpoint)
+    }
+
+    // MARK: - Membership
+
+    /// The membership as the first reachable endpoint sees it (`GET /v1/members`): 200 with a body that
+    /// `MembershipReport.decode` reads.
+    public func members() async throws -> HTTPResponse {
+        try await request(.GET, "/v1/members")
+    }
+
+    /// Adds a member (`POST /v1/members`): a voter by default (added as a learner, caught up, then promoted), or a
+    /// learner that stays one. Any node will do: a follower forwards the request to the leader. 200 with the
+    /// membership once the change is committed (`MembershipReport.decode`); 400 `bad_body` (the `field` named), 409
+    /// `already_member` or `name_conflict`, 503 `membership_refused` (a change in progress, it would lose quorum, the
+    /// learner did not catch up) or `unavailable`, 504 `unknown_outcome`.
+    /// - Parameter fields: more fields for the member's entry (they travel in the membership, as `http_port` does).
+    public func addMember(
+        name: String, ip: String, port: Int, httpPort: Int? = nil, learner: Bool = false,
+        fields: [String: String] = [:]
+    ) async throws -> HTTPResponse {
+        var body: [String: Any] = fields
+        body["name"] = name
+        body["ip"] = ip
+        body["port"] = port
+        if let httpPort { body["http_port"] = httpPort }
+        body["role"] = learner ? "learner" : "voter"
+        let data = try JSONSerialization.data(withJSONObject: body, options: [.sortedKeys])
+        return try await request(
+            .POST, "/v1/members", body: Array(data), headers: [("Content-Type", "application/json")])
+    }
+
+    /// Removes a member (`DELETE /v1/members/NAME`): 200 with the membership once committed, 404 `not_member`, 503,
+    /// 504 as for `addMember`.
+    public func removeMember(_ name: String) async throws -> HTTPResponse {
+        try await request(.DELETE, "/v1/members/" + Self.percentEncode(Array(name.utf8)))
+    }
+
+    /// Promotes a learner to a voter once it has caught up (`POST /v1/members/NAME/promote`): 200 with the
+    /// membership, 404 `not_member`, 409 `already_member` (already a voter), 503, 504 as for `addMember`.
+    public func promoteMember(_ name: String) async throws -> HTTPResponse {
+        try await request(.POST, "/v1/members/" + Self.percentEncode(Array(name.utf8)) + "/promote")
+    }
+
+    /// The cluster's id and bootstrap configuration (`GET /v1/cluster`), for a node that joins: see
+    /// `ClusterReport.decode`.
+    public func cluster() async throws -> HTTPResponse {
+        try await request(.GET, "/v1/cluster")
+    }
+
+    /// Hands leadership to `node`, or (nil) to the most up-to-date voter (`POST /v1/leader/transfer`): 200
+    /// `{"leader":NAME}` once another node leads (`LeaderTransferReply.decode`); 404 `not_member`, 409
+    /// `not_voter`, 503 `membership_refused` (no other voter, a transfer under way, the target did not take over in
+    /// time) or `unavailable`, 504 `unknown_outcome`.
+    public func transferLeadership(to node: String? = nil) async throws -> HTTPResponse {
+        let body = node.map { Array("{\"to\":".utf8) + Self.jsonString($0) + Array("}".utf8) } ?? []
+        return try await request(
+            .POST, "/v1/leader/transfer", body: body, headers: [("Content-Type", "application/json")])
+    }
+
+    static func jsonString(_ text: String) -> [UInt8] {
+        (try? JSONSerialization.data(withJSONObject: [text], options: [])).map { Array($0.dropFirst().dropLast()) }
+            ?? Array("\"\"".utf8)
     }
 
     /// Percent-encodes every byte outside the unreserved set of RFC 3986.
@@ -141,10 +211,13 @@ public struct NodeStatusReport: Sendable, Decodable, Hashable {
     /// The first entry this node's log holds: 1 until the log is compacted, then the entry after the compaction
     /// point (absent from servers older than snapshots).
     public var firstIndex: UInt64?
+    /// The membership in this node's view (absent from servers older than membership changes).
+    public var membership: MembershipReport?
 
     public init(
         id: String, role: String, term: UInt64, leader: String?, commitIndex: UInt64, appliedIndex: UInt64,
-        lastIndex: UInt64?, snapshotIndex: UInt64? = nil, firstIndex: UInt64? = nil
+        lastIndex: UInt64?, snapshotIndex: UInt64? = nil, firstIndex: UInt64? = nil,
+        membership: MembershipReport? = nil
     ) {
         self.id = id
         self.role = role
@@ -155,6 +228,7 @@ public struct NodeStatusReport: Sendable, Decodable, Hashable {
         self.lastIndex = lastIndex
         self.snapshotIndex = snapshotIndex
         self.firstIndex = firstIndex
+        self.membership = membership
     }
 
     enum CodingKeys: String, CodingKey {
@@ -164,11 +238,102 @@ public struct NodeStatusReport: Sendable, Decodable, Hashable {
         case lastIndex = "last_index"
         case snapshotIndex = "snapshot_index"
         case firstIndex = "first_index"
+        case membership
     }
 
     /// Decodes a status response's body; throws a `DecodingError` if it is not one.
     public static func decode(_ response: HTTPResponse) throws -> NodeStatusReport {
         try JSONDecoder().decode(NodeStatusReport.self, from: Data(response.body))
+    }
+}
+
+/// The membership as one node sees it: the body of `GET /v1/members` (and of a membership change done), and
+/// `membership` in `GET /v1/status`.
+public struct MembershipReport: Sendable, Decodable, Hashable {
+    public struct Member: Sendable, Decodable, Hashable {
+        public var name: String
+        /// The member's Raft address.
+        public var ip: String
+        public var port: Int
+        /// Its HTTP API's port, when its entry has one.
+        public var httpPort: Int?
+        /// `voter`, `outgoing-voter` (votes until the joint configuration is left) or `learner`.
+        public var role: String
+
+        public init(name: String, ip: String, port: Int, httpPort: Int? = nil, role: String) {
+            self.name = name
+            self.ip = ip
+            self.port = port
+            self.httpPort = httpPort
+            self.role = role
+        }
+
+        enum CodingKeys: String, CodingKey {
+            case name, ip, port
+            case httpPort = "http_port"
+            case role
+        }
+    }
+
+    /// Every member, by name.
+    public var members: [Member]
+    /// A joint configuration is in effect (a change is under way).
+    public var joint: Bool
+    /// The log index of the configuration entry in effect (0: the bootstrap configuration).
+    public var index: UInt64
+    /// Whether that entry is committed.
+    public var committed: Bool
+    /// The leader the node knows of, if any.
+    public var leader: String?
+
+    public init(members: [Member], joint: Bool, index: UInt64, committed: Bool, leader: String?) {
+        self.members = members
+        self.joint = joint
+        self.index = index
+        self.committed = committed
+        self.leader = leader
+    }
+
+    /// Decodes a successful response's body; nil if it is not one.
+    public static func decode(_ response: HTTPResponse) -> MembershipReport? {
+        guard response.status == 200 else { return nil }
+        return try? JSONDecoder().decode(MembershipReport.self, from: Data(response.body))
+    }
+}
+
+/// The body of `GET /v1/cluster`: the cluster's id and its bootstrap configuration, as a cluster file's JSON (parse
+/// it with `ClusterConfiguration(json:)`).
+public struct ClusterReport: Sendable, Hashable {
+    public var clusterID: String
+    /// The bootstrap configuration: a JSON object of members, in the cluster file's format.
+    public var bootstrap: [UInt8]
+
+    public init(clusterID: String, bootstrap: [UInt8]) {
+        self.clusterID = clusterID
+        self.bootstrap = bootstrap
+    }
+
+    /// Decodes a successful response's body; nil if it is not one.
+    public static func decode(_ response: HTTPResponse) -> ClusterReport? {
+        guard response.status == 200,
+            let object = try? JSONSerialization.jsonObject(with: Data(response.body)) as? [String: Any],
+            let id = object["cluster_id"] as? String, let bootstrap = object["bootstrap"] as? [String: Any],
+            let data = try? JSONSerialization.data(withJSONObject: bootstrap, options: [.sortedKeys])
+        else { return nil }
+        return ClusterReport(clusterID: id, bootstrap: Array(data))
+    }
+}
+
+/// The body of a successful `POST /v1/leader/transfer`: the node that leads now.
+public struct LeaderTransferReply: Sendable, Decodable, Hashable {
+    public var leader: String
+
+    public init(leader: String) { self.leader = leader }
+
+    /// Decodes a successful response's body; nil if it is not one.
+    public static func decode(_ response: HTTPResponse) -> LeaderTransferReply? {
+        guard response.status == 200 else { return nil }
+        return try? JSONDecoder().decode(LeaderTransferReply.self, from: Data(response.body))
     }
 }
 
@@ -211,16 +376,21 @@ public struct KVWriteReply: Sendable, Decodable, Hashable {
 /// The body of every error the server answers: `{"error":code,"message":text}`. Codes include `not_found`,
 /// `precondition_failed`, `bad_key`, `key_too_long`, `bad_query`, `value_too_large`, `method_not_allowed`,
 /// `unavailable`, `shutting_down` (the command did not take effect) and `unknown_outcome` (with 504: it may have);
-/// for `POST /v1/snapshot`, also `snapshots_unsupported` and `snapshot_failed`.
+/// for `POST /v1/snapshot`, also `snapshots_unsupported` and `snapshot_failed`; for the membership endpoints, also
+/// `bad_body` (with `field`), `bad_name`, `not_member`, `already_member`, `name_conflict`, `not_voter` and
+/// `membership_refused`.
 public struct KVErrorReply: Sendable, Decodable, Hashable {
     /// A stable, machine-readable code.
     public var error: String
     /// A human-readable explanation.
     public var message: String
+    /// For `bad_body`: the field of the request's body at fault (nil when the whole body is).
+    public var field: String?
 
-    public init(error: String, message: String) {
+    public init(error: String, message: String, field: String? = nil) {
         self.error = error
         self.message = message
+        self.field = field
     }
 
     /// Decodes an error response's body; nil if it has none (or the response is not an error).

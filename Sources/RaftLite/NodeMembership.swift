@@ -252,6 +252,10 @@ extension RaftNode {
                 guard rt.raft.role == .leader else {
                     return .failure(.notLeader(leaderHint: rt.raft.leader.flatMap { self.name(of: $0) }))
                 }
+                guard rt.raft.membership.isMember(id) else {
+                    return .failure(
+                        .membership(.invalid("\(self.name(of: id) ?? "\(id)") is not a member"), leaderHint: nil))
+                }
                 // Caught up: it answers, replication to it streams, and its log is within the lag of the leader's.
                 guard let pr = rt.raft.progress(of: id), pr.recentActive, pr.state == .replicate else {
                     return .success(false)
@@ -312,6 +316,7 @@ extension RaftNode {
             guard let rt = self.runtime.value, !rt.stopped else { return .failure(.stopped) }
             do throws(MembershipError) {
                 let target = try rt.raft.transferLeadership(to: name.map(ClusterConfiguration.nodeID(for:)))
+                self.metrics.leadershipTransfers.increment()
                 self.logger.notice(
                     "handing leadership over", metadata: ["to": "\(self.name(of: target) ?? "\(target)")"])
                 self.process()
@@ -349,6 +354,10 @@ extension RaftNode {
     /// After each round of processing: if the membership in effect changed, the transport gets its new peers.
     func syncPeers(_ rt: NodeRuntime<Machine>) {
         let membership = rt.raft.membership
+        if membership != rt.metricsMembership {
+            metrics.record(membership: membership, after: rt.metricsMembership)
+            rt.metricsMembership = membership
+        }
         var peers: [TCPTransport.Peer] = []
         // Everyone this node may have to talk to: the members in effect, those of the committed configuration (a
         // member being removed leaves once its removal is committed: a removed leader must hear the acknowledgements

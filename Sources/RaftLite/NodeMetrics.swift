@@ -29,6 +29,17 @@ struct NodeMetrics: Sendable {
     let snapshotBytesSent: Counter
     let snapshotBytesReceived: Counter
     let compactions: Counter
+    /// `raft_members{role="voter"}` (voters of the configuration being entered and of the one being left) and
+    /// `raft_members{role="learner"}`, in the membership in effect on this node.
+    let voters: Gauge
+    let learners: Gauge
+    /// `raft_membership_joint`: 1 while a joint configuration is in effect.
+    let joint: Gauge
+    /// `raft_membership_changes_total`: how often the membership in effect on this node changed (a configuration
+    /// entry appended, or one truncated away), since the process started.
+    let membershipChanges: Counter
+    /// `raft_leadership_transfers_total`: leadership transfers this node started as leader (asked for, or on stop).
+    let leadershipTransfers: Counter
 
     init(node: String, peers: [(NodeID, String)]) {
         let d = [("node", node)]
@@ -54,6 +65,11 @@ struct NodeMetrics: Sendable {
         snapshotBytesSent = Counter(label: "raft_snapshot_sent_bytes_total", dimensions: d)
         snapshotBytesReceived = Counter(label: "raft_snapshot_received_bytes_total", dimensions: d)
         compactions = Counter(label: "raft_log_compactions_total", dimensions: d)
+        voters = Gauge(label: "raft_members", dimensions: d + [("role", "voter")])
+        learners = Gauge(label: "raft_members", dimensions: d + [("role", "learner")])
+        joint = Gauge(label: "raft_membership_joint", dimensions: d)
+        membershipChanges = Counter(label: "raft_membership_changes_total", dimensions: d)
+        leadershipTransfers = Counter(label: "raft_leadership_transfers_total", dimensions: d)
         sent = Dictionary(
             uniqueKeysWithValues: peers.map { id, name in
                 (id, Counter(label: "raft_messages_sent_total", dimensions: d + [("peer", name)]))
@@ -71,6 +87,15 @@ struct NodeMetrics: Sendable {
         term.record(Int64(truncatingIfNeeded: now.term.rawValue))
         role.record(Self.code(now.role))
         isLeader.record(now.role == .leader ? 1 : 0)
+    }
+
+    /// The membership in effect changed from `previous` (nil: the first one this node has, at start-up, which is
+    /// not counted as a change) to `now`.
+    func record(membership now: Membership, after previous: Membership?) {
+        if previous != nil && previous != now { membershipChanges.increment() }
+        voters.record(now.voters.union(now.outgoing).count)
+        learners.record(now.learners.count)
+        joint.record(now.isJoint ? 1 : 0)
     }
 
     /// The role as a number: 0 follower, 1 pre-candidate, 2 candidate, 3 leader.

@@ -70,6 +70,8 @@ final class NodeRuntime<Machine: StateMachine> {
     /// What the transport's peers were last set from (to notice a change cheaply), and the peers set.
     var peersKey: PeersKey?
     var peers: [TCPTransport.Peer]?
+    /// The membership the metrics last showed.
+    var metricsMembership: Membership?
     /// Which members were reachable at the last health check, by name.
     var lastHealth: [String: Bool] = [:]
     /// Ticks since the last health check.

@@ -53,7 +53,7 @@ public struct RaftNodeError: Error, Hashable, Sendable, CustomStringConvertible 
         /// snapshot.
         public static let snapshotsUnsupported = Code(.snapshotsUnsupported)
         /// A membership change or leadership transfer was refused: a change is in progress, it would lose quorum,
-        /// it does not apply, or a transfer is under way. Details: `reason`, `membershipCode`.
+        /// it does not apply, or a transfer is under way. Details: `reason`.
         public static let membership = Code(.membership)
 
         public var description: String { value.rawValue }

@@ -130,8 +130,11 @@ struct KV: AsyncParsableCommand {
 /// `raft-lite status`: a table of every node.
 struct Status: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Show every node's role, term, leader and log positions.",
+        abstract: "Show every node's role, term, leader and log positions, and the members' roles.",
         discussion: """
+            After the table come the members (voter, outgoing-voter or learner) as the leader sees them, and whether \
+            a joint configuration is in effect.
+
             SNAPSHOT is the index the node's latest snapshot ends at (0: none yet); FIRST is the first entry its log \
             still holds (1 until the log is compacted). A node too old to report them shows "-".
             """)
@@ -182,6 +185,17 @@ struct Status: AsyncParsableCommand {
         let leaders = Set(reports.filter { $0.role == "leader" }.map(\.term))
         if reports.isEmpty { throw ExitCode(2) }
         if leaders.isEmpty { print("\nno leader at the moment") }
+        // The members and their roles, as the leader sees them (else the first node that reports a membership).
+        let viewer =
+            reports.first { $0.role == "leader" && $0.membership != nil } ?? reports.first { $0.membership != nil }
+        if let viewer, let membership = viewer.membership {
+            print("\nmembers (as \(viewer.id) sees them):")
+            let rows =
+                [["  NAME", "ROLE", "ADDRESS"]]
+                + membership.members.map { ["  " + $0.name, $0.role, "\($0.ip):\($0.port)"] }
+            for line in layout(rows) { print(line) }
+            print(Members.summary(membership))
+        }
     }
 }
 
@@ -291,5 +305,176 @@ struct Bench: AsyncParsableCommand {
                 try data.write(to: URL(fileURLWithPath: json))
             }
         }
+    }
+}
+
+/// `raft-lite members list|add|remove|promote`.
+struct Members: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "List and change the cluster's members.",
+        discussion: """
+            A change goes to the first endpoint that answers; a follower forwards it to the leader. It returns once \
+            the change is committed, and prints the membership then. An error answer exits with 2; a timeout leaves \
+            the outcome open (see `raft-lite members list`).
+            """,
+        subcommands: [List.self, Add.self, Remove.self, Promote.self]
+    )
+
+    /// Prints the membership of a 200 answer, or the error; exits with 2 on an error.
+    static func finish(_ response: HTTPResponse) throws {
+        guard response.status == 200, let report = MembershipReport.decode(response) else {
+            let reason = KVErrorReply.decode(response).map { "\($0.error): \($0.message)" } ?? response.text
+            FileHandle.standardError.write(Data("error: HTTP \(response.status) \(reason)\n".utf8))
+            throw ExitCode(2)
+        }
+        print(table(report))
+    }
+
+    /// The membership as a table, with a line for the configuration entry and the leader.
+    static func table(_ report: MembershipReport) -> String {
+        var rows = [["NAME", "ROLE", "ADDRESS", "HTTP"]]
+        for m in report.members {
+            rows.append([
+                m.name + (m.name == report.leader ? " *" : ""), m.role, "\(m.ip):\(m.port)",
+                m.httpPort.map { "\(m.ip):\($0)" } ?? "-",
+            ])
+        }
+        var lines = layout(rows)
+        lines.append("")
+        lines.append(summary(report))
+        return lines.joined(separator: "\n")
+    }
+
+    /// `configuration at index 12 (committed), joint: no, leader: node0`.
+    static func summary(_ report: MembershipReport) -> String {
+        let at = report.index == 0 ? "the bootstrap configuration" : "configuration at index \(report.index)"
+        return "\(at) (\(report.committed ? "committed" : "not yet committed")), joint: "
+            + (report.joint ? "yes (a change is under way)" : "no") + ", leader: \(report.leader ?? "none known")"
+    }
+
+    static func run(_ request: () async throws -> HTTPResponse) async throws {
+        let response: HTTPResponse
+        do {
+            response = try await request()
+        } catch {
+            FileHandle.standardError.write(Data("error: \(error)\n".utf8))
+            throw ExitCode(2)
+        }
+        try finish(response)
+    }
+
+    struct List: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Show every member, its role and address, as the first endpoint that answers sees them.")
+        @OptionGroup var connection: EndpointOptions
+
+        func run() async throws {
+            let client = try connection.client()
+            try await Members.run { try await client.members() }
+        }
+    }
+
+    struct Add: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract:
+                "Add a member: a voter (added as a learner, caught up, then promoted), or with --learner a learner.",
+            discussion: """
+                Start the new node first (`raft-lite serve --join`), so that it can catch up. Adding a voter waits \
+                until it has caught up: raise --timeout for a large log.
+                """)
+        @OptionGroup var connection: EndpointOptions
+        @Argument(help: "The new member's name.") var name: String
+        @Option(help: "The address its peers reach it at.") var ip: String
+        @Option(help: "Its Raft port.") var port: Int
+        @Option(help: "Its HTTP API's port (kept in the membership, so followers can forward to it).")
+        var httpPort: Int?
+        @Flag(help: "Add it as a learner, which receives the log without a vote, and leave it one.")
+        var learner = false
+
+        func validate() throws {
+            guard !name.isEmpty, name.utf8.count <= 255 else { throw ValidationError("NAME must have 1 to 255 bytes") }
+            guard !ip.isEmpty else { throw ValidationError("--ip must not be empty") }
+            guard (1...65535).contains(port) else { throw ValidationError("--port must be in 1...65535") }
+            if let httpPort, !(1...65535).contains(httpPort) {
+                throw ValidationError("--http-port must be in 1...65535")
+            }
+        }
+
+        func run() async throws {
+            let client = try connection.client()
+            try await Members.run {
+                try await client.addMember(name: name, ip: ip, port: port, httpPort: httpPort, learner: learner)
+            }
+        }
+    }
+
+    struct Remove: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Remove a member (a leader that removes itself hands leadership over once the change commits).")
+        @OptionGroup var connection: EndpointOptions
+        @Argument(help: "The member's name.") var name: String
+
+        func run() async throws {
+            let client = try connection.client()
+            try await Members.run { try await client.removeMember(name) }
+        }
+    }
+
+    struct Promote: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Promote a learner to a voter, once it has caught up.")
+        @OptionGroup var connection: EndpointOptions
+        @Argument(help: "The learner's name.") var name: String
+
+        func run() async throws {
+            let client = try connection.client()
+            try await Members.run { try await client.promoteMember(name) }
+        }
+    }
+}
+
+/// `raft-lite leader transfer`.
+struct Leader: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Act on the cluster's leadership.", subcommands: [Transfer.self])
+
+    struct Transfer: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Hand leadership to another voter (by default the most up-to-date one).",
+            discussion: """
+                Prints the new leader once it leads. Writes wait during the hand-over (an election timeout at most); \
+                if the target does not take over in time, the old leader takes writes again and this exits with 2.
+                """)
+        @OptionGroup var connection: EndpointOptions
+        @Option(help: "The voter to hand leadership to.") var to: String?
+
+        func run() async throws {
+            let client = try connection.client()
+            let response: HTTPResponse
+            do {
+                response = try await client.transferLeadership(to: to)
+            } catch {
+                FileHandle.standardError.write(Data("error: \(error)\n".utf8))
+                throw ExitCode(2)
+            }
+            guard let reply = LeaderTransferReply.decode(response) else {
+                let reason = KVErrorReply.decode(response).map { "\($0.error): \($0.message)" } ?? response.text
+                FileHandle.standardError.write(Data("error: HTTP \(response.status) \(reason)\n".utf8))
+                throw ExitCode(2)
+            }
+            print("leader: \(reply.leader)")
+        }
+    }
+}
+
+/// Rows of cells as lines, each column as wide as its widest cell.
+func layout(_ rows: [[String]]) -> [String] {
+    let columns = rows.map(\.count).max() ?? 0
+    let widths = (0..<columns).map { c in rows.map { c < $0.count ? $0[c].count : 0 }.max() ?? 0 }
+    return rows.map { row in
+        var line = zip(row, widths).map { $0.padding(toLength: $1, withPad: " ", startingAt: 0) }
+            .joined(separator: "  ")
+        while line.last == " " { line.removeLast() }
+        return line
     }
 }
