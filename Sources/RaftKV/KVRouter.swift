@@ -266,9 +266,12 @@ struct KVReply: Sendable, Equatable {
     static let noAnswer = error(.internalServerError, "internal", "no answer")
 
     /// `GET /v1/status`.
-    static func status(_ status: NodeStatus, membership: ClusterMembership? = nil) -> KVReply {
+    static func status(
+        _ status: NodeStatus, membership: ClusterMembership? = nil, health: [MemberHealth] = []
+    ) -> KVReply {
         var body = StatusBody(status)
         body.membership = membership.map { MembersBody($0, leader: status.leader) }
+        body.peers = health.isEmpty ? nil : health.map(PeerHealthBody.init)
         return json(.ok, body)
     }
 
@@ -390,6 +393,8 @@ struct StatusBody: Encodable, Hashable {
     var firstIndex: UInt64? = nil
     /// The membership in this node's view (as `GET /v1/members` answers it).
     var membership: MembersBody? = nil
+    /// How each other member looks from this node (the failure detector).
+    var peers: [PeerHealthBody]? = nil
 
     enum CodingKeys: String, CodingKey {
         case id, role, term, leader
@@ -398,7 +403,7 @@ struct StatusBody: Encodable, Hashable {
         case lastIndex = "last_index"
         case snapshotIndex = "snapshot_index"
         case firstIndex = "first_index"
-        case membership
+        case membership, peers
     }
 
     func encode(to encoder: any Encoder) throws {
@@ -413,6 +418,33 @@ struct StatusBody: Encodable, Hashable {
         try c.encodeIfPresent(snapshotIndex, forKey: .snapshotIndex)
         try c.encodeIfPresent(firstIndex, forKey: .firstIndex)
         try c.encodeIfPresent(membership, forKey: .membership)
+        try c.encodeIfPresent(peers, forKey: .peers)
+    }
+}
+
+/// One member's health in `GET /v1/status`: when this node last heard from it, the round trip, whether it is
+/// reachable, and (leader only) whether it answered in the current CheckQuorum period.
+struct PeerHealthBody: Encodable, Hashable {
+    var name: String
+    var role: String
+    var reachable: Bool
+    var lastContactMs: Double?
+    var roundTripMs: Double?
+    var active: Bool?
+
+    init(_ h: MemberHealth) {
+        name = h.name
+        role = h.role.rawValue
+        reachable = h.reachable
+        lastContactMs = h.lastContact.map { (Double($0.nanoseconds) / 1e4).rounded() / 100 }
+        roundTripMs = h.roundTrip.map { (Double($0.nanoseconds) / 1e4).rounded() / 100 }
+        active = h.active
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case name, role, reachable, active
+        case lastContactMs = "last_contact_ms"
+        case roundTripMs = "round_trip_ms"
     }
 }
 

@@ -193,7 +193,8 @@ public final class KVServer: Sendable {
         case .status:
             return loop.makeFutureWithTask {
                 let status = await self.node.status()
-                return .status(status, membership: await self.node.membership())
+                return .status(
+                    status, membership: await self.node.membership(), health: await self.node.memberHealth())
             }
         case .members:
             return loop.makeFutureWithTask { await self.membersReply() }

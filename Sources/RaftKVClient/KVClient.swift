@@ -213,6 +213,27 @@ public struct NodeStatusReport: Sendable, Decodable, Hashable {
     public var firstIndex: UInt64?
     /// The membership in this node's view (absent from servers older than membership changes).
     public var membership: MembershipReport?
+    /// How each other member looks from this node: the failure detector's view (absent from older servers).
+    public var peers: [PeerHealth]?
+
+    /// One member as the reporting node sees it.
+    public struct PeerHealth: Sendable, Decodable, Hashable {
+        public var name: String
+        public var role: String
+        /// Heard from within an election timeout.
+        public var reachable: Bool
+        /// How long ago the reporting node last heard from it, and the latest round trip, in milliseconds.
+        public var lastContactMs: Double?
+        public var roundTripMs: Double?
+        /// Leader only: it answered in the current CheckQuorum period.
+        public var active: Bool?
+
+        enum CodingKeys: String, CodingKey {
+            case name, role, reachable, active
+            case lastContactMs = "last_contact_ms"
+            case roundTripMs = "round_trip_ms"
+        }
+    }
 
     public init(
         id: String, role: String, term: UInt64, leader: String?, commitIndex: UInt64, appliedIndex: UInt64,
@@ -238,7 +259,7 @@ public struct NodeStatusReport: Sendable, Decodable, Hashable {
         case lastIndex = "last_index"
         case snapshotIndex = "snapshot_index"
         case firstIndex = "first_index"
-        case membership
+        case membership, peers
     }
 
     /// Decodes a status response's body; throws a `DecodingError` if it is not one.

@@ -196,6 +196,22 @@ struct Status: AsyncParsableCommand {
             for line in layout(rows) { print(line) }
             print(Members.summary(membership))
         }
+        // The failure detector: how every other member looks from each node.
+        for report in reports {
+            guard let peers = report.peers, !peers.isEmpty else { continue }
+            print("\nas \(report.id) sees the others:")
+            let rows =
+                [["  PEER", "REACHABLE", "LAST HEARD", "ROUND TRIP", "ACTIVE"]]
+                + peers.map { p in
+                    [
+                        "  " + p.name, p.reachable ? "yes" : "NO",
+                        p.lastContactMs.map { String(format: "%.0f ms ago", $0) } ?? "never",
+                        p.roundTripMs.map { String(format: "%.2f ms", $0) } ?? "-",
+                        p.active.map { $0 ? "yes" : "no" } ?? "-",
+                    ]
+                }
+            for line in layout(rows) { print(line) }
+        }
     }
 }
 

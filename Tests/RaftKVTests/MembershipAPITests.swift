@@ -122,6 +122,19 @@ final class ServedCluster: Sendable {
             let status = try await cluster.client(node.name).status(at: cluster.endpoint(node.name))
             #expect(status.membership == report, "the status carries the same membership as GET /v1/members")
         }
+        // The failure detector's view is in every status: each node sees the two others, reachable, with a round
+        // trip; the leader also says they answered lately.
+        for node in cluster.nodes {
+            let seen = await eventually(20) {
+                guard let status = try? await cluster.client(node.name).status(at: cluster.endpoint(node.name)),
+                    let peers = status.peers
+                else { return false }
+                return peers.map(\.name).sorted() == cluster.nodes.map(\.name).filter { $0 != node.name }.sorted()
+                    && peers.allSatisfy { $0.reachable && $0.roundTripMs != nil && $0.lastContactMs != nil }
+                    && (status.role != "leader" || peers.allSatisfy { $0.active == true })
+            }
+            #expect(seen, "\(node.name) reports its peers' health")
+        }
         await cluster.stop()
     }
 
