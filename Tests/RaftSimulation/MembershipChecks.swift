@@ -158,16 +158,26 @@ extension InvariantChecker {
     mutating func checkMembershipRoles(_ node: NodeID, _ raft: Raft, newLeader: Bool) throws(InvariantViolation) {
         guard let shadow = configShadows[node] else { return }
         let membership = shadow.latest
+        // Who may stand: a voter of the configuration in effect, or of the committed one while a later one is not
+        // committed (thesis §4.2.2) — never a learner or a node outside both.
+        let committed = raft.log.committed
+        let mayStand =
+            membership.isVoter(node)
+            || (shadow.latestIndex > committed && shadow.membership(at: committed).isVoter(node))
         switch raft.role {
         case .candidate, .preCandidate:
-            if !membership.isVoter(node) {
+            if !mayStand {
                 throw InvariantViolation(
-                    .membership, "\(node) is a \(raft.role.rawValue) of \(raft.term) but not a voter of \(membership)")
+                    .membership,
+                    "\(node) is a \(raft.role.rawValue) of \(raft.term) but a voter neither of \(membership) nor of "
+                        + "\(shadow.membership(at: committed)) (committed)")
             }
         case .leader:
-            if newLeader && !membership.isVoter(node) {
+            if newLeader && !mayStand {
                 throw InvariantViolation(
-                    .membership, "\(node) became leader of \(raft.term) without being a voter of \(membership)")
+                    .membership,
+                    "\(node) became leader of \(raft.term) but is a voter neither of \(membership) nor of "
+                        + "\(shadow.membership(at: committed)) (committed)")
             }
             if !membership.isVoter(node) && shadow.latestIndex <= raft.log.committed {
                 throw InvariantViolation(
