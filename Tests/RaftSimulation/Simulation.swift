@@ -121,8 +121,10 @@ public struct Simulation {
         /// A laggard's isolation ends, unless the network changed since (`epoch`).
         case rejoin(epoch: Int)
         /// The leader is asked for a membership change, a leadership transfer, or one of its followers hears a
-        /// spurious report that its connection to it was lost.
-        case membership
+        /// spurious report that its connection to it was lost. A `chain` of them keeps going every
+        /// `membershipInterval`; the others strike once, when a new leader has just become able to change the
+        /// membership (in schedules of leader churn, leaders seldom live long enough otherwise).
+        case membership(chain: Bool)
         /// Node `k`'s shell reports its connection to `peer` lost.
         case connectionLost(node: Int, incarnation: Int, peer: NodeID)
     }
@@ -211,6 +213,9 @@ public struct Simulation {
     private var commitChecked = LogIndex.zero
     /// Indexes of configuration entries seen applied.
     private var configsApplied: Set<LogIndex> = []
+    /// Whether the last membership action is to be retried soon (it was refused for now), and how often it was.
+    private var retryMembership = false
+    private var membershipRetries = 0
 
     private struct SnapshotKey: Hashable {
         var index: LogIndex
@@ -296,7 +301,7 @@ public struct Simulation {
         schedule(.nemesis, after: randomDelay(upTo: options.nemesisInterval * 2))
         schedule(.endFaults, after: Int64(options.faultTicks) * options.tickInterval)
         if options.membershipInterval > 0 {
-            schedule(.membership, after: randomDelay(upTo: options.membershipInterval * 2))
+            schedule(.membership(chain: true), after: randomDelay(upTo: options.membershipInterval * 2))
         }
     }
 
@@ -435,10 +440,18 @@ public struct Simulation {
             guard stage == .faults, epoch == partitionEpoch else { return }
             heal()
 
-        case .membership:
+        case .membership(let chain):
             guard stage == .faults else { return }
             try membershipAction()
-            schedule(.membership, after: 1 + randomDelay(upTo: options.membershipInterval * 2))
+            guard chain else { return }
+            if retryMembership && membershipRetries < 5 {
+                // An operator retries a change refused for now (no leader, one in progress, a new leader not ready).
+                membershipRetries += 1
+                schedule(.membership(chain: true), after: 1 + randomDelay(upTo: 3 * options.tickInterval))
+            } else {
+                membershipRetries = 0
+                schedule(.membership(chain: true), after: 1 + randomDelay(upTo: options.membershipInterval * 2))
+            }
 
         case .connectionLost(let k, let incarnation, let peer):
             guard nodes[k].incarnation == incarnation, nodes[k].raft != nil else { return }
@@ -517,8 +530,15 @@ public struct Simulation {
                         .strikeLeader(node: k, term: raft.term),
                         after: randomDelay(upTo: 3 * options.maxDelay + options.maxPersistDelay))
                 }
-            } else if raft.log.committed > nodes[k].ledCommit && chance(options.assassinationRate / 4) {
-                schedule(.strikeLeader(node: k, term: raft.term), after: randomDelay(upTo: options.maxDelay))
+            } else if raft.log.committed > nodes[k].ledCommit {
+                if chance(options.assassinationRate / 4) {
+                    schedule(.strikeLeader(node: k, term: raft.term), after: randomDelay(upTo: options.maxDelay))
+                }
+                if options.membershipInterval > 0 && raft.log.term(at: nodes[k].ledCommit) != raft.term
+                    && raft.log.term(at: raft.log.committed) == raft.term && chance(0.8)
+                {
+                    schedule(.membership(chain: false), after: randomDelay(upTo: options.minDelay))
+                }
             }
             nodes[k].ledCommit = raft.log.committed
         }
@@ -1040,7 +1060,9 @@ public struct Simulation {
             }
             k = j
         }
+        retryMembership = true
         guard let k, let raft = nodes[k].raft else { return }
+        retryMembership = false
         result.membershipActions += 1
         let m = raft.membership
         let roll = pick(100)
@@ -1076,8 +1098,8 @@ public struct Simulation {
             case 1, 3, 5, 7, 9: .explicit
             default: .auto
             }
-        if steps.contains(where: { $0.node == raft.id && $0.action != .addVoter }) { result.leaderRemovals += 1 }
-        try propose(ConfigChange(steps, transition: transition), on: k)
+        let removesLeader = steps.contains { $0.node == raft.id && $0.action != .addVoter }
+        try propose(ConfigChange(steps, transition: transition), on: k, removesLeader: removesLeader)
     }
 
     /// One to three steps for a change of `m`: add a learner, promote one, add a voter directly, remove a voter or
@@ -1113,7 +1135,9 @@ public struct Simulation {
         return steps
     }
 
-    private mutating func propose(_ change: ConfigChange, on k: Int) throws(InvariantViolation) {
+    private mutating func propose(_ change: ConfigChange, on k: Int, removesLeader: Bool = false)
+        throws(InvariantViolation)
+    {
         var outcome: Result<LogIndex, MembershipError> = .failure(.notReady)
         withRaft(k) { raft, _ in
             do throws(MembershipError) { outcome = .success(try raft.proposeConfigChange(change)) } catch {
@@ -1124,12 +1148,14 @@ public struct Simulation {
         case .success:
             result.changesProposed += 1
             if change.isLeaveJoint { result.leaveJointsProposed += 1 }
+            if removesLeader { result.leaderRemovals += 1 }
             if let m = nodes[k].raft?.membership {
                 result.maxMembers = max(result.maxMembers, m.members.count)
                 result.maxVoters = max(result.maxVoters, m.voters.union(m.outgoing).count)
             }
         case .failure(let error):
             result.changeRefusals["\(error.code)", default: 0] += 1
+            retryMembership = error.code != .invalid && error.code != .wouldLoseQuorum
         }
         try processReady(k)
     }

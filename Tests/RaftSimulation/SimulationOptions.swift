@@ -154,7 +154,7 @@ public struct SimulationOptions: Sendable, Hashable, CustomStringConvertible {
         var m = SplitMix64(seed: seed ^ 0x3E3B_E125_41B0_C4A7)
         func pickM<T>(_ choices: [T]) -> T { choices[Int(m.next() % UInt64(choices.count))] }
         spareNodes = pickM([0, 1, 2, 2, 3])
-        membershipInterval = preVote || checkQuorum ? pickM([0, 300, 800, 800, 2000]) : 0
+        membershipInterval = preVote || checkQuorum ? pickM([0, 200, 400, 400, 1000]) : 0
         if membershipInterval == 0 { spareNodes = 0 }
         fastFailover = preVote && pickM([false, false, true])
         connectionLostRate = pickM([0.5, 1])
