@@ -21,6 +21,24 @@ struct ConfigShadow: Sendable {
     /// The node's latest snapshot when last observed.
     var snapshotIndex: LogIndex
     var snapshotTerm: Term
+    /// The log's marks when last compared: while they stay, so does the membership (it changes only with the log).
+    var compared: Marks?
+
+    struct Marks: Equatable, Sendable {
+        var lastIndex: LogIndex
+        var lastTerm: Term
+        var logStart: LogIndex
+        var committed: LogIndex
+        var snapshot: LogIndex
+
+        init(_ raft: Raft) {
+            lastIndex = raft.log.lastIndex
+            lastTerm = raft.log.lastTerm
+            logStart = raft.log.snapshotIndex
+            committed = raft.log.committed
+            snapshot = raft.snapshot?.index ?? .zero
+        }
+    }
 
     /// The configurations of a node that has just started: its snapshot's, or the bootstrap configuration.
     init(starting raft: Raft) {
@@ -72,13 +90,17 @@ extension InvariantChecker {
     /// index. With `restarted`, the node has just started from its storage and is derived afresh.
     mutating func updateConfigs(_ node: NodeID, _ raft: Raft, restarted: Bool) throws(InvariantViolation) {
         let log = raft.log
+        let marks = ConfigShadow.Marks(raft)
+        if !restarted && configShadows[node]?.compared == marks { return }
         guard var shadow = restarted ? nil : configShadows[node] else {
             var fresh = ConfigShadow(starting: raft)
             fresh.scan(log, after: fresh.scannedIndex)
+            fresh.compared = marks
             configShadows[node] = fresh
             try compareConfigs(node, raft, fresh)
             return
         }
+        shadow.compared = marks
         defer { configShadows[node] = shadow }
         let holdsScanned = log.term(at: shadow.scannedIndex) == shadow.scannedTerm
         if let snapshot = raft.snapshot, snapshot.index != shadow.snapshotIndex || snapshot.term != shadow.snapshotTerm
@@ -136,6 +158,7 @@ extension InvariantChecker {
     }
 
     private func compareConfigs(_ node: NodeID, _ raft: Raft, _ shadow: ConfigShadow) throws(InvariantViolation) {
+        try checkOneUncommitted(node, raft, shadow)
         if raft.membership != shadow.latest {
             throw InvariantViolation(
                 .membership,
@@ -156,7 +179,7 @@ extension InvariantChecker {
     /// configuration commits; and no log holds two configuration entries beyond what the cluster committed (one
     /// change at a time: a leader proposes a change only once the previous one is committed).
     mutating func checkMembershipRoles(_ node: NodeID, _ raft: Raft, newLeader: Bool) throws(InvariantViolation) {
-        guard let shadow = configShadows[node] else { return }
+        guard raft.role != .follower, let shadow = configShadows[node] else { return }
         let membership = shadow.latest
         // Who may stand: a voter of the configuration in effect, or of the committed one while a later one is not
         // committed (thesis §4.2.2) — never a learner or a node outside both.
@@ -188,16 +211,22 @@ extension InvariantChecker {
         case .follower:
             break
         }
+    }
+
+    /// No log holds two configuration entries beyond the highest index committed anywhere (checked whenever the
+    /// log changes: a higher commit index only makes fewer).
+    private func checkOneUncommitted(_ node: NodeID, _ raft: Raft, _ shadow: ConfigShadow) throws(InvariantViolation) {
+        let committed = max(highestCommitted, raft.log.committed)
         var uncommitted = 0
         for point in shadow.points.reversed() {
-            guard point.index > highestCommitted else { break }
+            guard point.index > committed else { break }
             uncommitted += 1
         }
         if uncommitted > 1 {
             throw InvariantViolation(
                 .membership,
                 "\(node)'s log (\(raft.role.rawValue) of \(raft.term)) holds \(uncommitted) configuration entries "
-                    + "beyond the highest index committed (\(highestCommitted)): "
+                    + "beyond the highest index committed (\(committed)): "
                     + shadow.points.suffix(uncommitted).map { "\($0.index): \($0.membership)" }.joined(separator: "; "))
         }
     }

@@ -348,9 +348,17 @@ public struct Simulation {
         case .tick(let k, let incarnation):
             guard nodes[k].incarnation == incarnation, nodes[k].raft != nil else { return }
             if nodes[k].paused { return hold(event, for: k) }
+            let role = nodes[k].raft?.role
+            let term = nodes[k].raft?.term
+            let leader = nodes[k].raft?.leader
             nodes[k].raft?.tick()
             if chance(options.snapshotOnDemandRate) { startSnapshot(k, force: true) }
-            try processReady(k)
+            // Most ticks change nothing but a timer (on a spare not yet a member, every one): nothing to take.
+            if nodes[k].raft?.hasReady == true || nodes[k].raft?.role != role || nodes[k].raft?.term != term
+                || nodes[k].raft?.leader != leader
+            {
+                try processReady(k)
+            }
             schedule(.tick(node: k, incarnation: incarnation), after: options.tickInterval)
 
         case .deliver(let message):
