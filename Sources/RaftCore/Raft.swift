@@ -228,8 +228,10 @@ public struct Raft: Sendable {
     }
 
     private mutating func tickElection() {
-        electionElapsed += 1
-        if electionElapsed >= randomizedElectionTimeout {
+        // A node that cannot stand lets its timer run on, so that its leader's lease runs out and it grants votes
+        // (a learner may be the one vote a joint configuration's election needs).
+        if electionElapsed < Int.max { electionElapsed += 1 }
+        if electionElapsed >= randomizedElectionTimeout && isPromotable {
             electionElapsed = 0
             campaign()
         }
@@ -274,8 +276,15 @@ public struct Raft: Sendable {
         campaign(configuration.preVote ? .preElection : .election)
     }
 
-    /// Whether this node may become leader: only voters stand for election.
-    private var isPromotable: Bool { tracker.isVoter(id) }
+    /// Whether this node may become leader: only voters stand for election — of the configuration in effect, or of
+    /// the committed one while a later one is not committed yet (thesis §4.2.2: a node that an uncommitted
+    /// configuration removes may still be needed to elect a leader, for it may hold the only up-to-date log; its own
+    /// vote counts only where it is a voter, and a leader that is not a voter steps down once its configuration
+    /// commits).
+    private var isPromotable: Bool {
+        tracker.isVoter(id)
+            || ((configs.last?.index ?? .zero) > log.committed && membership(at: log.committed).isVoter(id))
+    }
 
     /// Handles a message from a peer.
     ///

@@ -19,6 +19,10 @@ public enum Invariant: String, Sendable, Hashable {
     /// Every proposal takes effect at most once, whatever copies of it reach the log; every node decides the same
     /// at each index; a proposal settled as applied was applied there, and one settled as lost never is.
     case exactlyOnce = "Exactly Once"
+    /// Membership: every node's configuration in effect is the latest in its own log (a truncated entry's
+    /// reverted, a committed one never truncated); only voters campaign or win; a leader that is no longer a voter
+    /// steps down once that configuration commits; one uncommitted configuration entry at a time.
+    case membership = "Membership"
     /// Once faults stop, a leader is elected and every proposal accepted afterwards commits in bounded time.
     case liveness = "Liveness"
 }
@@ -88,6 +92,9 @@ public struct InvariantChecker: Sendable {
     /// The contents of the first snapshot seen at each index.
     private var snapshots: [LogIndex: SimulatedSnapshot] = [:]
 
+    /// Each node's configurations, derived from its own log (`MembershipChecks.swift`).
+    var configShadows: [NodeID: ConfigShadow] = [:]
+
     /// Copies of proposals refused as duplicates (counted once per index).
     public private(set) var duplicatesRefused = 0
 
@@ -105,6 +112,8 @@ public struct InvariantChecker: Sendable {
         var track = nodes[node] ?? NodeTrack()
         defer { nodes[node] = track }
         let log = raft.log
+        try updateConfigs(node, raft, restarted: false)
+        var newLeader = false
 
         if raft.role == .leader {
             if let other = leaderOfTerm[raft.term], other != node {
@@ -121,6 +130,7 @@ public struct InvariantChecker: Sendable {
                             + "\(log.term(at: track.leaderLastIndex).map { "\($0)" } ?? "nothing") there")
                 }
             } else {
+                newLeader = true
                 try checkCompleteness(ofLeader: node, raft)
             }
             track.leaderTerm = raft.term
@@ -144,6 +154,7 @@ public struct InvariantChecker: Sendable {
             index = index.next
         }
         track.committed = log.committed
+        try checkMembershipRoles(node, raft, newLeader: newLeader)
     }
 
     private mutating func recordCommitted(_ index: LogIndex, by node: NodeID, _ raft: Raft) throws(InvariantViolation) {
@@ -283,6 +294,7 @@ public struct InvariantChecker: Sendable {
         track.committed = log.committed
         track.applied = applied
         nodes[node] = track
+        try updateConfigs(node, raft, restarted: true)
     }
 
     /// State Machine Safety for the state itself: every node's state machine is the same after each index.
@@ -378,7 +390,7 @@ public struct InvariantChecker: Sendable {
         }
     }
 
-    private func committedTerm(at index: LogIndex) -> Term? {
+    func committedTerm(at index: LogIndex) -> Term? {
         let k = Int(index.rawValue) - 1
         return k >= 0 && k < committed.count ? committed[k].term : nil
     }

@@ -38,6 +38,25 @@ public struct SimulationResult: Sendable, Hashable {
     public var reportsLost = 0
     public var laggards = 0
     public var proposalsSettledBySnapshot = 0
+    /// Membership: actions asked of the leader, changes it accepted (`leaveJoint` ones among them) and of those
+    /// the ones removing the leader's own vote, configuration entries committed (the automatic leaves of joint
+    /// configurations among them), changes refused by reason (`MembershipError.Code`), leadership transfers
+    /// accepted and refused, lost-connection reports (for a crashed leader, and spurious ones for a live leader),
+    /// the largest configuration (members, voters of either half) any leader entered, and steady partitions not
+    /// installed because no voter of every configuration in effect would have had a quorum on its side.
+    public var membershipActions = 0
+    public var changesProposed = 0
+    public var leaveJointsProposed = 0
+    public var leaderRemovals = 0
+    public var changesCommitted = 0
+    public var changeRefusals: [String: Int] = [:]
+    public var transfers = 0
+    public var transferRefusals = 0
+    public var connectionLostReports = 0
+    public var spuriousConnectionLost = 0
+    public var maxMembers = 0
+    public var maxVoters = 0
+    public var steadyPartitionsSkipped = 0
 }
 
 /// A schedule that broke an invariant: everything needed to understand and replay it.
@@ -101,6 +120,13 @@ public struct Simulation {
         case snapshotReport(node: Int, incarnation: Int, peer: NodeID, succeeded: Bool)
         /// A laggard's isolation ends, unless the network changed since (`epoch`).
         case rejoin(epoch: Int)
+        /// The leader is asked for a membership change, a leadership transfer, or one of its followers hears a
+        /// spurious report that its connection to it was lost. A `chain` of them keeps going every
+        /// `membershipInterval`; the others strike once, when a new leader has just become able to change the
+        /// membership (in schedules of leader churn, leaders seldom live long enough otherwise).
+        case membership(chain: Bool)
+        /// Node `k`'s shell reports its connection to `peer` lost.
+        case connectionLost(node: Int, incarnation: Int, peer: NodeID)
     }
 
     private struct Node {
@@ -183,6 +209,13 @@ public struct Simulation {
     private var snapshotStore: [SnapshotKey: SimulatedSnapshot] = [:]
     /// Bumped whenever the set of blocked links changes: a laggard rejoins only if nothing changed since.
     private var partitionEpoch = 0
+    /// The highest commit index checked durable on a quorum of its committer's configuration.
+    private var commitChecked = LogIndex.zero
+    /// Indexes of configuration entries seen applied.
+    private var configsApplied: Set<LogIndex> = []
+    /// Whether the last membership action is to be retried soon (it was refused for now), and how often it was.
+    private var retryMembership = false
+    private var membershipRetries = 0
 
     private struct SnapshotKey: Hashable {
         var index: LogIndex
@@ -203,8 +236,8 @@ public struct Simulation {
         self.options = options
         self.traceCapacity = traceCapacity
         self.random = SplitMix64(seed: options.seed)
-        self.nodes = (1...options.nodeCount).map { Node(id: NodeID(UInt64($0))) }
-        self.linkClock = Array(repeating: 0, count: options.nodeCount * options.nodeCount)
+        self.nodes = (1...options.poolSize).map { Node(id: NodeID(UInt64($0))) }
+        self.linkClock = Array(repeating: 0, count: options.poolSize * options.poolSize)
     }
 
     /// Runs one schedule to its end.
@@ -240,8 +273,9 @@ public struct Simulation {
     // MARK: - Set-up
 
     private func configuration(for index: Int) -> RaftConfiguration {
-        let voters = Set(nodes.map(\.id))
-        return RaftConfiguration(
+        // The bootstrap voters; the spares start with the same configuration and join only through changes.
+        let voters = Set(nodes.prefix(options.nodeCount).map(\.id))
+        var configuration = RaftConfiguration(
             id: nodes[index].id,
             voters: voters,
             electionTick: options.electionTick,
@@ -255,6 +289,8 @@ public struct Simulation {
             randomSeed: options.seed &* 0x9E37_79B9_7F4A_7C15 &+ UInt64(index) &* 1_000_003
                 &+ UInt64(nodes[index].incarnation)
         )
+        configuration.fastFailover = options.fastFailover
+        return configuration
     }
 
     private mutating func start() throws(InvariantViolation) {
@@ -264,6 +300,9 @@ public struct Simulation {
         schedule(.propose, after: randomDelay(upTo: options.proposalInterval * 2))
         schedule(.nemesis, after: randomDelay(upTo: options.nemesisInterval * 2))
         schedule(.endFaults, after: Int64(options.faultTicks) * options.tickInterval)
+        if options.membershipInterval > 0 {
+            schedule(.membership(chain: true), after: randomDelay(upTo: options.membershipInterval * 2))
+        }
     }
 
     /// Starts (or restarts) node `k` from what its storage holds.
@@ -309,9 +348,17 @@ public struct Simulation {
         case .tick(let k, let incarnation):
             guard nodes[k].incarnation == incarnation, nodes[k].raft != nil else { return }
             if nodes[k].paused { return hold(event, for: k) }
+            let role = nodes[k].raft?.role
+            let term = nodes[k].raft?.term
+            let leader = nodes[k].raft?.leader
             nodes[k].raft?.tick()
             if chance(options.snapshotOnDemandRate) { startSnapshot(k, force: true) }
-            try processReady(k)
+            // Most ticks change nothing but a timer (on a spare not yet a member, every one): nothing to take.
+            if nodes[k].raft?.hasReady == true || nodes[k].raft?.role != role || nodes[k].raft?.term != term
+                || nodes[k].raft?.leader != leader
+            {
+                try processReady(k)
+            }
             schedule(.tick(node: k, incarnation: incarnation), after: options.tickInterval)
 
         case .deliver(let message):
@@ -401,6 +448,25 @@ public struct Simulation {
             guard stage == .faults, epoch == partitionEpoch else { return }
             heal()
 
+        case .membership(let chain):
+            guard stage == .faults else { return }
+            try membershipAction()
+            guard chain else { return }
+            if retryMembership && membershipRetries < 5 {
+                // An operator retries a change refused for now (no leader, one in progress, a new leader not ready).
+                membershipRetries += 1
+                schedule(.membership(chain: true), after: 1 + randomDelay(upTo: 3 * options.tickInterval))
+            } else {
+                membershipRetries = 0
+                schedule(.membership(chain: true), after: 1 + randomDelay(upTo: options.membershipInterval * 2))
+            }
+
+        case .connectionLost(let k, let incarnation, let peer):
+            guard nodes[k].incarnation == incarnation, nodes[k].raft != nil else { return }
+            if nodes[k].paused { return hold(event, for: k) }
+            nodes[k].raft?.connectionLost(to: peer)
+            try processReady(k)
+
         case .strikeLeader(let k, let term):
             guard stage == .faults, let raft = nodes[k].raft, raft.role == .leader, raft.term == term else { return }
             if chance(0.7) {
@@ -472,8 +538,15 @@ public struct Simulation {
                         .strikeLeader(node: k, term: raft.term),
                         after: randomDelay(upTo: 3 * options.maxDelay + options.maxPersistDelay))
                 }
-            } else if raft.log.committed > nodes[k].ledCommit && chance(options.assassinationRate / 4) {
-                schedule(.strikeLeader(node: k, term: raft.term), after: randomDelay(upTo: options.maxDelay))
+            } else if raft.log.committed > nodes[k].ledCommit {
+                if chance(options.assassinationRate / 4) {
+                    schedule(.strikeLeader(node: k, term: raft.term), after: randomDelay(upTo: options.maxDelay))
+                }
+                if options.membershipInterval > 0 && raft.log.term(at: nodes[k].ledCommit) != raft.term
+                    && raft.log.term(at: raft.log.committed) == raft.term && chance(0.8)
+                {
+                    schedule(.membership(chain: false), after: randomDelay(upTo: options.minDelay))
+                }
             }
             nodes[k].ledCommit = raft.log.committed
         }
@@ -484,7 +557,14 @@ public struct Simulation {
     private mutating func observeCommit(_ k: Int) throws(InvariantViolation) {
         guard let raft = nodes[k].raft else { return }
         if raft.log.committed > nodes[k].checkedCommit {
-            try checkDurableOnQuorum(raft.log.committed, term: raft.log.term(at: raft.log.committed), by: raft.id)
+            if raft.log.committed > commitChecked {
+                // Beyond anything checked so far: this node committed it (a leader, or one that just stepped down
+                // when the configuration removing it committed), with its configuration in effect.
+                try checkDurableOnQuorum(
+                    raft.log.committed, term: raft.log.term(at: raft.log.committed), by: raft.id,
+                    of: raft.membership)
+                commitChecked = raft.log.committed
+            }
             nodes[k].checkedCommit = raft.log.committed
             try checker.observe(raft.id, raft)
         }
@@ -651,6 +731,7 @@ public struct Simulation {
         let admitted =
             entry.kind == .normal && (header.map { nodes[k].machine.sessions.admit($0, term: entry.term) } ?? true)
         try checker.observeAdmission(nodes[k].id, entry, proposal: header?.identity, admitted: admitted)
+        if entry.kind == .configChange && configsApplied.insert(entry.index).inserted { result.changesCommitted += 1 }
         nodes[k].machine.apply(entry, admitted: admitted)
         try checker.observeState(nodes[k].id, nodes[k].machine)
         let outcome = nodes[k].tracker.applied((entry.index, entry.term), envelope: header, admitted: admitted)
@@ -699,19 +780,29 @@ public struct Simulation {
         }
     }
 
-    /// The definition of committed: the entry is durable on a majority. Every commit index any node reaches must
-    /// meet it — this is what makes a leader that counted its own, not yet durable, write fail at once.
-    private func checkDurableOnQuorum(_ index: LogIndex, term: Term?, by node: NodeID) throws(InvariantViolation) {
+    /// The definition of committed: the entry is durable on a quorum of the configuration its committer counted
+    /// with (a majority of the voters; in a joint configuration, a majority of each half; learners count for
+    /// nothing). Every commit index must meet it when a node first reaches it — this is what makes a leader that
+    /// counted its own, not yet durable, write fail at once. (A follower's commit index comes from a leader's,
+    /// checked when the leader reached it.)
+    private func checkDurableOnQuorum(_ index: LogIndex, term: Term?, by node: NodeID, of membership: Membership)
+        throws(InvariantViolation)
+    {
         guard let term else { return }
         // A node whose storage was compacted past the index holds it in its snapshot (it applied it: the checker
         // held every applied entry to the one the cluster committed).
-        let holders = nodes.filter {
-            $0.storage.state.term(at: index) == term || index < $0.storage.state.snapshotIndex
-        }.count
-        if holders < nodes.count / 2 + 1 {
-            throw InvariantViolation(
-                .durability,
-                "\(node) has \(index) (\(term)) committed but only \(holders) of \(nodes.count) nodes have it durable")
+        func holds(_ id: NodeID) -> Bool {
+            let state = nodes[self.index(of: id)].storage.state
+            return state.term(at: index) == term || index < state.snapshotIndex
+        }
+        for half in [membership.voters, membership.outgoing] where !half.isEmpty {
+            let holders = half.filter(holds).count
+            if holders < half.count / 2 + 1 {
+                throw InvariantViolation(
+                    .durability,
+                    "\(node) has \(index) (\(term)) committed but only \(holders) of the voters "
+                        + "\(half.sorted().map(\.description).joined(separator: ",")) of \(membership) have it durable")
+            }
         }
     }
 
@@ -819,8 +910,15 @@ public struct Simulation {
     }
 
     /// Node `k` loses everything not yet durable. A write in progress may be torn: a prefix of its entries lands.
+    /// The nodes that had it as their leader may hear of it: their connection to it was reset.
     private mutating func crash(_ k: Int) {
         result.crashes += 1
+        for j in nodes.indices where j != k && nodes[j].raft?.leader == nodes[k].id {
+            guard chance(options.connectionLostRate) else { continue }
+            result.connectionLostReports += 1
+            schedule(
+                .connectionLost(node: j, incarnation: nodes[j].incarnation, peer: nodes[k].id), after: messageDelay())
+        }
         if nodes[k].syncing > 0 && chance(options.tornWriteRate) {
             // Some of the writes of the sync in progress reach the disk, the last of them perhaps only in part.
             result.tornWrites += 1
@@ -935,8 +1033,10 @@ public struct Simulation {
     /// A client proposes through a node, as through `RaftNode.propose`: the node's tracker hands it out, retries it
     /// when the leader changes or a copy is proven lost, and settles it when it is applied or its deadline passes.
     private mutating func proposeSomewhere() throws(InvariantViolation) {
-        // Clients mostly find the leader (or whoever thinks it leads); the rest go to any node.
-        guard let k = victim(where: { $0.raft != nil && !$0.paused }) else { return }
+        // Clients mostly find the leader (or whoever thinks it leads); the rest go to any member.
+        guard let k = victim(where: { $0.raft.map { $0.membership.isMember($0.id) } == true && !$0.paused }) else {
+            return
+        }
         let sequence = nodes[k].tracker.submit(nextCommand(), waiter: Client())
         nodes[k].submitted = sequence
         result.proposals += 1
@@ -952,6 +1052,120 @@ public struct Simulation {
         var data = withUnsafeBytes(of: proposalCounter.littleEndian, Array.init)
         data.append(contentsOf: (0..<pick(24)).map { _ in UInt8(truncatingIfNeeded: random.next()) })
         return data
+    }
+
+    // MARK: - Membership
+
+    /// Asks the leader (the one of the highest term, if several think they lead) for a membership action: mostly a
+    /// change drawn from the membership it has in effect, sometimes a leadership transfer, or a spurious report to
+    /// one of its followers that the connection to it was lost (which must disrupt nothing). Refusals are expected
+    /// and counted.
+    private mutating func membershipAction() throws(InvariantViolation) {
+        var k: Int?
+        for j in nodes.indices where nodes[j].raft?.role == .leader && !nodes[j].paused {
+            if let best = k, let bestTerm = nodes[best].raft?.term, let term = nodes[j].raft?.term, term <= bestTerm {
+                continue
+            }
+            k = j
+        }
+        retryMembership = true
+        guard let k, let raft = nodes[k].raft else { return }
+        retryMembership = false
+        result.membershipActions += 1
+        let m = raft.membership
+        let roll = pick(100)
+        if m.isJoint && !m.autoLeave && roll < 60 {
+            return try propose(.leaveJoint, on: k)
+        }
+        if roll < 12 {
+            // A transfer to a named voter (perhaps one that is not, or no longer, a voter), or to the best one.
+            let target: NodeID? = chance(0.5) ? nodes[pick(nodes.count)].id : nil
+            var refused = false
+            withRaft(k) { raft, _ in
+                do throws(MembershipError) { _ = try raft.transferLeadership(to: target) } catch { refused = true }
+            }
+            if refused { result.transferRefusals += 1 } else { result.transfers += 1 }
+            return try processReady(k)
+        }
+        if roll < 18 {
+            let followers = nodes.indices.filter { $0 != k && nodes[$0].raft?.leader == raft.id }
+            guard !followers.isEmpty else { return }
+            let j = followers[pick(followers.count)]
+            result.spuriousConnectionLost += 1
+            schedule(.connectionLost(node: j, incarnation: nodes[j].incarnation, peer: raft.id), after: 0)
+            return
+        }
+        let steps = changeSteps(from: m)
+        guard !steps.isEmpty else { return }
+        // A change of at most one voter may go without a joint configuration; a larger one asked to is refused.
+        let voters = Set(steps.filter { $0.action == .addVoter }.map(\.node)).subtracting(m.voters)
+            .union(steps.filter { $0.action != .addVoter && m.voters.contains($0.node) }.map(\.node))
+        let transition: ConfigChange.Transition =
+            switch pick(voters.count <= 1 ? 3 : 10) {
+            case 0: .simple
+            case 1, 3, 5, 7, 9: .explicit
+            default: .auto
+            }
+        let removesLeader = steps.contains { $0.node == raft.id && $0.action != .addVoter }
+        try propose(ConfigChange(steps, transition: transition), on: k, removesLeader: removesLeader)
+    }
+
+    /// One to three steps for a change of `m`: add a learner, promote one, add a voter directly, remove a voter or
+    /// a learner, demote a voter, replace a voter with another node. Steps stay within the pool; the voters drift
+    /// between one and the whole pool, more often back towards three to five.
+    private mutating func changeSteps(from m: Membership) -> [ConfigChange.Step] {
+        var steps: [ConfigChange.Step] = []
+        var touched = Set<NodeID>()
+        let count = chance(0.25) ? 2 + pick(2) : 1
+        for _ in 0..<count {
+            let outsiders = nodes.map(\.id).filter { !m.isMember($0) && !touched.contains($0) }
+            let learners = m.learners.subtracting(touched).sorted()
+            let voters = m.voters.subtracting(touched).sorted()
+            func any(_ ids: [NodeID]) -> NodeID? { ids.isEmpty ? nil : ids[pick(ids.count)] }
+            var kind = pick(7)
+            if m.voters.count <= 2 && (kind == 3 || kind == 5) && chance(0.7) { kind = 2 }
+            if m.voters.count >= 5 && (kind == 1 || kind == 2) && chance(0.7) { kind = 3 }
+            var step: [ConfigChange.Step] = []
+            switch kind {
+            case 0: if let n = any(outsiders) { step = [.init(.addLearner, n)] }
+            case 1: if let n = any(learners) { step = [.init(.addVoter, n)] }
+            case 2: if let n = any(outsiders) { step = [.init(.addVoter, n)] }
+            case 3: if let n = any(voters) { step = [.init(.remove, n)] }
+            case 4: if let n = any(learners) { step = [.init(.remove, n)] }
+            case 5: if let n = any(voters) { step = [.init(.addLearner, n)] }
+            default:
+                if let a = any(voters), let b = any(learners + outsiders) {
+                    step = [.init(.remove, a), .init(.addVoter, b)]
+                }
+            }
+            for s in step where touched.insert(s.node).inserted { steps.append(s) }
+        }
+        return steps
+    }
+
+    private mutating func propose(_ change: ConfigChange, on k: Int, removesLeader: Bool = false)
+        throws(InvariantViolation)
+    {
+        var outcome: Result<LogIndex, MembershipError> = .failure(.notReady)
+        withRaft(k) { raft, _ in
+            do throws(MembershipError) { outcome = .success(try raft.proposeConfigChange(change)) } catch {
+                outcome = .failure(error)
+            }
+        }
+        switch outcome {
+        case .success:
+            result.changesProposed += 1
+            if change.isLeaveJoint { result.leaveJointsProposed += 1 }
+            if removesLeader { result.leaderRemovals += 1 }
+            if let m = nodes[k].raft?.membership {
+                result.maxMembers = max(result.maxMembers, m.members.count)
+                result.maxVoters = max(result.maxVoters, m.voters.union(m.outgoing).count)
+            }
+        case .failure(let error):
+            result.changeRefusals["\(error.code)", default: 0] += 1
+            retryMembership = error.code != .invalid && error.code != .wouldLoseQuorum
+        }
+        try processReady(k)
     }
 
     // MARK: - Liveness
@@ -991,7 +1205,36 @@ public struct Simulation {
                 resume(k)
             }
         }
+        if steadyPartition && !steadyPartitionKeepsAQuorum() {
+            // The changes left configurations the partition splits (two voters, or four with a learner as the
+            // bridge): no leader could have a quorum of each on its side. Judge liveness after a heal instead.
+            steadyPartition = false
+            result.steadyPartitions -= 1
+            result.steadyPartitionsSkipped += 1
+            heal()
+        }
         enterStage(.awaitingLeader)
+    }
+
+    /// Whether some node is a voter of every configuration in effect now (the latest in each node's log, and the
+    /// one at each node's commit index: an uncommitted one may yet be truncated away) and has, among the nodes
+    /// linked both ways to it, a quorum of each — of each half of a joint one.
+    private func steadyPartitionKeepsAQuorum() -> Bool {
+        var memberships: Set<Membership> = []
+        for node in nodes {
+            guard let raft = node.raft else { continue }
+            memberships.insert(raft.membership)
+            memberships.insert(raft.membership(at: raft.log.committed))
+        }
+        return nodes.indices.contains { k in
+            let side = Set(connected(to: k).map { nodes[$0].id } + [nodes[k].id])
+            return memberships.allSatisfy { m in
+                m.voters.contains(nodes[k].id)
+                    && [m.voters, m.outgoing].allSatisfy { half in
+                        half.isEmpty || half.intersection(side).count > half.count / 2
+                    }
+            }
+        }
     }
 
     /// Cuts links for good: a node isolated, a node that can only send, a node that can only receive, or a bridge.
@@ -1044,7 +1287,16 @@ public struct Simulation {
             return
         }
         guard let k = nodes.firstIndex(where: { $0.raft?.role == .leader }), let leader = nodes[k].raft else { return }
-        let followers = steadyPartition ? connected(to: k) : nodes.indices.filter { $0 != k }
+        // Stable also means settled: no transfer under way (the leader refuses proposals meanwhile), and a
+        // configuration in effect that is committed and has this leader as a voter (otherwise it is about to step
+        // down, or to leave a joint configuration). Its followers are the other members of that configuration.
+        let membership = leader.membership
+        guard leader.transferee == nil, membership.isVoter(leader.id),
+            leader.membership(at: leader.log.committed) == membership
+        else { return }
+        let followers = (steadyPartition ? connected(to: k) : nodes.indices.filter { $0 != k }).filter {
+            membership.isMember(nodes[$0].id)
+        }
         for j in followers {
             guard let raft = nodes[j].raft, raft.term == leader.term, raft.leader == leader.id else { return }
         }
@@ -1082,7 +1334,8 @@ public struct Simulation {
         nodes.map { node in
             guard let r = node.raft else { return "\(node.id): down" }
             return "\(r.id): \(r.role.rawValue) \(r.term) leader=\(r.leader.map { "\($0)" } ?? "none") "
-                + "last=\(r.log.lastIndex) commit=\(r.log.committed) applied=\(node.machine.applied) snapshot=\(node.snapshot?.meta.index ?? .zero)"
+                + "last=\(r.log.lastIndex) commit=\(r.log.committed) applied=\(node.machine.applied) snapshot=\(node.snapshot?.meta.index ?? .zero) "
+                + "\(r.membership)\(r.transferee.map { " transferring to \($0)" } ?? "")"
                 + (node.paused ? " paused" : "")
                 + (r.role == .leader
                     ? " progress=["
@@ -1151,6 +1404,9 @@ public struct Simulation {
         case .snapshotReport(let k, _, let peer, let succeeded):
             "\(nodes[k].id) learns its snapshot transfer to \(peer) \(succeeded ? "succeeded" : "failed")"
         case .rejoin(let epoch): "laggard rejoins (epoch \(epoch), now \(partitionEpoch))"
+        case .membership:
+            "membership action (leader \(nodes.first { $0.raft?.role == .leader }.map { "\($0.id): \($0.raft?.membership.description ?? "")" } ?? "none"))"
+        case .connectionLost(let k, _, let peer): "\(nodes[k].id) loses its connection to \(peer)"
         }
     }
 }

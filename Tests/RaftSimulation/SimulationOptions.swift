@@ -81,6 +81,20 @@ public struct SimulationOptions: Sendable, Hashable, CustomStringConvertible {
     /// compact its log past it, so that it needs a snapshot when it comes back.
     public var laggardWeight: Int
     public var laggardTicks: Int
+    /// Membership: `spareNodes` more nodes than the `nodeCount` bootstrap voters, which start with an empty log and
+    /// the bootstrap configuration and are members only once a change adds them. Every `membershipInterval` on
+    /// average (zero: never) the simulator asks the leader for a membership action: a change (learners, voters,
+    /// removals, replacements, several at once; auto, explicit or simple), leaving an explicit joint
+    /// configuration, a leadership transfer, or a spurious report of a lost connection to the leader.
+    public var spareNodes: Int
+    public var membershipInterval: Int64
+    /// The core's fast failover (followers that lose their connection to the leader campaign at once).
+    public var fastFailover: Bool
+    /// Chance that a crash is reported (`connectionLost`) to each node that had the crashed node as its leader.
+    public var connectionLostRate: Double
+
+    /// Every node of the schedule: the bootstrap voters and the spares.
+    public var poolSize: Int { nodeCount + spareNodes }
 
     /// The options for `seed`: node count 3, 5 or 7 and every fault rate drawn from the seed.
     public init(seed: UInt64) {
@@ -134,6 +148,16 @@ public struct SimulationOptions: Sendable, Hashable, CustomStringConvertible {
         snapshotReportTimeoutTicks = pickS([5, 20, 50])
         laggardWeight = pickS([1, 2, 3])
         laggardTicks = pickS([20, 50, 100])
+        // Membership settings come from a generator of their own too, for the same reason. Removed voters disrupt a
+        // cluster that has neither PreVote nor CheckQuorum (thesis §4.2.3: the shell must shut them down), so those
+        // schedules change nothing.
+        var m = SplitMix64(seed: seed ^ 0x3E3B_E125_41B0_C4A7)
+        func pickM<T>(_ choices: [T]) -> T { choices[Int(m.next() % UInt64(choices.count))] }
+        spareNodes = pickM([0, 1, 2, 2, 3])
+        membershipInterval = preVote || checkQuorum ? pickM([0, 200, 400, 400, 1000]) : 0
+        if membershipInterval == 0 { spareNodes = 0 }
+        fastFailover = preVote && pickM([false, false, true])
+        connectionLostRate = pickM([0.5, 1])
         if chance(0.5) {
             // Leader churn: faults strike the leader every few ticks and nodes come back quickly, so that short-lived
             // leaders leave divergent log suffixes behind (the material of the paper's Figures 7 and 8).
@@ -160,6 +184,7 @@ public struct SimulationOptions: Sendable, Hashable, CustomStringConvertible {
             + "burst=\(burstRate)/\(burstWindow) proposalTimeout=\(proposalTimeoutTicks) "
             + "snapshotEvery=\(snapshotEvery) onDemand=\(snapshotOnDemandRate) snapshotDelay<=\(maxSnapshotDelay) "
             + "margin=\(compactionMargin) transfer+<=\(snapshotTransferDelay) lostReport=\(lostReportRate)/\(snapshotReportTimeoutTicks)\(lostReportsStay ? " (stays lost)" : "") "
-            + "laggard=\(laggardWeight)/\(laggardTicks)"
+            + "laggard=\(laggardWeight)/\(laggardTicks) spares=\(spareNodes) membership/\(membershipInterval) "
+            + "fastFailover=\(fastFailover) connectionLost=\(connectionLostRate)"
     }
 }

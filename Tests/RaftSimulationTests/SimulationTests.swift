@@ -76,7 +76,8 @@ import Testing
                     + "\(total.schedulesWithSnapshot) schedules), \(total.snapshotsLost) lost in crashes, "
                     + "\(total.installsSent) installs sent, \(total.installsApplied) applied (in "
                     + "\(total.schedulesWithInstall) schedules), \(total.reportsLost) transfer reports lost, "
-                    + "\(total.laggards) laggards, \(total.settledBySnapshot) proposals settled by a snapshot")
+                    + "\(total.laggards) laggards, \(total.settledBySnapshot) proposals settled by a snapshot; "
+                    + total.membershipSummary)
         } else {
             print("simulation: \(total.failures.count) of the schedules run failed; see the replay commands above")
         }
@@ -89,6 +90,12 @@ import Testing
             #expect(
                 total.schedulesWithInstall * 2 >= total.schedules,
                 "only \(total.schedulesWithInstall) of \(total.schedules) schedules installed a snapshot")
+            // And they must exercise membership changes: most schedules that ask for them commit one (about 70% do;
+            // under leader churn leaders seldom live long enough).
+            #expect(
+                total.schedulesWithChange * 10 >= total.membershipSchedules * 6,
+                "only \(total.schedulesWithChange) of \(total.membershipSchedules) schedules committed a membership change"
+            )
         }
     }
 
@@ -164,7 +171,32 @@ private struct WorkerOutcome: Sendable {
     var reportsLost = 0
     var laggards = 0
     var settledBySnapshot = 0
+    var membershipSchedules = 0
+    var schedulesWithChange = 0
+    var changesProposed = 0
+    var leaveJoints = 0
+    var leaderRemovals = 0
+    var changesCommitted = 0
+    var refusals: [String: Int] = [:]
+    var transfers = 0
+    var transferRefusals = 0
+    var connectionLost = 0
+    var spuriousConnectionLost = 0
+    var maxMembers = 0
+    var maxVoters = 0
+    var steadySkipped = 0
     var failures: [SimulationFailure] = []
+
+    /// The membership counters, for the summary line.
+    var membershipSummary: String {
+        "membership: changes in \(schedulesWithChange) of \(membershipSchedules) schedules that asked for them, "
+            + "\(changesProposed) proposed (\(leaveJoints) explicit leaves, \(leaderRemovals) removing the leader), "
+            + "\(changesCommitted) configuration entries committed, refused: "
+            + refusals.sorted { $0.key < $1.key }.map { "\($0.value) \($0.key)" }.joined(separator: ", ")
+            + "; \(transfers) transfers (\(transferRefusals) refused), \(connectionLost) lost connections reported "
+            + "(\(spuriousConnectionLost) spurious), largest configuration \(maxMembers) members (\(maxVoters) voters), "
+            + "\(steadySkipped) steady partitions skipped for lack of a quorum"
+    }
 
     mutating func add(_ r: SimulationResult) {
         schedules += 1
@@ -192,6 +224,20 @@ private struct WorkerOutcome: Sendable {
         reportsLost += r.reportsLost
         laggards += r.laggards
         settledBySnapshot += r.proposalsSettledBySnapshot
+        membershipSchedules += r.membershipActions > 0 ? 1 : 0
+        schedulesWithChange += r.changesProposed > 0 && r.changesCommitted > 0 ? 1 : 0
+        changesProposed += r.changesProposed
+        leaveJoints += r.leaveJointsProposed
+        leaderRemovals += r.leaderRemovals
+        changesCommitted += r.changesCommitted
+        refusals.merge(r.changeRefusals, uniquingKeysWith: +)
+        transfers += r.transfers
+        transferRefusals += r.transferRefusals
+        connectionLost += r.connectionLostReports
+        spuriousConnectionLost += r.spuriousConnectionLost
+        maxMembers = max(maxMembers, r.maxMembers)
+        maxVoters = max(maxVoters, r.maxVoters)
+        steadySkipped += r.steadyPartitionsSkipped
     }
 
     mutating func merge(_ o: WorkerOutcome) {
@@ -220,6 +266,20 @@ private struct WorkerOutcome: Sendable {
         reportsLost += o.reportsLost
         laggards += o.laggards
         settledBySnapshot += o.settledBySnapshot
+        membershipSchedules += o.membershipSchedules
+        schedulesWithChange += o.schedulesWithChange
+        changesProposed += o.changesProposed
+        leaveJoints += o.leaveJoints
+        leaderRemovals += o.leaderRemovals
+        changesCommitted += o.changesCommitted
+        refusals.merge(o.refusals, uniquingKeysWith: +)
+        transfers += o.transfers
+        transferRefusals += o.transferRefusals
+        connectionLost += o.connectionLost
+        spuriousConnectionLost += o.spuriousConnectionLost
+        maxMembers = max(maxMembers, o.maxMembers)
+        maxVoters = max(maxVoters, o.maxVoters)
+        steadySkipped += o.steadySkipped
         failures += o.failures
     }
 }
