@@ -460,7 +460,8 @@ func deadPort() async throws -> Int {
         // A pong is no frame to send to a node.
         var pong = ByteBuffer()
         Frame.writeProbe(.pong, 1, into: &pong)
-        try await channel.writeAndFlush(pong)
+        // (On a loaded machine the write may find the connection closed already; what counts is that it closes.)
+        try? await channel.writeAndFlush(pong)
         #expect(await eventually { log.closed == 1 })
         await b.shutdown()
     }
