@@ -68,11 +68,6 @@ public struct Raft: Sendable {
     private var transferElapsed = 0
     /// Follower: the shell reported the connection to the leader lost, and nothing came from the leader since.
     private var leaderLost = false
-    /// Fast failover: this node lost its leader's connection and has not heard from a leader since. Its elections
-    /// time out after 1 to `electionTick / 2` ticks rather than `electionTick` to `2 * electionTick`, so that a split
-    /// vote between followers that lost the leader at the same moment is settled quickly too. (Only this node's own
-    /// campaigns are hurried; voters that still hear a leader ignore them.)
-    private var hurried = false
 
     struct ConfigPoint: Sendable, Hashable {
         var index: LogIndex
@@ -504,10 +499,6 @@ public struct Raft: Sendable {
 
     private mutating func resetElectionTimer() {
         electionElapsed = 0
-        if hurried {
-            randomizedElectionTimeout = 1 + Int(random.next() % UInt64(max(1, configuration.electionTick / 2)))
-            return
-        }
         let spread = UInt64(configuration.electionTick)
         randomizedElectionTimeout = configuration.electionTick + Int(random.next() % spread)
     }
@@ -556,7 +547,6 @@ public struct Raft: Sendable {
     }
 
     private mutating func becomeLeader() {
-        hurried = false
         reset(term: term)
         role = .leader
         leader = id
@@ -679,13 +669,11 @@ public struct Raft: Sendable {
             electionElapsed = 0
             leader = m.from
             leaderLost = false
-            hurried = false
             handleAppendEntries(from: m.from, request)
         case .heartbeat(let heartbeat):
             electionElapsed = 0
             leader = m.from
             leaderLost = false
-            hurried = false
             // The leader caps the commit index at what it knows we hold, so it can be adopted as it is.
             log.commit(to: heartbeat.commit)
             // "I am here" promises nothing durable: send it at once, so a slow disk cannot fail CheckQuorum.
@@ -998,7 +986,6 @@ public struct Raft: Sendable {
     public mutating func connectionLost(to peer: NodeID) {
         guard configuration.fastFailover, configuration.preVote, role == .follower, peer == leader else { return }
         leaderLost = true
-        hurried = true
         if isPromotable && term < Term.ceiling { campaign(.preElection) }
     }
 
