@@ -1085,7 +1085,10 @@ public struct Raft: Sendable {
     /// persisted.
     private mutating func send(_ kind: Message.Kind, to peer: NodeID, term: Term? = nil, immediately: Bool = false) {
         let m = Message(from: id, to: peer, term: term ?? self.term, kind: kind)
-        if immediately {
+        // Nothing goes out in a term that is not durable yet: a restart could resume in that term and say something
+        // else in it. (A leader's term is durable before it is elected, since its vote requests wait for the write —
+        // except a single voter's, which wins without asking anyone and may have learners to replicate to at once.)
+        if immediately && m.term <= durableTerm {
             messages.append(m)
         } else {
             messagesAfterPersist.append(m)

@@ -1205,7 +1205,10 @@ public struct Simulation {
                 resume(k)
             }
         }
-        if steadyPartition && !steadyPartitionKeepsAQuorum() {
+        // With membership changes, which nodes can win depends on whose logs hold which configuration, not only on
+        // who is a voter where (a node that holds the latest configuration may be cut off from the quorum it needs,
+        // while those it could reach cannot win against its longer log): judge liveness after a heal only.
+        if steadyPartition && (options.membershipInterval > 0 || !steadyPartitionKeepsAQuorum()) {
             // The changes left configurations the partition splits (two voters, or four with a learner as the
             // bridge): no leader could have a quorum of each on its side. Judge liveness after a heal instead.
             steadyPartition = false
