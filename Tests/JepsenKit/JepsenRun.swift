@@ -982,6 +982,12 @@ public final class JepsenRun: @unchecked Sendable {
 
     /// A random change of the membership, as the leader sees it now.
     private func membershipFault(random: inout SplitMix64) async {
+        // One to three changes in a row, each chosen from the membership a leader has then.
+        let count = 1 + Int(random.next() % 3)
+        for _ in 0..<count { await membershipChange(random: &random) }
+    }
+
+    private func membershipChange(random: inout SplitMix64) async {
         guard let found = await leaderView() else {
             log("membership: no leader answers: no change")
             changes.withLockedValue { $0.refused["change: no leader to read the membership from", default: 0] += 1 }
@@ -991,6 +997,10 @@ public final class JepsenRun: @unchecked Sendable {
         let voters = view.members.filter { $0.role != "learner" }.map(\.name)
         let others = names.filter { !voters.contains($0) }
         func pick(_ list: [String]) -> String { list[Int(random.next() % UInt64(list.count))] }
+        // A third of the time the voter to remove is the leader (it hands over once its removal commits).
+        func pickVoter() -> String {
+            random.next() % 3 == 0 && voters.contains(names[leader]) ? names[leader] : pick(voters)
+        }
         var actions = ["transfer"]
         if !others.isEmpty { actions += ["add", "replace"] }
         if voters.count > 3 { actions.append("remove") }
@@ -998,10 +1008,10 @@ public final class JepsenRun: @unchecked Sendable {
         case "add":
             _ = await add(pick(others), view: view, random: &random)
         case "remove":
-            await remove(pick(voters), random: &random)
+            await remove(pickVoter(), random: &random)
         case "replace":
             let new = pick(others)
-            let old = pick(voters)
+            let old = pickVoter()
             log("membership: replace \(old) with \(new)")
             if await add(new, view: view, random: &random) { await remove(old, random: &random) }
         default:
