@@ -699,11 +699,11 @@ public final class JepsenRun: @unchecked Sendable {
         }
     }
 
-    /// A node for the next operation: any node, or with spares, four times in five a member (as last seen) and
+    /// A node for the next operation: any node, or with spares, nine times in ten a member (as last seen) and
     /// else any node: a non-member that knows no leader holds an operation until the request deadline, then
     /// refuses it, and clients sending there all the time would do little else.
     private func pickNode(_ random: inout SplitMix64) -> Int {
-        guard options.spares > 0, random.next() % 5 != 0 else { return Int(random.next() % UInt64(names.count)) }
+        guard options.spares > 0, random.next() % 10 != 0 else { return Int(random.next() % UInt64(names.count)) }
         let current = members.withLockedValue { m in names.indices.filter { m.contains(names[$0]) } }
         guard !current.isEmpty else { return Int(random.next() % UInt64(names.count)) }
         return current[Int(random.next() % UInt64(current.count))]
