@@ -20,24 +20,63 @@ public enum FaultKind: String, Sendable, CaseIterable, Codable {
     /// Cut links between nodes through the proxies: one node isolated, the cluster split in halves, a node that can
     /// send but not receive (or the reverse), or a bridge (two sides that only one node joins). Healed a little later.
     case partition
+    /// Change the membership through the HTTP API of a node drawn at random: add a node that is not a voter as one,
+    /// remove a voter (never below three), replace a voter (add one, then remove another), or hand leadership over
+    /// (to a named voter or to any). Half the time under another fault (kill, pause or partition) struck at once.
+    case membership
+
+    /// The faults of a cluster whose membership does not change (the default).
+    public static let classic: [FaultKind] = [.kill, .pause, .partition]
+}
+
+/// A membership change that a run makes on a schedule (`JepsenOptions.membershipPlan`), retried until the
+/// membership shows it done.
+public enum PlannedChange: Sendable, Hashable, CustomStringConvertible {
+    /// Make this node a voter.
+    case add(String)
+    /// Make this node a non-member.
+    case remove(String)
+
+    public var description: String {
+        switch self {
+        case .add(let name): "add \(name)"
+        case .remove(let name): "remove \(name)"
+        }
+    }
 }
 
 /// How a run goes.
 public struct JepsenOptions: Sendable {
+    /// The voters of the first configuration (n0, n1, ...).
     public var nodes = 3
+    /// Nodes that the cluster files list as spares (`"role": "spare"`, after the voters): started with the others,
+    /// they wait as non-members until a membership change adds them. Every node's file lists every node, each peer
+    /// behind the proxy of its link, so partitions reach added nodes too.
+    public var spares = 0
     public var seconds = 30.0
     public var seed: UInt64 = 1
     public var clients = 6
     public var keys = 3
-    public var faults: [FaultKind] = FaultKind.allCases
+    public var faults: [FaultKind] = FaultKind.classic
+    /// Membership changes made in this order while the clients and the nemesis run, each retried until done (at
+    /// most `planStepSeconds` each), `planGapSeconds` apart. The clients and the nemesis go on past `seconds` until
+    /// the plan is done, by at most `seconds` more.
+    public var membershipPlan: [PlannedChange] = []
+    public var planGapSeconds = 3.0
+    public var planStepSeconds = 45.0
     /// Between two faults, and how long each lasts, in seconds (each drawn uniformly from the range).
     public var quietSeconds = 1.0...3.0
     public var faultSeconds = 1.0...4.0
     /// The client's deadline for one operation; past it the outcome is unknown.
     public var operationTimeout = TimeAmount.milliseconds(1500)
+    /// The deadline of one membership request (a voter is caught up as a learner first); past it the outcome is
+    /// unknown.
+    public var membershipTimeout = TimeAmount.seconds(8)
     /// Milliseconds per Raft tick on the nodes, and their request deadline.
     public var tickMilliseconds = 20
     public var requestTimeoutMilliseconds = 1000
+    /// The nodes' `--log-level` (their output lines are kept for the report).
+    public var logLevel = "warning"
     /// Extra `raft-lite serve` arguments (the broken-build test passes `--unsafe-local-reads`).
     public var serveArguments: [String] = []
     /// Where the `raft-lite` binary is.
@@ -46,6 +85,40 @@ public struct JepsenOptions: Sendable {
     public var verbose = false
 
     public init() {}
+}
+
+/// The membership changes a run made, and what the cluster's membership went through.
+public struct MembershipChanges: Sendable {
+    /// Changes that succeeded (200), by node.
+    public var added: [String] = []
+    public var removed: [String] = []
+    /// Transfers that succeeded, as "from -> to".
+    public var transfers: [String] = []
+    /// Requests refused (a definite no: 4xx, 503, or not connected), by what was asked and why.
+    public var refused: [String: Int] = [:]
+    /// Requests whose outcome is unknown (504, or no answer in time), by what was asked and why.
+    public var unknown: [String: Int] = [:]
+    /// Nodes restarted on a fresh data directory before being added back (a removed node's old data never rejoins).
+    public var freshRestarts: [String] = []
+    /// The most and fewest voters any leader's `GET /v1/members` showed during the run.
+    public var mostVoters = 0
+    public var fewestVoters = Int.max
+    /// Client operations sent to a node that was not a member at the time (as far as the harness knew), by outcome.
+    public var nonMemberOutcomes: [String: Int] = [:]
+
+    public var requests: Int {
+        added.count + removed.count + transfers.count + refused.values.reduce(0, +) + unknown.values.reduce(0, +)
+    }
+
+    public var summary: String {
+        func counts(_ d: [String: Int]) -> String {
+            d.isEmpty ? "none" : d.sorted { $0.key < $1.key }.map { "\($0.value) \($0.key)" }.joined(separator: ", ")
+        }
+        return "membership: added [\(added.joined(separator: ", "))], removed [\(removed.joined(separator: ", "))], "
+            + "transfers [\(transfers.joined(separator: ", "))], fresh restarts [\(freshRestarts.joined(separator: ", "))]; "
+            + "voters between \(fewestVoters == Int.max ? 0 : fewestVoters) and \(mostVoters); refused: \(counts(refused)); "
+            + "unknown: \(counts(unknown)); operations at non-members: \(counts(nonMemberOutcomes))"
+    }
 }
 
 /// What a run did and found.
@@ -63,8 +136,22 @@ public struct JepsenReport: Sendable {
     /// Per node, the snapshots its processes started and installed, summed over its restarts (read from each
     /// process's `/metrics` just before it was killed and at the end of the run; nil for a node never read).
     public var snapshots: [String: SnapshotCounts] = [:]
-    /// The nodes that had not applied everything committed 30 s after the faults stopped.
+    /// The members that had not applied everything committed 30 s after the faults stopped.
     public var lagging: [String] = []
+    /// The membership changes made, and the membership's range.
+    public var membership = MembershipChanges()
+    /// The membership the leader had once the faults stopped and it settled (committed, not joint); nil if none did.
+    public var finalMembership: MembershipReport?
+    /// Members whose own `GET /v1/members` differed from the leader's at the end.
+    public var membershipDisagreements: [String] = []
+    /// Processes that exited without the harness killing them: name, status and last output lines.
+    public var crashes: [String] = []
+    /// Keys whose final value no write could explain: a value nobody wrote, or none although a write completed.
+    public var finalValueProblems: [String] = []
+    /// The planned membership changes that were made (`JepsenOptions.membershipPlan`), in order.
+    public var planDone: [PlannedChange] = []
+    /// Each process's last output lines (label "name#generation.start"), for a report on a failed run.
+    public var nodeLogs: [String: [String]] = [:]
 
     public var snapshotsStarted: Int { snapshots.values.map(\.started).reduce(0, +) }
     public var snapshotsInstalled: Int { snapshots.values.map(\.installed).reduce(0, +) }
@@ -76,6 +163,10 @@ public struct JepsenReport: Sendable {
     }
     public var unknown: Int { count { $0 == .unknown } }
     public var failed: Int { count { $0 == .failed } }
+
+    /// The voters and learners of the final membership, by name.
+    public var finalVoters: [String] { finalMembership?.members.filter { $0.role != "learner" }.map(\.name) ?? [] }
+    public var finalLearners: [String] { finalMembership?.members.filter { $0.role == "learner" }.map(\.name) ?? [] }
 
     public var summary: String {
         let ok = operations - unknown - failed
@@ -96,6 +187,19 @@ public struct JepsenReport: Sendable {
                         }
                         .joined(separator: ", ") + ")")
         ]
+        if membership.requests > 0 || !membership.nonMemberOutcomes.isEmpty {
+            lines.append("jepsen: " + membership.summary)
+            lines.append(
+                "jepsen: final membership: "
+                    + (finalMembership.map { _ in
+                        "voters [\(finalVoters.joined(separator: ", "))], learners [\(finalLearners.joined(separator: ", "))]"
+                    } ?? "NONE SETTLED"))
+        }
+        if !membershipDisagreements.isEmpty {
+            lines.append("jepsen: MEMBERSHIP VIEWS DIFFER: " + membershipDisagreements.joined(separator: "; "))
+        }
+        for crash in crashes { lines.append("jepsen: CRASHED: " + crash) }
+        for problem in finalValueProblems { lines.append("jepsen: LOST OR INVENTED VALUE: " + problem) }
         for result in results where !result.linearizable {
             lines.append("key \(result.key): not linearizable (\(result.operations) operations)")
             lines.append(contentsOf: result.explanation.map { "  " + $0 })
@@ -137,8 +241,15 @@ public struct SnapshotCounts: Sendable, Hashable {
 }
 
 /// A Jepsen-style test: a cluster of real `raft-lite serve` processes behind TCP proxies, concurrent clients doing
-/// reads, writes and compare-and-sets over HTTP, and a nemesis that kills, pauses and partitions nodes; then a
-/// linearizability check of everything the clients saw.
+/// reads, writes and compare-and-sets over HTTP, and a nemesis that kills, pauses and partitions nodes and changes
+/// the membership; then a linearizability check of everything the clients saw.
+///
+/// Membership (`JepsenOptions.spares`, `FaultKind.membership`, `JepsenOptions.membershipPlan`): a removed node is
+/// left running on its data directory (it must not disrupt the cluster; the nemesis may still kill, pause or cut it
+/// off, and a kill restarts it on the same directory). It is added back only on a fresh data directory, once its
+/// removal is committed: its old process is killed and a new one started on a new directory, its own entry marked
+/// `"role": "spare"` in its cluster file, so that it starts as a non-member and never bootstraps the first
+/// configuration again. A removed node's old log and votes never rejoin under its id.
 public final class JepsenRun: @unchecked Sendable {
     // @unchecked Sendable: mutable state lives in `NIOLockedValueBox`es; the rest is set in `init`.
     public let options: JepsenOptions
@@ -149,6 +260,21 @@ public final class JepsenRun: @unchecked Sendable {
     /// proxies[i][j]: the link node i uses to send to node j.
     private var proxies: [[LinkProxy?]] = []
     private let processes = NIOLockedValueBox<[String: ChildProcess]>([:])
+    /// Held while a node's process is started or killed (the nemesis and the membership plan may both do it).
+    private let processLock = NIOLock()
+    /// Every process started, and those the harness killed (any other that is gone crashed).
+    private let launched = NIOLockedValueBox<[(label: String, child: ChildProcess)]>([])
+    private let killed = NIOLockedValueBox<Set<ObjectIdentifier>>([])
+    /// Per node, the generation of its data directory (0: the first; a node added back gets a new one).
+    private let generations: NIOLockedValueBox<[Int]>
+    /// Nodes whose data directory may hold a membership (first voters, and any node an add was sent for): added
+    /// back only on a fresh directory once they are not members.
+    private let dirty: NIOLockedValueBox<Set<String>>
+    /// The members as the harness last saw them (a leader's `GET /v1/members`).
+    private let members: NIOLockedValueBox<Set<String>>
+    private let changes = NIOLockedValueBox(MembershipChanges())
+    private let planPending = NIOLockedValueBox(false)
+    private let planDone = NIOLockedValueBox<[PlannedChange]>([])
     private let paused = NIOLockedValueBox<Set<String>>([])
     private let history = NIOLockedValueBox<[HistoryOperation]>([])
     private let faultLog = NIOLockedValueBox<[String]>([])
@@ -160,25 +286,38 @@ public final class JepsenRun: @unchecked Sendable {
 
     public init(options: JepsenOptions) throws {
         self.options = options
-        names = (0..<options.nodes).map { "n\($0)" }
-        let ports = try ServerCluster.freePorts(2 * options.nodes + options.nodes * (options.nodes - 1))
-        peerPorts = Array(ports[0..<options.nodes])
-        httpPorts = Array(ports[options.nodes..<(2 * options.nodes)])
-        var proxyPorts = Array(ports[(2 * options.nodes)...])
-        proxies = (0..<options.nodes).map { i in
-            (0..<options.nodes).map { j in
+        let total = options.nodes + options.spares
+        let names = (0..<total).map { "n\($0)" }
+        self.names = names
+        let ports = try ServerCluster.freePorts(2 * total + total * (total - 1))
+        let peerPorts = Array(ports[0..<total])
+        self.peerPorts = peerPorts
+        httpPorts = Array(ports[total..<(2 * total)])
+        var proxyPorts = Array(ports[(2 * total)...])
+        let proxies = (0..<total).map { i in
+            (0..<total).map { j in
                 i == j ? nil : LinkProxy(listenPort: proxyPorts.removeFirst(), targetPort: peerPorts[j])
             }
         }
-        // Each node has a file of its own: itself at its real address, every other node behind the proxy of the link.
-        for i in 0..<options.nodes {
-            let entries = (0..<options.nodes).map { j in
-                let port = i == j ? peerPorts[j] : (proxies[i][j]?.listenPort ?? 0)
-                return "\"\(names[j])\": {\"ip\": \"127.0.0.1\", \"port\": \(port), \"http_port\": \(httpPorts[j])}"
-            }
-            try ("{" + entries.joined(separator: ", ") + "}").write(
-                toFile: scratch.path + "/\(names[i]).json", atomically: true, encoding: .utf8)
+        self.proxies = proxies
+        generations = NIOLockedValueBox(Array(repeating: 0, count: total))
+        dirty = NIOLockedValueBox(Set(names.prefix(options.nodes)))
+        members = NIOLockedValueBox(Set(names.prefix(options.nodes)))
+        for i in 0..<total { try writeClusterFile(i, ownRoleSpare: false) }
+    }
+
+    /// Node `i`'s cluster file: itself at its real address, every other node behind the proxy of the link; the
+    /// nodes after the first `nodes` as spares, and node `i` itself too when `ownRoleSpare` (a node added back on
+    /// a fresh directory must not bootstrap the first configuration).
+    private func writeClusterFile(_ i: Int, ownRoleSpare: Bool) throws {
+        let entries = names.indices.map { j in
+            let port = i == j ? peerPorts[j] : (proxies[i][j]?.listenPort ?? 0)
+            let spare = j >= options.nodes || (i == j && ownRoleSpare)
+            return "\"\(names[j])\": {\"ip\": \"127.0.0.1\", \"port\": \(port), \"http_port\": \(httpPorts[j])"
+                + (spare ? ", \"role\": \"spare\"}" : "}")
         }
+        try ("{" + entries.joined(separator: ", ") + "}").write(
+            toFile: scratch.path + "/\(names[i]).json", atomically: true, encoding: .utf8)
     }
 
     private func now() -> Int64 { (NIODeadline.now() - clock).nanoseconds }
@@ -191,33 +330,81 @@ public final class JepsenRun: @unchecked Sendable {
 
     // MARK: - Nodes
 
+    private func dataDirectory(_ k: Int) -> String {
+        let generation = generations.withLockedValue { $0[k] }
+        return scratch.path + "/" + names[k] + (generation == 0 ? "" : ".\(generation)")
+    }
+
+    private func isRunning(_ k: Int) -> Bool {
+        processes.withLockedValue { $0[names[k]]?.isRunning } == true
+    }
+
+    /// Starts node `k` on its current data directory, unless it is running.
     private func start(_ k: Int) throws {
+        try processLock.withLock {
+            guard !isRunning(k) else { return }
+            try launch(k)
+        }
+    }
+
+    /// Starts node `k` (the caller holds `processLock`).
+    private func launch(_ k: Int) throws {
         let name = names[k]
+        let generation = generations.withLockedValue { $0[k] }
+        let label = "\(name)#\(generation).\(launched.withLockedValue { $0.count })"
         let child = try ChildProcess(
             options.executable,
             [
-                "serve", "--config", scratch.path + "/\(name).json", "--id", name, "--data-dir",
-                scratch.path + "/" + name,
+                "serve", "--config", scratch.path + "/\(name).json", "--id", name, "--data-dir", dataDirectory(k),
                 "--tick-milliseconds", "\(options.tickMilliseconds)",
-                "--request-timeout-milliseconds", "\(options.requestTimeoutMilliseconds)", "--log-level", "warning",
+                "--request-timeout-milliseconds", "\(options.requestTimeoutMilliseconds)", "--log-level",
+                options.logLevel,
             ]
                 + options.serveArguments,
-            label: name)
+            label: label)
         processes.withLockedValue { $0[name] = child }
+        launched.withLockedValue { $0.append((label, child)) }
+    }
+
+    /// SIGKILL node `k`'s process (the caller holds `processLock`).
+    private func killLocked(_ k: Int) {
+        guard let child = processes.withLockedValue({ $0[names[k]] }) else { return }
+        killed.withLockedValue { _ = $0.insert(ObjectIdentifier(child)) }
+        child.kill9()
+    }
+
+    private func kill(_ k: Int) {
+        processLock.withLock { killLocked(k) }
+    }
+
+    /// Kills node `k` and starts it again on a new, empty data directory, as a spare in its own cluster file.
+    private func freshRestart(_ k: Int) throws {
+        try processLock.withLock {
+            killLocked(k)
+            generations.withLockedValue { $0[k] += 1 }
+            try writeClusterFile(k, ownRoleSpare: true)
+            try launch(k)
+        }
+        paused.withLockedValue { _ = $0.remove(names[k]) }
+        dirty.withLockedValue { _ = $0.remove(names[k]) }
+        changes.withLockedValue { $0.freshRestarts.append(names[k]) }
+        log("\(names[k]): restarted on a fresh data directory (\(dataDirectory(k)))")
     }
 
     private func endpoint(_ k: Int) -> Endpoint { Endpoint(host: "127.0.0.1", port: httpPorts[k]) }
 
+    /// The node that says it leads, in the highest term if several do (a node cut off or removed may not know yet
+    /// that another leads).
     private func leader() async -> Int? {
+        var best: (k: Int, term: UInt64)?
         for k in names.indices {
-            let client = KVClient(endpoints: [endpoint(k)], timeout: .milliseconds(300))
-            if let response = try? await client.request(.GET, "/v1/status"),
-                let status = try? NodeStatusReport.decode(response), status.role == "leader"
+            if let status = await status(k, timeout: .milliseconds(300)), status.role == "leader",
+                status.term > best?.term ?? 0
             {
-                return k
+                best = (k, status.term)
             }
         }
-        return nil
+        return best?.k
     }
 
     /// The snapshot counters of node `k`'s current process, or nil if it does not answer.
@@ -238,29 +425,98 @@ public final class JepsenRun: @unchecked Sendable {
         }
     }
 
-    private func status(_ k: Int) async -> NodeStatusReport? {
-        let client = KVClient(endpoints: [endpoint(k)], timeout: .milliseconds(500))
+    private func status(_ k: Int, timeout: TimeAmount = .milliseconds(500)) async -> NodeStatusReport? {
+        let client = KVClient(endpoints: [endpoint(k)], timeout: timeout)
         guard let response = try? await client.request(.GET, "/v1/status") else { return nil }
         return try? NodeStatusReport.decode(response)
     }
 
-    /// Waits until every node has applied the highest commit index any node reports now; returns those that have
-    /// not within `seconds`.
-    private func waitUntilCaughtUp(seconds: Double) async -> [String] {
+    /// Node `k`'s own view of the membership (`GET /v1/members`).
+    private func membership(at k: Int) async -> MembershipReport? {
+        let client = KVClient(endpoints: [endpoint(k)], timeout: .milliseconds(1000))
+        guard let response = try? await client.request(.GET, "/v1/members") else { return nil }
+        return MembershipReport.decode(response)
+    }
+
+    /// The leader and its view of the membership, which the harness takes as the membership from now on.
+    private func leaderView() async -> (leader: Int, view: MembershipReport)? {
+        guard let k = await leader(), let view = await membership(at: k) else { return nil }
+        observe(view)
+        return (k, view)
+    }
+
+    private func observe(_ view: MembershipReport) {
+        let voters = view.members.filter { $0.role != "learner" }.count
+        changes.withLockedValue {
+            $0.mostVoters = max($0.mostVoters, voters)
+            $0.fewestVoters = min($0.fewestVoters, voters)
+        }
+        members.withLockedValue { $0 = Set(view.members.map(\.name)) }
+        dirty.withLockedValue { $0.formUnion(view.members.map(\.name)) }
+    }
+
+    /// Waits until each of `nodes` has applied the highest commit index any node reports now; returns those that
+    /// have not within `seconds`.
+    private func waitUntilCaughtUp(_ nodes: [Int], seconds: Double) async -> [String] {
         var target: UInt64 = 0
-        for k in names.indices { target = max(target, await status(k)?.commitIndex ?? 0) }
+        for k in nodes { target = max(target, await status(k)?.commitIndex ?? 0) }
         let deadline = Date().addingTimeInterval(seconds)
-        var lagging = names
+        var lagging = nodes
         while !lagging.isEmpty {
-            var still: [String] = []
-            for k in names.indices where lagging.contains(names[k]) {
-                if (await status(k)?.appliedIndex ?? 0) < target { still.append(names[k]) }
-            }
+            var still: [Int] = []
+            for k in lagging where (await status(k)?.appliedIndex ?? 0) < target { still.append(k) }
             lagging = still
             if lagging.isEmpty || Date() >= deadline { break }
             try? await Task.sleep(for: .milliseconds(50))
         }
-        return lagging
+        return lagging.map { names[$0] }
+    }
+
+    /// Waits until a leader's membership is committed and not joint; nil if none is within `seconds`.
+    private func settleMembership(seconds: Double) async -> (leader: Int, view: MembershipReport)? {
+        let deadline = Date().addingTimeInterval(seconds)
+        while Date() < deadline {
+            if let found = await leaderView(), found.view.committed, !found.view.joint { return found }
+            try? await Task.sleep(for: .milliseconds(100))
+        }
+        return nil
+    }
+
+    /// The leader's membership, and the members whose own view differs from it (each with both views), asked
+    /// again for a few seconds while any differs.
+    private func membershipDisagreements() async -> (MembershipReport?, [String]) {
+        func describe(_ v: MembershipReport) -> String {
+            "index \(v.index)\(v.joint ? " joint" : "") ["
+                + v.members.map { "\($0.name):\($0.role)" }.joined(separator: " ")
+                + "]"
+        }
+        var differing: [String] = []
+        var latest: MembershipReport?
+        for _ in 0..<20 {
+            differing = []
+            guard let view = await leaderView()?.view else {
+                differing = ["no leader answers"]
+                try? await Task.sleep(for: .milliseconds(250))
+                continue
+            }
+            latest = view
+            for k in names.indices where view.members.contains(where: { $0.name == names[k] }) {
+                guard let mine = await membership(at: k) else {
+                    differing.append("\(names[k]) does not answer")
+                    continue
+                }
+                // Not the index: a node restored from a snapshot reports the snapshot's index as that of the
+                // configuration in effect.
+                if mine.joint != view.joint || mine.members.map(\.name) != view.members.map(\.name)
+                    || mine.members.map(\.role) != view.members.map(\.role)
+                {
+                    differing.append("\(names[k]) has \(describe(mine)), the leader \(describe(view))")
+                }
+            }
+            if differing.isEmpty { break }
+            try? await Task.sleep(for: .milliseconds(250))
+        }
+        return (latest, differing)
     }
 
     // MARK: - The run
@@ -274,48 +530,132 @@ public final class JepsenRun: @unchecked Sendable {
         // Wait for the first leader (bounded).
         let deadline = Date().addingTimeInterval(30)
         while await leader() == nil && Date() < deadline { try await Task.sleep(for: .milliseconds(50)) }
-        log("cluster up: \(names.count) nodes, leader \(await leader().map { names[$0] } ?? "none yet")")
+        log(
+            "cluster up: \(options.nodes) voters\(options.spares > 0 ? " and \(options.spares) spares" : ""), "
+                + "leader \(await leader().map { names[$0] } ?? "none yet")")
+        if options.spares > 0, let view = await leaderView()?.view {
+            log("membership: " + view.members.map { "\($0.name):\($0.role)" }.joined(separator: " "))
+        }
 
         let end = NIODeadline.now() + .nanoseconds(Int64(options.seconds * 1e9))
+        let hardEnd = end + .nanoseconds(Int64(options.seconds * 1e9))
+        planPending.withLockedValue { $0 = !options.membershipPlan.isEmpty }
+        let going: @Sendable () -> Bool = { [self] in
+            let now = NIODeadline.now()
+            return now < end || (planPending.withLockedValue { $0 } && now < hardEnd)
+        }
         var random = SplitMix64(seed: options.seed)
         let clientSeeds = (0..<options.clients).map { _ in random.next() }
         let nemesisSeed = random.next()
+        let planSeed = random.next()
         await withTaskGroup(of: Void.self) { group in
             for c in 0..<options.clients {
-                group.addTask { await self.client(c, seed: clientSeeds[c], until: end) }
+                group.addTask { await self.client(c, seed: clientSeeds[c], while: going) }
             }
-            group.addTask { await self.nemesis(seed: nemesisSeed, until: end) }
+            group.addTask { await self.nemesis(seed: nemesisSeed, while: going) }
+            if !options.membershipPlan.isEmpty {
+                group.addTask { await self.runPlan(seed: planSeed, until: hardEnd) }
+            }
         }
         log("faults stop: healing, resuming, restarting")
         await healAll()
-        // Final reads of every key, once a leader is back: the lost-write check.
+        // The membership settles (a change under way commits or is replaced), then the lost-write check: final
+        // reads of every key, through the leader first.
+        let settled = await settleMembership(seconds: 30)
+        if let settled {
+            log(
+                "membership settled: leader \(names[settled.leader]), "
+                    + settled.view.members.map { "\($0.name):\($0.role)" }.joined(separator: " "))
+        } else {
+            log("the membership did not settle within 30 s")
+        }
+        let readOrder =
+            settled.map { s in [s.leader] + names.indices.filter { $0 != s.leader } } ?? Array(names.indices)
         var finals: [String: String?] = [:]
         let finalDeadline = Date().addingTimeInterval(30)
         for key in keys {
             while Date() < finalDeadline {
-                if let value = await finalRead(key) {
+                if let value = await finalRead(key, order: readOrder) {
                     finals[key] = value
                     break
                 }
                 try? await Task.sleep(for: .milliseconds(100))
             }
         }
-        // Every node must catch up with what the cluster committed (a node that fell behind the leader's log start
-        // through a snapshot) before its counters are read.
-        let lagging = await waitUntilCaughtUp(seconds: 30)
+        // Every member must catch up with what the cluster committed (a node that fell behind the leader's log start
+        // through a snapshot) before its counters are read; a removed node is no longer sent anything.
+        let memberNodes =
+            settled.map { s in names.indices.filter { k in s.view.members.contains { $0.name == names[k] } } }
+            ?? Array(names.indices)
+        let lagging = await waitUntilCaughtUp(memberNodes, seconds: 30)
         if !lagging.isEmpty { log("not caught up after 30 s: \(lagging.joined(separator: ", "))") }
+        // The membership now (a change accepted before the faults stopped may have been completed since: a learner
+        // promoted once it caught up), and whether every member has it.
+        var finalView = settled?.view
+        var disagreements: [String] = []
+        if settled != nil, options.spares > 0 || changes.withLockedValue({ $0.requests > 0 }) {
+            (finalView, disagreements) = await membershipDisagreements()
+        }
         for k in names.indices { await collectSnapshotCounts(k) }
+        // A process that is gone although the harness never killed it crashed.
+        let processList = launched.withLockedValue { $0 }
+        let killedSet = killed.withLockedValue { $0 }
+        var crashes: [String] = []
+        var nodeLogs: [String: [String]] = [:]
+        for (label, child) in processList {
+            nodeLogs[label] = Array(child.lines.suffix(40))
+            if !child.isRunning && !killedSet.contains(ObjectIdentifier(child)) {
+                crashes.append(
+                    "\(label) exited with status \(child.process.terminationStatus): "
+                        + child.lines.suffix(5).joined(separator: " | "))
+            }
+        }
         await stopProxies()
         let recorded = history.withLockedValue { $0 }
         let started = NIODeadline.now()
         let results = LinearizabilityChecker.check(recorded)
         let checkSeconds = Double((NIODeadline.now() - started).nanoseconds) / 1e9
-        return JepsenReport(
+        var report = JepsenReport(
             seed: options.seed, seconds: options.seconds, history: recorded, results: results,
             faults: faultCounts.withLockedValue { $0 }, reasons: reasons.withLockedValue { $0 },
             faultLog: faultLog.withLockedValue { $0 },
             finalValues: finals, checkSeconds: checkSeconds, snapshots: snapshotTotals.withLockedValue { $0 },
             lagging: lagging)
+        report.membership = changes.withLockedValue { $0 }
+        report.finalMembership = finalView
+        report.membershipDisagreements = disagreements
+        report.crashes = crashes
+        report.nodeLogs = nodeLogs
+        report.planDone = planDone.withLockedValue { $0 }
+        report.finalValueProblems = Self.finalValueProblems(recorded, finals)
+        return report
+    }
+
+    /// Keys whose final value no write explains: one that nobody wrote (or that only failed writes wrote), or no
+    /// value although a write of the key completed. (The linearizability check, which sees the final reads, is the
+    /// precise one; this says it in plain words.)
+    static func finalValueProblems(_ history: [HistoryOperation], _ finals: [String: String?]) -> [String] {
+        var problems: [String] = []
+        for (key, final) in finals.sorted(by: { $0.key < $1.key }) {
+            var written: Set<String> = []
+            var acknowledged = 0
+            for op in history where op.key == key && (op.outcome == .ok || op.outcome == .unknown) {
+                switch op.call {
+                case .write(let v), .compareAndSet(_, let v):
+                    written.insert(v)
+                    if op.outcome == .ok { acknowledged += 1 }
+                case .read: break
+                }
+            }
+            switch final {
+            case .none where acknowledged > 0:
+                problems.append("\(key): no value at the end, after \(acknowledged) acknowledged writes")
+            case .some(let value) where !written.contains(value):
+                problems.append("\(key): \(value) at the end, which no write that may have taken effect wrote")
+            default: break
+            }
+        }
+        return problems
     }
 
     private var keys: [String] { (0..<options.keys).map { "r\($0)" } }
@@ -326,15 +666,15 @@ public final class JepsenRun: @unchecked Sendable {
 
     // MARK: - Clients
 
-    /// One client: a closed loop of random operations on random keys, each through a random node, every invocation
-    /// and outcome recorded.
-    private func client(_ id: Int, seed: UInt64, until end: NIODeadline) async {
+    /// One client: a closed loop of random operations on random keys, each through a random node (member or not),
+    /// every invocation and outcome recorded.
+    private func client(_ id: Int, seed: UInt64, while going: @Sendable () -> Bool) async {
         var random = SplitMix64(seed: seed)
         var counter = 0
         var lastSeen: [String: String] = [:]
-        while NIODeadline.now() < end {
+        while going() {
             let key = keys[Int(random.next() % UInt64(keys.count))]
-            let node = Int(random.next() % UInt64(names.count))
+            let node = pickNode(&random)
             let roll = random.next() % 10
             counter += 1
             let call: HistoryOperation.Call
@@ -359,9 +699,29 @@ public final class JepsenRun: @unchecked Sendable {
         }
     }
 
+    /// A node for the next operation: any node, or with spares, nine times in ten a member (as last seen) and
+    /// else any node: a non-member that knows no leader holds an operation until the request deadline, then
+    /// refuses it, and clients sending there all the time would do little else.
+    private func pickNode(_ random: inout SplitMix64) -> Int {
+        guard options.spares > 0, random.next() % 10 != 0 else { return Int(random.next() % UInt64(names.count)) }
+        let current = members.withLockedValue { m in names.indices.filter { m.contains(names[$0]) } }
+        guard !current.isEmpty else { return Int(random.next() % UInt64(names.count)) }
+        return current[Int(random.next() % UInt64(current.count))]
+    }
+
     private func perform(_ call: HistoryOperation.Call, key: String, at node: Int) async -> HistoryOperation.Outcome {
+        let member = members.withLockedValue { $0.contains(names[node]) }
         let (outcome, reason) = await attempt(call, key: key, at: node)
         if let reason { reasons.withLockedValue { $0[reason, default: 0] += 1 } }
+        if !member {
+            let what: String
+            switch call {
+            case .read: what = "read"
+            case .write: what = "write"
+            case .compareAndSet: what = "cas"
+            }
+            changes.withLockedValue { $0.nonMemberOutcomes["\(what) " + (reason ?? "completed"), default: 0] += 1 }
+        }
         return outcome
     }
 
@@ -409,8 +769,8 @@ public final class JepsenRun: @unchecked Sendable {
         }
     }
 
-    private func finalRead(_ key: String) async -> String?? {
-        for node in names.indices {
+    private func finalRead(_ key: String, order: [Int]) async -> String?? {
+        for node in order {
             let invoked = now()
             let outcome = await perform(.read, key: key, at: node)
             if case .read(let value) = outcome {
@@ -427,7 +787,7 @@ public final class JepsenRun: @unchecked Sendable {
 
     // MARK: - The nemesis
 
-    private func nemesis(seed: UInt64, until end: NIODeadline) async {
+    private func nemesis(seed: UInt64, while going: @Sendable () -> Bool) async {
         var random = SplitMix64(seed: seed)
         func seconds(_ range: ClosedRange<Double>) -> Duration {
             .milliseconds(
@@ -435,38 +795,74 @@ public final class JepsenRun: @unchecked Sendable {
                     (range.lowerBound + Double(random.next() % 1000) / 1000 * (range.upperBound - range.lowerBound))
                         * 1000))
         }
-        while NIODeadline.now() < end {
+        while going() {
             try? await Task.sleep(for: seconds(options.quietSeconds))
-            guard NIODeadline.now() < end, !options.faults.isEmpty else { break }
+            guard going(), !options.faults.isEmpty else { break }
             let kind = options.faults[Int(random.next() % UInt64(options.faults.count))]
             // Half the time the fault strikes the leader, where it hurts most.
             let leader = await leader()
             let victim = (random.next() % 2 == 0 ? leader : nil) ?? Int(random.next() % UInt64(names.count))
             faultCounts.withLockedValue { $0[kind.rawValue, default: 0] += 1 }
-            switch kind {
-            case .kill:
-                await collectSnapshotCounts(victim)
-                log("kill -9 \(names[victim])\(victim == leader ? " (leader)" : "")")
-                processes.withLockedValue { $0[names[victim]] }?.kill9()
+            if kind == .membership {
+                // Half the time the change is made under another fault, struck first and healed after.
+                let others = options.faults.filter { $0 != .membership }
+                var heal: (@Sendable () async -> Void)?
+                if !others.isEmpty && random.next() % 2 == 0 {
+                    let other = others[Int(random.next() % UInt64(others.count))]
+                    faultCounts.withLockedValue { $0[other.rawValue, default: 0] += 1 }
+                    heal = await inject(other, victim: victim, leader: leader, random: &random)
+                }
+                await membershipFault(random: &random)
+                if let heal {
+                    try? await Task.sleep(for: seconds(options.faultSeconds))
+                    await heal()
+                }
+            } else {
+                let heal = await inject(kind, victim: victim, leader: leader, random: &random)
                 try? await Task.sleep(for: seconds(options.faultSeconds))
-                log("restart \(names[victim])")
-                try? start(victim)
-            case .pause:
-                log("SIGSTOP \(names[victim])\(victim == leader ? " (leader)" : "")")
-                processes.withLockedValue { $0[names[victim]] }?.signal(SIGSTOP)
-                paused.withLockedValue { _ = $0.insert(names[victim]) }
-                try? await Task.sleep(for: seconds(options.faultSeconds))
-                log("SIGCONT \(names[victim])")
-                processes.withLockedValue { $0[names[victim]] }?.signal(SIGCONT)
-                paused.withLockedValue { _ = $0.remove(names[victim]) }
-            case .partition:
-                let cut = partition(around: victim, random: &random)
-                log("partition: \(cut.description)")
-                for (i, j) in cut.links { proxies[i][j]?.setBlocked(true) }
-                try? await Task.sleep(for: seconds(options.faultSeconds))
+                await heal()
+            }
+        }
+    }
+
+    /// Strikes a fault of `kind` (not `membership`) at `victim`; returns what heals it.
+    private func inject(_ kind: FaultKind, victim: Int, leader: Int?, random: inout SplitMix64) async
+        -> @Sendable () async -> Void
+    {
+        let name = names[victim]
+        let role = victim == leader ? " (leader)" : ""
+        switch kind {
+        case .kill:
+            await collectSnapshotCounts(victim)
+            log("kill -9 \(name)\(role)")
+            kill(victim)
+            return { [self] in
+                log("restart \(name)")
+                do {
+                    try start(victim)
+                } catch {
+                    log("\(name): cannot restart: \(error)")
+                }
+            }
+        case .pause:
+            log("SIGSTOP \(name)\(role)")
+            processes.withLockedValue { $0[name] }?.signal(SIGSTOP)
+            paused.withLockedValue { _ = $0.insert(name) }
+            return { [self] in
+                log("SIGCONT \(name)")
+                processes.withLockedValue { $0[name] }?.signal(SIGCONT)
+                paused.withLockedValue { _ = $0.remove(name) }
+            }
+        case .partition:
+            let cut = partition(around: victim, random: &random)
+            log("partition: \(cut.description)")
+            for (i, j) in cut.links { proxies[i][j]?.setBlocked(true) }
+            return { [self] in
                 log("heal")
                 for row in proxies { for proxy in row { proxy?.setBlocked(false) } }
             }
+        case .membership:
+            return {}
         }
     }
 
@@ -510,8 +906,211 @@ public final class JepsenRun: @unchecked Sendable {
             processes.withLockedValue { $0[name] }?.signal(SIGCONT)
         }
         paused.withLockedValue { $0.removeAll() }
-        for (k, name) in names.enumerated() where processes.withLockedValue({ $0[name]?.isRunning }) != true {
-            try? start(k)
+        for k in names.indices where !isRunning(k) {
+            do {
+                try start(k)
+            } catch {
+                log("\(names[k]): cannot restart: \(error)")
+            }
+        }
+    }
+
+    // MARK: - Membership changes
+
+    /// What a membership request came to.
+    private enum ChangeResult {
+        case done(HTTPResponse)
+        /// A definite no (4xx, 503, or not connected).
+        case refused(String)
+        /// 504, another 5xx, or no answer in time: the change may still happen.
+        case unknown(String)
+    }
+
+    /// A random running node, to send a request through (a member or not: a follower forwards it to the leader,
+    /// a node that knows no leader refuses it).
+    private func anyRunningNode(_ random: inout SplitMix64) -> Int {
+        let up = names.indices.filter { isRunning($0) }
+        guard !up.isEmpty else { return Int(random.next() % UInt64(names.count)) }
+        return up[Int(random.next() % UInt64(up.count))]
+    }
+
+    /// Sends one membership request through node `k`, logs and counts what came of it.
+    private func changeRequest(
+        _ what: String, _ method: HTTPMethod, _ path: String, body: [UInt8] = [], through k: Int
+    ) async -> ChangeResult {
+        let result: ChangeResult
+        var message = ""
+        do {
+            let connection = try await HTTPConnection.connect(
+                host: "127.0.0.1", port: httpPorts[k], timeout: .milliseconds(300)
+            ).get()
+            defer { connection.close() }
+            do {
+                let response = try await connection.execute(
+                    method: method, path: path, body: body, headers: [("Content-Type", "application/json")],
+                    timeout: options.membershipTimeout
+                ).get()
+                let object = try? JSONSerialization.jsonObject(with: Data(response.body)) as? [String: Any]
+                let code = object?["error"] as? String ?? "?"
+                message = (object?["message"] as? String).map { ": " + String($0.prefix(200)) } ?? ""
+                if response.status == 200 {
+                    result = .done(response)
+                } else if (400..<500).contains(response.status) || response.status == 503 {
+                    result = .refused("HTTP \(response.status) \(code)")
+                } else {
+                    result = .unknown("HTTP \(response.status) \(code)")
+                }
+            } catch {
+                result = .unknown("no answer in time")
+            }
+        } catch {
+            result = .refused("not connected")
+        }
+        let op = what.split(separator: " ").first.map(String.init) ?? what
+        switch result {
+        case .done(let response):
+            log("membership: \(what) through \(names[k]): done \(String(response.text.prefix(300)))")
+        case .refused(let reason):
+            changes.withLockedValue { $0.refused["\(op): \(reason)", default: 0] += 1 }
+            log("membership: \(what) through \(names[k]): refused, \(reason)\(message)")
+        case .unknown(let reason):
+            changes.withLockedValue { $0.unknown["\(op): \(reason)", default: 0] += 1 }
+            log("membership: \(what) through \(names[k]): outcome unknown, \(reason)\(message)")
+        }
+        return result
+    }
+
+    /// A random change of the membership, as the leader sees it now.
+    private func membershipFault(random: inout SplitMix64) async {
+        // One to three changes in a row, each chosen from the membership a leader has then.
+        let count = 1 + Int(random.next() % 3)
+        for _ in 0..<count { await membershipChange(random: &random) }
+    }
+
+    private func membershipChange(random: inout SplitMix64) async {
+        guard let found = await leaderView() else {
+            log("membership: no leader answers: no change")
+            changes.withLockedValue { $0.refused["change: no leader to read the membership from", default: 0] += 1 }
+            return
+        }
+        let (leader, view) = found
+        let voters = view.members.filter { $0.role != "learner" }.map(\.name)
+        let others = names.filter { !voters.contains($0) }
+        func pick(_ list: [String]) -> String { list[Int(random.next() % UInt64(list.count))] }
+        // A third of the time the voter to remove is the leader (it hands over once its removal commits).
+        func pickVoter() -> String {
+            random.next() % 3 == 0 && voters.contains(names[leader]) ? names[leader] : pick(voters)
+        }
+        var actions = ["transfer"]
+        if !others.isEmpty { actions += ["add", "replace"] }
+        if voters.count > 3 { actions.append("remove") }
+        switch pick(actions) {
+        case "add":
+            _ = await add(pick(others), view: view, random: &random)
+        case "remove":
+            await remove(pickVoter(), random: &random)
+        case "replace":
+            let new = pick(others)
+            let old = pickVoter()
+            log("membership: replace \(old) with \(new)")
+            if await add(new, view: view, random: &random) { await remove(old, random: &random) }
+        default:
+            let candidates = voters.filter { $0 != names[leader] }
+            let target = random.next() % 2 == 0 && !candidates.isEmpty ? pick(candidates) : nil
+            let body = target.map { Array("{\"to\":\"\($0)\"}".utf8) } ?? []
+            let through = anyRunningNode(&random)
+            let result = await changeRequest(
+                "transfer from \(names[leader]) to \(target ?? "any")", .POST, "/v1/leader/transfer", body: body,
+                through: through)
+            if case .done(let response) = result {
+                let to = LeaderTransferReply.decode(response)?.leader ?? "?"
+                changes.withLockedValue { $0.transfers.append("\(names[leader]) -> \(to)") }
+            }
+        }
+        _ = await leaderView()
+    }
+
+    /// Adds node `name` as a voter: first brings it up (on a fresh data directory if it may hold an old
+    /// membership and is not a member: only once its removal is committed). Returns whether the change was done.
+    private func add(_ name: String, view: MembershipReport, random: inout SplitMix64) async -> Bool {
+        guard let k = names.firstIndex(of: name) else { return false }
+        let isMember = view.members.contains { $0.name == name }
+        if !isMember && dirty.withLockedValue({ $0.contains(name) }) {
+            guard view.committed && !view.joint else {
+                log("membership: add \(name): not while the membership is changing (its removal may not be final)")
+                changes.withLockedValue {
+                    $0.refused["add: the harness waits for the membership to settle", default: 0] += 1
+                }
+                return false
+            }
+            if isRunning(k) { await collectSnapshotCounts(k) }
+            do {
+                try freshRestart(k)
+            } catch {
+                log("\(name): cannot restart on a fresh data directory: \(error)")
+                return false
+            }
+        } else if !isRunning(k) {
+            do {
+                try start(k)
+            } catch {
+                log("\(name): cannot start: \(error)")
+            }
+        }
+        let body =
+            "{\"name\":\"\(name)\",\"ip\":\"127.0.0.1\",\"port\":\(peerPorts[k]),\"http_port\":\(httpPorts[k]),"
+            + "\"role\":\"voter\"}"
+        let result = await changeRequest(
+            "add \(name) as a voter", .POST, "/v1/members", body: Array(body.utf8), through: anyRunningNode(&random))
+        if case .refused = result { return false }
+        // Done, or perhaps done: from now on its data directory may hold a membership.
+        dirty.withLockedValue { _ = $0.insert(name) }
+        guard case .done(let response) = result else { return false }
+        changes.withLockedValue { $0.added.append(name) }
+        if let after = MembershipReport.decode(response) { observe(after) }
+        return true
+    }
+
+    /// Removes member `name` (its process keeps running).
+    private func remove(_ name: String, random: inout SplitMix64) async {
+        let result = await changeRequest(
+            "remove \(name)", .DELETE, "/v1/members/" + KVClient.percentEncode(Array(name.utf8)),
+            through: anyRunningNode(&random))
+        guard case .done(let response) = result else { return }
+        changes.withLockedValue { $0.removed.append(name) }
+        if let after = MembershipReport.decode(response) { observe(after) }
+    }
+
+    /// Makes `options.membershipPlan`'s changes in order, each retried until a leader's membership shows it done.
+    private func runPlan(seed: UInt64, until hardEnd: NIODeadline) async {
+        var random = SplitMix64(seed: seed)
+        defer { planPending.withLockedValue { $0 = false } }
+        for step in options.membershipPlan {
+            try? await Task.sleep(for: .milliseconds(Int64(options.planGapSeconds * 1000)))
+            let deadline = min(hardEnd, NIODeadline.now() + .nanoseconds(Int64(options.planStepSeconds * 1e9)))
+            var done = false
+            while !done && NIODeadline.now() < deadline {
+                if let view = await leaderView()?.view {
+                    switch step {
+                    case .add(let name):
+                        if view.members.contains(where: { $0.name == name && $0.role == "voter" }) && view.committed {
+                            done = true
+                        } else {
+                            _ = await add(name, view: view, random: &random)
+                        }
+                    case .remove(let name):
+                        if !view.members.contains(where: { $0.name == name }) && view.committed {
+                            done = true
+                        } else {
+                            await remove(name, random: &random)
+                        }
+                    }
+                }
+                if !done { try? await Task.sleep(for: .milliseconds(300)) }
+            }
+            log("plan: \(step): \(done ? "done" : "NOT DONE in time")")
+            guard done else { return }
+            planDone.withLockedValue { $0.append(step) }
         }
     }
 }
