@@ -1085,10 +1085,11 @@ public struct Raft: Sendable {
     /// persisted.
     private mutating func send(_ kind: Message.Kind, to peer: NodeID, term: Term? = nil, immediately: Bool = false) {
         let m = Message(from: id, to: peer, term: term ?? self.term, kind: kind)
-        // Nothing goes out in a term that is not durable yet: a restart could resume in that term and say something
-        // else in it. (A leader's term is durable before it is elected, since its vote requests wait for the write —
-        // except a single voter's, which wins without asking anyone and may have learners to replicate to at once.)
-        if immediately && m.term <= durableTerm {
+        // A leader sends nothing in a term that is not durable yet: a restart could resume in that term and append
+        // other entries in it. (A leader's term is durable before it is elected, since its vote requests wait for
+        // the write — except a single voter's, which wins without asking anyone and may have learners to replicate
+        // to at once.) A follower's immediate answers create nothing and go at once.
+        if immediately && (role != .leader || m.term <= durableTerm) {
             messages.append(m)
         } else {
             messagesAfterPersist.append(m)

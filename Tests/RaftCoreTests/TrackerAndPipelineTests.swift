@@ -61,6 +61,8 @@ import Testing
         let ids = Set(voters.map { NodeID($0) })
         var raft = try Raft(configuration: RaftConfiguration(id: NodeID(1), voters: ids, preVote: false))
         raft.campaign()
+        // The candidacy is durable before its vote requests go out, so before any vote can come back.
+        raft.advance(raft.ready())
         for peer in voters.dropFirst() {
             raft.step(
                 Message(
