@@ -55,6 +55,8 @@ public struct InvariantChecker: Sendable {
         var previousTerm: Term?
         var kind: EntryKind
         var data: [UInt8]
+        /// The nodes that appended it.
+        var holders: Set<NodeID> = []
     }
 
     private struct CommittedRecord {
@@ -211,7 +213,8 @@ public struct InvariantChecker: Sendable {
         var previousTerm = newEntries.first.flatMap { log.term(at: $0.index.previous) }
         for entry in newEntries {
             let key = EntryKey(index: entry.index, term: entry.term)
-            if let known = entries[key] {
+            if var known = entries[key] {
+                if known.holders.insert(node).inserted { entries[key] = known }
                 if known.kind != entry.kind || known.data != entry.data {
                     throw InvariantViolation(
                         .logMatching, "\(node) holds a different entry at (\(entry.index), \(entry.term))")
@@ -222,10 +225,18 @@ public struct InvariantChecker: Sendable {
                         "\(node)'s entry (\(entry.index), \(entry.term)) follows an entry of \(p), elsewhere of \(q)")
                 }
             } else {
-                entries[key] = EntryRecord(previousTerm: previousTerm, kind: entry.kind, data: entry.data)
+                entries[key] = EntryRecord(
+                    previousTerm: previousTerm, kind: entry.kind, data: entry.data, holders: [node])
             }
             previousTerm = entry.term
         }
+    }
+
+    /// A node crashed: an entry only it ever appended, which its durable log does not hold, is gone — it was never
+    /// durable and never left the node (a leader sends nothing in a term that is not durable yet). A single voter,
+    /// which wins an election without asking anyone, may then append another entry at the same index and term.
+    public mutating func forgetLostEntries(of node: NodeID, durableTerm: (LogIndex) -> Term?) {
+        entries = entries.filter { key, record in record.holders != [node] || durableTerm(key.index) == key.term }
     }
 
     /// State Machine Safety: every node applies the same entry at each index, in order, each index once — and only

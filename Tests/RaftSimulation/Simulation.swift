@@ -939,6 +939,8 @@ public struct Simulation {
             }
         }
         if nodes[k].creating != nil { result.snapshotsLost += 1 }
+        let durable = nodes[k].storage.initialState()
+        checker.forgetLostEntries(of: nodes[k].id) { durable.term(at: $0) }
         nodes[k].creating = nil
         nodes[k].raft = nil
         nodes[k].writes = []

@@ -124,7 +124,8 @@ import Testing
     @Test(.enabled(if: environment["RAFT_SIM_SEED"] != nil))
     func replaysOneSeed() throws {
         let seed = try #require(UInt64(Self.environment["RAFT_SIM_SEED"] ?? ""), "RAFT_SIM_SEED must be an integer")
-        let trace = Self.environment["RAFT_SIM_TRACE"] == "1" ? 400 : 0
+        let trace =
+            Self.environment["RAFT_SIM_TRACE"] == "1" ? Int(Self.environment["RAFT_SIM_TRACE_EVENTS"] ?? "") ?? 400 : 0
         let options = SimulationOptions(seed: seed)
         print("simulation: replaying \(options)")
         do {
