@@ -176,18 +176,29 @@ final class FakePeer: Sendable {
 
 /// A raw client that connects to a node, writes `bytes`, and records the frames that come back.
 func rawClient(port: Int, sending bytes: ByteBuffer) async throws -> (any Channel, FrameLog) {
-    let log = FrameLog()
-    let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
-        .channelInitializer { channel in
-            channel.eventLoop.makeCompletedFuture {
-                try channel.pipeline.syncOperations.addHandler(
-                    ByteToMessageHandler(FrameDecoder(maxFrameSize: 1 << 20)))
-                try channel.pipeline.syncOperations.addHandler(RecordingHandler(log: log, answerPings: false))
+    // On a loaded machine a fresh connection is now and then closed before its first write goes out (CI saw "I/O on
+    // closed channel" here); try again on a new connection, a few times.
+    var attempt = 0
+    while true {
+        attempt += 1
+        let log = FrameLog()
+        let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(
+                        ByteToMessageHandler(FrameDecoder(maxFrameSize: 1 << 20)))
+                    try channel.pipeline.syncOperations.addHandler(RecordingHandler(log: log, answerPings: false))
+                }
             }
+            .connect(host: "127.0.0.1", port: port).get()
+        do {
+            try await channel.writeAndFlush(bytes)
+            return (channel, log)
+        } catch {
+            try? await channel.close()
+            if attempt >= 3 { throw error }
         }
-        .connect(host: "127.0.0.1", port: port).get()
-    try await channel.writeAndFlush(bytes)
-    return (channel, log)
+    }
 }
 
 /// A port nothing listens on (it was just bound and closed).
