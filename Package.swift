@@ -10,6 +10,8 @@ let package = Package(
         .library(name: "RaftStorage", targets: ["RaftStorage"]),
         // For bringing your own transport: the protocol, and the codec that turns messages into bytes.
         .library(name: "RaftTransport", targets: ["RaftTransport"]),
+        // TLS material: development certificates, loading PEM files, contexts for peers and HTTP, reloading.
+        .library(name: "RaftTLS", targets: ["RaftTLS"]),
         .library(name: "RaftWire", targets: ["RaftWire"]),
         .library(name: "RaftKVClient", targets: ["RaftKVClient"]),
         .library(name: "RaftTesting", targets: ["RaftTesting"]),
@@ -24,6 +26,10 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
         .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.2.0"),
         .package(url: "https://github.com/apple/swift-collections", from: "1.6.0"),
+        .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.37.6"),
+        .package(url: "https://github.com/apple/swift-certificates", from: "1.21.1"),
+        .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
+        .package(url: "https://github.com/apple/swift-asn1", from: "1.7.4"),
     ],
     targets: [
         // The Raft algorithm: pure, deterministic, no I/O, no clock, no threads.
@@ -33,11 +39,24 @@ let package = Package(
             name: "RaftWire",
             dependencies: ["RaftCore", .product(name: "NIOCore", package: "swift-nio")]
         ),
-        // How messages travel: TCP on SwiftNIO, or in memory.
+        // TLS material: development certificates (swift-certificates), PEM files, NIOSSL contexts, reloading.
+        .target(
+            name: "RaftTLS",
+            dependencies: [
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "X509", package: "swift-certificates"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "SwiftASN1", package: "swift-asn1"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            ]
+        ),
+        // How messages travel: TCP (optionally mutual TLS) on SwiftNIO, or in memory.
         .target(
             name: "RaftTransport",
             dependencies: [
-                "RaftCore", "RaftWire",
+                "RaftCore", "RaftWire", "RaftTLS",
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "NIOTLS", package: "swift-nio"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
@@ -67,7 +86,7 @@ let package = Package(
         .target(
             name: "RaftLite",
             dependencies: [
-                "RaftCore", "RaftTransport", "RaftStorage",
+                "RaftCore", "RaftTransport", "RaftStorage", "RaftTLS",
                 .product(name: "CoreMetrics", package: "swift-metrics"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -79,13 +98,16 @@ let package = Package(
         .target(
             name: "RaftKV",
             dependencies: [
-                "RaftCore", "RaftLite", "RaftKVClient",
+                "RaftCore", "RaftLite", "RaftKVClient", "RaftTLS",
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "HashTreeCollections", package: "swift-collections"),
                 .product(name: "CoreMetrics", package: "swift-metrics"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "Crypto", package: "swift-crypto"),
             ]
         ),
         // A small HTTP/1.1 client for the store: the CLI, the load generator and the tests use it.
@@ -96,6 +118,7 @@ let package = Package(
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
             ]
@@ -115,8 +138,9 @@ let package = Package(
         .executableTarget(
             name: "raft-lite",
             dependencies: [
-                "RaftCore", "RaftLite", "RaftKV", "RaftKVClient",
+                "RaftCore", "RaftLite", "RaftKV", "RaftKVClient", "RaftTLS",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -128,17 +152,18 @@ let package = Package(
         // Test support: child processes (the real raft-lite binary) for crash and end-to-end tests.
         .target(
             name: "ProcessTesting",
-            dependencies: [.product(name: "NIOConcurrencyHelpers", package: "swift-nio")],
+            dependencies: ["RaftTLS", "RaftLite", .product(name: "NIOConcurrencyHelpers", package: "swift-nio")],
             path: "Tests/ProcessTesting"
         ),
         // Test support: the Jepsen-style harness (proxies, clients, nemesis) and the linearizability checker.
         .target(
             name: "JepsenKit",
             dependencies: [
-                "ProcessTesting", "RaftKVClient", "RaftCore",
+                "ProcessTesting", "RaftKVClient", "RaftCore", "RaftTLS",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             ],
             path: "Tests/JepsenKit"
@@ -173,6 +198,7 @@ let package = Package(
             name: "RaftKVTests",
             dependencies: [
                 "RaftKV", "RaftKVClient", "ProcessTesting", "RaftLite", "RaftTransport", "RaftTesting", "RaftCore",
+                "RaftTLS", .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "NIOHTTP1", package: "swift-nio"), .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"), .product(name: "Logging", package: "swift-log"),
             ]
@@ -184,7 +210,10 @@ let package = Package(
         .testTarget(
             name: "RaftTransportTests",
             dependencies: [
-                "RaftCore", "RaftWire", "RaftTransport", "RaftTesting",
+                "RaftCore", "RaftWire", "RaftTransport", "RaftTesting", "RaftTLS", "RaftLite",
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "X509", package: "swift-certificates"),
+                .product(name: "SwiftASN1", package: "swift-asn1"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),

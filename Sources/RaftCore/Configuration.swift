@@ -14,6 +14,12 @@ public struct RaftConfiguration: Sendable, Hashable {
     /// grants it even within the leader's lease. Only the pre-vote is hurried: a leader that other voters still hear
     /// is not disrupted, and safety never depended on timeouts.
     public var fastFailover = false
+    /// Voters keep a leader's lease strictly, as lease reads need (thesis §6.4.1): a voter that heard from a leader
+    /// within `electionTick` ticks ignores vote requests even when its connection to the leader was lost (the
+    /// fast-failover exception does not apply), and a node that restarts (with a term of its own) ignores them for its
+    /// first `electionTick` ticks (it may have answered a heartbeat before it went down). Costs some availability: a
+    /// crashed leader is replaced only after an election timeout.
+    public var strictLease = false
     /// A follower that hears nothing from a leader for a random number of ticks in
     /// `electionTick ..< 2 * electionTick` starts an election (Raft §5.2). Must exceed `heartbeatTick`.
     public var electionTick: Int

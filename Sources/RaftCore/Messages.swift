@@ -29,8 +29,10 @@ public struct Message: Sendable, Hashable, CustomStringConvertible {
         case requestVoteResponse(RequestVoteResponse)
         /// Leader → follower: "I am alive", with the commit index the follower may safely adopt.
         case heartbeat(Heartbeat)
-        /// Follower → leader: the answer to a heartbeat; it tells the leader the follower is reachable (CheckQuorum).
-        case heartbeatResponse
+        /// Follower → leader: the answer to a heartbeat; it tells the leader the follower is reachable (CheckQuorum)
+        /// and, by echoing the heartbeat's read round, that it still took this leader for its leader when that round
+        /// began (ReadIndex, thesis §6.4).
+        case heartbeatResponse(HeartbeatResponse)
         /// Leader → follower: entries up to `commit` are committed. Sent when the commit index moves and no other
         /// message would carry it; never answered.
         case commitNotice(LogIndex)
@@ -49,6 +51,11 @@ public struct Message: Sendable, Hashable, CustomStringConvertible {
         /// Leader → the follower it hands leadership to: start an election now, without a pre-vote (thesis §3.10).
         /// Sent once the follower's log is as long as the leader's.
         case timeoutNow
+        /// Follower → leader: a linearizable read on the follower asks for a read index (thesis §6.4: the leader's
+        /// commit index once the leader has confirmed it still leads). Never touches the log.
+        case readIndex(ReadIndexRequest)
+        /// Leader → follower: the read index for a `readIndex` request, or its refusal (the receiver does not lead).
+        case readIndexResponse(ReadIndexResponse)
     }
 
     public var description: String { "\(from)→\(to) \(term) \(kind)" }
@@ -128,6 +135,44 @@ public struct Heartbeat: Sendable, Hashable {
     /// The leader's commit index, capped at what the leader knows this follower holds, so that the follower can
     /// adopt it without checking its log.
     public var commit: LogIndex
+    /// The latest read round the leader has begun (0: none yet). The follower echoes it in its answer; a quorum of
+    /// answers echoing round `r` confirms every read that was waiting for round `r` (ReadIndex).
+    public var context: UInt64
 
-    public init(commit: LogIndex) { self.commit = commit }
+    public init(commit: LogIndex, context: UInt64 = 0) {
+        self.commit = commit
+        self.context = context
+    }
+}
+
+/// The body of a heartbeat's answer.
+public struct HeartbeatResponse: Sendable, Hashable {
+    /// The read round of the heartbeat answered (`Heartbeat.context`).
+    public var context: UInt64
+
+    public init(context: UInt64 = 0) { self.context = context }
+}
+
+/// A follower's request for a read index.
+public struct ReadIndexRequest: Sendable, Hashable {
+    /// The follower's name for the read, echoed in the answer.
+    public var context: UInt64
+
+    public init(context: UInt64) { self.context = context }
+}
+
+/// The leader's answer to a `ReadIndexRequest`.
+public struct ReadIndexResponse: Sendable, Hashable {
+    public var context: UInt64
+    /// The read index: the state machine must have applied up to it before the read is served. Meaningless when
+    /// `granted` is false.
+    public var index: LogIndex
+    /// False when the node asked does not lead (any more): ask again, of the leader.
+    public var granted: Bool
+
+    public init(context: UInt64, index: LogIndex, granted: Bool) {
+        self.context = context
+        self.index = index
+        self.granted = granted
+    }
 }

@@ -68,6 +68,17 @@ public struct Raft: Sendable {
     private var transferElapsed = 0
     /// Follower: the shell reported the connection to the leader lost, and nothing came from the leader since.
     private var leaderLost = false
+    /// Leader: linearizable reads waiting for the leader to confirm it still leads (thesis §6.4).
+    private var reads = PendingReads()
+    /// Reads confirmed, and this node's reads dropped, since the last `Ready`.
+    private var readStates: [ReadState] = []
+    private var readsDropped: [UInt64] = []
+    /// With `RaftConfiguration.strictLease`: a node that has just started keeps the lease promise of a heartbeat it
+    /// may have answered before it went down, refusing votes for an election timeout.
+    private var leaseHoldoff = false
+    /// Leader: this term's lease is given up (a transfer told another voter to campaign, and voters grant that
+    /// election within the lease).
+    private var leaseForfeited = false
 
     struct ConfigPoint: Sendable, Hashable {
         var index: LogIndex
@@ -144,6 +155,8 @@ public struct Raft: Sendable {
         self.lastHardState = hs
         self.durableTerm = term
         self.snapshot = snapshot
+        // A node that never had a term never answered a leader; one that had may have, just before it went down.
+        self.leaseHoldoff = configuration.strictLease && term > .zero
         resetElectionTimer()
     }
 
@@ -226,6 +239,7 @@ public struct Raft: Sendable {
         // A node that cannot stand lets its timer run on, so that its leader's lease runs out and it grants votes
         // (a learner may be the one vote a joint configuration's election needs).
         if electionElapsed < Int.max { electionElapsed += 1 }
+        if electionElapsed >= configuration.electionTick { leaseHoldoff = false }
         if electionElapsed >= randomizedElectionTimeout && isPromotable {
             electionElapsed = 0
             campaign()
@@ -233,6 +247,14 @@ public struct Raft: Sendable {
     }
 
     private mutating func tickLeader() {
+        // Every tick, not every heartbeat: read rounds restart the heartbeat count, and with a round every tick (a
+        // lease renewed) the heartbeat would never fall due — nor would the catch-up of a follower whose
+        // acknowledgement was lost (the simulator found a joint configuration stuck that way).
+        tracker.newHeartbeatPeriod()
+        // Reads waiting for a round whose answers may never come — the configuration changed under them (to this
+        // node alone, say: then no answer ever arrives to check them again) — are checked against the quorum in
+        // effect now (the simulator found a single voter's read waiting for ever).
+        if !reads.waiting.isEmpty { confirmReads() }
         heartbeatElapsed += 1
         electionElapsed += 1
         if transferee != nil {
@@ -260,7 +282,8 @@ public struct Raft: Sendable {
         }
         if heartbeatElapsed >= configuration.heartbeatTick {
             heartbeatElapsed = 0
-            broadcastHeartbeat()
+            // Reads waiting for a round take this heartbeat for theirs.
+            if reads.wantsRound { beginReadRound() } else { broadcastHeartbeat() }
         }
     }
 
@@ -307,9 +330,11 @@ public struct Raft: Sendable {
                 // requests, so a removed or partitioned node cannot depose a healthy leader.
                 // The exceptions: an election the leader itself asked for (a transfer), and, with fast failover,
                 // a leader this node has lost its connection to as well.
+                // With a strict lease (lease reads), neither the fast-failover exception nor a restart ends it.
                 let inLease =
-                    configuration.checkQuorum && leader != nil && electionElapsed < configuration.electionTick
-                    && !request.transfer && !leaderLost
+                    configuration.checkQuorum && (leader != nil || leaseHoldoff)
+                    && electionElapsed < configuration.electionTick && !request.transfer
+                    && (!leaderLost || configuration.strictLease)
                 if inLease { return }
                 // A pre-vote request carries the term the candidate would use; it changes nothing here.
                 if !request.preVote { becomeFollower(term: m.term, leader: nil) }
@@ -319,7 +344,7 @@ public struct Raft: Sendable {
             case .appendEntries, .heartbeat, .commitNotice, .installSnapshot, .timeoutNow:
                 becomeFollower(term: m.term, leader: m.from)
             case .appendEntriesResponse, .requestVoteResponse, .heartbeatResponse, .propose, .snapshotChunk,
-                .snapshotChunkAck:
+                .snapshotChunkAck, .readIndex, .readIndexResponse:
                 becomeFollower(term: m.term, leader: nil)
             }
         } else if m.term < term {
@@ -348,6 +373,20 @@ public struct Raft: Sendable {
         case .propose(let batch):
             // Dropped during a transfer, as a leader's own are refused; the proposer retries.
             if role == .leader && transferee == nil { appendProposals(batch) }
+        case .readIndex(let request):
+            if role == .leader {
+                takeRead(context: request.context, from: m.from)
+            } else {
+                let refusal = ReadIndexResponse(context: request.context, index: .zero, granted: false)
+                send(.readIndexResponse(refusal), to: m.from, immediately: true)
+            }
+        case .readIndexResponse(let response):
+            guard role != .leader else { return }
+            if response.granted {
+                readStates.append(ReadState(context: response.context, index: response.index))
+            } else {
+                readsDropped.append(response.context)
+            }
         default:
             switch role {
             case .leader: stepLeader(m)
@@ -400,12 +439,15 @@ public struct Raft: Sendable {
     /// Whether `ready()` would hand out anything.
     public var hasReady: Bool {
         !messages.isEmpty || !messagesAfterPersist.isEmpty || log.hasUnpersisted || log.hasCommittedToApply
-            || snapshotToInstall
-            || (role == .leader && needsFlush) || term != lastHardState.term || votedFor != lastHardState.votedFor
+            || snapshotToInstall || !readStates.isEmpty || !readsDropped.isEmpty
+            || (role == .leader && (reads.wantsRound || needsFlush)) || term != lastHardState.term
+            || votedFor != lastHardState.votedFor
     }
 
     /// Takes the work that has accumulated: see `Ready` for what to do with it, and in which order.
     public mutating func ready() -> Ready {
+        // Every read that arrived since the last ready shares one round.
+        if role == .leader && reads.wantsRound { beginReadRound() }
         if role == .leader && needsFlush { flushReplication() }
         needsFlush = false
         var rd = Ready()
@@ -424,6 +466,8 @@ public struct Raft: Sendable {
         rd.committedEntries = log.takeCommitted()
         swap(&rd.messages, &messages)
         swap(&rd.messagesAfterPersist, &messagesAfterPersist)
+        swap(&rd.readStates, &readStates)
+        swap(&rd.readsDropped, &readsDropped)
         return rd
     }
 
@@ -516,6 +560,9 @@ public struct Raft: Sendable {
         }
         leader = nil
         leaderLost = false
+        leaseHoldoff = false
+        leaseForfeited = false
+        readsDropped += reads.dropAll(own: id)
         heartbeatElapsed = 0
         resetElectionTimer()
         tracker.resetVotes()
@@ -677,7 +724,7 @@ public struct Raft: Sendable {
             // The leader caps the commit index at what it knows we hold, so it can be adopted as it is.
             log.commit(to: heartbeat.commit)
             // "I am here" promises nothing durable: send it at once, so a slow disk cannot fail CheckQuorum.
-            send(.heartbeatResponse, to: m.from, immediately: true)
+            send(.heartbeatResponse(HeartbeatResponse(context: heartbeat.context)), to: m.from, immediately: true)
         case .commitNotice(let commit):
             electionElapsed = 0
             leader = m.from
@@ -803,13 +850,15 @@ public struct Raft: Sendable {
                     return true
                 } ?? false
             if backedOff { needsFlush = true }
-        case .heartbeatResponse:
+        case .heartbeatResponse(let response):
             let patience = snapshotPatience
+            let lastIndex = log.lastIndex
             let behind =
                 tracker.update(m.from) { pr in
                     pr.recentActive = true
                     pr.heardFrom = true
                     pr.probeSent = false
+                    pr.readRound = max(pr.readRound, response.context)
                     if pr.state == .snapshot {
                         // The follower is alive but has not acknowledged the snapshot. The shell reports every
                         // transfer's end (`reportSnapshot`); should a report be lost, do not wait for ever: probe
@@ -823,11 +872,89 @@ public struct Raft: Sendable {
                     }
                     // The follower is alive: if the window is full, a message may have been lost; make room.
                     if pr.state == .replicate && pr.inflights.isFull { pr.inflights.freeFirst() }
-                    return pr.match
-                } ?? log.lastIndex
-            if behind < log.lastIndex { sendAppend(to: m.from, allowEmpty: true) }
+                    // Behind: send what it lacks (a probe, a snapshot to retry, or in the replicate state an append
+                    // that may have been lost) — in the replicate state once per tick, not once per read round,
+                    // which would double the messages of every round while writes flow.
+                    guard pr.match < lastIndex else { return false }
+                    if pr.state == .replicate {
+                        guard !pr.catchUpSent else { return false }
+                        pr.catchUpSent = true
+                    }
+                    return true
+                } ?? false
+            if behind { sendAppend(to: m.from, allowEmpty: true) }
+            if !reads.waiting.isEmpty { confirmReads() }
         default:
             break
+        }
+    }
+
+    // MARK: - Reads
+
+    /// Asks for a linearizable read (thesis §6.4). The answer comes in a later `Ready`: `readStates` with the read
+    /// index (serve the read once the state machine has applied up to it), or `readsDropped` (this node stopped
+    /// leading, or the leader refused: ask again). Nothing is appended to the log and nothing is written.
+    ///
+    /// On the leader the read index is the commit index when the read arrives — once an entry of the leader's own
+    /// term is committed; before that, the read waits — confirmed by a quorum answering a heartbeat round that began
+    /// after it (all the reads that arrive while a round is in flight share the next one). On a follower the read is
+    /// sent to the leader, which answers with the index; a request or answer lost on the way is never reported, so
+    /// the caller retries after a while of its choosing (with the same context, or a new one).
+    ///
+    /// - Parameter context: the caller's name for the read, echoed in the answer; unique among its reads in flight.
+    /// - Throws: `ReadIndexError.noLeader` on a node that knows no leader.
+    public mutating func readIndex(context: UInt64) throws(ReadIndexError) {
+        switch role {
+        case .leader:
+            takeRead(context: context, from: id)
+        case .follower:
+            guard let leader else { throw .noLeader }
+            send(.readIndex(ReadIndexRequest(context: context)), to: leader, immediately: true)
+        case .preCandidate, .candidate:
+            throw .noLeader
+        }
+    }
+
+    /// Whether this node may serve a read from its lease, without a round (thesis §6.4.1): it leads, with
+    /// CheckQuorum, has committed an entry of its term, and has not told another voter to campaign in this term. The
+    /// lease's length is the shell's to measure, on its clock, from a confirmed read (see `readIndex`): voters ignore
+    /// vote requests for `electionTick` ticks after they last heard from the leader — strictly so with
+    /// `RaftConfiguration.strictLease`, which lease reads need.
+    public var leaseReadsAllowed: Bool {
+        role == .leader && configuration.checkQuorum && configuration.strictLease && !leaseForfeited
+            && hasCommittedInTerm
+    }
+
+    /// Whether the leader's commit index is at an entry of its own term.
+    private var hasCommittedInTerm: Bool { log.term(at: log.committed) == term }
+
+    private mutating func takeRead(context: UInt64, from asker: NodeID) {
+        if hasCommittedInTerm {
+            reads.enqueue(context: context, from: asker, index: log.committed)
+        } else {
+            reads.awaitingCommit.append(PendingReads.Asker(context: context, from: asker))
+        }
+    }
+
+    /// Begins a read round: a heartbeat to every follower, carrying the round's number.
+    private mutating func beginReadRound() {
+        reads.beginRound()
+        broadcastHeartbeat()
+        heartbeatElapsed = 0
+        confirmReads()
+    }
+
+    /// Hands out (or sends the follower that asked) every read whose round a quorum has confirmed.
+    private mutating func confirmReads() {
+        let tracker = self.tracker
+        let confirmed = reads.release { round in tracker.hasConfirmed(readRound: round) }
+        for read in confirmed {
+            if read.from == id {
+                readStates.append(ReadState(context: read.context, index: read.index))
+            } else {
+                let answer = ReadIndexResponse(context: read.context, index: read.index, granted: true)
+                send(.readIndexResponse(answer), to: read.from, immediately: true)
+            }
         }
     }
 
@@ -966,6 +1093,7 @@ public struct Raft: Sendable {
     private mutating func maybeSendTimeoutNow() {
         guard let transferee, !timeoutNowSent, tracker.progress[transferee]?.match == log.lastIndex else { return }
         timeoutNowSent = true
+        leaseForfeited = true
         send(.timeoutNow, to: transferee, immediately: true)
     }
 
@@ -984,7 +1112,11 @@ public struct Raft: Sendable {
     /// from a peer with a more up-to-date log (or as up to date, with a lower id) stand down, so that the vote does
     /// not split. Reports about other peers change nothing.
     public mutating func connectionLost(to peer: NodeID) {
-        guard configuration.fastFailover, configuration.preVote, role == .follower, peer == leader else { return }
+        // With a strict lease, a follower that acknowledged the leader's heartbeat keeps its promise not to take part
+        // in an election for an election timeout, even as a candidate: no hurried poll.
+        guard configuration.fastFailover, !configuration.strictLease, configuration.preVote, role == .follower,
+            peer == leader
+        else { return }
         leaderLost = true
         if isPromotable && term < Term.ceiling { campaign(.preElection) }
     }
@@ -1004,6 +1136,10 @@ public struct Raft: Sendable {
         guard index > log.committed, log.term(at: index) == term else { return }
         log.commit(to: index)
         needsFlush = true
+        // An entry of this term is committed: the commit index now holds every earlier leader's, and can answer the
+        // reads that waited for that.
+        for asker in reads.awaitingCommit { reads.enqueue(context: asker.context, from: asker.from, index: index) }
+        reads.awaitingCommit = []
         configCommitted()
     }
 
@@ -1074,7 +1210,9 @@ public struct Raft: Sendable {
                 pr.commitSent = max(pr.commitSent, commit)
                 return commit
             }
-            if let commit { send(.heartbeat(Heartbeat(commit: commit)), to: peer, immediately: true) }
+            if let commit {
+                send(.heartbeat(Heartbeat(commit: commit, context: reads.lastRound)), to: peer, immediately: true)
+            }
         }
     }
 
@@ -1118,7 +1256,7 @@ public struct Raft: Sendable {
         case .installSnapshot(let meta):
             return meta.term <= m.term && !meta.voters.isEmpty
         case .appendEntriesResponse, .requestVote, .requestVoteResponse, .heartbeat, .heartbeatResponse,
-            .commitNotice, .snapshotChunk, .snapshotChunkAck, .timeoutNow:
+            .commitNotice, .snapshotChunk, .snapshotChunkAck, .timeoutNow, .readIndex, .readIndexResponse:
             return true
         }
     }

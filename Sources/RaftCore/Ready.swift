@@ -32,12 +32,17 @@ public struct Ready: Sendable {
     /// Committed entries to apply, in index order, once `entries` and `hardState` are durable. Includes no-op entries,
     /// which the application skips but which still advance its applied index.
     public var committedEntries: [Entry] = []
+    /// Linearizable reads confirmed (`Raft.readIndex(context:)`): serve each once the state machine has applied up
+    /// to its index. They depend on nothing in this ready being durable.
+    public var readStates: [ReadState] = []
+    /// This node's reads that will never be confirmed (it stopped leading, or the leader refused them): ask again.
+    public var readsDropped: [UInt64] = []
 
     public init() {}
 
     /// Whether there is nothing at all to do.
     public var isEmpty: Bool {
         snapshot == nil && entries.isEmpty && hardState == nil && messages.isEmpty && messagesAfterPersist.isEmpty
-            && committedEntries.isEmpty
+            && committedEntries.isEmpty && readStates.isEmpty && readsDropped.isEmpty
     }
 }

@@ -30,6 +30,9 @@ public struct ReadyPipeline: Sendable {
         public var write: Write?
         /// Readies durable now (this one, when it had nothing to write and no write was ahead of it).
         public var durable: [Ready]
+        /// Reads confirmed, and reads dropped: they wait for no write (see `Ready.readStates`).
+        public var readStates: [ReadState] = []
+        public var readsDropped: [UInt64] = []
     }
 
     /// Readies taken and not yet durable, oldest first, with whether each has a write of its own.
@@ -47,7 +50,9 @@ public struct ReadyPipeline: Sendable {
         guard raft.hasReady else { return nil }
         let ready = raft.ready()
         let hasWrite = ready.snapshot != nil || !ready.entries.isEmpty || ready.hardState != nil
-        var step = Step(messages: ready.messages, write: nil, durable: [])
+        var step = Step(
+            messages: ready.messages, write: nil, durable: [], readStates: ready.readStates,
+            readsDropped: ready.readsDropped)
         if !hasWrite && waiting.isEmpty {
             raft.advance(ready)
             step.durable = [ready]

@@ -32,10 +32,15 @@ enum KVRoute: Sendable, Equatable {
     case metrics
     /// `POST /v1/snapshot`: snapshot the state machine now and compact the log.
     case snapshot
-    /// A command to propose through the log: a write, or a linearizable read.
+    /// A command to propose through the log: a write.
     case propose(KVCommand)
-    /// A read of this node's own copy of the key (`?consistency=serializable`, or unsafe local reads).
-    case localRead(key: [UInt8])
+    /// A write of a client session (the `Raft-Client-Id` and `Raft-Sequence` headers): applied once per sequence.
+    case proposeInSession(KVCommand, ClientSession)
+    /// `POST /v1/sessions`: register a client session through the log.
+    case registerSession
+    /// A read of the key with this consistency, once this node has applied at least `atLeast` (`?min_index=N`).
+    /// Linearizable reads go through ReadIndex, never through the log; unsafe local reads are `serializable`.
+    case read(key: [UInt8], consistency: ReadConsistency, atLeast: LogIndex)
     /// `GET /v1/members`: the membership in this node's view.
     case members
     /// `GET /v1/cluster`: the cluster id and the bootstrap configuration, for a node that joins.
@@ -58,17 +63,27 @@ struct KVRouter: Sendable {
     var maxValueBytes: Int
     /// Serve linearizable reads from the local copy (testing only: see `KVServer.Options.unsafeLocalReads`).
     var unsafeLocalReads: Bool
+    /// With tokens: `GET /metrics` needs one too.
+    var authenticateMetrics = false
+    /// With tokens: `GET /v1/status` needs one too.
+    var authenticateStatus = false
 
-    init(maxKeyBytes: Int, maxValueBytes: Int, unsafeLocalReads: Bool = false) {
+    init(
+        maxKeyBytes: Int, maxValueBytes: Int, unsafeLocalReads: Bool = false, authenticateMetrics: Bool = false,
+        authenticateStatus: Bool = false
+    ) {
         self.maxKeyBytes = maxKeyBytes
         self.maxValueBytes = maxValueBytes
         self.unsafeLocalReads = unsafeLocalReads
+        self.authenticateMetrics = authenticateMetrics
+        self.authenticateStatus = authenticateStatus
     }
 
     init(options: KVServer.Options) {
         self.init(
             maxKeyBytes: options.maxKeyBytes, maxValueBytes: options.maxValueBytes,
-            unsafeLocalReads: options.unsafeLocalReads)
+            unsafeLocalReads: options.unsafeLocalReads, authenticateMetrics: options.authenticateMetrics,
+            authenticateStatus: options.authenticateStatus)
     }
 
     /// The size a request's head declares for its body, when that is over the limit: such a request is refused at
@@ -101,6 +116,13 @@ struct KVRouter: Sendable {
             }
             return .snapshot
         }
+        if target.path == Self.sessionsPath {
+            guard request.method == .POST else { return .refused(.methodNotAllowed("POST")) }
+            guard target.query?.isEmpty == true else {
+                return .refused(.error(.badRequest, "bad_query", "POST /v1/sessions takes no query parameters"))
+            }
+            return .registerSession
+        }
         if let route = routeMembership(request, target, body: body) { return route }
         guard target.path.hasPrefix(Self.keyPrefix) else {
             return .refused(.error(.notFound, "not_found", "no such endpoint: \(target.path)"))
@@ -119,35 +141,150 @@ struct KVRouter: Sendable {
         }
         switch request.method {
         case .GET:
-            if let unknown = query.keys.first(where: { $0 != "consistency" }) {
+            if let unknown = query.keys.first(where: { $0 != "consistency" && $0 != "min_index" }) {
                 return .refused(.error(.badRequest, "bad_query", "unknown query parameter \"\(unknown)\""))
             }
-            switch query["consistency"].map({ String(decoding: $0, as: UTF8.self) }) {
-            case nil where !unsafeLocalReads, "linearizable" where !unsafeLocalReads:
-                return .propose(.get(key: key))
-            case nil, "linearizable", "serializable":
-                return .localRead(key: key)
-            case let other?:
+            var atLeast = LogIndex.zero
+            if let text = query["min_index"] {
+                guard let n = UInt64(String(decoding: text, as: UTF8.self)) else {
+                    return .refused(
+                        .error(
+                            .badRequest, "bad_query",
+                            "min_index must be a log index (a decimal number), not \"\(String(decoding: text, as: UTF8.self))\""
+                        ))
+                }
+                atLeast = LogIndex(n)
+            }
+            let name = query["consistency"].map { String(decoding: $0, as: UTF8.self) } ?? "linearizable"
+            guard var consistency = ReadConsistency(rawValue: name) else {
                 return .refused(
                     .error(
-                        .badRequest, "bad_query", "consistency must be linearizable or serializable, not \"\(other)\""))
+                        .badRequest, "bad_query",
+                        "consistency must be linearizable, lease or serializable, not \"\(name)\""))
             }
+            if unsafeLocalReads { consistency = .serializable }
+            return .read(key: key, consistency: consistency, atLeast: atLeast)
         case .PUT:
             if let unknown = query.keys.first(where: { $0 != "prev_value" }) {
                 return .refused(.error(.badRequest, "bad_query", "unknown query parameter \"\(unknown)\""))
             }
             guard body.count <= maxValueBytes else { return .refused(.tooLarge(body.count, maxValueBytes)) }
             if let expected = query["prev_value"] {
-                return .propose(.compareAndSet(key: key, expected: expected, value: body))
+                return write(.compareAndSet(key: key, expected: expected, value: body), request.headers)
             }
-            return .propose(.put(key: key, value: body))
+            return write(.put(key: key, value: body), request.headers)
         case .DELETE:
             guard query.isEmpty else {
                 return .refused(.error(.badRequest, "bad_query", "DELETE takes no query parameters"))
             }
-            return .propose(.delete(key: key))
+            return write(.delete(key: key), request.headers)
         default:
             return .refused(.methodNotAllowed("GET, PUT, DELETE"))
+        }
+    }
+}
+
+// MARK: - Authentication
+
+extension KVRouter {
+    /// Why a request may not be served, or nil if it may. Without `tokens` every request may. With them:
+    ///
+    /// - `GET /metrics` and `GET /v1/status` are open unless `authenticateMetrics` / `authenticateStatus`;
+    /// - every other request needs `Authorization: Bearer TOKEN` with a listed token: 401 `unauthorized` (and
+    ///   `WWW-Authenticate: Bearer`) when it is missing, malformed, given twice or not listed — whatever the request,
+    ///   even one that would be refused for another reason, so that nothing about it is answered;
+    /// - a `read` token may only GET: any other method is 403 `forbidden`.
+    ///
+    /// Decided on the request alone, before the node is asked anything, so a refused request changes nothing.
+    func authorize(_ request: KVRequest, _ route: KVRoute, tokens: TokenTable?) -> KVReply? {
+        guard let tokens else { return nil }
+        switch route {
+        case .metrics where !authenticateMetrics, .status where !authenticateStatus: return nil
+        default: break
+        }
+        let given = request.headers["Authorization"]
+        guard !given.isEmpty else {
+            return .unauthorized(
+                "this server requires a bearer token: send Authorization: Bearer TOKEN", invalid: false)
+        }
+        guard given.count == 1, let token = Self.bearerToken(given[0]) else {
+            return .unauthorized("the Authorization header must be one \"Bearer TOKEN\"", invalid: true)
+        }
+        guard let entry = tokens.entry(for: token) else {
+            return .unauthorized("the bearer token is not accepted here", invalid: true)
+        }
+        if entry.role == .read && request.method != .GET {
+            let named = entry.name.isEmpty ? "this token" : "the token \"\(entry.name)\""
+            return .error(
+                .forbidden, "forbidden",
+                "\(named) may only read (role read): \(request.method.rawValue) needs a readwrite token")
+        }
+        return nil
+    }
+
+    /// The token of an `Authorization: Bearer TOKEN` header value (the scheme in any case), or nil.
+    static func bearerToken(_ value: String) -> Substring.UTF8View? {
+        let trimmed = value.drop { $0 == " " }
+        guard trimmed.count > 7, trimmed.prefix(7).lowercased() == "bearer " else { return nil }
+        let token = trimmed.dropFirst(7).drop { $0 == " " }
+        var end = token.endIndex
+        while end > token.startIndex, token[token.index(before: end)] == " " { end = token.index(before: end) }
+        let exact = token[..<end]
+        guard !exact.isEmpty, !exact.contains(" ") else { return nil }
+        return exact.utf8
+    }
+}
+
+// MARK: - Client sessions
+
+extension KVRouter {
+    static let sessionsPath = "/v1/sessions"
+    static let clientIDHeader = "Raft-Client-Id"
+    static let sequenceHeader = "Raft-Sequence"
+
+    /// A write, in a client session if its headers name one.
+    func write(_ command: KVCommand, _ headers: HTTPHeaders) -> KVRoute {
+        switch Self.session(headers) {
+        case .success(nil): return .propose(command)
+        case .success(let session?): return .proposeInSession(command, session)
+        case .failure(let reply): return .refused(reply)
+        }
+    }
+
+    /// The client session a write's headers name: both `Raft-Client-Id` and `Raft-Sequence`, or neither; each once,
+    /// a decimal number of at least 1 that fits in 64 bits.
+    static func session(_ headers: HTTPHeaders) -> Result<ClientSession?, KVReply> {
+        let ids = headers[clientIDHeader]
+        let sequences = headers[sequenceHeader]
+        if ids.isEmpty && sequences.isEmpty { return .success(nil) }
+        func bad(_ message: String) -> Result<ClientSession?, KVReply> {
+            .failure(.error(.badRequest, "bad_session", message))
+        }
+        guard !ids.isEmpty, !sequences.isEmpty else {
+            let (given, missing) = ids.isEmpty ? (sequenceHeader, clientIDHeader) : (clientIDHeader, sequenceHeader)
+            return bad("\(given) was given without \(missing): a session write needs both headers")
+        }
+        guard ids.count == 1, sequences.count == 1 else {
+            return bad("\(ids.count > 1 ? clientIDHeader : sequenceHeader) was given more than once")
+        }
+        func number(_ text: String, _ name: String) -> Result<UInt64, KVReply> {
+            let digits = text.utf8.allSatisfy { $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") }
+            guard !text.isEmpty, digits, let value = UInt64(text) else {
+                return .failure(
+                    .error(
+                        .badRequest, "bad_session",
+                        "\(name) must be a decimal number that fits in 64 bits, not \"\(text.prefix(64))\""))
+            }
+            guard value >= 1 else {
+                return .failure(.error(.badRequest, "bad_session", "\(name) must be at least 1"))
+            }
+            return .success(value)
+        }
+        switch (number(ids[0], clientIDHeader), number(sequences[0], sequenceHeader)) {
+        case (.success(let id), .success(let sequence)):
+            return .success(ClientSession(clientID: id, sequence: sequence))
+        case (.failure(let reply), _), (_, .failure(let reply)):
+            return .failure(reply)
         }
     }
 }
@@ -259,6 +396,26 @@ struct KVReply: Sendable, Equatable {
         return reply
     }
 
+    /// 401: no acceptable bearer token. `invalid`: one was given (RFC 6750's `invalid_token`).
+    static func unauthorized(_ message: String, invalid: Bool) -> KVReply {
+        var reply = error(.unauthorized, "unauthorized", message)
+        reply.extraHeaders = [
+            Header(
+                name: "WWW-Authenticate",
+                value: invalid ? "Bearer realm=\"raft-lite\", error=\"invalid_token\"" : "Bearer realm=\"raft-lite\"")
+        ]
+        return reply
+    }
+
+    /// 503: the server has `limit` requests in flight already; the request was not looked at.
+    static func overloaded(_ limit: Int) -> KVReply {
+        var reply = error(
+            .serviceUnavailable, "overloaded",
+            "the server is answering \(limit) requests already (--max-requests-in-flight); retry shortly")
+        reply.extraHeaders = [Header(name: "Retry-After", value: "1")]
+        return reply
+    }
+
     /// The answer to a request that arrives while the server drains.
     static let shuttingDown = error(.serviceUnavailable, "shutting_down", "the server is shutting down")
 
@@ -307,10 +464,24 @@ struct KVReply: Sendable, Equatable {
         }
     }
 
-    /// A read of this node's own copy.
-    static func localRead(_ value: [UInt8]?) -> KVReply {
-        guard let value else { return .error(.notFound, "not_found", "no value for this key") }
-        return .bytes(value)
+    /// The header that tells a reader which state it read: the last entry applied by the node that served it. A
+    /// client that must not see older state than it has seen asks for `?min_index=` that index next time.
+    static let appliedIndexHeader = "Raft-Applied-Index"
+
+    /// A read served: the value (or its absence) and the index of the state it was read from.
+    static func read(_ value: [UInt8]?, appliedIndex: LogIndex) -> KVReply {
+        var reply: KVReply = value.map(KVReply.bytes) ?? .error(.notFound, "not_found", "no value for this key")
+        reply.extraHeaders.append(Header(name: appliedIndexHeader, value: "\(appliedIndex.rawValue)"))
+        return reply
+    }
+
+    /// A read that failed: nothing was read and nothing changed, so every failure may be retried.
+    static func readFailure(_ error: any Error) -> KVReply {
+        guard let error = error as? RaftNodeError else {
+            return .error(.serviceUnavailable, "unavailable", "the read failed: \(error)")
+        }
+        if error.code == .readUnavailable { return .error(.serviceUnavailable, "read_unavailable", "\(error)") }
+        return .error(.serviceUnavailable, "unavailable", "\(error)")
     }
 
     /// The answer to a command that committed at `index` and gave `output` when applied.
@@ -333,6 +504,11 @@ struct KVReply: Sendable, Equatable {
         }
     }
 
+    /// `POST /v1/sessions` done: the session's client id.
+    static func sessionRegistered(_ clientID: UInt64) -> KVReply {
+        json(.ok, SessionBody(clientID: clientID))
+    }
+
     /// The answer to a proposal that failed. The status tells the client whether the command may still take effect:
     /// 504 only when it may (it was handed on and may yet commit); 503 and 4xx only when it did not and never will.
     static func failure(_ error: any Error) -> KVReply {
@@ -347,6 +523,10 @@ struct KVReply: Sendable, Equatable {
             return .tooLarge(error.size ?? 0, error.limit ?? 0)
         case .invalidProposal:
             return .error(.badRequest, "bad_request", "\(error)")
+        case .sessionExpired:
+            return .error(.gone, "session_expired", "\(error)")
+        case .sequenceSuperseded:
+            return .error(.conflict, "sequence_superseded", "\(error)")
         default:
             // notLeader, dropped, paused, stopped, notStarted, storage, alreadyStarted, configuration: definite.
             return .error(.serviceUnavailable, "unavailable", "\(error)")
@@ -368,6 +548,15 @@ struct ErrorBody: Encodable, Hashable {
 struct WriteBody: Encodable, Hashable {
     var index: UInt64
     var deleted: Bool?
+}
+
+/// The answer to `POST /v1/sessions`: `{"client_id":N}`.
+struct SessionBody: Encodable, Hashable {
+    var clientID: UInt64
+
+    enum CodingKeys: String, CodingKey {
+        case clientID = "client_id"
+    }
 }
 
 /// The answer to `POST /v1/snapshot`: `{"index":N,"term":T}`, the last entry the snapshot covers and its term.

@@ -3,6 +3,8 @@ import Logging
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import NIOSSL
+import RaftTLS
 import RaftKVClient
 import RaftLite
 
@@ -25,6 +27,12 @@ import RaftLite
 /// | `DELETE /v1/members/{name}`, `POST /v1/members/{name}/promote` | 200 with the membership once committed |
 /// | `POST /v1/leader/transfer` (body empty or `{"to":NAME}`) | 200 `{"leader":NAME}` once another node leads |
 /// | `GET /v1/cluster` | `{"cluster_id":S,"bootstrap":{...}}`, for a node that joins |
+/// | `POST /v1/sessions` | 200 `{"client_id":N}`: a client session, registered through the log |
+///
+/// A PUT or DELETE with the headers `Raft-Client-Id: N` and `Raft-Sequence: S` is a write of that client session:
+/// applied once for its sequence, and a retry (the same N and S, to any node) is answered with the first answer,
+/// byte for byte; 410 `session_expired` if the session is not known (never registered, or expired), 409
+/// `sequence_superseded` if the session applied a later sequence, 400 `bad_session` for malformed headers.
 ///
 /// Every node accepts every request: proposals made on a follower are forwarded to the leader by the node, and
 /// membership changes and transfers by this server (over HTTP, to the leader's `http_port`; see
@@ -34,9 +42,11 @@ import RaftLite
 /// | status | the command |
 /// |---|---|
 /// | 200, 404, 412 | was applied (a 412 compare-and-set, or a 404 read, was evaluated and changed nothing) |
-/// | 4xx otherwise | was refused before it was proposed: not applied |
+/// | 4xx otherwise | was refused before it was proposed, or (409, 410) refused by the session table: not applied |
 /// | 503 | was not applied and never will be: no leader within the deadline, the node is stopping or paused, or every copy was proven unable to commit |
 /// | 504 | may or may not take effect: it was handed on, and the deadline passed or the node stopped before its outcome was known |
+/// | 401 `unauthorized`, 403 `forbidden` | was refused for its credentials before anything else (`Options.tokens`, `KVRouter.authorize`) |
+/// | 503 `overloaded` | was not looked at: `Options.maxRequestsInFlight` requests were in flight (with `Retry-After`) |
 ///
 /// The rules above live in `KVRouter` and `KVReply`, which are pure; this class and its channel handler only read
 /// requests, ask the node what the router says, and write the replies.
@@ -50,8 +60,34 @@ public final class KVServer: Sendable {
         public var maxValueBytes = 1 << 20
         /// The most client connections open at once; more are closed as they arrive.
         public var maxConnections = 4096
+        /// The most client connections open at once from one IP address; more from it are closed as they arrive
+        /// (logged at most once a second per address), so that one client cannot take every connection.
+        public var maxConnectionsPerAddress = 256
+        /// The most requests being answered at once, over all connections (each connection has at most one: a
+        /// pipelined request waits, unread, until the one before it is answered). A request beyond it is answered
+        /// at once with 503 `overloaded` and `Retry-After`, without being looked at.
+        public var maxRequestsInFlight = 1024
+        /// The largest request head (request line and headers), in bytes; a larger one is answered 400 and the
+        /// connection closed, by the HTTP parser, before the request is seen.
+        public var maxHeaderBytes = 16 << 10
         /// A connection with nothing read for this long is closed (a stalled upload must not hold memory forever).
         public var idleTimeout = TimeAmount.seconds(60)
+        /// The bearer tokens accepted (`raft-lite serve --tokens-file`); nil: no authentication, every request is
+        /// served. With tokens, every request needs `Authorization: Bearer TOKEN` (401 otherwise), and a `read`
+        /// token may only GET (403 otherwise), except `GET /metrics` and `GET /v1/status` unless the two flags
+        /// below say they too need a token.
+        public var tokens: TokenStore? = nil
+        /// With `tokens`: `GET /metrics` needs a token too (by default it is open, for scrapers).
+        public var authenticateMetrics = false
+        /// With `tokens`: `GET /v1/status` needs a token too (by default it is open, for health checks).
+        public var authenticateStatus = false
+        /// HTTPS (`raft-lite serve --tls-cert/--tls-key`): every connection is TLS, with the context's certificate
+        /// and, if it asks for them, clients' certificates verified; reloadable (new connections take the new files).
+        /// A plain HTTP request on such a port is answered 400 `tls_required` and closed. nil: plain HTTP.
+        public var tls: ReloadableTLSContext? = nil
+        /// The client context for forwarding a membership request to the leader's API, which is HTTPS whenever this
+        /// node's is (nil: plain HTTP).
+        public var forwardTLS: ReloadableTLSContext? = nil
         /// TESTING ONLY — breaks linearizability: serve "linearizable" reads from this node's own state machine, with
         /// no quorum check. The Jepsen-style suite uses it to prove that its checker catches stale reads.
         public var unsafeLocalReads = false
@@ -65,6 +101,8 @@ public final class KVServer: Sendable {
     private let metricsText: @Sendable () -> [UInt8]
     private let logger: Logger
     private let state: NIOLoopBoundBox<State>
+    /// `kv_connections_refused_total`: client connections closed at accept, over a connection limit.
+    private let refusedCounter: Counter
 
     final class State {
         var channel: (any Channel)?
@@ -72,6 +110,12 @@ public final class KVServer: Sendable {
         var connections = 0
         var draining = false
         var drained: [EventLoopPromise<Void>] = []
+        /// Open connections by remote IP address.
+        var connectionsByAddress: [String: Int] = [:]
+        /// Connections closed at accept, over a limit.
+        var refusedConnections = 0
+        /// When a refused connection from each address was last logged (to log at most once a second).
+        var refusalLogged: [String: NIODeadline] = [:]
         var requestCounters: [String: Counter] = [:]
         var durations: [String: Timer] = [:]
     }
@@ -86,6 +130,7 @@ public final class KVServer: Sendable {
         self.logger = logger
         self.metricsText = metricsText
         self.state = NIOLoopBoundBox.makeBoxSendingValue(State(), eventLoop: node.eventLoop)
+        self.refusedCounter = Counter(label: "kv_connections_refused_total", dimensions: [("node", node.name)])
     }
 
     /// The port the server listens on, once started.
@@ -101,9 +146,24 @@ public final class KVServer: Sendable {
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
             .childChannelInitializer { [self] channel in
                 channel.eventLoop.makeCompletedFuture {
+                    guard self.admit(channel) else {
+                        // Over a connection limit: answered 503 (plain HTTP) and closed as soon as it is active,
+                        // nothing read from it.
+                        try channel.pipeline.syncOperations.addHandler(CloseWhenActive(answer: self.options.tls == nil))
+                        return
+                    }
                     try channel.pipeline.syncOperations.addHandler(
                         IdleStateHandler(readTimeout: self.options.idleTimeout))
-                    try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
+                    if let tls = self.options.tls {
+                        try channel.pipeline.syncOperations.addHandler(PlainHTTPRefuser())
+                        try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls.context))
+                    }
+                    var limits = NIOHTTPDecoderLimitConfiguration()
+                    limits.maxHeaderFieldSize = self.options.maxHeaderBytes
+                    limits.maxHeaderListSize = self.options.maxHeaderBytes
+                    try channel.pipeline.syncOperations.configureHTTPServerPipeline(
+                        withErrorHandling: true, withEncoderConfiguration: .init(),
+                        withDecoderLimitConfiguration: limits)
                     try channel.pipeline.syncOperations.addHandler(KVHTTPHandler(server: self))
                 }
             }
@@ -143,15 +203,64 @@ public final class KVServer: Sendable {
         state.value.inFlight += 1
     }
 
-    /// Counts a new connection; false if it would exceed the limit.
-    func connectionOpened() -> Bool {
-        guard state.value.connections < options.maxConnections else { return false }
-        state.value.connections += 1
+    /// The requests being answered now, the connections open, and those refused so far (for tests).
+    var counts: (requestsInFlight: Int, connections: Int, refusedConnections: Int) {
+        get async {
+            (try? await node.eventLoop.submit {
+                let s = self.state.value
+                return (s.inFlight, s.connections, s.refusedConnections)
+            }.get()) ?? (0, 0, 0)
+        }
+    }
+
+    /// Whether one more request may be taken now (`maxRequestsInFlight`).
+    var mayTakeRequest: Bool { state.value.inFlight < options.maxRequestsInFlight }
+
+    /// Counts a new connection, and its end when it closes; false (and logged, at most once a second per address)
+    /// if it would exceed the total or the per-address limit.
+    func admit(_ channel: any Channel) -> Bool {
+        let s = state.value
+        let address = channel.remoteAddress?.ipAddress ?? "unknown"
+        let fromAddress = s.connectionsByAddress[address, default: 0]
+        let limit: String?
+        if s.connections >= options.maxConnections {
+            limit = "the server's \(options.maxConnections) connections (--max-connections)"
+        } else if fromAddress >= options.maxConnectionsPerAddress {
+            limit = "\(options.maxConnectionsPerAddress) connections from one address (--max-connections-per-address)"
+        } else {
+            limit = nil
+        }
+        if let limit {
+            s.refusedConnections += 1
+            refusedCounter.increment()
+            logRefusal(address: address, limit: limit)
+            return false
+        }
+        s.connections += 1
+        s.connectionsByAddress[address] = fromAddress + 1
+        channel.closeFuture.whenComplete { _ in self.connectionClosed(address: address) }
         return true
     }
 
-    func connectionClosed() {
-        state.value.connections = max(0, state.value.connections - 1)
+    private func connectionClosed(address: String) {
+        let s = state.value
+        s.connections = max(0, s.connections - 1)
+        let left = (s.connectionsByAddress[address] ?? 1) - 1
+        s.connectionsByAddress[address] = left > 0 ? left : nil
+    }
+
+    /// Logs a refused connection, at most once a second for each address.
+    private func logRefusal(address: String, limit: String) {
+        let s = state.value
+        let now = NIODeadline.now()
+        if let last = s.refusalLogged[address], now - last < .seconds(1) { return }
+        if s.refusalLogged.count >= 4096 {
+            s.refusalLogged = s.refusalLogged.filter { now - $0.value < .seconds(1) }
+        }
+        s.refusalLogged[address] = now
+        logger.warning(
+            "refused a client connection: over the limit of \(limit)",
+            metadata: ["address": "\(address)", "open_from_address": "\(s.connectionsByAddress[address] ?? 0)"])
     }
 
     func requestFinished(method: String, status: HTTPResponseStatus, started: NIODeadline) {
@@ -187,7 +296,12 @@ public final class KVServer: Sendable {
     /// answer.
     func handle(_ request: KVRequest) -> EventLoopFuture<KVReply> {
         let loop = node.eventLoop
-        switch router.route(request) {
+        let route = router.route(request)
+        // Before anything is asked of the node: a refused request changes nothing.
+        if let refusal = router.authorize(request, route, tokens: options.tokens?.current) {
+            return loop.makeSucceededFuture(refusal)
+        }
+        switch route {
         case .refused(let reply):
             return loop.makeSucceededFuture(reply)
         case .status:
@@ -207,8 +321,17 @@ public final class KVServer: Sendable {
         case .snapshot:
             return node.snapshotFuture().map(KVReply.snapshotTaken)
                 .flatMapErrorThrowing { error in KVReply.snapshotFailure(error) }
-        case .localRead(let key):
-            return node.readStateMachine { $0.value(for: key) }.map { KVReply.localRead($0 ?? nil) }
+        case .read(let key, let consistency, let atLeast):
+            return node.readFuture(consistency, atLeast: atLeast) { $0.value(for: key) }
+                .map { KVReply.read($0.value, appliedIndex: $0.appliedIndex) }
+                .flatMapErrorThrowing { error in KVReply.readFailure(error) }
+        case .registerSession:
+            return node.registerSessionFuture().map(KVReply.sessionRegistered)
+                .flatMapErrorThrowing { error in KVReply.failure(error) }
+        case .proposeInSession(let command, let session):
+            return node.proposeFuture(command.encoded(), session: session)
+                .map { KVReply.committed(command, index: $0.index, output: $0.output) }
+                .flatMapErrorThrowing { error in KVReply.failure(error) }
         case .propose(let command):
             return node.proposeFuture(command.encoded())
                 .map { KVReply.committed(command, index: $0.index, output: $0.output) }
@@ -279,7 +402,7 @@ public final class KVServer: Sendable {
         let connection: HTTPConnection
         do {
             connection = try await HTTPConnection.connect(
-                host: endpoint.host, port: endpoint.port, timeout: .seconds(2)
+                host: endpoint.host, port: endpoint.port, timeout: .seconds(2), tls: options.forwardTLS?.context
             )
             .get()
         } catch {
@@ -293,9 +416,11 @@ public final class KVServer: Sendable {
         // As long as the leader may take: a voter is caught up as a learner first.
         let timeout = node.options.learnerCatchUpTimeout + node.options.proposalTimeout * 3
         do {
+            var headers = [(Self.forwardedHeader, node.name), ("Content-Type", "application/json")]
+            // The client's credentials go along: the leader checks them against its own tokens file.
+            for value in request.headers["Authorization"] { headers.append(("Authorization", value)) }
             let response = try await connection.execute(
-                method: request.method, path: request.uri, body: body,
-                headers: [(Self.forwardedHeader, node.name), ("Content-Type", "application/json")], timeout: timeout
+                method: request.method, path: request.uri, body: body, headers: headers, timeout: timeout
             ).get()
             return KVReply(
                 status: HTTPResponseStatus(statusCode: response.status),
@@ -337,18 +462,10 @@ final class KVHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
 
     init(server: KVServer) { self.server = server }
 
-    func channelActive(context: ChannelHandlerContext) {
-        if !server.connectionOpened() {
-            // Over the connection limit: refuse rather than let memory grow.
-            context.close(promise: nil)
-            return
-        }
-        context.fireChannelActive()
-    }
-
-    func channelInactive(context: ChannelHandlerContext) {
-        server.connectionClosed()
-        context.fireChannelInactive()
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        // A request that cannot be parsed (over --max-header-bytes, malformed): NIO's error handler has answered
+        // 400; nothing more can be read from this connection.
+        context.close(promise: nil)
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
@@ -390,11 +507,14 @@ final class KVHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
     private func respond(to request: HTTPRequestHead, context: ChannelHandlerContext, forceClose: Bool = false) {
         let started = NIODeadline.now()
         let method = request.method.rawValue
-        server.requestStarted()
         let keepAlive = request.isKeepAlive && !server.isDraining && !forceClose
+        let overloaded = !server.mayTakeRequest
+        server.requestStarted()
         let answer: EventLoopFuture<KVReply>
         if server.isDraining {
             answer = context.eventLoop.makeSucceededFuture(.shuttingDown)
+        } else if overloaded {
+            answer = context.eventLoop.makeSucceededFuture(.overloaded(server.options.maxRequestsInFlight))
         } else {
             answer = server.handle(
                 KVRequest(
@@ -432,5 +552,62 @@ final class KVHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
             let channel = context.channel
             done.futureResult.whenComplete { _ in channel.close(promise: nil) }
         }
+    }
+}
+
+/// Closes a connection refused at accept as soon as it is active, without reading from it.
+final class CloseWhenActive: ChannelInboundHandler, Sendable {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+    /// Answer first, with a plain 503 `too_many_connections` (on a plain HTTP port; an HTTPS one cannot answer
+    /// before a handshake, so it only closes).
+    let answer: Bool
+
+    init(answer: Bool) { self.answer = answer }
+
+    func channelActive(context: ChannelHandlerContext) {
+        guard answer else {
+            context.close(promise: nil)
+            return
+        }
+        let body = Array(
+            #"{"error":"too_many_connections","message":"this node has as many client connections as it allows (from this address, or in all): try again later"}"#
+                .utf8)
+        var out = context.channel.allocator.buffer(capacity: 200 + body.count)
+        out.writeString(
+            "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nRetry-After: 1\r\n"
+                + "Connection: close\r\nContent-Length: \(body.count)\r\n\r\n")
+        out.writeBytes(body)
+        context.writeAndFlush(NIOAny(out)).whenComplete { _ in context.close(promise: nil) }
+    }
+}
+
+/// In front of the TLS handler on an HTTPS port: a connection whose first bytes are a plain HTTP request (not a TLS
+/// handshake record) is answered with a plain 400 saying the port speaks HTTPS, and closed — a clear error rather
+/// than a handshake failure the client cannot read. A TLS connection passes through untouched, and this handler
+/// leaves the pipeline at its first read.
+final class PlainHTTPRefuser: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = ByteBuffer
+    typealias InboundOut = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let buffer = unwrapInboundIn(data)
+        // A TLS record starts with its content type: 22 for a handshake. An HTTP request starts with its method, in
+        // capital letters.
+        if let first = buffer.getInteger(at: buffer.readerIndex, as: UInt8.self), (65...90).contains(first) {
+            let body = Array(
+                #"{"error":"tls_required","message":"this port speaks HTTPS only: use https:// (raft-lite: --cacert)"}"#
+                    .utf8)
+            var out = context.channel.allocator.buffer(capacity: 160 + body.count)
+            out.writeString(
+                "HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\nConnection: close\r\n"
+                    + "Content-Length: \(body.count)\r\n\r\n")
+            out.writeBytes(body)
+            context.writeAndFlush(wrapOutboundOut(out)).whenComplete { _ in context.close(promise: nil) }
+            return
+        }
+        context.fireChannelRead(data)
+        context.pipeline.syncOperations.removeHandler(self, promise: nil)
     }
 }

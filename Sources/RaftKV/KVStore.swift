@@ -148,3 +148,36 @@ public struct KVStore: StateMachine, Sendable, Equatable {
     /// The value of `key`, as this node has applied it (not linearizable on its own).
     public func value(for key: [UInt8]) -> [UInt8]? { values[key] }
 }
+
+// MARK: - Client sessions
+
+/// The store takes client-session writes (`RaftNode.propose(_:session:id:)`): a result is kept as bytes in the
+/// replicated session table, so that a retried write is answered with its first result.
+///
+/// ```
+/// done = 1 existed:u8 (0 or 1)   value = 2 value   notFound = 3   preconditionFailed = 4   invalid = 5
+/// ```
+extension KVStore {
+    public static var supportsClientSessions: Bool { true }
+
+    public func encodeSessionOutput(_ output: KVResult) -> [UInt8]? {
+        switch output {
+        case .done(let existed): [1, existed ? 1 : 0]
+        case .value(let value): [2] + value
+        case .notFound: [3]
+        case .preconditionFailed: [4]
+        case .invalid: [5]
+        }
+    }
+
+    public func decodeSessionOutput(_ bytes: [UInt8]) -> KVResult? {
+        switch (bytes.first, bytes.count) {
+        case (1?, 2) where bytes[1] <= 1: .done(existed: bytes[1] == 1)
+        case (2?, _): .value(Array(bytes.dropFirst()))
+        case (3?, 1): .notFound
+        case (4?, 1): .preconditionFailed
+        case (5?, 1): .invalid
+        default: nil
+        }
+    }
+}

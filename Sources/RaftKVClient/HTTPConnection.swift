@@ -3,6 +3,11 @@ import NIOConcurrencyHelpers
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import NIOSSL
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// An HTTP response, whole: whatever its status, a response is a value, not an error.
 public struct HTTPResponse: Sendable {
@@ -52,6 +57,9 @@ public struct HTTPClientError: Error, Sendable, Hashable, CustomStringConvertibl
         public static let busy = Code(rawValue: "busy")
         /// An endpoint, or a list of them, could not be parsed.
         public static let badEndpoint = Code(rawValue: "bad_endpoint")
+        /// The server refused the request's credentials: 401 (no token, or one it does not accept) or 403 (a
+        /// read-only token on a write). Definite: nothing was done, and sending it again will not help.
+        public static let unauthorized = Code(rawValue: "unauthorized")
         /// A response arrived but was not what the caller needed (for example a failed preload in the load
         /// generator, or a status body that does not decode).
         public static let unexpectedResponse = Code(rawValue: "unexpected_response")
@@ -89,17 +97,26 @@ public final class HTTPConnection: Sendable {
     }
 
     /// Connects to `host:port`, failing after `timeout` (the error is NIO's own: connection refused, timeout...).
+    /// With `tls`, the connection is HTTPS: the server's certificate is checked as the context says (a context
+    /// that verifies host names checks `host` — a DNS name, or for an IP address the address connected to — against
+    /// the certificate's subject alternative names); a failed handshake fails the first request.
     public static func connect(
         host: String, port: Int, group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
-        timeout: TimeAmount = .seconds(5)
+        timeout: TimeAmount = .seconds(5), tls: NIOSSLContext? = nil
     ) -> EventLoopFuture<HTTPConnection> {
         let loop = group.next()
         let collector = ResponseCollector(eventLoop: loop)
+        // SNI and the name checked: a DNS name only (an IP address is checked against the address connected to).
+        let serverHostname = host.isIPAddress ? nil : host
         return ClientBootstrap(group: loop)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .connectTimeout(timeout)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
+                    if let tls {
+                        try channel.pipeline.syncOperations.addHandler(
+                            NIOSSLClientHandler(context: tls, serverHostname: serverHostname))
+                    }
                     try channel.pipeline.syncOperations.addHTTPClientHandlers()
                     try channel.pipeline.syncOperations.addHandler(collector)
                 }
@@ -228,7 +245,10 @@ public struct Endpoint: Sendable, Hashable, CustomStringConvertible {
     /// Parses `host:port`, `:port` or a bare port; nil if malformed.
     public init?(_ text: String) {
         let trimmed = text.trimmingCharacters(in: .whitespaces)
-        let withoutScheme = trimmed.hasPrefix("http://") ? String(trimmed.dropFirst(7)) : trimmed
+        // A scheme says nothing here: whether a client speaks HTTPS is its TLS setting (`--cacert`).
+        let withoutScheme =
+            trimmed.hasPrefix("http://")
+            ? String(trimmed.dropFirst(7)) : trimmed.hasPrefix("https://") ? String(trimmed.dropFirst(8)) : trimmed
         let parts = withoutScheme.split(separator: ":", omittingEmptySubsequences: false)
         let hostPart: String
         let portPart: Substring
@@ -264,4 +284,13 @@ public struct Endpoint: Sendable, Hashable, CustomStringConvertible {
     }
 
     public var description: String { "\(host):\(port)" }
+}
+
+extension String {
+    /// Whether this is an IPv4 or IPv6 address in text form (not a host name).
+    var isIPAddress: Bool {
+        var v4 = in_addr()
+        var v6 = in6_addr()
+        return withCString { inet_pton(AF_INET, $0, &v4) == 1 || inet_pton(AF_INET6, $0, &v6) == 1 }
+    }
 }

@@ -1,5 +1,6 @@
 import Foundation
 import NIOCore
+import NIOSSL
 import NIOHTTP1
 import NIOPosix
 
@@ -28,29 +29,75 @@ public struct KVClient: Sendable {
     public var endpoints: [Endpoint]
     /// How long to wait for a response once a request is sent.
     public var timeout: TimeAmount
+    /// The bearer token sent with every request (`Authorization: Bearer TOKEN`), for a server started with
+    /// `--tokens-file`; nil: none. A server that refuses it answers 401 (`unauthorized`), or 403 (`forbidden`) for a
+    /// read-only token on a write: definite answers, never worth a retry.
+    public var token: String?
+    /// With a context, every connection is HTTPS, the servers' certificates checked as it says (nil: plain HTTP).
+    public var tls: NIOSSLContext?
 
-    public init(endpoints: [Endpoint], timeout: TimeAmount = .seconds(10)) {
+    public init(
+        endpoints: [Endpoint], timeout: TimeAmount = .seconds(10), token: String? = nil, tls: NIOSSLContext? = nil
+    ) {
         self.endpoints = endpoints
         self.timeout = timeout
+        self.token = token
+        self.tls = tls
+    }
+
+    /// `headers` and, if there is a token, its `Authorization` header.
+    func withCredentials(_ headers: [(String, String)]) -> [(String, String)] {
+        guard let token else { return headers }
+        return headers + [Self.authorizationHeader(token)]
+    }
+
+    /// The header that carries a bearer token.
+    public static func authorizationHeader(_ token: String) -> (String, String) {
+        ("Authorization", "Bearer " + token)
     }
 
     /// Sets `key` to `value`; with `prevValue`, only if the current value is exactly that (compare-and-set: 412
     /// otherwise, and also when the key has no value).
-    public func put(_ key: String, _ value: [UInt8], prevValue: [UInt8]? = nil) async throws -> HTTPResponse {
+    /// - Parameter headers: more request headers (`sessionHeaders` makes a write one of a client session).
+    public func put(
+        _ key: String, _ value: [UInt8], prevValue: [UInt8]? = nil, headers: [(String, String)] = []
+    ) async throws -> HTTPResponse {
         let query = prevValue.map { "?prev_value=" + Self.percentEncode($0) } ?? ""
-        return try await request(.PUT, "/v1/kv/" + Self.percentEncode(Array(key.utf8)) + query, body: value)
+        return try await request(
+            .PUT, "/v1/kv/" + Self.percentEncode(Array(key.utf8)) + query, body: value, headers: headers)
     }
 
-    /// Reads `key`: linearizable by default (the read goes through the log); `serializable` reads the answering
-    /// node's own copy, which is faster and may be stale.
+    /// Reads `key`: linearizable by default (ReadIndex: the leader confirms it leads, no log entry); `serializable`
+    /// reads the answering node's own copy, which is faster and may be stale.
     public func get(_ key: String, serializable: Bool = false) async throws -> HTTPResponse {
-        try await request(
-            .GET, "/v1/kv/" + Self.percentEncode(Array(key.utf8)) + (serializable ? "?consistency=serializable" : ""))
+        try await get(key, consistency: serializable ? "serializable" : nil)
+    }
+
+    /// Reads `key` with `consistency` (`linearizable`, `lease` or `serializable`; nil: the server's default,
+    /// linearizable), once the answering node has applied at least `minIndex`. The answer's `Raft-Applied-Index`
+    /// header says which state was read.
+    public func get(_ key: String, consistency: String?, minIndex: UInt64? = nil) async throws -> HTTPResponse {
+        var query: [String] = []
+        if let consistency { query.append("consistency=" + Self.percentEncode(Array(consistency.utf8))) }
+        if let minIndex { query.append("min_index=\(minIndex)") }
+        let target = "/v1/kv/" + Self.percentEncode(Array(key.utf8)) + (query.isEmpty ? "" : "?")
+        return try await request(.GET, target + query.joined(separator: "&"))
     }
 
     /// Deletes `key` (200 whether or not it had a value: see `KVWriteReply.deleted`).
-    public func delete(_ key: String) async throws -> HTTPResponse {
-        try await request(.DELETE, "/v1/kv/" + Self.percentEncode(Array(key.utf8)))
+    public func delete(_ key: String, headers: [(String, String)] = []) async throws -> HTTPResponse {
+        try await request(.DELETE, "/v1/kv/" + Self.percentEncode(Array(key.utf8)), headers: headers)
+    }
+
+    /// Registers a client session (`POST /v1/sessions`): 200 `{"client_id":N}` (`SessionReply.decode`), or an
+    /// error as for a write (504: it may still be registered; a session never used just expires). See `KVSession`.
+    public func registerSession() async throws -> HTTPResponse {
+        try await request(.POST, "/v1/sessions")
+    }
+
+    /// The headers that make a write one of client session `clientID`, numbered `sequence`.
+    public static func sessionHeaders(clientID: UInt64, sequence: UInt64) -> [(String, String)] {
+        [("Raft-Client-Id", String(clientID)), ("Raft-Sequence", String(sequence))]
     }
 
     /// Sends a request to the first reachable endpoint. `path` is the request target, already percent-encoded.
@@ -69,7 +116,7 @@ public struct KVClient: Sendable {
             }
             defer { connection.close() }
             return try await connection.execute(
-                method: method, path: path, body: body, headers: headers, timeout: timeout
+                method: method, path: path, body: body, headers: withCredentials(headers), timeout: timeout
             ).get()
         }
         throw HTTPClientError(.unreachable, "no endpoint could be reached (" + failures.joined(separator: "; ") + ")")
@@ -88,12 +135,13 @@ public struct KVClient: Sendable {
             throw HTTPClientError(.unreachable, "\(error)")
         }
         defer { connection.close() }
-        return try await connection.execute(method: method, path: path, body: body, headers: headers, timeout: timeout)
-            .get()
+        return try await connection.execute(
+            method: method, path: path, body: body, headers: withCredentials(headers), timeout: timeout
+        ).get()
     }
 
     private func connect(to endpoint: Endpoint) async throws -> HTTPConnection {
-        try await HTTPConnection.connect(host: endpoint.host, port: endpoint.port, timeout: .seconds(2)).get()
+        try await HTTPConnection.connect(host: endpoint.host, port: endpoint.port, timeout: .seconds(2), tls: tls).get()
     }
 
     /// `GET /v1/status` of one node, decoded.
@@ -375,6 +423,23 @@ public struct SnapshotReply: Sendable, Decodable, Hashable {
     }
 }
 
+/// The body of a successful `POST /v1/sessions`: the new session's client id.
+public struct SessionReply: Sendable, Decodable, Hashable {
+    public var clientID: UInt64
+
+    public init(clientID: UInt64) { self.clientID = clientID }
+
+    enum CodingKeys: String, CodingKey {
+        case clientID = "client_id"
+    }
+
+    /// Decodes a registration's response; nil if it is not a successful one.
+    public static func decode(_ response: HTTPResponse) -> SessionReply? {
+        guard response.status == 200 else { return nil }
+        return try? JSONDecoder().decode(SessionReply.self, from: Data(response.body))
+    }
+}
+
 /// The body of a successful write: `{"index":N}`, with `"deleted"` for a delete.
 public struct KVWriteReply: Sendable, Decodable, Hashable {
     /// The log index the command committed at.
@@ -396,7 +461,9 @@ public struct KVWriteReply: Sendable, Decodable, Hashable {
 
 /// The body of every error the server answers: `{"error":code,"message":text}`. Codes include `not_found`,
 /// `precondition_failed`, `bad_key`, `key_too_long`, `bad_query`, `value_too_large`, `method_not_allowed`,
-/// `unavailable`, `shutting_down` (the command did not take effect) and `unknown_outcome` (with 504: it may have);
+/// `unavailable`, `shutting_down`, `overloaded` (503, with `Retry-After`), `unauthorized` (401), `forbidden` (403),
+/// `bad_session`, `session_expired` (410), `sequence_superseded` (409) (the command
+/// did not take effect) and `unknown_outcome` (with 504: it may have);
 /// for `POST /v1/snapshot`, also `snapshots_unsupported` and `snapshot_failed`; for the membership endpoints, also
 /// `bad_body` (with `field`), `bad_name`, `not_member`, `already_member`, `name_conflict`, `not_voter` and
 /// `membership_refused`.

@@ -40,6 +40,11 @@ struct NodeMetrics: Sendable {
     let membershipChanges: Counter
     /// `raft_leadership_transfers_total`: leadership transfers this node started as leader (asked for, or on stop).
     let leadershipTransfers: Counter
+    /// Reads asked for, by consistency (`raft_reads_total{consistency}`).
+    let reads: [ReadConsistency: Counter]
+    /// Reads served, by how (`raft_reads_served_total{path}`): `read_index` (confirmed by a round, here or by the
+    /// leader for a follower), `lease` (the leader's lease, no round), `local` (serializable: this node's copy).
+    let readsServed: [ReadPath: Counter]
 
     init(node: String, peers: [(NodeID, String)]) {
         let d = [("node", node)]
@@ -70,6 +75,14 @@ struct NodeMetrics: Sendable {
         joint = Gauge(label: "raft_membership_joint", dimensions: d)
         membershipChanges = Counter(label: "raft_membership_changes_total", dimensions: d)
         leadershipTransfers = Counter(label: "raft_leadership_transfers_total", dimensions: d)
+        readsServed = Dictionary(
+            uniqueKeysWithValues: ReadPath.allCases.map {
+                ($0, Counter(label: "raft_reads_served_total", dimensions: d + [("path", $0.rawValue)]))
+            })
+        reads = Dictionary(
+            uniqueKeysWithValues: ReadConsistency.allCases.map {
+                ($0, Counter(label: "raft_reads_total", dimensions: d + [("consistency", $0.rawValue)]))
+            })
         sent = Dictionary(
             uniqueKeysWithValues: peers.map { id, name in
                 (id, Counter(label: "raft_messages_sent_total", dimensions: d + [("peer", name)]))

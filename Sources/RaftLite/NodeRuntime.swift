@@ -17,6 +17,8 @@ final class NodeRuntime<Machine: StateMachine> {
     var machine: Machine
     /// Which proposals were applied: part of the replicated state, rebuilt from the log with the state machine.
     var sessions = ProposalSessions()
+    /// The client sessions (`registerSession`, session writes): replicated state too, snapshotted with the other.
+    var clientSessions = ClientSessions()
     /// This node's own proposals, until each is settled.
     var tracker: ProposalTracker<ProposalWaiter<Machine.Output>>
     /// The readies taken from the core and not yet durable: the ordered write pipeline every shell shares.
@@ -78,6 +80,8 @@ final class NodeRuntime<Machine: StateMachine> {
     var ticksSinceHealthCheck = 0
     /// A leadership transfer was in progress at the last round of processing.
     var wasTransferring = false
+    /// Reads waiting for their index or for the state machine, and the lease.
+    var reads = NodeReads()
 
     init(raft: Raft, machine: Machine, proposer: NodeID) {
         self.raft = raft

@@ -67,7 +67,7 @@ extension RaftNode {
         rt.snapshotInProgress = true
         rt.appliedBytesSinceSnapshot = 0
         let frozen = rt.machine.snapshot()
-        let sessions = rt.sessions.encoded()
+        let sessions = SnapshotBookkeeping(proposals: rt.sessions, clients: rt.clientSessions).encoded()
         let started = NIODeadline.now()
         metrics.snapshotsStarted.increment()
         logger.info(
@@ -147,6 +147,12 @@ extension RaftNode {
     func snapshotIfDue(_ rt: NodeRuntime<Machine>) {
         guard !rt.snapshotInProgress, snapshotStore != nil, Machine.supportsSnapshots else { return }
         let since = rt.machineApplied.rawValue &- (rt.raft.snapshot?.index.rawValue ?? 0)
+        // Not before the writes since the last snapshot are `snapshotStateFactor` times its size.
+        if options.snapshotStateFactor > 0, let last = rt.latestSnapshot?.size,
+            Double(rt.appliedBytesSinceSnapshot) < Double(last) * options.snapshotStateFactor
+        {
+            return
+        }
         if options.snapshotEntries > 0 && since >= UInt64(options.snapshotEntries) {
             startSnapshot(rt, reason: "\(since) entries since the last snapshot")
         } else if options.snapshotBytes > 0 && rt.appliedBytesSinceSnapshot >= options.snapshotBytes {
@@ -188,9 +194,12 @@ extension RaftNode {
             throw SnapshotFormatError(
                 "the state machine stopped reading the snapshot \(info.path) before its end (at byte \(reader.count))")
         }
-        let sessions = try ProposalSessions(decoding: file.sessions)
+        // The proposal sessions and the client sessions (a snapshot written before client sessions has the first
+        // only).
+        let bookkeeping = try SnapshotBookkeeping(decoding: file.sessions)
         rt.machine = machine
-        rt.sessions = sessions
+        rt.sessions = bookkeeping.proposals
+        rt.clientSessions = bookkeeping.clients
         rt.latestSnapshot = info
         metrics.snapshotIndex.record(Int64(truncatingIfNeeded: info.metadata.index.rawValue))
         metrics.snapshotBytes.record(Int64(truncatingIfNeeded: info.size))

@@ -7,6 +7,7 @@ public struct NodeStatus: Sendable, Hashable {
     public var term: Term
     public var leader: String?
     public var commitIndex: LogIndex
+    /// The last entry the state machine has applied: everything up to it is in the state a read on this node sees.
     public var appliedIndex: LogIndex
     public var lastIndex: LogIndex
     /// The index the latest snapshot ends at (0: none).

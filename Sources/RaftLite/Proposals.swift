@@ -3,13 +3,31 @@ import RaftCore
 
 /// What a proposal's caller waits on.
 struct ProposalWaiter<Output: Sendable> {
-    var promise: EventLoopPromise<Committed<Output>>
+    /// A command's caller waits for its commitment; a session registration's for its client id.
+    enum Promise {
+        case command(EventLoopPromise<Committed<Output>>)
+        case registration(EventLoopPromise<UInt64>)
+    }
+
+    var promise: Promise
     var timeout: Scheduled<Void>?
     var started: NIODeadline
 
     init(promise: EventLoopPromise<Committed<Output>>, started: NIODeadline) {
-        self.promise = promise
+        self.promise = .command(promise)
         self.started = started
+    }
+
+    init(registration: EventLoopPromise<UInt64>, started: NIODeadline) {
+        self.promise = .registration(registration)
+        self.started = started
+    }
+
+    func fail(_ error: any Error) {
+        switch promise {
+        case .command(let p): p.fail(error)
+        case .registration(let p): p.fail(error)
+        }
     }
 }
 
@@ -77,6 +95,6 @@ extension RaftNode {
     func fail(_ waiter: ProposalWaiter<Machine.Output>, _ error: RaftNodeError, _ rt: NodeRuntime<Machine>) {
         rt.failures += 1
         waiter.timeout?.cancel()
-        waiter.promise.fail(error)
+        waiter.fail(error)
     }
 }

@@ -4,6 +4,7 @@ import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
 import RaftCore
+import RaftTLS
 import RaftTransport
 
 /// One node of a Raft cluster: it owns a Raft core, a clock, storage, a transport and the application's state
@@ -42,6 +43,9 @@ public final class RaftNode<Machine: StateMachine>: Sendable {
         /// Where to listen for peers; by default the address the configuration gives this node.
         public var listenHost: String?
         public var transport = TCPTransport.Options()
+        /// Mutual TLS with the peers (nil: plain TCP), for the default TCP transport; `peerTLS.reload()` applies to
+        /// the connections made after it. See `PeerTLSRequirement` for when a node should refuse to run without it.
+        public var peerTLS: PeerTLS?
         /// The seed of the election-timeout generator; random by default.
         public var randomSeed: UInt64?
         /// How many committed entries with ids `committedEntry(id:)` remembers (the oldest are forgotten first).
@@ -51,6 +55,13 @@ public final class RaftNode<Machine: StateMachine>: Sendable {
         public var snapshotEntries = 100_000
         /// Snapshot once this many bytes of entries were applied since the last snapshot (0: never for this reason).
         public var snapshotBytes = 64 << 20
+        /// Neither of the two reasons above starts a snapshot before the bytes applied since the last one reach this
+        /// multiple of that snapshot's size (0: no such wait). A snapshot writes the whole state, so without it a
+        /// state much larger than `snapshotBytes` would be written out again for every `snapshotBytes` applied; with
+        /// it, snapshots write at most 1/`snapshotStateFactor` bytes per byte applied, however large the state. The
+        /// price: the log since the last snapshot may hold up to this multiple of the state's size, on disk and in
+        /// memory, and a restart replays it.
+        public var snapshotStateFactor = 2.0
         /// How many entries before the latest snapshot the log keeps after compacting, so that a follower slightly
         /// behind still gets entries rather than a whole snapshot.
         public var compactionMargin = 5_000
@@ -69,6 +80,32 @@ public final class RaftNode<Machine: StateMachine>: Sendable {
         /// leader too grants it (`RaftConfiguration.fastFailover`): a crashed leader is replaced in a few round trips
         /// rather than an election timeout. On by default: the simulator and the Jepsen-style suite run with it.
         public var fastFailover = true
+        /// Serve `ReadConsistency.lease` reads on the leader without a round trip while its lease holds (thesis
+        /// §6.4.1). Off by default. The lease lasts `(electionTicks - 1) * tickInterval - leaseClockDrift` from the
+        /// start of the last round a quorum confirmed, measured on this machine's monotonic clock. It rests on an
+        /// assumption about clocks: that every voter's ticks run no faster than this node's clock by more than
+        /// `leaseClockDrift` over that span (a voter that heard from the leader ignores vote requests for
+        /// `electionTicks` of its ticks). A process paused for a while is safe (its clock runs on while it is
+        /// stopped); a machine whose clock jumps forward or runs fast is not. Needs `checkQuorum`; it turns the
+        /// leader lease strict (`RaftConfiguration.strictLease`: no hurried failover, and a restarted node waits an
+        /// election timeout before it votes), so a crashed leader is replaced after an election timeout.
+        public var leaseReads = false
+        /// The allowance for clock drift that `leaseReads` takes off the lease.
+        public var leaseClockDrift: TimeAmount = .milliseconds(100)
+        /// How long a read waits for its read index and for the state machine before it fails (`readUnavailable`).
+        public var readTimeout: TimeAmount = .seconds(5)
+        /// Testing only: a leader serves linearizable reads at its own commit index without confirming that it still
+        /// leads — the broken read path the Jepsen-style suite must catch. Never turn it on otherwise.
+        public var unsafeReadsWithoutConfirmation = false
+        /// A client session (`registerSession()`) expires when it has not been used for this long, as the
+        /// replicated table's clock measures it (the highest wall-clock time any proposer stamped on a session
+        /// entry). An hour, as LogCabin's default: far above any client's pause between retries and any sane clock
+        /// difference between nodes, so a client that retries does not lose its session to either. It is carried in
+        /// the register entry, so each session keeps the timeout of the node that registered it.
+        public var sessionTimeout: TimeAmount = .hours(1)
+        /// The most client sessions the replicated table keeps; registering one more drops the least recently used.
+        /// A session costs about 60 bytes plus its last result in memory and in every snapshot.
+        public var maxSessions = 50_000
         public var logger = Logger(label: "raftlite")
 
         public init() {}
@@ -136,6 +173,11 @@ public final class RaftNode<Machine: StateMachine>: Sendable {
                 "maxMessageBytes (\(options.maxMessageBytes)) and maxProposalBytes (\(options.maxProposalBytes)) must "
                     + "fit in the transport's maxFrameSize (\(options.transport.maxFrameSize)) with room to spare")
         }
+        guard options.sessionTimeout.nanoseconds >= 1_000_000, options.maxSessions >= 1 else {
+            throw .configuration(
+                "sessionTimeout (\(options.sessionTimeout)) must be at least a millisecond and maxSessions "
+                    + "(\(options.maxSessions)) at least 1")
+        }
         var logger = options.logger
         logger[metadataKey: "node"] = "\(name)"
         self.name = name
@@ -154,7 +196,7 @@ public final class RaftNode<Machine: StateMachine>: Sendable {
                 peers: cluster.members.filter { $0.name != name }.map {
                     TCPTransport.Peer(id: $0.id, name: $0.name, host: $0.host, port: $0.port)
                 },
-                eventLoop: loop, options: options.transport, logger: logger)
+                eventLoop: loop, options: options.transport, tls: options.peerTLS, logger: logger)
         self.machineBeforeStart = NIOLoopBoundBox.makeBoxSendingValue(stateMachine, as: Machine?.self, eventLoop: loop)
         self.runtime = NIOLoopBoundBox.makeEmptyBox(valueType: NodeRuntime<Machine>.self, eventLoop: loop)
         self.observers = NIOLoopBoundBox.makeBoxSendingValue(Observers(), eventLoop: loop)
@@ -254,6 +296,14 @@ public final class RaftNode<Machine: StateMachine>: Sendable {
             }
             .map { ($0.id, $0.context) })
         configuration.fastFailover = options.fastFailover
+        if options.leaseReads {
+            guard options.checkQuorum else { throw .configuration("leaseReads needs checkQuorum") }
+            guard emptyLease != nil else {
+                throw .configuration(
+                    "leaseReads: the lease ((electionTicks - 1) * tickInterval - leaseClockDrift) must be positive")
+            }
+            configuration.strictLease = true
+        }
         let snapshot = latest
         let raft: Raft
         do {
@@ -349,6 +399,7 @@ public final class RaftNode<Machine: StateMachine>: Sendable {
             self.cancelSnapshotTransfers(rt)
             rt.receiver?.stop()
             self.settleAll(rt, .stopped)
+            self.failAllReads(rt, .stopped)
             self.observers.value.finish()
             return true
         }
@@ -430,6 +481,87 @@ public final class RaftNode<Machine: StateMachine>: Sendable {
         return promise.futureResult
     }
 
+    // MARK: - Client sessions
+
+    /// Registers a client session through the log (Raft thesis §6.3) and returns its client id: the index of the
+    /// register entry, the same on every node. Writes made with the session (`propose(_:session:id:)`) are applied
+    /// at most once per sequence number, and a retry gets the first result. The session expires after
+    /// `Options.sessionTimeout` without use, or when `Options.maxSessions` newer ones push it out.
+    /// - Throws: as `propose`; `invalidProposal` if the state machine does not support client sessions.
+    public func registerSession() async throws(RaftNodeError) -> UInt64 {
+        do {
+            return try await registerSessionFuture().get()
+        } catch let error as RaftNodeError {
+            throw error
+        } catch {
+            throw .stopped
+        }
+    }
+
+    /// `registerSession()` as a future, for code on `eventLoop`.
+    public func registerSessionFuture() -> EventLoopFuture<UInt64> {
+        let promise = eventLoop.makePromise(of: UInt64.self)
+        let operation = SessionOperation.register(
+            timeMs: Self.wallClockMilliseconds(),
+            timeoutMs: UInt64(max(1, options.sessionTimeout.nanoseconds / 1_000_000)),
+            maxSessions: UInt64(max(1, options.maxSessions)))
+        let waiter = ProposalWaiter<Machine.Output>(registration: promise, started: .now())
+        if eventLoop.inEventLoop {
+            submit([], id: nil, session: operation, waiter: waiter)
+        } else {
+            eventLoop.execute { self.submit([], id: nil, session: operation, waiter: waiter) }
+        }
+        return promise.futureResult
+    }
+
+    /// Proposes a write of a client session: applied once for its `session.sequence`, on every node, and a retry
+    /// of it (the same client id and sequence, through this node or another) gets the first result — the same
+    /// index, term and output — without being applied again.
+    ///
+    /// A session has **one write outstanding at a time**: number writes 1, 2, 3... and send the next only once the
+    /// previous one has a definite answer; retry one that ended with an unknown outcome (`outcomeIsUnknown`) with
+    /// the same sequence.
+    /// - Throws: as `propose(_:id:)`, and `sessionExpired` (the session is not in the table: never registered, or
+    ///   expired), `sequenceSuperseded` (the session applied a later sequence), both definite: the command was not
+    ///   applied and never will be; `invalidProposal` for a sequence or client id of 0, or a state machine without
+    ///   client sessions (`StateMachine.supportsClientSessions`).
+    @discardableResult
+    public func propose(_ command: [UInt8], session: ClientSession, id: String? = nil) async throws(RaftNodeError)
+        -> Committed<Machine.Output>
+    {
+        do {
+            return try await proposeFuture(command, session: session, id: id).get()
+        } catch let error as RaftNodeError {
+            throw error
+        } catch {
+            throw .stopped
+        }
+    }
+
+    /// `propose(_:session:id:)` as a future, for code on `eventLoop`.
+    public func proposeFuture(_ command: [UInt8], session: ClientSession, id: String? = nil)
+        -> EventLoopFuture<Committed<Machine.Output>>
+    {
+        let promise = eventLoop.makePromise(of: Committed<Machine.Output>.self)
+        let operation = SessionOperation.write(
+            clientID: session.clientID, sequence: session.sequence, timeMs: Self.wallClockMilliseconds())
+        let waiter = ProposalWaiter(promise: promise, started: .now())
+        if eventLoop.inEventLoop {
+            submit(command, id: id, session: operation, waiter: waiter)
+        } else {
+            eventLoop.execute { self.submit(command, id: id, session: operation, waiter: waiter) }
+        }
+        return promise.futureResult
+    }
+
+    /// The time stamped on session entries: this node's wall clock, in milliseconds since 1970. Only the highest
+    /// one seen counts (see `ClientSessions`), so a clock that jumps back does no harm; one far ahead expires
+    /// sessions early.
+    static func wallClockMilliseconds() -> UInt64 {
+        let now = Date().timeIntervalSince1970 * 1000
+        return now > 0 ? UInt64(now) : 0
+    }
+
     /// Reads this node's state machine on the node's loop: a local read, which may lag behind the leader (use
     /// `propose` for a linearizable one). Nil if the node is not running.
     public func readStateMachine<T: Sendable>(_ body: @escaping @Sendable (Machine) -> T) -> EventLoopFuture<T?> {
@@ -449,19 +581,34 @@ public final class RaftNode<Machine: StateMachine>: Sendable {
 
     private func submit(_ command: [UInt8], id clientID: String?, promise: EventLoopPromise<Committed<Machine.Output>>)
     {
-        guard let rt = runtime.value else { return promise.fail(RaftNodeError.notStarted) }
-        guard !rt.stopped else { return promise.fail(RaftNodeError.stopped) }
-        guard !rt.paused else { return promise.fail(RaftNodeError.paused) }
+        submit(command, id: clientID, session: nil, waiter: ProposalWaiter(promise: promise, started: .now()))
+    }
+
+    private func submit(
+        _ command: [UInt8], id clientID: String?, session: SessionOperation?, waiter: ProposalWaiter<Machine.Output>
+    ) {
+        guard let rt = runtime.value else { return waiter.fail(RaftNodeError.notStarted) }
+        guard !rt.stopped else { return waiter.fail(RaftNodeError.stopped) }
+        guard !rt.paused else { return waiter.fail(RaftNodeError.paused) }
         guard command.count <= options.maxProposalBytes else {
-            return promise.fail(RaftNodeError.tooLarge(size: command.count, limit: options.maxProposalBytes))
+            return waiter.fail(RaftNodeError.tooLarge(size: command.count, limit: options.maxProposalBytes))
         }
         if let clientID, clientID.utf8.count > ProposalEnvelope.maxIDBytes || clientID.isEmpty {
-            return promise.fail(
+            return waiter.fail(
                 RaftNodeError.invalidProposal("an id must have 1 to \(ProposalEnvelope.maxIDBytes) bytes"))
         }
+        if let session {
+            guard Machine.supportsClientSessions else {
+                return waiter.fail(
+                    RaftNodeError.invalidProposal("the state machine \(Machine.self) does not support client sessions"))
+            }
+            if case .write(let client, let sequence, _) = session, client == 0 || sequence == 0 {
+                return waiter.fail(
+                    RaftNodeError.invalidProposal("a session write needs a client id and a sequence of at least 1"))
+            }
+        }
         metrics.proposals.increment()
-        let sequence = rt.tracker.submit(
-            command, id: clientID, waiter: ProposalWaiter(promise: promise, started: .now()))
+        let sequence = rt.tracker.submit(command, id: clientID, sessionOperation: session, waiter: waiter)
         armDeadline(sequence, rt)
         hand(sequence, rt)
         scheduleProcess()
@@ -484,7 +631,9 @@ public final class RaftNode<Machine: StateMachine>: Sendable {
         let s = rt.raft.status
         return NodeStatus(
             name: name, role: s.role, term: s.term, leader: s.leader.flatMap { member(id: $0, rt)?.name },
-            commitIndex: s.commitIndex, appliedIndex: s.appliedIndex, lastIndex: s.lastIndex,
+            // What the state machine has applied, not what the core handed out to apply: readies wait in the
+            // pipeline for their writes, and a reader of the status expects the state to hold what it names.
+            commitIndex: s.commitIndex, appliedIndex: rt.machineApplied, lastIndex: s.lastIndex,
             snapshotIndex: rt.raft.snapshot?.index ?? .zero, firstIndex: rt.raft.log.firstIndex, paused: rt.paused,
             started: !rt.stopped)
     }
@@ -535,6 +684,8 @@ public final class RaftNode<Machine: StateMachine>: Sendable {
 
     private func tick() {
         guard let rt = runtime.value, !rt.stopped, !rt.paused else { return }
+        // Before the core's tick, so that a round asked for here goes with this tick's heartbeat.
+        tickReads(rt)
         rt.raft.tick()
         for sender in rt.senders.values { sender.tick() }
         rt.ticksSinceHealthCheck += 1
@@ -601,6 +752,9 @@ public final class RaftNode<Machine: StateMachine>: Sendable {
                 syncPeers(rt)
             }
             for message in step.messages { send(message) }
+            if !step.readStates.isEmpty || !step.readsDropped.isEmpty {
+                readsAnswered(step.readStates, dropped: step.readsDropped, rt)
+            }
             if let write = step.write {
                 if let meta = write.snapshot {
                     // A snapshot received from the leader, already in the snapshot store: the log restarts after it.
@@ -658,6 +812,7 @@ public final class RaftNode<Machine: StateMachine>: Sendable {
         rt.stopped = true
         rt.failure = .storage("\(error)")
         settleAll(rt, .storage("\(error)"))
+        failAllReads(rt, .storage("\(error)"))
         Task { await self.stop() }
     }
 
@@ -668,13 +823,17 @@ public final class RaftNode<Machine: StateMachine>: Sendable {
         if let meta = ready.snapshot {
             installReceivedSnapshot(meta, rt)
             guard !rt.stopped else { return }
+            serveReads(rt)
         }
         for message in ready.messagesAfterPersist { send(message) }
         var lost: [UInt64] = []
         for entry in ready.committedEntries { apply(entry, rt, lost: &lost) }
         // Proposals proven lost by what was applied: no copy of them can commit any more, so they go again.
         for sequence in lost { hand(sequence, rt) }
-        if !ready.committedEntries.isEmpty { snapshotIfDue(rt) }
+        if !ready.committedEntries.isEmpty {
+            serveReads(rt)
+            snapshotIfDue(rt)
+        }
     }
 
     private func apply(_ entry: Entry, _ rt: NodeRuntime<Machine>, lost: inout [UInt64]) {
@@ -684,23 +843,68 @@ public final class RaftNode<Machine: StateMachine>: Sendable {
         let header = entry.kind == .normal ? ProposalEnvelope.Header(decoding: entry.data) : nil
         // A copy of a proposal applied (or settled) before is not applied again, on any node.
         let admitted = entry.kind == .normal && (header.map { rt.sessions.admit($0, term: entry.term) } ?? true)
-        var output: Machine.Output?
+        // What the proposer is answered, if it is this node.
+        var answer: Result<Committed<Machine.Output>, RaftNodeError>?
+        var registered: UInt64?
         if admitted {
-            let envelope = header != nil ? ProposalEnvelope(decoding: entry.data) : nil
-            let command = envelope?.command ?? entry.data
-            output = rt.machine.apply(command, at: entry.index)
-            let committed = CommittedEntry(index: entry.index, term: entry.term, data: command, id: envelope?.id)
-            rt.latest = committed
-            observers.value.publish(committed)
-            if let clientID = envelope?.id { rt.remember(committed, as: clientID, limit: options.rememberedIDs) }
+            switch header?.sessionOperation {
+            case nil:
+                let output = applyCommand(entry, hasEnvelope: header != nil, rt)
+                answer = .success(Committed(index: entry.index, term: entry.term, output: output))
+            case .register(let timeMs, let timeoutMs, let maxSessions)?:
+                rt.clientSessions.register(
+                    clientID: entry.index, timeMs: timeMs, timeoutMs: timeoutMs, maxSessions: maxSessions)
+                registered = entry.index.rawValue
+            case .write(let clientID, let sequence, let timeMs)?:
+                // Decided from the session table alone, so every node decides the same.
+                switch rt.clientSessions.decide(clientID: clientID, sequence: sequence, timeMs: timeMs) {
+                case .apply:
+                    let output = applyCommand(entry, hasEnvelope: true, rt)
+                    rt.clientSessions.record(
+                        clientID: clientID, sequence: sequence,
+                        result: ClientSessions.StoredResult(
+                            index: entry.index, term: entry.term, output: rt.machine.encodeSessionOutput(output)))
+                    answer = .success(Committed(index: entry.index, term: entry.term, output: output))
+                case .cached(let first):
+                    if let bytes = first.output, let output = rt.machine.decodeSessionOutput(bytes) {
+                        answer = .success(Committed(index: first.index, term: first.term, output: output))
+                    } else {
+                        answer = .failure(.appliedResultUnknown)
+                    }
+                case .expired: answer = .failure(.sessionExpired)
+                case .superseded: answer = .failure(.sequenceSuperseded)
+                }
+            }
         }
         let outcome = rt.tracker.applied((entry.index, entry.term), envelope: header, admitted: admitted)
         lost += outcome.lost
-        if let (_, waiter) = outcome.settled, let output {
+        if let (_, waiter) = outcome.settled {
             waiter.timeout?.cancel()
             metrics.proposalDuration.recordNanoseconds(NIODeadline.now().nanoseconds(since: waiter.started))
-            waiter.promise.succeed(Committed(index: entry.index, term: entry.term, output: output))
+            switch (waiter.promise, answer, registered) {
+            case (.command(let promise), .success(let committed)?, _): promise.succeed(committed)
+            case (.command(let promise), .failure(let error)?, _):
+                rt.failures += 1
+                promise.fail(error)
+            case (.registration(let promise), _, let clientID?): promise.succeed(clientID)
+            default:
+                // An entry of another kind than the proposal this node made: it cannot happen (the envelope is this
+                // node's), but the caller must not wait for ever.
+                waiter.fail(RaftNodeError.invalidProposal("the entry applied is not of the kind proposed"))
+            }
         }
+    }
+
+    /// Applies an admitted entry's command to the state machine and publishes it.
+    private func applyCommand(_ entry: Entry, hasEnvelope: Bool, _ rt: NodeRuntime<Machine>) -> Machine.Output {
+        let envelope = hasEnvelope ? ProposalEnvelope(decoding: entry.data) : nil
+        let command = envelope?.command ?? entry.data
+        let output = rt.machine.apply(command, at: entry.index)
+        let committed = CommittedEntry(index: entry.index, term: entry.term, data: command, id: envelope?.id)
+        rt.latest = committed
+        observers.value.publish(committed)
+        if let clientID = envelope?.id { rt.remember(committed, as: clientID, limit: options.rememberedIDs) }
+        return output
     }
 
     private func leadershipState(_ rt: NodeRuntime<Machine>) -> LeadershipChange {
@@ -714,9 +918,9 @@ public final class RaftNode<Machine: StateMachine>: Sendable {
             rt.reportedCommit = log.committed
             metrics.commitIndex.record(Int64(truncatingIfNeeded: log.committed.rawValue))
         }
-        if log.applied != rt.reportedApplied {
-            rt.reportedApplied = log.applied
-            metrics.appliedIndex.record(Int64(truncatingIfNeeded: log.applied.rawValue))
+        if rt.machineApplied != rt.reportedApplied {
+            rt.reportedApplied = rt.machineApplied
+            metrics.appliedIndex.record(Int64(truncatingIfNeeded: rt.machineApplied.rawValue))
         }
         if rt.failures > 0 {
             metrics.proposalsFailed.increment(by: rt.failures)

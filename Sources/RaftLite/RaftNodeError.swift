@@ -18,7 +18,7 @@ public struct RaftNodeError: Error, Hashable, Sendable, CustomStringConvertible 
         private enum Value: String, Hashable, Sendable {
             case notLeader, timedOut, stoppedOutcomeUnknown, dropped, tooLarge, invalidProposal, paused, stopped,
                 notStarted, alreadyStarted, storage, configuration, appliedResultUnknown, snapshotsUnsupported,
-                membership
+                membership, readUnavailable, sessionExpired, sequenceSuperseded
         }
 
         private let value: Value
@@ -55,6 +55,16 @@ public struct RaftNodeError: Error, Hashable, Sendable, CustomStringConvertible 
         /// A membership change or leadership transfer was refused: a change is in progress, it would lose quorum,
         /// it does not apply, or a transfer is under way. Details: `reason`.
         public static let membership = Code(.membership)
+        /// A linearizable read could not be confirmed in time (no leader answered for it). Nothing was read; a read
+        /// changes nothing, so it may simply be tried again.
+        public static let readUnavailable = Code(.readUnavailable)
+        /// A session write named a client session that the replicated session table does not hold: it was never
+        /// registered, or it expired (idle longer than its timeout, or dropped as the least recently used). The
+        /// command was not applied and never will be; register a new session.
+        public static let sessionExpired = Code(.sessionExpired)
+        /// A session write's sequence number is below the session's last applied one: the client has moved on, so
+        /// this copy was not applied and never will be.
+        public static let sequenceSuperseded = Code(.sequenceSuperseded)
 
         public var description: String { value.rawValue }
     }
@@ -97,10 +107,15 @@ public struct RaftNodeError: Error, Hashable, Sendable, CustomStringConvertible 
         RaftNodeError(code: .configuration, reason: reason)
     }
     public static let appliedResultUnknown = RaftNodeError(code: .appliedResultUnknown)
+    public static let sessionExpired = RaftNodeError(code: .sessionExpired)
+    public static let sequenceSuperseded = RaftNodeError(code: .sequenceSuperseded)
     /// A refusal from the core's membership logic; `notLeader` keeps its own code.
     public static func membership(_ error: MembershipError, leaderHint: String?) -> RaftNodeError {
         if error.code == .notLeader { return .notLeader(leaderHint: leaderHint) }
         return RaftNodeError(code: .membership, reason: error.description)
+    }
+    public static func readUnavailable(_ reason: String) -> RaftNodeError {
+        RaftNodeError(code: .readUnavailable, reason: reason)
     }
     public static func snapshotsUnsupported(_ reason: String) -> RaftNodeError {
         RaftNodeError(code: .snapshotsUnsupported, reason: reason)
@@ -136,6 +151,11 @@ public struct RaftNodeError: Error, Hashable, Sendable, CustomStringConvertible 
             return "the command was applied, but its result is not known here (this node caught up through a snapshot)"
         case .snapshotsUnsupported: return "snapshots are not available: \(why)"
         case .membership: return why
+        case .readUnavailable: return "the read could not be served: \(why)"
+        case .sessionExpired:
+            return "the client session is not known (never registered, or expired); the command was not applied"
+        case .sequenceSuperseded:
+            return "the session has applied a later sequence; this command was not applied and never will be"
         default: return "\(code)"
         }
     }

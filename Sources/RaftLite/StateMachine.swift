@@ -32,6 +32,25 @@ public protocol StateMachine: SendableMetatype {
 
     /// Whether this state machine can snapshot at all (false for one that kept the defaults).
     static var supportsSnapshots: Bool { get }
+
+    /// **Client sessions** (`RaftNode.registerSession()`, `propose(_:session:id:)`): the node remembers the result
+    /// of each session's last write, in the replicated session table, so that a retry of it is answered with the
+    /// first result instead of being applied again. The table keeps results as bytes (it is part of snapshots), so
+    /// a state machine that takes session writes says how to write its `Output` as bytes and read it back. Both must
+    /// be deterministic, and `decodeSessionOutput(encodeSessionOutput(o))` must give `o` back. The defaults (nil)
+    /// keep no result; such a state machine leaves `supportsClientSessions` false, and its node refuses session
+    /// proposals with `invalidProposal`.
+    func encodeSessionOutput(_ output: Output) -> [UInt8]?
+    func decodeSessionOutput(_ bytes: [UInt8]) -> Output?
+
+    /// Whether the node takes session proposals for this state machine (false by default).
+    static var supportsClientSessions: Bool { get }
+}
+
+extension StateMachine {
+    public func encodeSessionOutput(_ output: Output) -> [UInt8]? { nil }
+    public func decodeSessionOutput(_ bytes: [UInt8]) -> Output? { nil }
+    public static var supportsClientSessions: Bool { false }
 }
 
 /// A frozen view of a state machine's state, written out on a thread of its own.
@@ -111,5 +130,17 @@ public struct LeadershipChange: Sendable, Hashable, CustomStringConvertible {
 
     public var description: String {
         "\(role.rawValue) in term \(term.rawValue), leader: \(leader ?? "unknown")"
+    }
+}
+
+/// A client session's write: the session's client id (from `RaftNode.registerSession()`) and the write's sequence
+/// number in it, from 1 (see `RaftNode.propose(_:session:id:)`).
+public struct ClientSession: Sendable, Hashable {
+    public var clientID: UInt64
+    public var sequence: UInt64
+
+    public init(clientID: UInt64, sequence: UInt64) {
+        self.clientID = clientID
+        self.sequence = sequence
     }
 }

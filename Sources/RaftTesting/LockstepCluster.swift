@@ -12,6 +12,9 @@ public struct LockstepCluster {
     public private(set) var applied: [NodeID: [Entry]] = [:]
     /// Messages sent and not yet delivered, oldest first.
     public private(set) var inFlight: [Message] = []
+    /// Reads each node's core confirmed, and reads it dropped, in order (`Raft.readIndex(context:)`).
+    public private(set) var readStates: [NodeID: [ReadState]] = [:]
+    public private(set) var readsDropped: [NodeID: [UInt64]] = [:]
     /// Every message ever delivered, in order (for tests that count round trips).
     public private(set) var delivered: [Message] = []
     /// Messages for which this returns true are dropped when their turn comes.
@@ -53,6 +56,17 @@ public struct LockstepCluster {
     }
 
     // MARK: - Driving nodes
+
+    /// Asks node `id` for a linearizable read (the answer lands in `readStates` or `readsDropped`).
+    public mutating func readIndex(_ id: NodeID, context: UInt64) throws(ReadIndexError) {
+        do {
+            try nodes[id]?.readIndex(context: context)
+        } catch {
+            collect(id)
+            throw error
+        }
+        collect(id)
+    }
 
     public mutating func campaign(_ id: NodeID) {
         nodes[id]?.campaign()
@@ -187,6 +201,8 @@ public struct LockstepCluster {
         var pipeline = ReadyPipeline()
         while let step = pipeline.take(from: &raft) {
             inFlight.append(contentsOf: step.messages)
+            readStates[id, default: []].append(contentsOf: step.readStates)
+            readsDropped[id, default: []].append(contentsOf: step.readsDropped)
             var durable = step.durable
             if let write = step.write {
                 if let meta = write.snapshot {

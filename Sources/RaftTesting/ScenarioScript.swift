@@ -632,9 +632,9 @@ private func describe(_ m: Message) -> String {
         return "\(head) \(r.preVote ? "preVoteResponse" : "requestVoteResponse") \(term) "
             + (r.granted ? "granted" : "rejected")
     case .heartbeat(let h):
-        return "\(head) heartbeat \(term) commit=\(h.commit.rawValue)"
-    case .heartbeatResponse:
-        return "\(head) heartbeatResponse \(term)"
+        return "\(head) heartbeat \(term) commit=\(h.commit.rawValue)" + (h.context == 0 ? "" : " round=\(h.context)")
+    case .heartbeatResponse(let r):
+        return "\(head) heartbeatResponse \(term)" + (r.context == 0 ? "" : " round=\(r.context)")
     case .commitNotice(let index):
         return "\(head) commitNotice \(term) commit=\(index.rawValue)"
     case .propose(let batch):
@@ -650,6 +650,11 @@ private func describe(_ m: Message) -> String {
             + "offset=\(a.offset) \(a.status)"
     case .timeoutNow:
         return "\(head) timeoutNow \(term)"
+    case .readIndex(let r):
+        return "\(head) readIndex \(term) ctx=\(r.context)"
+    case .readIndexResponse(let r):
+        return "\(head) readIndexResponse \(term) ctx=\(r.context) "
+            + (r.granted ? "index=\(r.index.rawValue)" : "refused")
     }
 }
 

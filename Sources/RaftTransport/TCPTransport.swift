@@ -1,7 +1,10 @@
 import Logging
 import NIOCore
 import NIOPosix
+import NIOSSL
+import NIOTLS
 import RaftCore
+import RaftTLS
 import RaftWire
 
 /// Raft over TCP with SwiftNIO.
@@ -21,6 +24,12 @@ import RaftWire
 /// - The peers can change while running (`setPeers`), an established connection that drops is reported at once
 ///   (`connectionLost`), and every connection this node opens carries a ping now and then, answered by a pong on the
 ///   same connection: `statistics()` gives each peer's last contact and round trip.
+/// - With `tls`, every connection both ways is mutual TLS: each end presents its certificate and verifies the
+///   other's against the CA. A connection this node opens is used only once the server it reached has shown the
+///   certificate of the node it was meant for (a DNS subject alternative name equal to the peer's name); an
+///   incoming connection's hello must name a node whose name is in the certificate the connection presented. A
+///   connection that fails either check, or the handshake (a certificate from another CA, expired, none), is
+///   closed and logged as a warning, and nothing it carried reaches the node; the other connections go on.
 public final class TCPTransport: RaftTransport {
     /// A peer and where to reach it.
     public struct Peer: Sendable, Hashable {
@@ -52,6 +61,12 @@ public final class TCPTransport: RaftTransport {
         public var helloTimeoutMilliseconds: Int64 = 5000
         /// How often each connection this node opens carries a ping (and one right after its hello); 0: never.
         public var pingIntervalMilliseconds: Int64 = 500
+        /// The most connections to the peer port open at once; more are closed as they arrive (before their TLS
+        /// handshake goes any further, or their hello is read), logged at most once a second. Each peer needs one.
+        public var maxInboundConnections = 1024
+        /// The most connections to the peer port open at once from one IP address (nodes sharing a host share it),
+        /// so that one address cannot take them all.
+        public var maxInboundConnectionsPerAddress = 64
 
         public init() {}
     }
@@ -64,6 +79,7 @@ public final class TCPTransport: RaftTransport {
     private let listenPort: Int
     private let options: Options
     private let logger: Logger
+    private let tls: PeerTLS?
     private let allocator = ByteBufferAllocator()
     private let state: NIOLoopBoundBox<State>
 
@@ -74,6 +90,12 @@ public final class TCPTransport: RaftTransport {
         var links: [NodeID: Link] = [:]
         var server: (any Channel)?
         var inbound: [ObjectIdentifier: any Channel] = [:]
+        /// The remote IP address of each inbound connection, and how many are open from each.
+        var inboundAddress: [ObjectIdentifier: String] = [:]
+        var inboundByAddress: [String: Int] = [:]
+        /// Inbound connections refused over a limit; when a refusal from each address was last logged.
+        var inboundRefused = 0
+        var refusalLogged: [String: NIODeadline] = [:]
         var started = false
         var stopped = false
         var deliver: (@Sendable (Message) -> Void)?
@@ -110,10 +132,13 @@ public final class TCPTransport: RaftTransport {
     /// - Parameters:
     ///   - listenHost, listenPort: where to accept peers' connections (port 0: any free port; see `boundPort`).
     ///   - peers: the other members of the cluster (see `setPeers` to change them later).
+    ///   - tls: mutual TLS for every connection (nil: plain TCP). Each new connection takes the contexts `tls` holds
+    ///     at that moment, so a `reload()` applies to the connections made after it.
     public init(
         localID: NodeID, localName: String, clusterID: String, listenHost: String, listenPort: Int,
-        peers: [Peer], eventLoop: any EventLoop, options: Options = Options(), logger: Logger
+        peers: [Peer], eventLoop: any EventLoop, options: Options = Options(), tls: PeerTLS? = nil, logger: Logger
     ) {
+        self.tls = tls
         self.localID = localID
         self.localName = localName
         self.clusterID = clusterID
@@ -171,9 +196,11 @@ public final class TCPTransport: RaftTransport {
             contact: { [weak self] id in self?.state.value.links[id]?.statistics.lastContact = .now() },
             closed: { [weak self] id in self?.inboundClosed(id) },
             helloTimeout: .milliseconds(options.helloTimeoutMilliseconds), logger: logger,
+            checksCertificates: tls != nil,
             register: { [weak self] channel in self?.register(inbound: channel) },
             unregister: { [weak self] channel in self?.unregister(inbound: channel) })
         let maxFrameSize = options.maxFrameSize
+        let tls = self.tls
         let server = try await ServerBootstrap(group: eventLoop)
             .serverChannelOption(.backlog, value: 256)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
@@ -181,6 +208,10 @@ public final class TCPTransport: RaftTransport {
             .childChannelOption(.socketOption(.so_keepalive), value: 1)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
+                    if let tls {
+                        try channel.pipeline.syncOperations.addHandler(
+                            NIOSSLServerHandler(context: tls.contexts.server))
+                    }
                     try channel.pipeline.syncOperations.addHandler(
                         ByteToMessageHandler(FrameDecoder(maxFrameSize: maxFrameSize)))
                     try channel.pipeline.syncOperations.addHandler(InboundPeerHandler(context: context))
@@ -344,6 +375,10 @@ public final class TCPTransport: RaftTransport {
         let watermark = ChannelOptions.Types.WriteBufferWaterMark(
             low: options.socketHighWatermark / 2, high: options.socketHighWatermark)
         let logger = self.logger
+        let tls = self.tls
+        // With TLS, the connection is ready once the server has shown the certificate of the node we meant.
+        let verified: EventLoopPromise<Void>? = tls.map { _ in eventLoop.makePromise() }
+        let handshakeTimeout = TimeAmount.milliseconds(options.helloTimeoutMilliseconds)
         ClientBootstrap(group: eventLoop)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .channelOption(.writeBufferWaterMark, value: watermark)
@@ -351,6 +386,13 @@ public final class TCPTransport: RaftTransport {
             .channelInitializer { [weak self] channel in
                 let transport = self
                 return channel.eventLoop.makeCompletedFuture {
+                    if let tls, let verified {
+                        try channel.pipeline.syncOperations.addHandler(
+                            NIOSSLClientHandler(context: tls.contexts.client, serverHostname: nil))
+                        try channel.pipeline.syncOperations.addHandler(
+                            ServerIdentityHandler(
+                                expectedName: peer.name, verified: verified, timeout: handshakeTimeout, logger: logger))
+                    }
                     // Only pongs come back on this connection: tiny frames.
                     try channel.pipeline.syncOperations.addHandler(
                         ByteToMessageHandler(
@@ -366,7 +408,17 @@ public final class TCPTransport: RaftTransport {
                 }
             }
             .connect(host: peer.host, port: peer.port)
+            .flatMap { channel in
+                guard let verified else { return channel.eventLoop.makeSucceededFuture(channel) }
+                return verified.futureResult.map { channel }
+                    .flatMapErrorThrowing { error in
+                        channel.close(promise: nil)
+                        throw error
+                    }
+            }
             .whenComplete { [weak self] result in
+                // A connection that failed before its handshake leaves the promise to this.
+                if case .failure(let error) = result { verified?.fail(error) }
                 guard let self, !self.state.value.stopped, let link = self.state.value.links[peer.id],
                     link.attempt == attempt
                 else {
@@ -473,13 +525,44 @@ public final class TCPTransport: RaftTransport {
         let state = self.state.value
         if state.stopped {
             channel.close(promise: nil)
-        } else {
-            state.inbound[ObjectIdentifier(channel)] = channel
+            return
         }
+        let address = channel.remoteAddress?.ipAddress ?? "?"
+        let fromAddress = state.inboundByAddress[address, default: 0]
+        guard state.inbound.count < options.maxInboundConnections,
+            fromAddress < options.maxInboundConnectionsPerAddress
+        else {
+            state.inboundRefused += 1
+            let now = NIODeadline.now()
+            if now - (state.refusalLogged[address] ?? .distantPast) >= .seconds(1) {
+                state.refusalLogged[address] = now
+                logger.warning(
+                    "refusing a peer connection: too many open",
+                    metadata: [
+                        "remote": "\(address)", "from_address": "\(fromAddress)", "open": "\(state.inbound.count)",
+                    ])
+            }
+            channel.close(promise: nil)
+            return
+        }
+        state.inbound[ObjectIdentifier(channel)] = channel
+        state.inboundByAddress[address] = fromAddress + 1
+        state.inboundAddress[ObjectIdentifier(channel)] = address
     }
 
     private func unregister(inbound channel: any Channel) {
-        state.value.inbound[ObjectIdentifier(channel)] = nil
+        let state = self.state.value
+        guard state.inbound.removeValue(forKey: ObjectIdentifier(channel)) != nil,
+            let address = state.inboundAddress.removeValue(forKey: ObjectIdentifier(channel))
+        else { return }
+        let left = (state.inboundByAddress[address] ?? 1) - 1
+        state.inboundByAddress[address] = left > 0 ? left : nil
+    }
+
+    /// Connections to the peer port refused over a limit, and those open (for tests and status).
+    public func inboundConnectionCounts() async -> (open: Int, refused: Int) {
+        (try? await eventLoop.submit { (self.state.value.inbound.count, self.state.value.inboundRefused) }.get())
+            ?? (0, 0)
     }
 }
 
@@ -535,6 +618,8 @@ struct InboundContext: Sendable {
     var closed: @Sendable (NodeID) -> Void
     var helloTimeout: TimeAmount
     var logger: Logger
+    /// The connection is TLS: a hello must name a node whose name is in the certificate the connection presented.
+    var checksCertificates: Bool
     var register: @Sendable (any Channel) -> Void
     var unregister: @Sendable (any Channel) -> Void
 }
@@ -583,6 +668,12 @@ final class InboundPeerHandler: ChannelInboundHandler {
                 }
                 guard hello.receiver == context.localID else { throw .unexpected("hello meant for another node") }
                 guard hello.sender != context.localID else { throw .unexpected("hello from this node's own id") }
+                if context.checksCertificates {
+                    let certificate = try? ctx.pipeline.syncOperations.nioSSL_peerCertificate()
+                    if let mismatch = PeerIdentity.mismatch(certificate, expectedName: hello.senderName) {
+                        throw .unexpected("hello from \"\(hello.senderName)\", but \(mismatch)")
+                    }
+                }
                 // A node that is not a peer (yet) is heard; one under a peer's id must also bear its name.
                 if let name = context.peerName(hello.sender), name != hello.senderName {
                     throw .unexpected("hello from \"\(hello.senderName)\" under the id of peer \"\(name)\"")
@@ -624,7 +715,7 @@ final class InboundPeerHandler: ChannelInboundHandler {
     }
 
     func errorCaught(context ctx: ChannelHandlerContext, error: any Error) {
-        refuse(ctx, because: "\(error)")
+        refuse(ctx, because: describe(error))
     }
 
     private func refuse(_ ctx: ChannelHandlerContext, because reason: String) {
@@ -685,12 +776,106 @@ final class OutboundLinkHandler: ChannelInboundHandler {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        refuse(context, because: "\(error)")
+        refuse(context, because: describe(error))
     }
 
     private func refuse(_ context: ChannelHandlerContext, because reason: String) {
         logger.warning(
             "closing a connection to a peer", metadata: ["reason": "\(reason)", "peer": "\(peerName)"])
         context.close(promise: nil)
+    }
+}
+
+/// An error on a peer connection, for the log: a failed TLS handshake says so (its cause: a certificate from
+/// another CA or expired, none at all, or the other end refusing ours).
+func describe(_ error: any Error) -> String {
+    if let error = error as? NIOSSLError, case .handshakeFailed = error {
+        return "TLS handshake failed (the certificate was refused by one end): \(error)"
+    }
+    return "\(error)"
+}
+
+/// On a connection this node opens with TLS: once the handshake is done, checks that the server we reached showed
+/// the certificate of the node we meant to reach, then completes `verified`; else closes the connection (logged),
+/// and fails `verified`. Nothing is sent before: the hello waits for `verified`. A handshake that takes longer
+/// than `timeout` fails too.
+final class ServerIdentityHandler: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = ByteBuffer
+    typealias InboundOut = ByteBuffer
+
+    private let expectedName: String
+    private let verified: EventLoopPromise<Void>
+    private let timeout: TimeAmount
+    private let logger: Logger
+    private var timer: Scheduled<Void>?
+    private var done = false
+    /// The server showed the expected certificate.
+    private var trusted = false
+
+    init(expectedName: String, verified: EventLoopPromise<Void>, timeout: TimeAmount, logger: Logger) {
+        self.expectedName = expectedName
+        self.verified = verified
+        self.timeout = timeout
+        self.logger = logger
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        let channel = context.channel
+        let verified = self.verified
+        let expectedName = self.expectedName
+        let logger = self.logger
+        timer = context.eventLoop.scheduleTask(in: timeout) {
+            logger.warning(
+                "closing a connection to a peer",
+                metadata: ["reason": "TLS handshake timed out", "peer": "\(expectedName)"])
+            verified.fail(ChannelError.connectTimeout(.zero))
+            channel.close(promise: nil)
+        }
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        timer?.cancel()
+        finish(.failure(ChannelError.ioOnClosedChannel))
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        finish(.failure(ChannelError.ioOnClosedChannel))
+        context.fireChannelInactive()
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if let event = event as? TLSUserEvent, case .handshakeCompleted = event {
+            timer?.cancel()
+            let certificate = try? context.pipeline.syncOperations.nioSSL_peerCertificate()
+            if let mismatch = PeerIdentity.mismatch(certificate, expectedName: expectedName) {
+                logger.warning(
+                    "closing a connection to a peer",
+                    metadata: [
+                        "reason": "the server is not the node we meant: \(mismatch)", "peer": "\(expectedName)",
+                        "remote": "\(context.remoteAddress.map { "\($0)" } ?? "?")",
+                    ])
+                finish(.failure(ChannelError.ioOnClosedChannel))
+                context.close(promise: nil)
+                return
+            }
+            trusted = true
+            finish(.success(()))
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        // Nothing may come through before the server's identity is checked.
+        guard trusted else {
+            context.close(promise: nil)
+            return
+        }
+        context.fireChannelRead(data)
+    }
+
+    private func finish(_ result: Result<Void, any Error>) {
+        guard !done else { return }
+        done = true
+        verified.completeWith(result)
     }
 }

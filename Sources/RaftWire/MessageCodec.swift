@@ -10,12 +10,13 @@ import RaftCore
 /// appendResp  = success:u8 index:u64 hintIndex:u64 hintTerm:u64
 /// vote        = flags:u8 lastIndex:u64 lastTerm:u64                        (flags: 1 preVote, 2 transfer)
 /// voteResp    = preVote:u8 granted:u8
-/// heartbeat   = commit:u64        heartbeatResp = (empty)        commitNotice = commit:u64
+/// heartbeat   = commit:u64 context:u64        heartbeatResp = context:u64        commitNotice = commit:u64
 /// propose     = count:u32 (length:u32 data)*
 /// install     = index:u64 term:u64 length:u32 membership                   (Membership.encoded())
 /// chunk       = index:u64 snapshotTerm:u64 offset:u64 totalSize:u64 length:u32 data
 /// chunkAck    = index:u64 snapshotTerm:u64 offset:u64 status:u8
 /// timeoutNow  = (empty)
+/// readIndex   = context:u64        readIndexResp = context:u64 index:u64 granted:u8
 /// ```
 /// Decoding trusts nothing: every count is checked against the bytes that remain before anything is allocated,
 /// every flag must be 0 or 1, every enum value known, and the whole body must be used.
@@ -33,6 +34,8 @@ public enum MessageCodec {
         case snapshotChunk = 10
         case snapshotChunkAck = 11
         case timeoutNow = 12
+        case readIndex = 13
+        case readIndexResponse = 14
     }
 
     /// Appends the encoding of `message` to `buffer`.
@@ -64,9 +67,10 @@ public enum MessageCodec {
             buffer.writeMultipleIntegers(v.preVote ? UInt8(1) : 0, v.granted ? UInt8(1) : 0)
         case .heartbeat(let h):
             buffer.writeInteger(Kind.heartbeat.rawValue)
-            buffer.writeInteger(h.commit.rawValue)
-        case .heartbeatResponse:
+            buffer.writeMultipleIntegers(h.commit.rawValue, h.context)
+        case .heartbeatResponse(let r):
             buffer.writeInteger(Kind.heartbeatResponse.rawValue)
+            buffer.writeInteger(r.context)
         case .commitNotice(let commit):
             buffer.writeInteger(Kind.commitNotice.rawValue)
             buffer.writeInteger(commit.rawValue)
@@ -94,6 +98,12 @@ public enum MessageCodec {
             buffer.writeMultipleIntegers(a.index.rawValue, a.snapshotTerm.rawValue, a.offset, a.status.rawValue)
         case .timeoutNow:
             buffer.writeInteger(Kind.timeoutNow.rawValue)
+        case .readIndex(let r):
+            buffer.writeInteger(Kind.readIndex.rawValue)
+            buffer.writeInteger(r.context)
+        case .readIndexResponse(let r):
+            buffer.writeInteger(Kind.readIndexResponse.rawValue)
+            buffer.writeMultipleIntegers(r.context, r.index.rawValue, r.granted ? UInt8(1) : 0)
         }
     }
 
@@ -105,8 +115,10 @@ public enum MessageCodec {
         case .appendEntriesResponse: return header + 25
         case .requestVote: return header + 17
         case .requestVoteResponse: return header + 2
-        case .heartbeat, .commitNotice: return header + 8
-        case .heartbeatResponse, .timeoutNow: return header
+        case .heartbeat: return header + 16
+        case .commitNotice, .heartbeatResponse, .readIndex: return header + 8
+        case .readIndexResponse: return header + 17
+        case .timeoutNow: return header
         case .propose(let batch): return header + 4 + batch.reduce(0) { $0 + 4 + $1.count }
         case .installSnapshot(let meta): return header + 20 + meta.membership.encoded().count
         case .snapshotChunk(let c): return header + 36 + c.data.count
@@ -169,10 +181,13 @@ public enum MessageCodec {
                 RequestVoteResponse(
                     preVote: try flag(preVote, "preVote"), granted: try flag(granted, "granted")))
         case .heartbeat:
-            guard let commit = buffer.readInteger(as: UInt64.self) else { throw .truncated("heartbeat") }
-            body = .heartbeat(Heartbeat(commit: LogIndex(commit)))
+            guard let (commit, context) = buffer.readMultipleIntegers(as: (UInt64, UInt64).self) else {
+                throw .truncated("heartbeat")
+            }
+            body = .heartbeat(Heartbeat(commit: LogIndex(commit), context: context))
         case .heartbeatResponse:
-            body = .heartbeatResponse
+            guard let context = buffer.readInteger(as: UInt64.self) else { throw .truncated("heartbeat response") }
+            body = .heartbeatResponse(HeartbeatResponse(context: context))
         case .commitNotice:
             guard let commit = buffer.readInteger(as: UInt64.self) else { throw .truncated("commit notice") }
             body = .commitNotice(LogIndex(commit))
@@ -220,6 +235,15 @@ public enum MessageCodec {
                     index: LogIndex(index), snapshotTerm: Term(snapshotTerm), offset: offset, status: status))
         case .timeoutNow:
             body = .timeoutNow
+        case .readIndex:
+            guard let context = buffer.readInteger(as: UInt64.self) else { throw .truncated("read index request") }
+            body = .readIndex(ReadIndexRequest(context: context))
+        case .readIndexResponse:
+            guard let (context, index, granted) = buffer.readMultipleIntegers(as: (UInt64, UInt64, UInt8).self) else {
+                throw .truncated("read index response")
+            }
+            body = .readIndexResponse(
+                ReadIndexResponse(context: context, index: LogIndex(index), granted: try flag(granted, "granted")))
         }
         guard buffer.readableBytes == 0 else { throw .invalid("message: \(buffer.readableBytes) bytes left over") }
         return Message(from: NodeID(from), to: NodeID(to), term: Term(term), kind: body)

@@ -1,10 +1,63 @@
 import ArgumentParser
 import Foundation
 import NIOCore
+import NIOSSL
 import RaftKVClient
 
 /// The endpoints of the local cluster that `raft-lite cluster` starts by default.
 let defaultEndpoints = "127.0.0.1:8081,127.0.0.1:8082,127.0.0.1:8083"
+
+/// The bearer token a client command sends: `--token`, else `--token-file`, else `RAFT_LITE_TOKEN`, else none.
+struct TokenOptions: ParsableArguments {
+    /// The environment variable a token may come from.
+    static let environmentVariable = "RAFT_LITE_TOKEN"
+
+    @Option(
+        help: ArgumentHelp(
+            "The bearer token for a node started with --tokens-file (default: $RAFT_LITE_TOKEN).",
+            discussion:
+                "A token on the command line is visible to other users in the process list: prefer --token-file or the environment."
+        ))
+    var token: String?
+
+    @Option(help: "Read the bearer token from this file (its first line).")
+    var tokenFile: String?
+
+    func validate() throws {
+        if token != nil && tokenFile != nil { throw ValidationError("give --token or --token-file, not both") }
+        if let token, token.isEmpty { throw ValidationError("--token must not be empty") }
+    }
+
+    /// The token to send, or nil; throws if --token-file cannot be read or holds none.
+    func resolve() throws -> String? {
+        if let token { return token }
+        if let tokenFile {
+            let text: String
+            do {
+                text = try String(contentsOfFile: tokenFile, encoding: .utf8)
+            } catch {
+                throw ValidationError("--token-file \(tokenFile) cannot be read: \(error.localizedDescription)")
+            }
+            let first = text.split(whereSeparator: \.isNewline).first.map {
+                $0.trimmingCharacters(in: .whitespaces)
+            }
+            guard let first, !first.isEmpty else { throw ValidationError("--token-file \(tokenFile) holds no token") }
+            return first
+        }
+        if let value = ProcessInfo.processInfo.environment[Self.environmentVariable], !value.isEmpty {
+            return value.trimmingCharacters(in: .whitespacesAndNewlines)
+        }
+        return nil
+    }
+}
+
+/// What a client command says when the server refused its credentials (401, 403): nil for any other answer.
+func credentialsRefusal(_ response: HTTPResponse) -> String? {
+    guard let refused = HTTPClientError.refusedCredentials(response) else { return nil }
+    return response.status == 401
+        ? "\(refused); give a token with --token, --token-file or \(TokenOptions.environmentVariable)"
+        : "\(refused)"
+}
 
 struct EndpointOptions: ParsableArguments {
     @Option(help: "Comma-separated host:port HTTP endpoints of the cluster's nodes.")
@@ -13,16 +66,70 @@ struct EndpointOptions: ParsableArguments {
     @Option(help: "Seconds to wait for an answer.")
     var timeout = 10.0
 
+    @OptionGroup var credentials: TokenOptions
+
+    @OptionGroup var tls: ClientTLSOptions
+
     func validate() throws {
         guard timeout > 0, timeout <= 3600 else { throw ValidationError("--timeout must be in (0, 3600] seconds") }
     }
 
     func client() throws -> KVClient {
-        do {
-            return KVClient(endpoints: try Endpoint.list(endpoints), timeout: .milliseconds(Int64(timeout * 1000)))
-        } catch {
-            throw ValidationError("--endpoints: \(error)")
+        let (endpoints, token, tls) = try resolve(endpoints: endpoints, credentials: credentials, tls: self.tls)
+        return KVClient(endpoints: endpoints, timeout: .milliseconds(Int64(timeout * 1000)), token: token, tls: tls)
+    }
+}
+
+/// A client command's endpoints, token and TLS context: as given, or — when it was given none of the three — those
+/// `raft-lite cluster` left for its local cluster (`LocalClusterFile`), if any.
+func resolve(endpoints text: String, credentials: TokenOptions, tls: ClientTLSOptions) throws -> (
+    [Endpoint], String?, NIOSSLContext?
+) {
+    var endpointText = text
+    var token = try credentials.resolve()
+    var context = try tls.context()
+    if text == defaultEndpoints, token == nil, context == nil, let local = LocalClusterFile.load() {
+        endpointText = local.endpoints
+        if let tokenFile = local.tokenFile {
+            token = try TokenOptions.parse(["--token-file", tokenFile]).resolve()
         }
+        context = try tls.context(defaultCA: local.cacert)
+    }
+    do {
+        return (try Endpoint.list(endpointText), token, context)
+    } catch {
+        throw ValidationError("--endpoints: \(error)")
+    }
+}
+
+/// How `kv put|delete|cas` make their write: in a client session, retried while its outcome is unknown.
+struct WriteOptions: ParsableArguments {
+    @Flag(
+        name: .customLong("no-session"),
+        help: "Send the write once, outside a client session (an unknown outcome is not retried).")
+    var noSession = false
+
+    @Option(help: "How many times a write whose outcome is unknown (504, timeout, lost connection) may be sent.")
+    var attempts = 10
+
+    func validate() throws {
+        guard (1...1000).contains(attempts) else { throw ValidationError("--attempts must be 1...1000") }
+    }
+
+    /// Sends the write in a new session (or, with `--no-session`, once, plain).
+    func send(
+        _ client: KVClient, plain: @escaping @Sendable () async throws -> HTTPResponse,
+        inSession: @escaping @Sendable (KVSession) async throws -> HTTPResponse
+    ) async throws -> HTTPResponse {
+        if noSession { return try await plain() }
+        let session = try await KVSession.register(with: client, maxAttempts: attempts)
+        let response = try await inSession(session)
+        let retries = await session.retries
+        if retries > 0 {
+            FileHandle.standardError.write(
+                Data("(sent \(retries + 1) times in client session \(session.clientID))\n".utf8))
+        }
+        return response
     }
 }
 
@@ -39,6 +146,12 @@ struct KV: AsyncParsableCommand {
         let response: HTTPResponse
         do {
             response = try await request()
+        } catch let error as HTTPClientError where error.code == .unauthorized {
+            let hint =
+                error.details.hasPrefix("unauthorized")
+                ? "; give a token with --token, --token-file or \(TokenOptions.environmentVariable)" : ""
+            FileHandle.standardError.write(Data("error: \(error)\(hint)\n".utf8))
+            throw ExitCode(2)
         } catch {
             FileHandle.standardError.write(Data("error: \(error)\n".utf8))
             throw ExitCode(2)
@@ -66,6 +179,9 @@ struct KV: AsyncParsableCommand {
         case 412:
             FileHandle.standardError.write(Data("precondition failed: \(message(response))\n".utf8))
             throw ExitCode(1)
+        case 401, 403:
+            FileHandle.standardError.write(Data("error: \(credentialsRefusal(response) ?? response.text)\n".utf8))
+            throw ExitCode(2)
         default:
             FileHandle.standardError.write(Data("error: HTTP \(response.status) \(response.text)\n".utf8))
             throw ExitCode(2)
@@ -73,8 +189,15 @@ struct KV: AsyncParsableCommand {
     }
 
     struct Put: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Set a key's value.")
+        static let configuration = CommandConfiguration(
+            abstract: "Set a key's value.",
+            discussion: """
+                The write goes in a client session of its own: if its outcome is unknown (a 504, a timeout, a lost \
+                connection), it is sent again, to the next endpoint, and the cluster applies it once (see \
+                --attempts, --no-session).
+                """)
         @OptionGroup var connection: EndpointOptions
+        @OptionGroup var write: WriteOptions
         @Argument var key: String
         @Argument var value: String
         @Option(help: "Only if the current value is this (compare-and-set).")
@@ -82,33 +205,62 @@ struct KV: AsyncParsableCommand {
 
         func run() async throws {
             let client = try connection.client()
+            let (key, value, prevValue) = (key, Array(value.utf8), prevValue.map { Array($0.utf8) })
             try await KV.run {
-                try await client.put(key, Array(value.utf8), prevValue: prevValue.map { Array($0.utf8) })
+                try await write.send(
+                    client, plain: { try await client.put(key, value, prevValue: prevValue) },
+                    inSession: { try await $0.put(key, value, prevValue: prevValue) })
             }
         }
     }
 
     struct Get: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Print a key's value (linearizable).")
+        static let configuration = CommandConfiguration(
+            abstract: "Print a key's value (linearizable, from any node).",
+            discussion: """
+                --consistency linearizable (the default) confirms with the leader that the answer is current; lease \
+                skips that round trip on a leader started with --lease-reads; serializable reads the node's own \
+                copy, which may be stale. --min-index N waits until the node has applied entry N.
+                """)
         @OptionGroup var connection: EndpointOptions
         @Argument var key: String
-        @Flag(help: "Read the first endpoint's own copy, which may be stale.")
+        @Flag(help: "Read the first endpoint's own copy, which may be stale (--consistency serializable).")
         var serializable = false
+        @Option(help: "linearizable, lease or serializable.")
+        var consistency: String?
+        @Option(help: "Wait until the answering node has applied at least this log index.")
+        var minIndex: UInt64?
+
+        func validate() throws {
+            if let consistency, !["linearizable", "lease", "serializable"].contains(consistency) {
+                throw ValidationError(
+                    "--consistency must be linearizable, lease or serializable, not \"\(consistency)\"")
+            }
+            if serializable, let consistency, consistency != "serializable" {
+                throw ValidationError("--serializable and --consistency \(consistency) contradict each other")
+            }
+        }
 
         func run() async throws {
             let client = try connection.client()
-            try await KV.run(printValue: true) { try await client.get(key, serializable: serializable) }
+            let chosen = serializable ? "serializable" : consistency
+            try await KV.run(printValue: true) { try await client.get(key, consistency: chosen, minIndex: minIndex) }
         }
     }
 
     struct Delete: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Delete a key.")
         @OptionGroup var connection: EndpointOptions
+        @OptionGroup var write: WriteOptions
         @Argument var key: String
 
         func run() async throws {
             let client = try connection.client()
-            try await KV.run { try await client.delete(key) }
+            let key = key
+            try await KV.run {
+                try await write.send(
+                    client, plain: { try await client.delete(key) }, inSession: { try await $0.delete(key) })
+            }
         }
     }
 
@@ -116,13 +268,19 @@ struct KV: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             commandName: "cas", abstract: "Replace a key's value only if it currently is EXPECTED.")
         @OptionGroup var connection: EndpointOptions
+        @OptionGroup var write: WriteOptions
         @Argument var key: String
         @Argument var expected: String
         @Argument var value: String
 
         func run() async throws {
             let client = try connection.client()
-            try await KV.run { try await client.put(key, Array(value.utf8), prevValue: Array(expected.utf8)) }
+            let (key, value, expected) = (key, Array(value.utf8), Array(expected.utf8))
+            try await KV.run {
+                try await write.send(
+                    client, plain: { try await client.put(key, value, prevValue: expected) },
+                    inSession: { try await $0.put(key, value, prevValue: expected) })
+            }
         }
     }
 }
@@ -147,6 +305,9 @@ struct Status: AsyncParsableCommand {
                 group.addTask {
                     do {
                         let response = try await client.request(.GET, "/v1/status", at: endpoint)
+                        if let refused = credentialsRefusal(response) {
+                            return (k, .failure(HTTPClientError(.unauthorized, refused)))
+                        }
                         return (k, .success(try NodeStatusReport.decode(response)))
                     } catch {
                         return (k, .failure(error))
@@ -158,6 +319,15 @@ struct Status: AsyncParsableCommand {
             return all.sorted { $0.0 < $1.0 }
         }
         let reports = results.compactMap { try? $0.1.get() }
+        if reports.isEmpty,
+            let refused = results.lazy.compactMap({ r -> HTTPClientError? in
+                guard case .failure(let e as HTTPClientError) = r.1, e.code == .unauthorized else { return nil }
+                return e
+            }).first
+        {
+            FileHandle.standardError.write(Data("error: \(refused)\n".utf8))
+            throw ExitCode(2)
+        }
         let highestCommit = reports.map(\.commitIndex).max() ?? 0
         var rows = [["ENDPOINT", "NODE", "ROLE", "TERM", "LEADER", "COMMIT", "APPLIED", "LAG", "SNAPSHOT", "FIRST"]]
         for (k, result) in results {
@@ -238,7 +408,11 @@ struct SnapshotCommand: AsyncParsableCommand {
                     print("\(endpoint): snapshot at index \(reply.index), term \(reply.term)")
                 } else {
                     failed = true
-                    let reason = KVErrorReply.decode(response).map { "\($0.error): \($0.message)" } ?? response.text
+                    let reason =
+                        credentialsRefusal(response) ?? KVErrorReply.decode(response).map {
+                            "\($0.error): \($0.message)"
+                        }
+                        ?? response.text
                     FileHandle.standardError.write(
                         Data("\(endpoint): error: HTTP \(response.status) \(reason)\n".utf8))
                 }
@@ -262,6 +436,10 @@ struct Bench: AsyncParsableCommand {
 
             A progress line goes to standard error each second; the report ends with ops/s and p50, p90, p99, p99.9 \
             and max latency.
+
+            Each client writes in a client session of its own (unless --no-sessions): a write whose outcome is \
+            unknown (a 504, a timeout, a lost connection) is sent again with the same sequence, up to --attempts \
+            times, and is applied once; its latency runs to the definite answer, and the report counts the retries.
             """
     )
     @Option(help: "Comma-separated host:port HTTP endpoints.") var endpoints = defaultEndpoints
@@ -273,8 +451,24 @@ struct Bench: AsyncParsableCommand {
     @Option(help: "put, get or mixed (90% gets).") var op = "put"
     @Option(help: "Event-loop threads for the clients.") var threads = 1
     @Option(help: "Also write the report as JSON to this file (- for standard output).") var json: String?
+    @Flag(help: "Write without client sessions: an unknown outcome is counted as an error, not retried.")
+    var noSessions = false
+    @Option(help: "How many times a write may be sent in its session, in all.") var attempts = 10
+    @Option(help: "Comma-separated pids of server processes whose CPU over the measured seconds to report.")
+    var pids: String?
+    @OptionGroup var credentials: TokenOptions
+    @OptionGroup var tls: ClientTLSOptions
+
+    /// The pids of `--pids`, or nil if one is not a positive number.
+    var serverPIDs: [Int32]? {
+        guard let pids else { return [] }
+        let parsed = pids.split(separator: ",").map { Int32($0.trimmingCharacters(in: .whitespaces)) }
+        guard parsed.allSatisfy({ ($0 ?? 0) > 0 }) else { return nil }
+        return parsed.compactMap { $0 }
+    }
 
     func validate() throws {
+        guard serverPIDs != nil else { throw ValidationError("--pids must be comma-separated positive numbers") }
         guard LoadGenerator.Operation(rawValue: op) != nil else {
             throw ValidationError("--op must be put, get or mixed")
         }
@@ -285,10 +479,14 @@ struct Bench: AsyncParsableCommand {
         guard (1...64).contains(threads) else { throw ValidationError("--threads must be 1...64") }
         guard (0...(64 << 20)).contains(valueSize) else { throw ValidationError("--value-size must be 0...67108864") }
         guard keys >= 1 else { throw ValidationError("--keys must be at least 1") }
+        guard (1...1000).contains(attempts) else { throw ValidationError("--attempts must be 1...1000") }
     }
 
     func run() async throws {
-        var options = LoadGenerator.Options(endpoints: try Endpoint.list(endpoints))
+        let (endpointList, token, tlsContext) = try resolve(endpoints: endpoints, credentials: credentials, tls: tls)
+        var options = LoadGenerator.Options(endpoints: endpointList)
+        options.token = token
+        options.tls = tlsContext
         options.clients = clients
         options.seconds = seconds
         options.warmup = warmup
@@ -296,21 +494,43 @@ struct Bench: AsyncParsableCommand {
         options.keys = keys
         options.operation = LoadGenerator.Operation(rawValue: op) ?? .put
         options.threads = threads
+        options.sessions = !noSessions
+        options.maxAttempts = attempts
+        options.serverPIDs = serverPIDs ?? []
         let warm = Int(warmup.rounded(.up))
         FileHandle.standardError.write(
             Data(
                 "bench: \(op), \(clients) clients on \(options.endpoints.count) endpoints, \(valueSize)-byte values, \(warmup) s warm-up + \(seconds) s\n"
                     .utf8))
-        let report = try await LoadGenerator(options: options).run { second, ops, errors in
-            let phase = second <= warm ? " (warm-up)" : ""
-            FileHandle.standardError.write(Data("  t=\(second)s  \(ops) ops/s  errors=\(errors)\(phase)\n".utf8))
+        let report: LoadGenerator.Report
+        do {
+            report = try await LoadGenerator(options: options).run { second, ops, errors in
+                let phase = second <= warm ? " (warm-up)" : ""
+                FileHandle.standardError.write(
+                    Data("  t=\(second)s  \(ops) ops/s  errors=\(errors)\(phase)\n".utf8))
+            }
+        } catch let error as HTTPClientError where error.code == .unauthorized {
+            FileHandle.standardError.write(Data("error: \(error)\n".utf8))
+            throw ExitCode(2)
         }
         print(
             String(
                 format: "%@: %.0f ops/s  p50 %.3f ms  p90 %.3f ms  p99 %.3f ms  p99.9 %.3f ms  max %.3f ms  errors %d",
                 op, report.opsPerSecond, report.p50Ms, report.p90Ms, report.p99Ms, report.p999Ms, report.maxMs,
                 report.errors))
+        if let client = report.clientCPUPercent {
+            var line = String(format: "CPU: this generator %.1f%% of a core", client)
+            if let servers = report.serverCPUPercent {
+                let each = servers.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)%" }.joined(separator: ", ")
+                line += "; servers \(each)"
+            }
+            if let perOp = report.serverCPUMicrosPerOp {
+                line += String(format: "; %.1f µs of server CPU per op", perOp)
+            }
+            print(line)
+        }
         if !report.errorKinds.isEmpty { print("errors by kind: \(report.errorKinds)") }
+        if report.sessions { print("client sessions: \(report.retries) writes sent again after an unknown outcome") }
         if let json {
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.sortedKeys]
@@ -338,6 +558,10 @@ struct Members: AsyncParsableCommand {
 
     /// Prints the membership of a 200 answer, or the error; exits with 2 on an error.
     static func finish(_ response: HTTPResponse) throws {
+        if let refused = credentialsRefusal(response) {
+            FileHandle.standardError.write(Data("error: \(refused)\n".utf8))
+            throw ExitCode(2)
+        }
         guard response.status == 200, let report = MembershipReport.decode(response) else {
             let reason = KVErrorReply.decode(response).map { "\($0.error): \($0.message)" } ?? response.text
             FileHandle.standardError.write(Data("error: HTTP \(response.status) \(reason)\n".utf8))

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import Logging
 import NIOCore
+import NIOSSL
 import RaftKV
 import RaftKVClient
 import RaftLite
@@ -123,21 +124,28 @@ extension ClusterConfiguration {
 // MARK: - HTTP
 
 /// One HTTP request on a connection of its own (closed when done, or when the calling task is cancelled).
+/// `token`: the bearer token to send (`serve --join-token-file`), for a cluster that requires one.
+/// `tls`: HTTPS, for a cluster whose API is HTTPS (`serve --tls-cert`).
 func httpCall(
-    _ method: HTTPCallMethod, _ endpoint: Endpoint, _ path: String, body: [UInt8] = [], timeout: TimeAmount
+    _ method: HTTPCallMethod, _ endpoint: Endpoint, _ path: String, body: [UInt8] = [], timeout: TimeAmount,
+    token: String? = nil, tls: NIOSSLContext? = nil
 ) async throws -> HTTPResponse {
+    let headers = token.map { [KVClient.authorizationHeader($0)] } ?? []
     let connection: HTTPConnection
     do {
-        connection = try await HTTPConnection.connect(host: endpoint.host, port: endpoint.port, timeout: .seconds(3))
-            .get()
+        connection = try await HTTPConnection.connect(
+            host: endpoint.host, port: endpoint.port, timeout: .seconds(3), tls: tls
+        ).get()
     } catch {
         throw HTTPClientError(.unreachable, "cannot connect to \(endpoint): \(error)")
     }
     defer { connection.close() }
     return try await withTaskCancellationHandler {
         switch method {
-        case .get: try await connection.execute(method: .GET, path: path, timeout: timeout).get()
-        case .post: try await connection.execute(method: .POST, path: path, body: body, timeout: timeout).get()
+        case .get: try await connection.execute(method: .GET, path: path, headers: headers, timeout: timeout).get()
+        case .post:
+            try await connection.execute(method: .POST, path: path, body: body, headers: headers, timeout: timeout)
+                .get()
         }
     } onCancel: {
         connection.close()
@@ -178,13 +186,16 @@ struct ClusterInfo {
     }
 
     /// Asks `endpoint`, retrying connection failures and 5xx answers until `patience` runs out.
-    static func fetch(from endpoint: Endpoint, patience: Duration, logger: Logger) async throws -> ClusterInfo {
+    static func fetch(
+        from endpoint: Endpoint, patience: Duration, logger: Logger, token: String? = nil, tls: NIOSSLContext? = nil
+    ) async throws -> ClusterInfo {
         let deadline = ContinuousClock.now + patience
         var delay = Duration.milliseconds(200)
         while true {
             let failure: String
             do {
-                let response = try await httpCall(.get, endpoint, "/v1/cluster", timeout: .seconds(5))
+                let response = try await httpCall(
+                    .get, endpoint, "/v1/cluster", timeout: .seconds(5), token: token, tls: tls)
                 switch response.status {
                 case 200:
                     return try ClusterInfo(response, from: endpoint)
@@ -231,6 +242,10 @@ struct Joiner: Sendable {
     let learner: Bool
     let patience: Duration
     let logger: Logger
+    /// The bearer token for the cluster's API, if it requires one (`serve --join-token-file`).
+    var token: String? = nil
+    /// HTTPS, for a cluster whose API is HTTPS.
+    var tls: NIOSSLContext? = nil
 
     enum Outcome: Equatable {
         case joined, alreadyMember, refused, gaveUp, cancelled
@@ -280,7 +295,8 @@ struct Joiner: Sendable {
             let remaining = deadline - ContinuousClock.now
             let wait = TimeAmount.milliseconds(max(1000, remaining.components.seconds * 1000))
             do {
-                let response = try await httpCall(.post, target, "/v1/members", body: body, timeout: wait)
+                let response = try await httpCall(
+                    .post, target, "/v1/members", body: body, timeout: wait, token: token, tls: tls)
                 let reply = Reply(response)
                 switch response.status {
                 case 200:

@@ -40,6 +40,12 @@ struct Node: AsyncParsableCommand {
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel = "warning"
 
+    @Flag(
+        help:
+            "Allow plain TCP between peers on addresses that are not loopback (`node` has no TLS: use `serve --peer-cert` for that)."
+    )
+    var insecure = false
+
     func validate() throws {
         guard (1...10_000).contains(tickMilliseconds) else {
             throw ValidationError("--tick-milliseconds must be 1...10000")
@@ -52,6 +58,13 @@ struct Node: AsyncParsableCommand {
             cluster = try ClusterConfiguration(contentsOfFile: config)
         } catch {
             throw ValidationError("\(error)")
+        }
+        // Plain TCP only on loopback, as for `serve` (this command has no TLS).
+        if let refusal = PeerTLSRequirement.refusal(
+            addresses: cluster.members.map { (what: "member \"\($0.name)\"'s address", host: $0.host) },
+            tlsConfigured: false, insecure: insecure)
+        {
+            throw ValidationError(refusal)
         }
         var options = RaftNode<NoStateMachine>.Options()
         options.tickInterval = .milliseconds(Int64(tickMilliseconds))

@@ -7,7 +7,7 @@ struct RaftLiteCommand: AsyncParsableCommand {
         abstract: "Raft consensus for Swift: demos, nodes and tools.",
         subcommands: [
             Demo.self, Node.self, Serve.self, Cluster.self, KV.self, Status.self, SnapshotCommand.self, Bench.self,
-            Repair.self, Members.self, Leader.self,
+            Repair.self, Members.self, Leader.self, Tokens.self, Certs.self,
         ]
     )
 }

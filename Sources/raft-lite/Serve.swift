@@ -3,11 +3,15 @@ import Foundation
 import Logging
 import Metrics
 import NIOCore
+import NIOSSL
 import Prometheus
 import RaftKV
 import RaftKVClient
 import RaftLite
+import RaftTLS
+import RaftTransport
 import ServiceLifecycle
+import UnixSignals
 
 /// One node of the replicated key-value store.
 struct Serve: AsyncParsableCommand {
@@ -38,6 +42,13 @@ struct Serve: AsyncParsableCommand {
             as a learner first) or, with --learner, as a learner; it retries while the cluster is busy and follows \
             the leader. Restarted, it starts from its data directory without asking anyone; --join then only \
             checks that the endpoint is a node of the same cluster (another cluster is refused).
+
+            Peers talk mutual TLS with --peer-cert FILE --peer-key FILE --peer-ca FILE (all three): each node \
+            presents its certificate and accepts only peers whose certificate chains to the CA and names them (a \
+            DNS subject alternative name equal to the node's name). SIGHUP reloads the three files; connections \
+            made after it use them. Without them peers talk plain TCP, which a node allows only when every address \
+            it listens on or is reached at is loopback: else it refuses to start, unless --insecure. \
+            `raft-lite certs` makes development certificates for a cluster file.
 
             SIGTERM or SIGINT stops it gracefully: a leader hands leadership to another voter first, requests in \
             flight are answered, the log is synced, and the process exits 0.
@@ -101,15 +112,133 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Snapshot once this many bytes of entries were applied since the last snapshot (0: never).")
     var snapshotBytes = 64 << 20
 
+    @Option(
+        help: """
+            But not before the bytes applied since the last snapshot reach this multiple of its size (0: no such \
+            wait), so that a large state is not written out again for every --snapshot-bytes applied; the log may \
+            then hold up to this multiple of the state's size.
+            """)
+    var snapshotStateFactor = 2.0
+
     @Option(help: "Entries kept in the log before the latest snapshot, for followers slightly behind.")
     var compactionMargin = 5_000
 
     @Option(help: "Snapshots go to followers in chunks of this many bytes.")
     var snapshotChunkBytes = 256 << 10
 
+    @Flag(
+        help:
+            "Serve GET ?consistency=lease on the leader without a heartbeat round while its lease holds. Rests on the clocks: every voter's ticks must run no faster than the leader's clock by more than --lease-clock-drift-ms over an election timeout. Turns the leader lease strict: a crashed leader is replaced after an election timeout, not at once."
+    )
+    var leaseReads = false
+
+    @Option(
+        name: .customLong("lease-clock-drift-ms"),
+        help:
+            "With --lease-reads: the allowance for clock drift taken off the lease, in milliseconds (the lease is 9 ticks minus this; default 100)."
+    )
+    var leaseClockDriftMilliseconds: Int?
+
+    @Option(
+        name: .customLong("read-timeout-ms"),
+        help:
+            "How long a read waits for its leader's confirmation and for this node to apply up to its index, in milliseconds (then 503)."
+    )
+    var readTimeoutMilliseconds = 5000
+
+    @Option(help: "A client session not used for this many seconds expires (POST /v1/sessions).")
+    var sessionTimeoutSeconds = 3600
+
+    @Option(help: "The most client sessions kept; registering one more drops the least recently used.")
+    var maxSessions = 50_000
+
+    // MARK: Client authentication and limits (docs/operations.md, "Limits"; applied in `clientServerOptions`)
+
+    @Option(
+        help:
+            "Require a bearer token on every client request: the tokens, hashed, one a line as `raft-lite tokens add` writes them. Reloaded on SIGHUP."
+    )
+    var tokensFile: String?
+
+    @Flag(help: "With --tokens-file: GET /metrics needs a token too (by default it is open).")
+    var authMetrics = false
+
+    @Flag(help: "With --tokens-file: GET /v1/status needs a token too (by default it is open).")
+    var authStatus = false
+
+    @Option(
+        help:
+            "With --join, for a cluster started with --tokens-file: a file whose first line is a readwrite token, sent when asking to join."
+    )
+    var joinTokenFile: String?
+
+    @Option(help: "The most client connections open at once; more are answered 503 and closed as they arrive.")
+    var maxConnections = KVServer.Options().maxConnections
+
+    @Option(help: "The most connections to the peer port open at once; more are closed as they arrive.")
+    var maxPeerConnections = TCPTransport.Options().maxInboundConnections
+
+    @Option(help: "The most connections to the peer port open at once from one IP address; more are closed.")
+    var maxPeerConnectionsPerAddress = TCPTransport.Options().maxInboundConnectionsPerAddress
+
+    @Option(help: "The most client connections open at once from one IP address; more are closed as they arrive.")
+    var maxConnectionsPerAddress = KVServer.Options().maxConnectionsPerAddress
+
+    @Option(help: "The most client requests answered at once; more get 503 overloaded with Retry-After.")
+    var maxRequestsInFlight = KVServer.Options().maxRequestsInFlight
+
+    @Option(help: "The largest request head (request line and headers) accepted, in bytes (then 400, closed).")
+    var maxHeaderBytes = KVServer.Options().maxHeaderBytes
+
+    @Option(
+        help:
+            "A client connection with nothing read for this many seconds is closed (at least the request timeout + 10 s)."
+    )
+    var clientIdleTimeoutSeconds = 60
+
+    @Option(help: "HTTPS for clients: this node's certificate chain (PEM). Goes with --tls-key. Reloaded on SIGHUP.")
+    var tlsCert: String?
+
+    @Option(help: "HTTPS: the private key of --tls-cert (PEM).")
+    var tlsKey: String?
+
+    @Option(
+        help:
+            "HTTPS: the CA certificates (PEM) that the cluster's HTTPS certificates chain to: they verify the leader when this node forwards a request to it, and, with --tls-client-auth, clients' certificates (default for forwarding: the system's)."
+    )
+    var tlsCa: String?
+
+    @Flag(help: "HTTPS: every client must present a certificate that chains to --tls-ca.")
+    var tlsClientAuth = false
+
+    @Option(help: "Peer TLS: this node's certificate chain (PEM). Goes with --peer-key and --peer-ca.")
+    var peerCert: String?
+
+    @Option(help: "Peer TLS: the private key of --peer-cert (PEM).")
+    var peerKey: String?
+
+    @Option(help: "Peer TLS: the CA certificates that peers' certificates must chain to (PEM).")
+    var peerCa: String?
+
+    @Flag(
+        help:
+            "Allow plain TCP between peers on addresses that are not loopback (anyone who reaches the peer port can take part in the cluster)."
+    )
+    var insecure = false
+
     /// Testing only: reads without a quorum check (deliberately broken; the Jepsen-style suite must catch it).
     @Flag(help: .hidden)
     var unsafeLocalReads = false
+
+    /// Testing only: linearizable reads served at the node's own commit index, without confirming that it still
+    /// leads (deliberately broken; the Jepsen-style suite must catch it on a deposed leader).
+    @Flag(help: .hidden)
+    var unsafeReadsWithoutConfirmation = false
+
+    /// `RaftNode.Options.leaseClockDrift`'s default, in milliseconds.
+    static var defaultLeaseClockDriftMilliseconds: Int {
+        Int(RaftNode<KVStore>.Options().leaseClockDrift.nanoseconds / 1_000_000)
+    }
 
     func validate() throws {
         guard (1...10_000).contains(tickMilliseconds) else {
@@ -125,6 +254,9 @@ struct Serve: AsyncParsableCommand {
         guard Logger.Level(rawValue: logLevel) != nil else { throw ValidationError("unknown --log-level \(logLevel)") }
         guard snapshotEntries >= 0 else { throw ValidationError("--snapshot-entries must be 0 or more") }
         guard snapshotBytes >= 0 else { throw ValidationError("--snapshot-bytes must be 0 or more") }
+        guard snapshotStateFactor.isFinite, (0...1000).contains(snapshotStateFactor) else {
+            throw ValidationError("--snapshot-state-factor must be a number from 0 to 1000")
+        }
         guard compactionMargin >= 0 else { throw ValidationError("--compaction-margin must be 0 or more") }
         guard (64...(16 << 20)).contains(snapshotChunkBytes) else {
             throw ValidationError("--snapshot-chunk-bytes must be 64...16777216")
@@ -137,7 +269,45 @@ struct Serve: AsyncParsableCommand {
             throw ValidationError("--join \(join) is not an endpoint: expected http://host:port")
         }
         if learner && join == nil { throw ValidationError("--learner goes with --join") }
+        if let drift = leaseClockDriftMilliseconds {
+            guard leaseReads else { throw ValidationError("--lease-clock-drift-ms goes with --lease-reads") }
+            guard drift >= 0 else { throw ValidationError("--lease-clock-drift-ms must be 0 or more") }
+        }
+        if leaseReads {
+            // RaftNode.Options' lease: (electionTicks - 1) ticks less the drift allowance.
+            let ticks = RaftNode<KVStore>.Options().electionTicks - 1
+            let lease = ticks * tickMilliseconds
+            let drift = leaseClockDriftMilliseconds ?? Self.defaultLeaseClockDriftMilliseconds
+            guard drift < lease else {
+                throw ValidationError(
+                    "--lease-clock-drift-ms \(drift) leaves no lease: a lease lasts \(lease) ms at "
+                        + "--tick-milliseconds \(tickMilliseconds) (\(ticks) ticks), less the drift allowance; give a smaller "
+                        + "drift or longer ticks")
+            }
+        }
+        guard (1...600_000).contains(readTimeoutMilliseconds) else {
+            throw ValidationError("--read-timeout-ms must be 1...600000")
+        }
+        guard (1...(366 * 86_400)).contains(sessionTimeoutSeconds) else {
+            throw ValidationError("--session-timeout-seconds must be 1...31622400")
+        }
+        guard (1...10_000_000).contains(maxSessions) else {
+            throw ValidationError("--max-sessions must be 1...10000000")
+        }
+        let peerFiles = [peerCert, peerKey, peerCa].compactMap { $0 }
+        guard peerFiles.isEmpty || peerFiles.count == 3 else {
+            throw ValidationError("--peer-cert, --peer-key and --peer-ca go together: give all three or none")
+        }
+        guard (tlsCert == nil) == (tlsKey == nil) else {
+            throw ValidationError("--tls-cert and --tls-key go together: give both or neither")
+        }
+        if tlsCa != nil && tlsCert == nil { throw ValidationError("--tls-ca goes with --tls-cert and --tls-key") }
+        if tlsClientAuth && (tlsCa == nil || tlsCert == nil) {
+            throw ValidationError(
+                "--tls-client-auth needs --tls-cert, --tls-key and --tls-ca (to verify clients against)")
+        }
         guard joinTimeoutSeconds >= 1 else { throw ValidationError("--join-timeout-seconds must be 1 or more") }
+        try validateClientLimits()
         guard !id.isEmpty, id.utf8.count <= 255 else { throw ValidationError("--id must have 1 to 255 bytes") }
     }
 
@@ -174,17 +344,41 @@ struct Serve: AsyncParsableCommand {
         ]
         MetricsSystem.bootstrap(factory)
 
+        let peerTLS = try makePeerTLS(bootstrap: cluster, me: me, logger: logger)
+
         var options = RaftNode<KVStore>.Options()
+        options.peerTLS = peerTLS
+        options.transport.maxInboundConnections = maxPeerConnections
+        options.transport.maxInboundConnectionsPerAddress = maxPeerConnectionsPerAddress
         options.tickInterval = .milliseconds(Int64(tickMilliseconds))
         options.proposalTimeout = .milliseconds(Int64(requestTimeoutMilliseconds))
         options.maxProposalBytes = maxValueBytes + maxKeyBytes + 64
         options.listenHost = listenHost
         options.snapshotEntries = snapshotEntries
         options.snapshotBytes = snapshotBytes
+        options.snapshotStateFactor = snapshotStateFactor
         options.compactionMargin = compactionMargin
         options.snapshotChunkBytes = snapshotChunkBytes
         options.snapshotWindowBytes = max(options.snapshotWindowBytes, 4 * snapshotChunkBytes)
+        options.leaseReads = leaseReads
+        options.leaseClockDrift = .milliseconds(
+            Int64(leaseClockDriftMilliseconds ?? Self.defaultLeaseClockDriftMilliseconds))
+        options.readTimeout = .milliseconds(Int64(readTimeoutMilliseconds))
+        options.sessionTimeout = .seconds(Int64(sessionTimeoutSeconds))
+        options.maxSessions = maxSessions
+        options.unsafeReadsWithoutConfirmation = unsafeReadsWithoutConfirmation
         options.logger = logger
+        if leaseReads {
+            logger.notice(
+                "lease reads on: they rest on the clocks",
+                metadata: [
+                    "drift_allowance_ms": "\(leaseClockDriftMilliseconds ?? Self.defaultLeaseClockDriftMilliseconds)"
+                ])
+        }
+        if unsafeReadsWithoutConfirmation {
+            logger.warning(
+                "--unsafe-reads-without-confirmation: reads are NOT linearizable (testing only)")
+        }
         let node = try RaftNode(
             cluster: cluster, name: id, stateMachine: KVStore(), dataDirectory: dataDir, options: options,
             address: plan.isBootstrapMember ? nil : me)
@@ -211,23 +405,175 @@ struct Serve: AsyncParsableCommand {
         serverOptions.maxValueBytes = maxValueBytes
         serverOptions.maxKeyBytes = maxKeyBytes
         serverOptions.unsafeLocalReads = unsafeLocalReads
-        serverOptions.idleTimeout = .milliseconds(Int64(max(60_000, requestTimeoutMilliseconds + 10_000)))
         if unsafeLocalReads { logger.warning("--unsafe-local-reads: reads are NOT linearizable (testing only)") }
+        let tokenReload: (any DispatchSourceSignal)?
+        do {
+            tokenReload = try clientServerOptions(&serverOptions, logger: logger)
+        } catch {
+            await node.stop()
+            throw error
+        }
+        defer { tokenReload?.cancel() }
+        let httpTLS: [ReloadableTLSContext]
+        do {
+            httpTLS = try clientTLS(&serverOptions, logger: logger)
+        } catch {
+            await node.stop()
+            throw error
+        }
         let server = KVServer(node: node, options: serverOptions, logger: logger) { registry.emitToBuffer() }
 
+        let joinToken = try joinToken()
         let joiner = plan.joinEndpoint.map { endpoint in
             Joiner(
                 node: node, endpoint: endpoint, known: cluster.httpEndpoints, member: me, learner: learner,
-                patience: .seconds(joinTimeoutSeconds), logger: logger)
+                patience: .seconds(joinTimeoutSeconds), logger: logger, token: joinToken,
+                tls: serverOptions.forwardTLS?.context)
         }
         let service = KVService(
             node: node, server: server, logger: logger,
             drainTimeout: .milliseconds(Int64(requestTimeoutMilliseconds) + 1000), joiner: joiner,
-            peerPort: me.port)
+            peerPort: me.port, peerTLS: peerTLS, httpTLS: httpTLS)
         let group = ServiceGroup(
             configuration: .init(
                 services: [service], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await group.run()
+    }
+}
+
+extension Serve {
+    /// HTTPS for the client API from --tls-cert/--tls-key (and --tls-ca, --tls-client-auth): the server's context,
+    /// and the client context it forwards to the leader with. Returns both, for SIGHUP to reload; none without
+    /// --tls-cert.
+    func clientTLS(_ options: inout KVServer.Options, logger: Logger) throws -> [ReloadableTLSContext] {
+        guard let tlsCert, let tlsKey else {
+            logger.notice("no --tls-cert: the client API is plain HTTP")
+            return []
+        }
+        do {
+            let files = TLSFiles(certificateChain: tlsCert, privateKey: tlsKey, trustRoots: tlsCa)
+            let server = try ReloadableTLSContext(
+                files: files, role: .server(clientCertificates: tlsClientAuth ? .required : .none))
+            let forward = try ReloadableTLSContext(files: files, role: .client(verifyHostname: true))
+            options.tls = server
+            options.forwardTLS = forward
+            logger.info(
+                "the client API is HTTPS",
+                metadata: [
+                    "cert": "\(tlsCert)", "client_certificates": "\(tlsClientAuth ? "required" : "not asked for")",
+                ])
+            return [server, forward]
+        } catch {
+            throw ValidationError("client TLS: \(error)")
+        }
+    }
+
+    /// The client context that --join speaks HTTPS with: this node's HTTPS files, the cluster's API being HTTPS
+    /// whenever this node's is (nil without --tls-cert).
+    func joinTLS() throws -> NIOSSLContext? {
+        guard let tlsCert, let tlsKey else { return nil }
+        do {
+            return try TLSFiles(certificateChain: tlsCert, privateKey: tlsKey, trustRoots: tlsCa).load()
+                .makeClientContext(verifyHostname: true)
+        } catch {
+            throw ValidationError("client TLS: \(error)")
+        }
+    }
+
+    func validateClientLimits() throws {
+        for (flag, value, range) in [
+            ("--max-connections", maxConnections, 1...1_000_000),
+            ("--max-connections-per-address", maxConnectionsPerAddress, 1...1_000_000),
+            ("--max-peer-connections", maxPeerConnections, 1...1_000_000),
+            ("--max-peer-connections-per-address", maxPeerConnectionsPerAddress, 1...1_000_000),
+            ("--max-requests-in-flight", maxRequestsInFlight, 1...1_000_000),
+            ("--max-header-bytes", maxHeaderBytes, 256...(1 << 20)),
+            ("--client-idle-timeout-seconds", clientIdleTimeoutSeconds, 1...86_400),
+        ] where !range.contains(value) {
+            throw ValidationError("\(flag) must be \(range.lowerBound)...\(range.upperBound)")
+        }
+        if joinTokenFile != nil && join == nil { throw ValidationError("--join-token-file goes with --join") }
+        if (authMetrics || authStatus) && tokensFile == nil {
+            throw ValidationError("--auth-metrics and --auth-status go with --tokens-file")
+        }
+    }
+
+    /// The token in --join-token-file (its first line), or nil without one; throws if it cannot be read.
+    func joinToken() throws -> String? {
+        guard let joinTokenFile else { return nil }
+        guard let text = try? String(contentsOfFile: joinTokenFile, encoding: .utf8),
+            let first = text.split(whereSeparator: \.isNewline).first?.trimmingCharacters(in: .whitespaces),
+            !first.isEmpty
+        else { throw ValidationError("--join-token-file \(joinTokenFile) cannot be read, or holds no token") }
+        return first
+    }
+
+    /// The client connection limits and, with --tokens-file, the tokens (a bad file is a startup error naming its
+    /// line); returns what reloads the tokens on SIGHUP, if there are tokens.
+    func clientServerOptions(_ options: inout KVServer.Options, logger: Logger) throws -> (any DispatchSourceSignal)? {
+        options.maxConnections = maxConnections
+        options.maxConnectionsPerAddress = maxConnectionsPerAddress
+        options.maxRequestsInFlight = maxRequestsInFlight
+        options.maxHeaderBytes = maxHeaderBytes
+        // A request waiting for its answer reads nothing: the idle timeout must outlast the longest wait.
+        options.idleTimeout = .milliseconds(
+            Int64(max(clientIdleTimeoutSeconds * 1000, requestTimeoutMilliseconds + 10_000)))
+        options.authenticateMetrics = authMetrics
+        options.authenticateStatus = authStatus
+        guard let tokensFile else {
+            logger.notice("no --tokens-file: client requests are not authenticated")
+            return nil
+        }
+        let store: TokenStore
+        do {
+            store = try TokenStore(contentsOfFile: tokensFile)
+        } catch {
+            throw ValidationError("--tokens-file: \(error)")
+        }
+        options.tokens = store
+        logger.info(
+            "client requests need a bearer token",
+            metadata: [
+                "tokens_file": "\(tokensFile)", "tokens": "\(store.current.entries.count)",
+                "metrics": "\(authMetrics ? "authenticated" : "open")",
+                "status": "\(authStatus ? "authenticated" : "open")",
+            ])
+        return reloadTokensOnHangup(store, logger: logger)
+    }
+
+    /// The peer TLS contexts from --peer-cert/--peer-key/--peer-ca, or nil for plain TCP — which is refused when an
+    /// address of the cluster, this node or --listen-host is not loopback, unless --insecure.
+    func makePeerTLS(bootstrap: ClusterConfiguration, me: ClusterConfiguration.Member, logger: Logger) throws
+        -> PeerTLS?
+    {
+        if let peerCert, let peerKey, let peerCa {
+            do {
+                let tls = try PeerTLS(
+                    files: TLSFiles(certificateChain: peerCert, privateKey: peerKey, trustRoots: peerCa))
+                if !tls.contexts.ownNames.contains(id) {
+                    logger.warning(
+                        "this node's certificate does not name it: peers will refuse its connections",
+                        metadata: [
+                            "file": "\(peerCert)", "names": "\(tls.contexts.ownNames.joined(separator: ","))",
+                        ])
+                }
+                return tls
+            } catch {
+                throw ValidationError("peer TLS: \(error)")
+            }
+        }
+        var addresses = bootstrap.members.map { (what: "member \"\($0.name)\"'s address", host: $0.host) }
+        addresses.append((what: "this node's address", host: me.host))
+        if let listenHost { addresses.append((what: "--listen-host", host: listenHost)) }
+        if let refusal = PeerTLSRequirement.refusal(addresses: addresses, tlsConfigured: false, insecure: insecure) {
+            throw ValidationError(refusal)
+        }
+        if let address = PeerTLSRequirement.firstNonLoopback(addresses) {
+            logger.warning(
+                "--insecure: peers talk plain TCP on an address that is not loopback",
+                metadata: ["address": "\(address.host)"])
+        }
+        return nil
     }
 }
 
@@ -275,7 +621,8 @@ extension Serve {
             do {
                 // A node with a stored configuration only checks the endpoint's cluster: it does not wait long.
                 remote = try await ClusterInfo.fetch(
-                    from: joinEndpoint, patience: stored == nil ? .seconds(30) : .seconds(3), logger: logger)
+                    from: joinEndpoint, patience: stored == nil ? .seconds(30) : .seconds(3), logger: logger,
+                    token: try joinToken(), tls: try joinTLS())
                 logger.info(
                     "the cluster to join",
                     metadata: ["cluster": "\(remote?.clusterID ?? "")", "endpoint": "\(joinEndpoint)"])
@@ -408,6 +755,10 @@ struct KVService: Service {
     var joiner: Joiner? = nil
     /// The port this node listens on for peers (for the log).
     var peerPort: Int? = nil
+    /// Reloaded on SIGHUP.
+    var peerTLS: PeerTLS? = nil
+    /// The client API's TLS contexts, reloaded on SIGHUP too.
+    var httpTLS: [ReloadableTLSContext] = []
 
     func run() async throws {
         try await node.start()
@@ -424,6 +775,38 @@ struct KVService: Service {
                 "peers": "\(peerPort ?? node.cluster[node.name]?.port ?? 0)",
             ])
         let joining = joiner.map { joiner in Task { await joiner.run() } }
+        let reloading =
+            (peerTLS == nil && httpTLS.isEmpty)
+            ? nil
+            : Task { [logger, peerTLS, httpTLS] in
+                for await _ in await UnixSignalsSequence(trapping: .sighup) {
+                    if let tls = peerTLS {
+                        do {
+                            try tls.reload()
+                            logger.notice(
+                                "SIGHUP: reloaded the peer TLS files; new connections use them",
+                                metadata: ["cert": "\(tls.files.certificateChain ?? "")"])
+                        } catch {
+                            logger.error(
+                                "SIGHUP: could not reload the peer TLS files; still using the ones loaded before",
+                                metadata: ["error": "\(error)"])
+                        }
+                    }
+                    var reloaded = !httpTLS.isEmpty
+                    for tls in httpTLS {
+                        do {
+                            try tls.reload()
+                        } catch {
+                            reloaded = false
+                            logger.error(
+                                "SIGHUP: could not reload the client API's TLS files; still using the ones loaded before",
+                                metadata: ["error": "\(error)"])
+                        }
+                    }
+                    if reloaded { logger.notice("SIGHUP: reloaded the client API's TLS files") }
+                }
+            }
+        defer { reloading?.cancel() }
         // Run until asked to stop — or until the node stops on its own (its disk failed): then stop serving too,
         // and exit with an error rather than answer 503 forever.
         let failure: RaftNodeError? = await withTaskGroup(of: RaftNodeError?.self) { group in

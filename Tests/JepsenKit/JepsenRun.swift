@@ -3,9 +3,11 @@ import NIOConcurrencyHelpers
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import NIOSSL
 import ProcessTesting
 import RaftCore
 import RaftKVClient
+import RaftTLS
 
 #if canImport(Glibc)
     import Glibc
@@ -27,6 +29,31 @@ public enum FaultKind: String, Sendable, CaseIterable, Codable {
 
     /// The faults of a cluster whose membership does not change (the default).
     public static let classic: [FaultKind] = [.kill, .pause, .partition]
+}
+
+/// Where the clients send their reads, and with which consistency.
+public enum ReadMode: String, Sendable, CaseIterable, Codable {
+    /// `GET /v1/kv/K` (linearizable: ReadIndex) at the node the harness last saw leading (in the highest term; a
+    /// random node while it sees none). The leader confirms it still leads with a heartbeat round.
+    case leader
+    /// `GET /v1/kv/K` (linearizable) at a random node, followers included: a follower asks the leader for the read
+    /// index and serves the read itself once it has applied that far (follower reads).
+    case follower
+    /// `GET /v1/kv/K?consistency=lease` at the node last seen leading; the servers run with `--lease-reads`, so a
+    /// leader whose lease holds serves it with no round trip.
+    case lease
+}
+
+/// The shapes a partition takes (`JepsenOptions.partitions`).
+public enum PartitionShape: String, Sendable, CaseIterable, Codable {
+    /// The victim cut off from every other node, both ways.
+    case isolated
+    /// The cluster split in two halves drawn at random.
+    case halves
+    /// The victim can send but not receive, or receive but not send.
+    case oneWay
+    /// The others split in two sides that cannot talk; the victim talks to both.
+    case bridge
 }
 
 /// A membership change that a run makes on a schedule (`JepsenOptions.membershipPlan`), retried until the
@@ -58,6 +85,17 @@ public struct JepsenOptions: Sendable {
     public var clients = 6
     public var keys = 3
     public var faults: [FaultKind] = FaultKind.classic
+    /// The clients' read modes, dealt out in turn (client c reads in `readModes[c % readModes.count]`). With
+    /// `.lease` among them every node runs with `--lease-reads`. Writes go to a random node whatever the mode.
+    public var readModes: [ReadMode] = [.follower]
+    /// The partition shapes the nemesis draws from.
+    public var partitions: [PartitionShape] = PartitionShape.allCases
+    /// Every fault strikes the leader (if one answers), not only half of them.
+    public var alwaysStrikeLeader = false
+    /// While the nemesis keeps a node isolated, this many clients (the first ones) send their reads to that node
+    /// and to no other, as a client cut off on the same side as the node would (their writes go where they would
+    /// have gone). With `alwaysStrikeLeader` and `partitions: [.isolated]`: clients left with a deposed leader.
+    public var readersCutOffWithIsolatedNode = 0
     /// Membership changes made in this order while the clients and the nemesis run, each retried until done (at
     /// most `planStepSeconds` each), `planGapSeconds` apart. The clients and the nemesis go on past `seconds` until
     /// the plan is done, by at most `seconds` more.
@@ -69,16 +107,34 @@ public struct JepsenOptions: Sendable {
     public var faultSeconds = 1.0...4.0
     /// The client's deadline for one operation; past it the outcome is unknown.
     public var operationTimeout = TimeAmount.milliseconds(1500)
+    /// Clients write in client sessions (`POST /v1/sessions`, `Raft-Client-Id`, `Raft-Sequence`) and send a write
+    /// whose outcome is unknown again with the same sequence — at another node — up to `sessionAttempts` times in
+    /// all: the server applies it once and answers the retry with the first result, so the outcome becomes known.
+    public var sessions = true
+    public var sessionAttempts = 4
     /// The deadline of one membership request (a voter is caught up as a learner first); past it the outcome is
     /// unknown.
     public var membershipTimeout = TimeAmount.seconds(8)
     /// Milliseconds per Raft tick on the nodes, and their request deadline.
     public var tickMilliseconds = 20
     public var requestTimeoutMilliseconds = 1000
-    /// The nodes' `--log-level` (their output lines are kept for the report).
-    public var logLevel = "warning"
-    /// Extra `raft-lite serve` arguments (the broken-build test passes `--unsafe-local-reads`).
+    /// The nodes' `--log-level` (their output lines are kept for the report); `JEPSEN_LOG_LEVEL` in the environment
+    /// changes the default.
+    public var logLevel = ProcessInfo.processInfo.environment["JEPSEN_LOG_LEVEL"] ?? "warning"
+    /// Extra `raft-lite serve` arguments (the broken-build tests pass `--unsafe-local-reads` or
+    /// `--unsafe-reads-without-confirmation`).
     public var serveArguments: [String] = []
+    /// With `.lease` among `readModes`: the nodes' `--lease-clock-drift-ms` (nil: the default). Every node runs on
+    /// this machine's one monotonic clock, and a tick never comes early, so a small allowance is safe here.
+    public var leaseClockDriftMilliseconds: Int? = 40
+    /// Peers talk mutual TLS: a development CA and a certificate per node (spares included, each its own name) are
+    /// made in the run's scratch directory, and every `serve` gets `--peer-cert`, `--peer-key` and `--peer-ca`. The
+    /// proxies forward the TLS bytes as they are; the report counts how the connections through them began
+    /// (`JepsenReport.peerConnections`).
+    public var peerTLS = false
+    /// With `peerTLS`: the clients (and the harness's own requests) speak HTTPS too, each node serving its API with
+    /// its peer certificate (`--tls-cert`), verified against the run's CA.
+    public var clientTLS = false
     /// Where the `raft-lite` binary is.
     public var executable = raftLiteExecutable()
     /// Print faults and progress as they happen.
@@ -121,6 +177,71 @@ public struct MembershipChanges: Sendable {
     }
 }
 
+/// The reads of one kind, as the clients saw them.
+public struct ReadCounts: Sendable, Hashable, CustomStringConvertible {
+    public var ok = 0
+    public var failed = 0
+    public var unknown = 0
+    /// Completed reads served by the node the harness saw leading, when the read was sent and when it was answered.
+    public var atLeader = 0
+    /// Completed reads served by a node the harness saw as not leading (while another did), both times.
+    public var atFollower = 0
+
+    public init() {}
+
+    mutating func count(_ outcome: HistoryOperation.Outcome, atLeader: Bool, atFollower: Bool) {
+        switch outcome {
+        case .read:
+            ok += 1
+            if atLeader { self.atLeader += 1 }
+            if atFollower { self.atFollower += 1 }
+        case .unknown: unknown += 1
+        default: failed += 1
+        }
+    }
+
+    public var description: String {
+        "\(ok) ok (\(atLeader) at the leader, \(atFollower) at a follower), \(failed) failed, \(unknown) unknown"
+    }
+}
+
+/// Reads a node was asked for, by consistency (`raft_reads_total{consistency}` in its `/metrics`), summed over its
+/// processes.
+public struct ReadsAsked: Sendable, Hashable {
+    public var linearizable = 0
+    public var lease = 0
+    public var serializable = 0
+    /// Reads served from the leader's lease, with no round (`raft_reads_served_total{path="lease"}`): a lease read
+    /// asked for may have fallen back to ReadIndex (the lease had run out), this counts those that did not.
+    public var servedByLease = 0
+
+    public init(linearizable: Int = 0, lease: Int = 0, serializable: Int = 0, servedByLease: Int = 0) {
+        self.linearizable = linearizable
+        self.lease = lease
+        self.serializable = serializable
+        self.servedByLease = servedByLease
+    }
+
+    /// The counters in a Prometheus text exposition (0 for one that is absent).
+    public init(prometheusText text: String) {
+        func count(_ consistency: String) -> Int {
+            Int(
+                SnapshotCounts.sample(text, "raft_reads_total", label: "consistency=\"\(consistency)\"") ?? 0)
+        }
+        let servedByLease = Int(
+            SnapshotCounts.sample(text, "raft_reads_served_total", label: "path=\"lease\"") ?? 0)
+        self.init(
+            linearizable: count("linearizable"), lease: count("lease"), serializable: count("serializable"),
+            servedByLease: servedByLease)
+    }
+
+    static func + (a: Self, b: Self) -> Self {
+        Self(
+            linearizable: a.linearizable + b.linearizable, lease: a.lease + b.lease,
+            serializable: a.serializable + b.serializable, servedByLease: a.servedByLease + b.servedByLease)
+    }
+}
+
 /// What a run did and found.
 public struct JepsenReport: Sendable {
     public var seed: UInt64
@@ -130,6 +251,10 @@ public struct JepsenReport: Sendable {
     public var faults: [String: Int]
     /// Why operations did not complete: for each failed or unknown outcome, what the client saw.
     public var reasons: [String: Int]
+    /// Session writes sent again with the same sequence after an unknown outcome, and the operations whose outcome
+    /// a retry made known (`JepsenOptions.sessions`).
+    public var sessionRetries = 0
+    public var settledByRetry = 0
     public var faultLog: [String]
     public var finalValues: [String: String?]
     public var checkSeconds: Double
@@ -152,6 +277,71 @@ public struct JepsenReport: Sendable {
     public var planDone: [PlannedChange] = []
     /// Each process's last output lines (label "name#generation.start"), for a report on a failed run.
     public var nodeLogs: [String: [String]] = [:]
+    /// The clients' reads by mode (the final reads not included).
+    public var reads: [ReadMode: ReadCounts] = [:]
+    /// The reads of the clients cut off with an isolated node (`JepsenOptions.readersCutOffWithIsolatedNode`) that
+    /// they sent to it while it was cut off.
+    public var cutOffReads = ReadCounts()
+    /// Per node, the reads it was asked for (from `/metrics`, read as the snapshot counters are).
+    public var readsAsked: [String: ReadsAsked] = [:]
+    public var readsAskedTotal: ReadsAsked { readsAsked.values.reduce(ReadsAsked(), +) }
+    /// Whether the nodes were started with peer TLS (`JepsenOptions.peerTLS`).
+    public var peerTLS = false
+    /// Whether the clients spoke HTTPS to nodes that serve HTTPS only (`JepsenOptions.clientTLS`).
+    public var clientTLS = false
+    /// How the connections between the nodes (all through the proxies) began: with a TLS handshake or not.
+    public var peerConnections = LinkConnections()
+
+    /// Whether the peers' connections were what `peerTLS` says: some were made, and with peer TLS every one began
+    /// with a TLS handshake (without it, none did). What is wrong, in words; nil if nothing.
+    public var peerTransportProblem: String? {
+        if peerConnections.tls + peerConnections.plain == 0 { return "no connection between peers was seen" }
+        if peerTLS, peerConnections.plain > 0 {
+            return "peer TLS on, yet \(peerConnections.plain) peer connections did not begin with a TLS handshake"
+        }
+        if !peerTLS, peerConnections.tls > 0 {
+            return "peer TLS off, yet \(peerConnections.tls) peer connections began with a TLS handshake"
+        }
+        return nil
+    }
+
+    /// Whether the reads of each of `modes` really happened as that mode says: enough completed; in `.leader` mode
+    /// at the node seen leading, in `.follower` mode at followers too, in `.lease` mode asked with
+    /// `consistency=lease` (the nodes' `raft_reads_total{consistency="lease"}`). What is missing, in words.
+    public func readModeProblems(_ modes: [ReadMode], atLeast minimum: Int = 10) -> [String] {
+        var problems: [String] = []
+        for mode in Set(modes).sorted(by: { $0.rawValue < $1.rawValue }) {
+            let counts = reads[mode] ?? ReadCounts()
+            if counts.ok < minimum { problems.append("\(mode) reads: only \(counts.ok) completed") }
+            switch mode {
+            case .leader:
+                if counts.atLeader < minimum {
+                    problems.append("leader reads: only \(counts.atLeader) served by the node seen leading")
+                }
+                if readsAskedTotal.linearizable == 0 {
+                    problems.append("leader reads: no node counted a linearizable read")
+                }
+            case .follower:
+                if counts.atFollower < minimum {
+                    problems.append("follower reads: only \(counts.atFollower) served by a follower")
+                }
+                if readsAsked.values.filter({ $0.linearizable > 0 }).count < 2 {
+                    problems.append("follower reads: fewer than two nodes counted linearizable reads")
+                }
+            case .lease:
+                if readsAskedTotal.lease == 0 {
+                    problems.append("lease reads: no node counted a read with consistency=lease")
+                }
+                if readsAskedTotal.servedByLease == 0 {
+                    problems.append("lease reads: no read was served from a lease (all fell back to ReadIndex)")
+                }
+                if counts.atLeader < minimum {
+                    problems.append("lease reads: only \(counts.atLeader) served by the node seen leading")
+                }
+            }
+        }
+        return problems
+    }
 
     public var snapshotsStarted: Int { snapshots.values.map(\.started).reduce(0, +) }
     public var snapshotsInstalled: Int { snapshots.values.map(\.installed).reduce(0, +) }
@@ -178,6 +368,8 @@ public struct JepsenReport: Sendable {
                 + (linearizable ? "linearizable" : "NOT LINEARIZABLE")
                 + String(format: " (checked in %.2f s)", checkSeconds)
                 + (lagging.isEmpty ? "" : "; NOT CAUGHT UP: \(lagging.joined(separator: ", "))")
+                + "; peers: \(peerTLS ? "mutual TLS" : "plain TCP") (\(peerConnections))"
+                + "; clients: \(clientTLS ? "HTTPS" : "plain HTTP")"
                 + "; snapshots: \(snapshotsStarted) started, \(snapshotsInstalled) installed"
                 + (snapshots.isEmpty
                     ? ""
@@ -187,6 +379,11 @@ public struct JepsenReport: Sendable {
                         }
                         .joined(separator: ", ") + ")")
         ]
+        if sessionRetries > 0 {
+            lines.append(
+                "  client sessions: \(sessionRetries) writes sent again with their sequence, \(settledByRetry) "
+                    + "unknown outcomes settled by a retry")
+        }
         if membership.requests > 0 || !membership.nonMemberOutcomes.isEmpty {
             lines.append("jepsen: " + membership.summary)
             lines.append(
@@ -200,6 +397,21 @@ public struct JepsenReport: Sendable {
         }
         for crash in crashes { lines.append("jepsen: CRASHED: " + crash) }
         for problem in finalValueProblems { lines.append("jepsen: LOST OR INVENTED VALUE: " + problem) }
+        if !reads.isEmpty {
+            lines.append(
+                "jepsen: reads: "
+                    + reads.sorted { $0.key.rawValue < $1.key.rawValue }.map { "\($0.key) \($0.value)" }.joined(
+                        separator: "; ")
+                    + (cutOffReads == ReadCounts()
+                        ? "" : "; at an isolated node by clients cut off with it: \(cutOffReads)"))
+            let asked = readsAsked.sorted { $0.key < $1.key }.map {
+                "\($0.key) \($0.value.linearizable)/\($0.value.lease)/\($0.value.serializable)"
+                    + ($0.value.servedByLease > 0 ? " (\($0.value.servedByLease) served by lease)" : "")
+            }
+            lines.append(
+                "jepsen: reads asked of the nodes (linearizable/lease/serializable, raft_reads_total): "
+                    + asked.joined(separator: ", "))
+        }
         for result in results where !result.linearizable {
             lines.append("key \(result.key): not linearizable (\(result.operations) operations)")
             lines.append(contentsOf: result.explanation.map { "  " + $0 })
@@ -225,11 +437,16 @@ public struct SnapshotCounts: Sendable, Hashable {
             installed: Int(Self.sample(text, "raft_snapshot_installed_total") ?? 0))
     }
 
-    /// The value of the first sample named `name` (with any labels) in Prometheus text.
-    public static func sample(_ text: String, _ name: String) -> Double? {
+    /// The value of the first sample named `name` (with any labels; with `label`, one whose labels include it, as
+    /// `consistency="lease"`) in Prometheus text.
+    public static func sample(_ text: String, _ name: String, label: String? = nil) -> Double? {
         for line in text.split(separator: "\n") where !line.hasPrefix("#") {
             guard line.prefix(while: { $0 != " " && $0 != "{" }) == name, let last = line.split(separator: " ").last
             else { continue }
+            if let label {
+                let labels = line.drop { $0 != "{" }.prefix { $0 != "}" }
+                guard labels.contains(label) else { continue }
+            }
             return Double(last)
         }
         return nil
@@ -280,15 +497,35 @@ public final class JepsenRun: @unchecked Sendable {
     private let faultLog = NIOLockedValueBox<[String]>([])
     private let faultCounts = NIOLockedValueBox<[String: Int]>([:])
     private let reasons = NIOLockedValueBox<[String: Int]>([:])
+    private let retryCounts = NIOLockedValueBox<(retries: Int, settled: Int)>((0, 0))
     /// Snapshot counters of processes that were killed, summed per node.
     private let snapshotTotals = NIOLockedValueBox<[String: SnapshotCounts]>([:])
+    /// Read counters (`raft_reads_total`) of processes, summed per node, collected with the snapshot counters.
+    private let readTotals = NIOLockedValueBox<[String: ReadsAsked]>([:])
+    /// The node the harness last saw leading (in the highest term), polled all along the run.
+    private let believedLeader = NIOLockedValueBox<Int?>(nil)
+    /// The node the nemesis keeps isolated now, if any.
+    private let isolatedNode = NIOLockedValueBox<Int?>(nil)
+    private let readCounts = NIOLockedValueBox<[ReadMode: ReadCounts]>([:])
+    private let cutOffReadCounts = NIOLockedValueBox(ReadCounts())
     private let clock = NIODeadline.now()
+    /// The peers' certificates, with `options.peerTLS`.
+    private let peerCertificates: PeerCertificates?
+    /// What clients verify the nodes' HTTPS with, with `options.clientTLS` (nil: plain HTTP).
+    private let clientTLSContext: NIOSSLContext?
 
     public init(options: JepsenOptions) throws {
         self.options = options
         let total = options.nodes + options.spares
         let names = (0..<total).map { "n\($0)" }
         self.names = names
+        peerCertificates =
+            options.peerTLS ? try PeerCertificates(directory: scratch.path + "/certs", nodes: names) : nil
+        clientTLSContext = try peerCertificates.flatMap { certificates in
+            options.clientTLS
+                ? try TLSFiles(certificateChain: nil, privateKey: nil, trustRoots: certificates.caFile).load()
+                    .makeClientContext(verifyHostname: true) : nil
+        }
         let ports = try ServerCluster.freePorts(2 * total + total * (total - 1))
         let peerPorts = Array(ports[0..<total])
         self.peerPorts = peerPorts
@@ -360,10 +597,19 @@ public final class JepsenRun: @unchecked Sendable {
                 "--request-timeout-milliseconds", "\(options.requestTimeoutMilliseconds)", "--log-level",
                 options.logLevel,
             ]
+                + leaseArguments + (peerCertificates?.serveArguments(for: name) ?? [])
+                + (options.clientTLS ? (try peerCertificates?.httpsArguments(for: name) ?? []) : [])
                 + options.serveArguments,
             label: label)
         processes.withLockedValue { $0[name] = child }
         launched.withLockedValue { $0.append((label, child)) }
+    }
+
+    /// `--lease-reads` (and the drift allowance) if any client reads with `consistency=lease`.
+    private var leaseArguments: [String] {
+        guard options.readModes.contains(.lease) else { return [] }
+        return ["--lease-reads"]
+            + (options.leaseClockDriftMilliseconds.map { ["--lease-clock-drift-ms", "\($0)"] } ?? [])
     }
 
     /// SIGKILL node `k`'s process (the caller holds `processLock`).
@@ -393,6 +639,22 @@ public final class JepsenRun: @unchecked Sendable {
 
     private func endpoint(_ k: Int) -> Endpoint { Endpoint(host: "127.0.0.1", port: httpPorts[k]) }
 
+    // Every HTTP connection the harness makes goes through these two: plain HTTP today. HTTPS for clients (a TLS
+    // context, the CA to trust) is to be added here and nowhere else.
+
+    /// A client of node `k` alone.
+    private func kvClient(_ k: Int, timeout: TimeAmount) -> KVClient {
+        KVClient(endpoints: [endpoint(k)], timeout: timeout, tls: clientTLSContext)
+    }
+
+    /// A connection to node `k`'s HTTP port.
+    private func connectHTTP(_ k: Int, timeout: TimeAmount = .milliseconds(300)) async throws -> HTTPConnection {
+        let endpoint = endpoint(k)
+        return try await HTTPConnection.connect(
+            host: endpoint.host, port: endpoint.port, timeout: timeout, tls: clientTLSContext
+        ).get()
+    }
+
     /// The node that says it leads, in the highest term if several do (a node cut off or removed may not know yet
     /// that another leads).
     private func leader() async -> Int? {
@@ -407,33 +669,63 @@ public final class JepsenRun: @unchecked Sendable {
         return best?.k
     }
 
-    /// The snapshot counters of node `k`'s current process, or nil if it does not answer.
-    private func snapshotCounts(_ k: Int) async -> SnapshotCounts? {
-        let client = KVClient(endpoints: [endpoint(k)], timeout: .milliseconds(500))
+    /// The snapshot and read counters of node `k`'s current process, or nil if it does not answer.
+    private func counters(_ k: Int) async -> (SnapshotCounts, ReadsAsked)? {
+        let client = kvClient(k, timeout: .milliseconds(500))
         guard let response = try? await client.request(.GET, "/metrics"), response.status == 200 else { return nil }
-        return SnapshotCounts(prometheusText: response.text)
+        return (SnapshotCounts(prometheusText: response.text), ReadsAsked(prometheusText: response.text))
     }
 
     /// Adds node `k`'s current counters to its total (before its process is killed, and at the end).
     private func collectSnapshotCounts(_ k: Int) async {
-        guard let counts = await snapshotCounts(k) else {
-            log("\(names[k]): no /metrics answer: its snapshot counters since its last start are not counted")
+        guard let (counts, reads) = await counters(k) else {
+            log("\(names[k]): no /metrics answer: its snapshot and read counters since its last start are not counted")
             return
         }
         snapshotTotals.withLockedValue {
             $0[names[k], default: SnapshotCounts()] = $0[names[k], default: SnapshotCounts()] + counts
         }
+        readTotals.withLockedValue { $0[names[k], default: ReadsAsked()] = $0[names[k], default: ReadsAsked()] + reads }
+    }
+
+    /// Polls every node's role while the run goes on: the node that leads in the highest term is where `.leader`
+    /// and `.lease` reads go, and the fault log records every change of who says it leads (two at once: a deposed
+    /// leader that does not know yet).
+    private func watchLeader(while going: @Sendable () -> Bool) async {
+        var last = ""
+        while going() {
+            let claims = await withTaskGroup(of: (Int, UInt64)?.self) { group in
+                for k in names.indices {
+                    group.addTask {
+                        guard let status = await self.status(k, timeout: .milliseconds(200)), status.role == "leader"
+                        else { return nil }
+                        return (k, status.term)
+                    }
+                }
+                var claims: [(k: Int, term: UInt64)] = []
+                for await claim in group { if let claim { claims.append((claim.0, claim.1)) } }
+                return claims.sorted { $0.k < $1.k }
+            }
+            let best = claims.max { $0.term < $1.term }
+            believedLeader.withLockedValue { $0 = best?.k }
+            let text = claims.map { "\(names[$0.k]) (term \($0.term))" }.joined(separator: ", ")
+            if text != last {
+                log("leading: \(text.isEmpty ? "none seen" : text)")
+                last = text
+            }
+            try? await Task.sleep(for: .milliseconds(50))
+        }
     }
 
     private func status(_ k: Int, timeout: TimeAmount = .milliseconds(500)) async -> NodeStatusReport? {
-        let client = KVClient(endpoints: [endpoint(k)], timeout: timeout)
+        let client = kvClient(k, timeout: timeout)
         guard let response = try? await client.request(.GET, "/v1/status") else { return nil }
         return try? NodeStatusReport.decode(response)
     }
 
     /// Node `k`'s own view of the membership (`GET /v1/members`).
     private func membership(at k: Int) async -> MembershipReport? {
-        let client = KVClient(endpoints: [endpoint(k)], timeout: .milliseconds(1000))
+        let client = kvClient(k, timeout: .milliseconds(1000))
         guard let response = try? await client.request(.GET, "/v1/members") else { return nil }
         return MembershipReport.decode(response)
     }
@@ -548,7 +840,10 @@ public final class JepsenRun: @unchecked Sendable {
         let clientSeeds = (0..<options.clients).map { _ in random.next() }
         let nemesisSeed = random.next()
         let planSeed = random.next()
+        let firstLeader = await leader()
+        believedLeader.withLockedValue { $0 = firstLeader }
         await withTaskGroup(of: Void.self) { group in
+            group.addTask { await self.watchLeader(while: going) }
             for c in 0..<options.clients {
                 group.addTask { await self.client(c, seed: clientSeeds[c], while: going) }
             }
@@ -602,8 +897,14 @@ public final class JepsenRun: @unchecked Sendable {
         let killedSet = killed.withLockedValue { $0 }
         var crashes: [String] = []
         var nodeLogs: [String: [String]] = [:]
+        let logDirectory = ProcessInfo.processInfo.environment["JEPSEN_NODE_LOGS"]
         for (label, child) in processList {
             nodeLogs[label] = Array(child.lines.suffix(40))
+            if let logDirectory {
+                // Every line of every process, for a run to study (`JEPSEN_NODE_LOGS=DIR`).
+                try? child.lines.joined(separator: "\n").write(
+                    toFile: logDirectory + "/\(label).log", atomically: true, encoding: .utf8)
+            }
             if !child.isRunning && !killedSet.contains(ObjectIdentifier(child)) {
                 crashes.append(
                     "\(label) exited with status \(child.process.terminationStatus): "
@@ -618,6 +919,8 @@ public final class JepsenRun: @unchecked Sendable {
         var report = JepsenReport(
             seed: options.seed, seconds: options.seconds, history: recorded, results: results,
             faults: faultCounts.withLockedValue { $0 }, reasons: reasons.withLockedValue { $0 },
+            sessionRetries: retryCounts.withLockedValue { $0.retries },
+            settledByRetry: retryCounts.withLockedValue { $0.settled },
             faultLog: faultLog.withLockedValue { $0 },
             finalValues: finals, checkSeconds: checkSeconds, snapshots: snapshotTotals.withLockedValue { $0 },
             lagging: lagging)
@@ -628,6 +931,12 @@ public final class JepsenRun: @unchecked Sendable {
         report.nodeLogs = nodeLogs
         report.planDone = planDone.withLockedValue { $0 }
         report.finalValueProblems = Self.finalValueProblems(recorded, finals)
+        report.reads = readCounts.withLockedValue { $0 }
+        report.cutOffReads = cutOffReadCounts.withLockedValue { $0 }
+        report.readsAsked = readTotals.withLockedValue { $0 }
+        report.peerTLS = options.peerTLS
+        report.clientTLS = options.clientTLS && clientTLSContext != nil
+        report.peerConnections = proxies.joined().compactMap { $0?.connectionsSeen }.reduce(LinkConnections(), +)
         return report
     }
 
@@ -666,15 +975,17 @@ public final class JepsenRun: @unchecked Sendable {
 
     // MARK: - Clients
 
-    /// One client: a closed loop of random operations on random keys, each through a random node (member or not),
-    /// every invocation and outcome recorded.
+    /// One client: a closed loop of random operations on random keys, writes each through a random node (member or
+    /// not), reads where its read mode says, every invocation and outcome recorded.
     private func client(_ id: Int, seed: UInt64, while going: @Sendable () -> Bool) async {
         var random = SplitMix64(seed: seed)
         var counter = 0
         var lastSeen: [String: String] = [:]
+        let mode: ReadMode = options.readModes.isEmpty ? .follower : options.readModes[id % options.readModes.count]
+        var session: (id: UInt64, sequence: UInt64)?
         while going() {
             let key = keys[Int(random.next() % UInt64(keys.count))]
-            let node = pickNode(&random)
+            var node = pickNode(&random)
             let roll = random.next() % 10
             counter += 1
             let call: HistoryOperation.Call
@@ -685,13 +996,44 @@ public final class JepsenRun: @unchecked Sendable {
             } else {
                 call = .compareAndSet(expected: lastSeen[key] ?? "", new: "c\(id)-\(counter)")
             }
+            var cutOff = false
+            let leaderBefore = believedLeader.withLockedValue { $0 }
+            if case .read = call {
+                if id < options.readersCutOffWithIsolatedNode, let isolated = isolatedNode.withLockedValue({ $0 }) {
+                    node = isolated
+                    cutOff = true
+                } else if mode != .follower, let leaderBefore {
+                    node = leaderBefore
+                }
+            }
             let invoked = now()
-            let outcome = await perform(call, key: key, at: node)
+            var outcome: HistoryOperation.Outcome
+            if case .read = call {
+                outcome = await perform(call, key: key, at: node, consistency: mode == .lease ? "lease" : nil)
+            } else {
+                if options.sessions && session == nil { session = await registerSession(&random) }
+                if session != nil { session?.sequence += 1 }
+                outcome = await write(call, key: key, at: node, session: session, &random)
+            }
             let completed = now()
             history.withLockedValue {
                 $0.append(
                     HistoryOperation(
-                        client: id, key: key, call: call, outcome: outcome, invoked: invoked, completed: completed))
+                        client: id, key: key, call: call, outcome: outcome, invoked: invoked, completed: completed,
+                        node: names[node]))
+            }
+            if case .read = call {
+                let leaderAfter = believedLeader.withLockedValue { $0 }
+                let atLeader = leaderBefore == node && leaderAfter == node
+                let atFollower =
+                    leaderBefore != nil && leaderAfter != nil && leaderBefore != node && leaderAfter != node
+                if cutOff {
+                    cutOffReadCounts.withLockedValue { $0.count(outcome, atLeader: atLeader, atFollower: atFollower) }
+                } else {
+                    readCounts.withLockedValue {
+                        $0[mode, default: ReadCounts()].count(outcome, atLeader: atLeader, atFollower: atFollower)
+                    }
+                }
             }
             if case .read(let value?) = outcome { lastSeen[key] = value }
             if case .write(let value) = call, outcome == .ok { lastSeen[key] = value }
@@ -709,9 +1051,57 @@ public final class JepsenRun: @unchecked Sendable {
         return current[Int(random.next() % UInt64(current.count))]
     }
 
-    private func perform(_ call: HistoryOperation.Call, key: String, at node: Int) async -> HistoryOperation.Outcome {
+    /// A write, in the client's session if it has one: an attempt whose outcome is unknown is sent again, with the
+    /// same sequence, at another node, until one answers with the result (the server applies the write once and
+    /// answers every copy with the first result) or `sessionAttempts` are spent. After an unknown attempt, a refusal
+    /// of a later one settles nothing (the first copy may still commit): the outcome stays unknown.
+    private func write(
+        _ call: HistoryOperation.Call, key: String, at node: Int, session: (id: UInt64, sequence: UInt64)?,
+        _ random: inout SplitMix64
+    ) async -> HistoryOperation.Outcome {
+        guard let session else { return await perform(call, key: key, at: node) }
+        let headers = KVClient.sessionHeaders(clientID: session.id, sequence: session.sequence)
+        var outcome = await perform(call, key: key, at: node, headers: headers)
+        guard outcome == .unknown else { return outcome }
+        var attempts = 1
+        while attempts < options.sessionAttempts {
+            attempts += 1
+            retryCounts.withLockedValue { $0.retries += 1 }
+            try? await Task.sleep(for: .milliseconds(20))
+            outcome = await perform(call, key: key, at: pickNode(&random), headers: headers)
+            if outcome == .ok || outcome == .casFailed {
+                retryCounts.withLockedValue { $0.settled += 1 }
+                return outcome
+            }
+        }
+        return .unknown
+    }
+
+    /// Registers a client session at any node (a few tries); nil if none answered (the client writes without one
+    /// until the next write tries again).
+    private func registerSession(_ random: inout SplitMix64) async -> (id: UInt64, sequence: UInt64)? {
+        for _ in 0..<3 {
+            let node = pickNode(&random)
+            if let connection = try? await connectHTTP(node) {
+                let response = try? await connection.execute(
+                    method: .POST, path: "/v1/sessions", timeout: options.operationTimeout
+                ).get()
+                connection.close()
+                if let reply = response.flatMap(SessionReply.decode) { return (reply.clientID, 0) }
+            }
+            try? await Task.sleep(for: .milliseconds(20))
+        }
+        return nil
+    }
+
+    /// One operation at `node` (a read with `?consistency=` if given, a write with `headers`), its reason counted.
+    private func perform(
+        _ call: HistoryOperation.Call, key: String, at node: Int, consistency: String? = nil,
+        headers: [(String, String)] = []
+    ) async -> HistoryOperation.Outcome {
         let member = members.withLockedValue { $0.contains(names[node]) }
-        let (outcome, reason) = await attempt(call, key: key, at: node)
+        let (outcome, reason) = await attempt(
+            call, key: key, at: node, consistency: consistency, headers: headers)
         if let reason { reasons.withLockedValue { $0[reason, default: 0] += 1 } }
         if !member {
             let what: String
@@ -726,15 +1116,14 @@ public final class JepsenRun: @unchecked Sendable {
     }
 
     /// One operation; the outcome, and for a failed or unknown one what the client saw.
-    private func attempt(_ call: HistoryOperation.Call, key: String, at node: Int) async
-        -> (HistoryOperation.Outcome, String?)
-    {
+    private func attempt(
+        _ call: HistoryOperation.Call, key: String, at node: Int, consistency: String?,
+        headers: [(String, String)] = []
+    ) async -> (HistoryOperation.Outcome, String?) {
         let path = "/v1/kv/" + KVClient.percentEncode(Array(key.utf8))
         let connection: HTTPConnection
         do {
-            connection = try await HTTPConnection.connect(
-                host: "127.0.0.1", port: httpPorts[node], timeout: .milliseconds(300)
-            ).get()
+            connection = try await connectHTTP(node)
         } catch {
             return (.failed, "failed: not connected")  // never sent
         }
@@ -743,16 +1132,19 @@ public final class JepsenRun: @unchecked Sendable {
         do {
             switch call {
             case .read:
-                response = try await connection.execute(method: .GET, path: path, timeout: options.operationTimeout)
-                    .get()
+                response = try await connection.execute(
+                    method: .GET, path: path + (consistency.map { "?consistency=" + $0 } ?? ""),
+                    timeout: options.operationTimeout
+                ).get()
             case .write(let value):
                 response = try await connection.execute(
-                    method: .PUT, path: path, body: Array(value.utf8), timeout: options.operationTimeout
+                    method: .PUT, path: path, body: Array(value.utf8), headers: headers,
+                    timeout: options.operationTimeout
                 ).get()
             case .compareAndSet(let expected, let new):
                 response = try await connection.execute(
                     method: .PUT, path: path + "?prev_value=" + KVClient.percentEncode(Array(expected.utf8)),
-                    body: Array(new.utf8), timeout: options.operationTimeout
+                    body: Array(new.utf8), headers: headers, timeout: options.operationTimeout
                 ).get()
             }
         } catch {
@@ -777,7 +1169,8 @@ public final class JepsenRun: @unchecked Sendable {
                 history.withLockedValue {
                     $0.append(
                         HistoryOperation(
-                            client: 1000, key: key, call: .read, outcome: outcome, invoked: invoked, completed: now()))
+                            client: 1000, key: key, call: .read, outcome: outcome, invoked: invoked, completed: now(),
+                            node: names[node]))
                 }
                 return .some(value)
             }
@@ -801,7 +1194,8 @@ public final class JepsenRun: @unchecked Sendable {
             let kind = options.faults[Int(random.next() % UInt64(options.faults.count))]
             // Half the time the fault strikes the leader, where it hurts most.
             let leader = await leader()
-            let victim = (random.next() % 2 == 0 ? leader : nil) ?? Int(random.next() % UInt64(names.count))
+            let strikeLeader = random.next() % 2 == 0 || options.alwaysStrikeLeader
+            let victim = (strikeLeader ? leader : nil) ?? Int(random.next() % UInt64(names.count))
             faultCounts.withLockedValue { $0[kind.rawValue, default: 0] += 1 }
             if kind == .membership {
                 // Half the time the change is made under another fault, struck first and healed after.
@@ -855,10 +1249,12 @@ public final class JepsenRun: @unchecked Sendable {
             }
         case .partition:
             let cut = partition(around: victim, random: &random)
-            log("partition: \(cut.description)")
+            log("partition: \(cut.description)\(cut.shape == .isolated ? role : "")")
             for (i, j) in cut.links { proxies[i][j]?.setBlocked(true) }
+            if cut.shape == .isolated { isolatedNode.withLockedValue { $0 = victim } }
             return { [self] in
                 log("heal")
+                isolatedNode.withLockedValue { $0 = nil }
                 for row in proxies { for proxy in row { proxy?.setBlocked(false) } }
             }
         case .membership:
@@ -866,14 +1262,18 @@ public final class JepsenRun: @unchecked Sendable {
         }
     }
 
-    /// A random partition shape involving `node`; returns the directed links to cut.
-    private func partition(around node: Int, random: inout SplitMix64) -> (description: String, links: [(Int, Int)]) {
+    /// A random partition shape (of `options.partitions`) involving `node`; returns the directed links to cut.
+    private func partition(around node: Int, random: inout SplitMix64) -> (
+        shape: PartitionShape, description: String, links: [(Int, Int)]
+    ) {
         let n = names.count
         let others = (0..<n).filter { $0 != node }
-        switch random.next() % 4 {
-        case 0:
-            return ("\(names[node]) isolated", others.flatMap { [(node, $0), ($0, node)] })
-        case 1:
+        let shapes = options.partitions.isEmpty ? PartitionShape.allCases : options.partitions
+        let shape = shapes[Int(random.next() % UInt64(shapes.count))]
+        switch shape {
+        case .isolated:
+            return (shape, "\(names[node]) isolated", others.flatMap { [(node, $0), ($0, node)] })
+        case .halves:
             var shuffled = Array(0..<n)
             shuffled.shuffle(using: &random)
             let side = Set(shuffled.prefix(n / 2))
@@ -881,26 +1281,29 @@ public final class JepsenRun: @unchecked Sendable {
                 (0..<n).filter { b in side.contains(a) != side.contains(b) }.map { (a, $0) }
             }
             return (
+                shape,
                 "halves \(side.sorted().map { names[$0] }) | \((0..<n).filter { !side.contains($0) }.map { names[$0] })",
                 links
             )
-        case 2:
+        case .oneWay:
             if random.next() % 2 == 0 {
-                return ("\(names[node]) can send but not receive", others.map { ($0, node) })
+                return (shape, "\(names[node]) can send but not receive", others.map { ($0, node) })
             }
-            return ("\(names[node]) can receive but not send", others.map { (node, $0) })
-        default:
+            return (shape, "\(names[node]) can receive but not send", others.map { (node, $0) })
+        case .bridge:
             // A bridge: the others split in two sides that cannot talk; `node` talks to both.
             let left = Set(others.prefix(others.count / 2))
             let right = others.filter { !left.contains($0) }
             let links = left.flatMap { a in right.flatMap { b in [(a, b), (b, a)] } }
             return (
+                shape,
                 "bridge \(names[node]) between \(left.sorted().map { names[$0] }) and \(right.map { names[$0] })", links
             )
         }
     }
 
     private func healAll() async {
+        isolatedNode.withLockedValue { $0 = nil }
         for row in proxies { for proxy in row { proxy?.setBlocked(false) } }
         for name in paused.withLockedValue({ Array($0) }) {
             processes.withLockedValue { $0[name] }?.signal(SIGCONT)
@@ -941,9 +1344,7 @@ public final class JepsenRun: @unchecked Sendable {
         let result: ChangeResult
         var message = ""
         do {
-            let connection = try await HTTPConnection.connect(
-                host: "127.0.0.1", port: httpPorts[k], timeout: .milliseconds(300)
-            ).get()
+            let connection = try await connectHTTP(k)
             defer { connection.close() }
             do {
                 let response = try await connection.execute(

@@ -29,14 +29,19 @@ public struct HistoryOperation: Sendable, Hashable, CustomStringConvertible {
     /// When the client sent it and when it learned the outcome (nanoseconds, one monotonic clock).
     public var invoked: Int64
     public var completed: Int64
+    /// The node the client sent it to (nil if not recorded).
+    public var node: String?
 
-    public init(client: Int, key: String, call: Call, outcome: Outcome, invoked: Int64, completed: Int64) {
+    public init(
+        client: Int, key: String, call: Call, outcome: Outcome, invoked: Int64, completed: Int64, node: String? = nil
+    ) {
         self.client = client
         self.key = key
         self.call = call
         self.outcome = outcome
         self.invoked = invoked
         self.completed = completed
+        self.node = node
     }
 
     public var description: String {
@@ -56,7 +61,7 @@ public struct HistoryOperation: Sendable, Hashable, CustomStringConvertible {
         }
         let ms = { (t: Int64) in String(format: "%.3f", Double(t) / 1e6) }
         return
-            "client \(client) [\(ms(invoked)) ms .. \(outcome == .unknown ? "?" : ms(completed)) ms] \(key): \(c) \(o)"
+            "client \(client)\(node.map { " at \($0)" } ?? "") [\(ms(invoked)) ms .. \(outcome == .unknown ? "?" : ms(completed)) ms] \(key): \(c) \(o)"
     }
 }
 

@@ -8,6 +8,10 @@ import NIOPosix
 /// Cut: connections in progress are closed, and new ones are accepted but go nowhere (bytes are read and dropped,
 /// like packets lost by a firewall), so the sender cannot tell a partition from a slow network. Healed: those dead
 /// connections are closed, and the sender's reconnection goes through again.
+///
+/// It forwards bytes as they come, never looking into them, so TLS between the nodes passes through untouched (the
+/// certificates name nodes, not addresses). It only notes how each connection began (`connectionsSeen`): with a
+/// TLS handshake record or with anything else.
 public final class LinkProxy: Sendable {
     public let listenPort: Int
     public let targetPort: Int
@@ -19,6 +23,7 @@ public final class LinkProxy: Sendable {
         var blocked = false
         var live: [ObjectIdentifier: any Channel] = [:]
         var dead: [ObjectIdentifier: any Channel] = [:]
+        var seen = LinkConnections()
     }
 
     public init(listenPort: Int, targetPort: Int, group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton) {
@@ -33,7 +38,12 @@ public final class LinkProxy: Sendable {
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
             .childChannelOption(.autoRead, value: false)
             .childChannelInitializer { [self] inbound in
-                inbound.eventLoop.makeCompletedFuture { self.accepted(inbound) }
+                // Not in the initializer itself: the accepted channel is registered only after it, and a `read()`
+                // asked of a channel not yet registered is never carried out (with autoRead off, nothing would
+                // ever be read from the connection, whose target would hear nothing).
+                inbound.eventLoop.makeCompletedFuture {
+                    try inbound.pipeline.syncOperations.addHandler(WhenActive { self.accepted(inbound) })
+                }
             }
             .bind(host: "127.0.0.1", port: listenPort)
             .get()
@@ -60,6 +70,9 @@ public final class LinkProxy: Sendable {
 
     public var isBlocked: Bool { state.withLockedValue { $0.blocked } }
 
+    /// How the connections accepted so far began, those accepted while cut included.
+    public var connectionsSeen: LinkConnections { state.withLockedValue { $0.seen } }
+
     public func stop() async {
         let channels: [any Channel] = state.withLockedValue { s in
             var all = Array(s.live.values) + Array(s.dead.values)
@@ -84,6 +97,10 @@ public final class LinkProxy: Sendable {
                 s.dead[id] = nil
             }
         }
+        _ = try? inbound.pipeline.syncOperations.addHandler(
+            FirstBytes { [self] tls in
+                state.withLockedValue { tls ? ($0.seen.tls += 1) : ($0.seen.plain += 1) }
+            })
         if blocked {
             _ = try? inbound.pipeline.syncOperations.addHandler(Discard())
             inbound.read()
@@ -107,6 +124,65 @@ public final class LinkProxy: Sendable {
                     inbound.close(promise: nil)
                 }
             }
+    }
+}
+
+/// How the connections through a proxy began (the first bytes the connecting node sent).
+public struct LinkConnections: Sendable, Hashable, CustomStringConvertible {
+    /// Began with a TLS handshake record (content type 22, then a 3 of the record's protocol version).
+    public var tls = 0
+    /// Began with anything else, such as a plain RaftLite frame, whose first byte (the top byte of its length) is 0
+    /// for any frame under 16 MiB.
+    public var plain = 0
+
+    public init(tls: Int = 0, plain: Int = 0) {
+        self.tls = tls
+        self.plain = plain
+    }
+
+    public static func + (a: Self, b: Self) -> Self { Self(tls: a.tls + b.tls, plain: a.plain + b.plain) }
+
+    public var description: String { "\(tls + plain) connections, \(tls) began with a TLS handshake, \(plain) did not" }
+}
+
+/// Looks at the first bytes read on a connection, says whether they begin a TLS handshake record, passes them on
+/// and leaves the pipeline. A connection closed before sending a byte is not counted.
+final class FirstBytes: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = ByteBuffer
+    typealias InboundOut = ByteBuffer
+    private let seen: (Bool) -> Void
+    private var head: [UInt8] = []
+
+    init(_ seen: @escaping (Bool) -> Void) { self.seen = seen }
+
+    /// Whether `bytes` (at least 2, or 1 that is not 22) begin a TLS record of type handshake.
+    static func beginsTLSHandshake(_ bytes: [UInt8]) -> Bool {
+        bytes.count >= 2 && bytes[0] == 0x16 && bytes[1] == 0x03
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let buffer = unwrapInboundIn(data)
+        head += buffer.readableBytesView.prefix(2 - head.count)
+        context.fireChannelRead(data)
+        // One byte other than 22 decides it; a lone 22 waits for the next.
+        if head.count >= 2 || (head.count == 1 && head[0] != 0x16) {
+            seen(Self.beginsTLSHandshake(head))
+            context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
+        }
+    }
+}
+
+/// Runs `body` once the channel is active (registered and connected).
+final class WhenActive: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = ByteBuffer
+    private let body: () -> Void
+
+    init(_ body: @escaping () -> Void) { self.body = body }
+
+    func channelActive(context: ChannelHandlerContext) {
+        body()
+        context.fireChannelActive()
+        context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
     }
 }
 

@@ -21,11 +21,16 @@ public final class ChildProcess: @unchecked Sendable {
     private let box = NIOLockedValueBox<(lines: [String], partial: [UInt8], exited: Bool)>(([], [], false))
     public let label: String
 
-    /// Starts `executable` with `arguments`; stderr joins stdout.
-    public init(_ executable: String, _ arguments: [String], label: String) throws {
+    /// Starts `executable` with `arguments`; stderr joins stdout. `environment` adds to (or replaces variables of)
+    /// this process's environment.
+    public init(_ executable: String, _ arguments: [String], label: String, environment: [String: String] = [:]) throws
+    {
         self.label = label
         process.executableURL = URL(fileURLWithPath: executable)
         process.arguments = arguments
+        if !environment.isEmpty {
+            process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+        }
         process.standardInput = input
         process.standardOutput = output
         process.standardError = output
@@ -119,4 +124,24 @@ public final class ScratchDirectory: Sendable {
     }
 
     deinit { try? FileManager.default.removeItem(atPath: path) }
+}
+
+/// Runs the `raft-lite` binary with `arguments` to its end, `environment` added to this process's; its exit status
+/// and what it printed (stdout and stderr together).
+public func runRaftLite(_ arguments: [String], environment: [String: String] = [:]) throws -> (
+    status: Int32, output: String
+) {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: raftLiteExecutable())
+    process.arguments = arguments
+    if !environment.isEmpty {
+        process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+    }
+    let pipe = Pipe()
+    process.standardOutput = pipe
+    process.standardError = pipe
+    try process.run()
+    let data = pipe.fileHandleForReading.readDataToEndOfFile()
+    process.waitUntilExit()
+    return (process.terminationStatus, String(decoding: data, as: UTF8.self))
 }

@@ -1,4 +1,5 @@
 import Foundation
+import RaftLite
 
 #if canImport(Glibc)
     import Glibc
@@ -13,10 +14,15 @@ public final class ServerCluster: @unchecked Sendable {
     public let peerPorts: [Int]
     public let configPath: String
     public let extraArguments: [String]
+    /// The peers' certificates when the cluster runs with peer TLS (nil: plain TCP between peers).
+    public let peerCertificates: PeerCertificates?
     public private(set) var processes: [String: ChildProcess] = [:]
 
-    /// Writes the cluster file and starts every node. `extraArguments` go to every `serve`.
-    public init(nodes: Int = 3, extraArguments: [String] = []) throws {
+    /// Writes the cluster file and starts every node. `extraArguments` go to every `serve`. With `peerTLS`, peers
+    /// talk mutual TLS: a development CA and a certificate per node are made in `scratch/certs`, and every node this
+    /// cluster starts — those of the file and any other name given to `start(_:)` later — gets `--peer-cert`,
+    /// `--peer-key` and `--peer-ca` with a certificate of its own name from that CA.
+    public init(nodes: Int = 3, extraArguments: [String] = [], peerTLS: Bool = false) throws {
         let scratch = ScratchDirectory("kv")
         let names = (0..<nodes).map { "node\($0)" }
         let ports = try Self.freePorts(2 * nodes)
@@ -33,6 +39,7 @@ public final class ServerCluster: @unchecked Sendable {
         self.httpPorts = httpPorts
         self.configPath = configPath
         self.extraArguments = extraArguments
+        peerCertificates = peerTLS ? try PeerCertificates(directory: scratch.path + "/certs", nodes: names) : nil
         for name in names { try start(name) }
     }
 
@@ -40,15 +47,22 @@ public final class ServerCluster: @unchecked Sendable {
 
     public func httpPort(_ name: String) -> Int { httpPorts[names.firstIndex(of: name) ?? 0] }
 
-    /// Starts (or restarts) a node on its data directory.
-    public func start(_ name: String) throws {
+    /// Starts (or restarts) a node on its data directory; `arguments` go to this `serve` only (after the cluster's
+    /// `extraArguments`), e.g. `--join` for a node that is not in the cluster file.
+    public func start(_ name: String, arguments: [String] = []) throws {
         processes[name] = try ChildProcess(
             raftLiteExecutable(),
             [
                 "serve", "--config", configPath, "--id", name, "--data-dir", scratch.path + "/" + name,
                 "--tick-milliseconds", "20", "--log-level", "info",
-            ] + extraArguments,
+            ] + extraArguments + peerTLSArguments(for: name) + arguments,
             label: name)
+    }
+
+    /// The peer TLS flags for node `name` (its certificate made from the cluster's CA if it has none yet); none
+    /// without peer TLS. For a node a test starts itself.
+    public func peerTLSArguments(for name: String) throws -> [String] {
+        try peerCertificates?.serveArguments(for: name) ?? []
     }
 
     public func kill(_ name: String) {
@@ -59,26 +73,9 @@ public final class ServerCluster: @unchecked Sendable {
         for child in processes.values { child.kill9() }
     }
 
-    /// Ports that were free a moment ago.
+    /// Ports that were free a moment ago (from below the ephemeral range: see `FreePorts`).
     public static func freePorts(_ count: Int) throws -> [Int] {
-        var sockets: [Int32] = []
-        defer { for fd in sockets { close(fd) } }
-        var ports: [Int] = []
-        for _ in 0..<count {
-            let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-            sockets.append(fd)
-            var address = sockaddr_in()
-            address.sin_family = sa_family_t(AF_INET)
-            address.sin_addr.s_addr = UInt32(0x7F00_0001).bigEndian
-            var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-            _ = withUnsafeMutablePointer(to: &address) { p in
-                p.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                    bind(fd, $0, length) == 0 && getsockname(fd, $0, &length) == 0
-                }
-            }
-            ports.append(Int(UInt16(bigEndian: address.sin_port)))
-        }
-        return ports
+        try FreePorts.reserve(count)
     }
 
     deinit { stopAll() }

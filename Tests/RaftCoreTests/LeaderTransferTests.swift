@@ -5,17 +5,6 @@ import Testing
 private func n(_ k: UInt64) -> NodeID { NodeID(k) }
 private func ids(_ ks: UInt64...) -> Set<NodeID> { Set(ks.map(NodeID.init)) }
 
-/// A cluster of `count` voters with node 1 elected and its no-op committed everywhere.
-private func elected(
-    _ count: Int = 3, configure: (inout RaftConfiguration) -> Void = { _ in }
-) throws -> LockstepCluster {
-    var cluster = try LockstepCluster(count: count, configure: configure)
-    cluster.campaign(n(1))
-    cluster.stabilize()
-    try #require(cluster[n(1)]?.role == .leader)
-    return cluster
-}
-
 private func isTimeoutNow(_ m: Message) -> Bool { if case .timeoutNow = m.kind { true } else { false } }
 
 private func isVoteRequest(_ m: Message, preVote: Bool) -> Bool {

@@ -103,7 +103,7 @@ private func acknowledgement(_ ready: Ready) -> LogIndex? {
         #expect(probing.state == .probe)
         // Paused until an answer arrives: no immediate resend.
         #expect(!leader.ready().messages.contains { if case .installSnapshot = $0.kind { true } else { false } })
-        leader.step(Message(from: n(3), to: n(1), term: leader.term, kind: .heartbeatResponse))
+        leader.step(Message(from: n(3), to: n(1), term: leader.term, kind: .heartbeatResponse(HeartbeatResponse())))
         let again = leader.ready().messages.filter { if case .installSnapshot = $0.kind { true } else { false } }
         #expect(again.map(\.to) == [n(3)])
     }
@@ -114,7 +114,7 @@ private func acknowledgement(_ ready: Ready) -> LogIndex? {
         let heartbeats = 10 * 10  // electionTick 10, heartbeatTick 1
         var resent = 0
         for k in 1...heartbeats {
-            leader.step(Message(from: n(3), to: n(1), term: leader.term, kind: .heartbeatResponse))
+            leader.step(Message(from: n(3), to: n(1), term: leader.term, kind: .heartbeatResponse(HeartbeatResponse())))
             let sent = leader.ready().messages.filter { if case .installSnapshot = $0.kind { true } else { false } }
             if !sent.isEmpty {
                 resent = k

@@ -41,7 +41,9 @@ func eventually(_ seconds: Double = 20, _ condition: () async -> Bool) async -> 
 
     static func waitForLeader(_ cluster: ServerCluster) async -> String? {
         var leader: String?
-        _ = await eventually {
+        // Up to a minute: on a 2-core CI machine the simulator's threads and the other process tests run beside
+        // these processes, and one run waited more than 20 s for three nodes to agree.
+        _ = await eventually(60) {
             let reports = await statuses(cluster)
             guard reports.count == cluster.names.count, let l = reports.first(where: { $0.role == "leader" }),
                 reports.allSatisfy({ $0.leader == l.id && $0.term == l.term })

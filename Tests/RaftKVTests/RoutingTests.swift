@@ -50,16 +50,28 @@ import Testing
     }
 
     @Test func reads() {
-        #expect(Self.route(.GET, "/v1/kv/a") == .propose(.get(key: Self.bytes("a"))))
-        #expect(Self.route(.GET, "/v1/kv/a?consistency=linearizable") == .propose(.get(key: Self.bytes("a"))))
-        #expect(Self.route(.GET, "/v1/kv/a?consistency=serializable") == .localRead(key: Self.bytes("a")))
+        let a = Self.bytes("a")
+        // Linearizable reads go through ReadIndex, not the log; `lease` and `serializable` are asked for by name.
+        #expect(Self.route(.GET, "/v1/kv/a") == .read(key: a, consistency: .linearizable, atLeast: .zero))
+        #expect(
+            Self.route(.GET, "/v1/kv/a?consistency=linearizable")
+                == .read(key: a, consistency: .linearizable, atLeast: .zero))
+        #expect(Self.route(.GET, "/v1/kv/a?consistency=lease") == .read(key: a, consistency: .lease, atLeast: .zero))
+        #expect(
+            Self.route(.GET, "/v1/kv/a?consistency=serializable")
+                == .read(key: a, consistency: .serializable, atLeast: .zero))
+        // "At least index N": any consistency.
+        #expect(
+            Self.route(.GET, "/v1/kv/a?consistency=serializable&min_index=42")
+                == .read(key: a, consistency: .serializable, atLeast: LogIndex(42)))
+        #expect(
+            Self.route(.GET, "/v1/kv/a?min_index=7") == .read(key: a, consistency: .linearizable, atLeast: LogIndex(7)))
         // Unsafe local reads (testing only) serve even linearizable reads from the local copy.
         let unsafe = KVRouter(maxKeyBytes: 8, maxValueBytes: 16, unsafeLocalReads: true)
-        #expect(Self.route(.GET, "/v1/kv/a", router: unsafe) == .localRead(key: Self.bytes("a")))
-        #expect(
-            Self.route(.GET, "/v1/kv/a?consistency=linearizable", router: unsafe) == .localRead(key: Self.bytes("a")))
-        #expect(
-            Self.route(.GET, "/v1/kv/a?consistency=serializable", router: unsafe) == .localRead(key: Self.bytes("a")))
+        for uri in ["/v1/kv/a", "/v1/kv/a?consistency=linearizable", "/v1/kv/a?consistency=serializable"] {
+            #expect(
+                Self.route(.GET, uri, router: unsafe) == .read(key: a, consistency: .serializable, atLeast: .zero))
+        }
     }
 
     @Test func keysArePercentDecodedBytes() {
@@ -123,9 +135,11 @@ import Testing
             (.GET, "/v1/kv/a?prev_value=x", "unknown query parameter \\\"prev_value\\\""),
             (
                 .GET, "/v1/kv/a?consistency=eventual",
-                "consistency must be linearizable or serializable, not \\\"eventual\\\""
+                "consistency must be linearizable, lease or serializable, not \\\"eventual\\\""
             ),
-            (.GET, "/v1/kv/a?consistency=", "consistency must be linearizable or serializable, not \\\"\\\""),
+            (.GET, "/v1/kv/a?consistency=", "consistency must be linearizable, lease or serializable, not \\\"\\\""),
+            (.GET, "/v1/kv/a?min_index=x", "min_index must be a log index (a decimal number), not \\\"x\\\""),
+            (.GET, "/v1/kv/a?min_index=-1", "min_index must be a log index (a decimal number), not \\\"-1\\\""),
             (.PUT, "/v1/kv/a?consistency=serializable", "unknown query parameter \\\"consistency\\\""),
             (.DELETE, "/v1/kv/a?prev_value=x", "DELETE takes no query parameters"),
             (.DELETE, "/v1/kv/a?x", "DELETE takes no query parameters"),
@@ -214,11 +228,17 @@ import Testing
         #expect(invalid.text.hasPrefix("{\"error\":\"internal\""))
     }
 
-    @Test func repliesToLocalReads() {
-        let found = KVReply.localRead([9, 8])
+    @Test func repliesToReads() {
+        let found = KVReply.read([9, 8], appliedIndex: LogIndex(17))
         #expect(found.status == .ok && found.contentType == "application/octet-stream" && found.body == [9, 8])
-        let missing = KVReply.localRead(nil)
+        #expect(found.extraHeaders == [KVReply.Header(name: "Raft-Applied-Index", value: "17")])
+        let missing = KVReply.read(nil, appliedIndex: LogIndex(3))
         #expect(missing.status == .notFound && missing.text.contains("\"error\":\"not_found\""))
+        #expect(missing.extraHeaders == [KVReply.Header(name: "Raft-Applied-Index", value: "3")])
+        let unavailable = KVReply.readFailure(RaftNodeError.readUnavailable("no leader"))
+        #expect(
+            unavailable.status == .serviceUnavailable && unavailable.text.contains("\"error\":\"read_unavailable\""))
+        #expect(KVReply.readFailure(RaftNodeError.stopped).status == .serviceUnavailable)
     }
 
     @Test func errorMapping() {

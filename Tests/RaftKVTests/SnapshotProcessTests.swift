@@ -276,7 +276,10 @@ struct WriteLedger: Sendable {
     @Test func aFollowerFarBehindCatchesUpThroughASnapshot() async throws {
         let writes = Int(Self.environment["RAFT_SNAPSHOT_CATCHUP_WRITES"] ?? "") ?? 20_000
         let keys = max(100, writes / 10)
-        let cluster = try ServerCluster(extraArguments: ["--snapshot-entries", "2000", "--compaction-margin", "500"])
+        let cluster = try ServerCluster(
+            extraArguments: [
+                "--snapshot-entries", "2000", "--compaction-margin", "500", "--snapshot-state-factor", "0",
+            ])
         defer { cluster.stopAll() }
         let leader = try #require(await KVServerTests.waitForLeader(cluster))
         let follower = try #require(cluster.names.first { $0 != leader })
@@ -324,6 +327,12 @@ struct WriteLedger: Sendable {
         )
         let wrong = Self.problems(onFollower, keys: keys, ledger: ledger)
         #expect(wrong.isEmpty, "\(wrong.count) keys wrong on the follower: \(wrong.prefix(5))")
+        if !differing.isEmpty || !wrong.isEmpty {
+            for node in [leader, follower] {
+                let lines = cluster.processes[node]?.lines.filter { $0.contains("snapshot") } ?? []
+                print(lines.suffix(30).map { "  \(node): " + $0 }.joined(separator: "\n"))
+            }
+        }
     }
 
     /// A single node under writes, with big values and a low threshold so that it is writing a snapshot most of
@@ -332,7 +341,8 @@ struct WriteLedger: Sendable {
     @Test func aKillWhileASnapshotIsWrittenLosesNothing() async throws {
         let keys = 2000
         let cluster = try ServerCluster(
-            nodes: 1, extraArguments: ["--snapshot-entries", "500", "--compaction-margin", "100"])
+            nodes: 1,
+            extraArguments: ["--snapshot-entries", "500", "--compaction-margin", "100", "--snapshot-state-factor", "0"])
         defer { cluster.stopAll() }
         let node = cluster.names[0]
         _ = try #require(await KVServerTests.waitForLeader(cluster))
@@ -388,6 +398,7 @@ struct WriteLedger: Sendable {
         let cluster = try ServerCluster(
             extraArguments: [
                 "--snapshot-entries", "1000", "--compaction-margin", "100", "--snapshot-chunk-bytes", "1024",
+                "--snapshot-state-factor", "0",
             ])
         defer { cluster.stopAll() }
         let leader = try #require(await KVServerTests.waitForLeader(cluster))
@@ -439,5 +450,11 @@ struct WriteLedger: Sendable {
         )
         let wrong = Self.problems(onFollower, keys: keys, ledger: ledger)
         #expect(wrong.isEmpty, "\(wrong.count) keys wrong on the follower: \(wrong.prefix(5))")
+        if !differing.isEmpty || !wrong.isEmpty {
+            for node in [leader, follower] {
+                let lines = cluster.processes[node]?.lines.filter { $0.contains("snapshot") } ?? []
+                print(lines.suffix(30).map { "  \(node): " + $0 }.joined(separator: "\n"))
+            }
+        }
     }
 }

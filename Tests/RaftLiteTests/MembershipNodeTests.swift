@@ -19,7 +19,12 @@ import Testing
     }
 
     @Test func aClusterGrowsToFiveAndShrinksBackToThreeWhileCommitting() async throws {
-        let cluster = try await LocalCluster.start(3)
+        // Slower ticks than the default 20 ms, and a longer election timeout: the test talks to one leader
+        // throughout, and on a loaded machine (a run with three busy loops beside it; a CI run with every suite at
+        // once) 20-ms ticks, and once 100-ms ticks with the default 10-20, changed leaders in the middle of it.
+        var options = LocalCluster.options(tickMilliseconds: 100)
+        options.electionTicks = 40
+        let cluster = try await LocalCluster.start(3, options: options)
         let leader = try #require(await cluster.waitForLeader())
         for k in 0..<20 { try await leader.propose("before \(k)") }
 

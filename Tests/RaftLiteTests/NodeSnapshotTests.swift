@@ -191,6 +191,27 @@ private func options(snapshotEntries: Int = 40, margin: Int = 5) -> RaftNode<Tal
         }
     }
 
+    /// After the first snapshot, the next waits until the bytes applied since reach `snapshotStateFactor` times
+    /// its size, whatever `snapshotEntries` says; with the factor 0 only `snapshotEntries` counts.
+    @Test(arguments: [0.0, 1000.0])
+    func snapshotsWaitForWritesProportionalToTheLastOne(factor: Double) async throws {
+        var options = options(snapshotEntries: 10, margin: 2)
+        options.snapshotStateFactor = factor
+        try await withDiskCluster(1, options: options) { cluster in
+            try await cluster.start("node0")
+            let node = try #require(await cluster.leader())
+            for k in 0..<100 { try await node.propose([UInt8(k % 7)]) }
+            let status = await node.status()
+            #expect(status.snapshotIndex >= LogIndex(10), "the first snapshot does not wait")
+            if factor == 0 {
+                #expect(status.snapshotIndex >= LogIndex(90), "a snapshot every 10 entries")
+            } else {
+                // A snapshot of a few hundred bytes: the next one needs hundreds of kilobytes applied.
+                #expect(status.snapshotIndex < LogIndex(30), "no snapshot after the first: \(status.snapshotIndex)")
+            }
+        }
+    }
+
     @Test func aSnapshotCanBeAskedFor() async throws {
         try await withDiskCluster(1, options: options(snapshotEntries: 0)) { cluster in
             try await cluster.start("node0")

@@ -23,6 +23,10 @@ public enum Invariant: String, Sendable, Hashable {
     /// reverted, a committed one never truncated); only voters campaign or win; a leader that is no longer a voter
     /// steps down once that configuration commits; one uncommitted configuration entry at a time.
     case membership = "Membership"
+    /// A linearizable read sees every write completed before it began: it is served from a state machine that has
+    /// applied at least every index committed anywhere when it was asked, and that is the state every node has at
+    /// its applied index.
+    case linearizableReads = "Linearizable Reads"
     /// Once faults stop, a leader is elected and every proposal accepted afterwards commits in bounded time.
     case liveness = "Liveness"
 }
@@ -398,6 +402,27 @@ public struct InvariantChecker: Sendable {
                 .exactlyOnce,
                 "proposal \(proposal) was settled as applied by the snapshot at \(index), but took effect "
                     + (effectiveAt[proposal].map { "at \($0)" } ?? "nowhere"))
+        }
+    }
+
+    /// A read asked when the cluster had committed up to `floor` (every write acknowledged before it is at or below)
+    /// is served from `state`: it must have applied at least `floor`, and be the state every node had there.
+    public func observeRead(
+        _ node: NodeID, _ state: SimulatedState, floor: LogIndex, _ how: @autoclosure () -> String
+    ) throws(InvariantViolation) {
+        if state.applied < floor {
+            throw InvariantViolation(
+                .linearizableReads,
+                "\(node) served \(how()) from its state at \(state.applied), but \(floor) was committed when it was asked"
+            )
+        }
+        let k = Int(state.applied.rawValue) - 1
+        guard k >= 0 else { return }
+        if k >= digests.count || digests[k] != state.digest {
+            throw InvariantViolation(
+                .linearizableReads,
+                "\(node) served \(how()) from a state at \(state.applied) that "
+                    + (k >= digests.count ? "no node had reached" : "differs from the state every node had there"))
         }
     }
 

@@ -57,6 +57,20 @@ public struct SimulationResult: Sendable, Hashable {
     public var maxMembers = 0
     public var maxVoters = 0
     public var steadyPartitionsSkipped = 0
+    /// Linearizable reads during the fault phase: asked by clients (of leaders and of followers), served (each checked), served by nodes that
+    /// did not lead when asked, served from a leader's lease without a round, given up at their deadline, lost with
+    /// their node in a crash; reads the core dropped (to be asked again), and lease renewals confirmed.
+    public var readsAsked = 0
+    public var readsServed = 0
+    public var readsServedOnFollowers = 0
+    public var leaseReadsServed = 0
+    public var readsTimedOut = 0
+    public var readsLostInCrashes = 0
+    public var readsDropped = 0
+    public var leaseRenewals = 0
+    /// Reads asked once faults stopped, of the stable leader and of each of its followers, each of which must be
+    /// served (within the liveness bound).
+    public var livenessReads = 0
 }
 
 /// A schedule that broke an invariant: everything needed to understand and replay it.
@@ -127,6 +141,10 @@ public struct Simulation {
         case membership(chain: Bool)
         /// Node `k`'s shell reports its connection to `peer` lost.
         case connectionLost(node: Int, incarnation: Int, peer: NodeID)
+        /// A client asks some node for a linearizable read.
+        case read
+        /// The client of node `k`'s read `context` gives up on it.
+        case readDeadline(node: Int, incarnation: Int, context: UInt64)
     }
 
     private struct Node {
@@ -162,6 +180,8 @@ public struct Simulation {
         var ledCommit = LogIndex.zero
         /// The commit index last checked against the nodes' storage (reset on restart).
         var checkedCommit = LogIndex.zero
+        /// The shell's reads (a crash loses them).
+        var reads = SimulatedReads()
 
         init(id: NodeID) {
             self.id = id
@@ -216,6 +236,8 @@ public struct Simulation {
     /// Whether the last membership action is to be retried soon (it was refused for now), and how often it was.
     private var retryMembership = false
     private var membershipRetries = 0
+    /// The reads asked once faults stopped, by node (their contexts): each must be served.
+    private var livenessReads: [Int: UInt64] = [:]
 
     private struct SnapshotKey: Hashable {
         var index: LogIndex
@@ -290,6 +312,7 @@ public struct Simulation {
                 &+ UInt64(nodes[index].incarnation)
         )
         configuration.fastFailover = options.fastFailover
+        configuration.strictLease = options.strictLease
         return configuration
     }
 
@@ -303,6 +326,7 @@ public struct Simulation {
         if options.membershipInterval > 0 {
             schedule(.membership(chain: true), after: randomDelay(upTo: options.membershipInterval * 2))
         }
+        if options.readInterval > 0 { schedule(.read, after: randomDelay(upTo: options.readInterval * 2)) }
     }
 
     /// Starts (or restarts) node `k` from what its storage holds.
@@ -351,6 +375,8 @@ public struct Simulation {
             let role = nodes[k].raft?.role
             let term = nodes[k].raft?.term
             let leader = nodes[k].raft?.leader
+            // Before the core's tick, as `RaftNode` does: a round asked for here goes with this tick's heartbeat.
+            tickReads(k)
             nodes[k].raft?.tick()
             if chance(options.snapshotOnDemandRate) { startSnapshot(k, force: true) }
             // Most ticks change nothing but a timer (on a spare not yet a member, every one): nothing to take.
@@ -467,6 +493,20 @@ public struct Simulation {
             nodes[k].raft?.connectionLost(to: peer)
             try processReady(k)
 
+        case .read:
+            guard stage == .faults else { return }
+            try readSomewhere()
+            schedule(.read, after: 1 + randomDelay(upTo: options.readInterval * 2))
+
+        case .readDeadline(let k, let incarnation, let context):
+            guard nodes[k].incarnation == incarnation, nodes[k].raft != nil else { return }
+            if nodes[k].paused { return hold(event, for: k) }
+            if nodes[k].reads.waitingIndex.removeValue(forKey: context) != nil
+                || nodes[k].reads.waitingApply.removeValue(forKey: context) != nil
+            {
+                result.readsTimedOut += 1
+            }
+
         case .strikeLeader(let k, let term):
             guard stage == .faults, let raft = nodes[k].raft, raft.role == .leader, raft.term == term else { return }
             if chance(0.7) {
@@ -492,7 +532,11 @@ public struct Simulation {
                     "of \(proposals.count) proposals made on \(nodes[k].id), \(livenessApplied.count) were applied, not "
                         + "all on \(([k] + required).map { "\(nodes[$0].id)" }.joined(separator: ", ")), "
                         + "\(stageBound / options.tickInterval) ticks after they were made"
-                        + (steadyPartition ? " (under a steady partition: \(blockedSummary()))" : "") + ": "
+                        + (steadyPartition ? " (under a steady partition: \(blockedSummary()))" : "")
+                        + (livenessReadsPending.isEmpty
+                            ? ""
+                            : "; reads not served on "
+                                + livenessReadsPending.map { "\(nodes[$0].id)" }.joined(separator: ", ")) + ": "
                         + clusterSummary())
             case .faults, .done:
                 return
@@ -513,6 +557,9 @@ public struct Simulation {
         {
             try checker.observeAppended(id, step.write?.entries ?? [], in: log)
             for message in step.messages { send(message) }
+            if !step.readStates.isEmpty || !step.readsDropped.isEmpty {
+                try readsAnswered(step.readStates, dropped: step.readsDropped, on: k)
+            }
             if let write = step.write {
                 nodes[k].writes.append(write)
                 if nodes[k].syncing == 0 { startSync(k) }
@@ -621,6 +668,7 @@ public struct Simulation {
         }
         // Proposals proven lost go again (no copy of them can commit any more).
         for sequence in lost { try hand(sequence, on: k) }
+        try serveReads(k)
     }
 
     // MARK: - Snapshots
@@ -939,6 +987,11 @@ public struct Simulation {
             }
         }
         if nodes[k].creating != nil { result.snapshotsLost += 1 }
+        result.readsLostInCrashes += nodes[k].reads.pending
+        // As a restarted process's do, the new incarnation's read contexts start somewhere no earlier one's were
+        // (drawn from the seed, the node and the crash count, so that the seed still replays).
+        var draw = SplitMix64(seed: options.seed ^ (UInt64(k) << 48) ^ UInt64(result.crashes) &* 0x9E37_79B9)
+        nodes[k].reads = SimulatedReads(firstContext: draw.next())
         let durable = nodes[k].storage.initialState()
         checker.forgetLostEntries(of: nodes[k].id) { durable.term(at: $0) }
         nodes[k].creating = nil
@@ -1054,6 +1107,165 @@ public struct Simulation {
         var data = withUnsafeBytes(of: proposalCounter.littleEndian, Array.init)
         data.append(contentsOf: (0..<pick(24)).map { _ in UInt8(truncatingIfNeeded: random.next()) })
         return data
+    }
+
+    // MARK: - Reads
+
+    /// A client asks a node for a linearizable read, as through `RaftNode.read`: mostly one that leads (or thinks it
+    /// does: a deposed leader may not know yet), otherwise any member, follower or not; with lease reads on, some are
+    /// asked as lease reads.
+    private mutating func readSomewhere() throws(InvariantViolation) {
+        let members = nodes.indices.filter {
+            !nodes[$0].paused && nodes[$0].raft.map { $0.membership.isMember($0.id) } == true
+        }
+        guard !members.isEmpty else { return }
+        let leaders = members.filter { nodes[$0].raft?.role == .leader }
+        let k =
+            !leaders.isEmpty && chance(options.leaderReadRate)
+            ? leaders[pick(leaders.count)] : members[pick(members.count)]
+        try askRead(on: k, lease: chance(options.leaseReadRate))
+    }
+
+    /// Node `k`'s shell takes a client's read (`RaftNode.submitRead`). The checker's floor is what the cluster had
+    /// committed at this moment, the read's invocation.
+    @discardableResult
+    private mutating func askRead(on k: Int, lease: Bool, deadline: Bool = true) throws(InvariantViolation) -> UInt64? {
+        guard let raft = nodes[k].raft else { return nil }
+        var read = SimulatedRead(floor: checker.highestCommitted, askedAt: now, onFollower: raft.role != .leader)
+        read.liveness = !deadline
+        if deadline { result.readsAsked += 1 }
+        let context = nodes[k].reads.context()
+        let fromLease = lease && leaseHolds(k)
+        if fromLease || options.unsafeReadsWithoutConfirmation {
+            // Served at this node's commit index: a leader within its lease (no other leader can exist, so its commit
+            // index holds every completed write), or — the broken read path — any node, unconfirmed.
+            read.fromLease = fromLease
+            read.atLeast = raft.log.committed
+            nodes[k].reads.waitingApply[context] = read
+        } else {
+            nodes[k].reads.waitingIndex[context] = read
+            askCore(context, on: k)
+        }
+        if deadline {
+            schedule(
+                .readDeadline(node: k, incarnation: nodes[k].incarnation, context: context),
+                after: Int64(options.readTimeoutTicks) * options.tickInterval)
+        }
+        try serveReads(k)
+        try processReady(k)
+        return context
+    }
+
+    /// The lease a confirmed read gives node `k`'s leader (see `ReadLease`), on the virtual clock.
+    private var emptyLease: ReadLease? {
+        if let duration = options.leaseDurationOverride { return ReadLease(duration: duration) }
+        return ReadLease(
+            tickLength: options.tickInterval, electionTick: options.electionTick, drift: options.leaseClockDrift)
+    }
+
+    /// Whether node `k` may serve a lease read now: lease reads are on, the core allows them, and the lease, on the
+    /// virtual clock (which runs on while a node is paused), has not run out.
+    private func leaseHolds(_ k: Int) -> Bool {
+        guard options.strictLease, let lease = nodes[k].reads.lease, let raft = nodes[k].raft else { return false }
+        return lease.holds(now: now, raft)
+    }
+
+    /// Asks node `k`'s core for the read index of a waiting read (again, if it was asked before).
+    private mutating func askCore(_ context: UInt64, on k: Int) {
+        guard var read = nodes[k].reads.waitingIndex[context] else { return }
+        read.ticksSinceAsked = 0
+        read.dropped = false
+        var refused = false
+        var term = Term.zero
+        withRaft(k) { raft, _ in
+            do throws(ReadIndexError) { try raft.readIndex(context: context) } catch { refused = true }
+            term = raft.term
+        }
+        if refused {
+            // No leader known: ask again at the next tick.
+            read.dropped = true
+        } else if read.firstAsked == nil || read.askedTerm != term {
+            read.firstAsked = now
+            read.askedTerm = term
+        }
+        nodes[k].reads.waitingIndex[context] = read
+    }
+
+    /// Node `k`'s core answered: read indexes confirmed (the read then waits for the state machine), and reads it
+    /// will not answer (asked again at the next tick). A confirmed read, or lease renewal, extends a leader's lease
+    /// from when it was asked.
+    private mutating func readsAnswered(_ states: [ReadState], dropped: [UInt64], on k: Int)
+        throws(InvariantViolation)
+    {
+        for state in states {
+            if let renewal = nodes[k].reads.renewals.removeValue(forKey: state.context) {
+                result.leaseRenewals += 1
+                extendLease(k, from: renewal.asked, term: renewal.term)
+                continue
+            }
+            guard var read = nodes[k].reads.waitingIndex.removeValue(forKey: state.context) else { continue }
+            if let asked = read.firstAsked, let term = read.askedTerm { extendLease(k, from: asked, term: term) }
+            read.atLeast = max(read.atLeast, state.index)
+            nodes[k].reads.waitingApply[state.context] = read
+        }
+        for context in dropped {
+            if nodes[k].reads.renewals.removeValue(forKey: context) != nil { continue }
+            if nodes[k].reads.waitingIndex[context] != nil {
+                nodes[k].reads.waitingIndex[context]?.dropped = true
+                result.readsDropped += 1
+            }
+        }
+        if !states.isEmpty { try serveReads(k) }
+    }
+
+    private mutating func extendLease(_ k: Int, from asked: Int64, term: Term) {
+        guard options.strictLease, let raft = nodes[k].raft, raft.role == .leader, raft.term == term else { return }
+        if nodes[k].reads.lease == nil { nodes[k].reads.lease = emptyLease }
+        nodes[k].reads.lease?.confirmed(askedAt: asked, term: term)
+    }
+
+    /// Serves every read of node `k` whose index its state machine has reached, from that state — and the checker
+    /// judges each.
+    private mutating func serveReads(_ k: Int) throws(InvariantViolation) {
+        guard !nodes[k].reads.waitingApply.isEmpty else { return }
+        let state = nodes[k].machine
+        for context in nodes[k].reads.waitingApply.keys.sorted() {
+            guard let read = nodes[k].reads.waitingApply[context], read.atLeast <= state.applied else { continue }
+            nodes[k].reads.waitingApply[context] = nil
+            try checker.observeRead(
+                nodes[k].id, state, floor: read.floor,
+                "\(read.fromLease ? "a lease read" : "a read") #\(context) asked at t=\(read.askedAt) "
+                    + "(\(read.onFollower ? "not leading" : "leading") then, read index \(read.atLeast))")
+            guard !read.liveness else { continue }
+            result.readsServed += 1
+            if read.onFollower { result.readsServedOnFollowers += 1 }
+            if read.fromLease { result.leaseReadsServed += 1 }
+        }
+    }
+
+    /// At each of node `k`'s ticks (`RaftNode.tickReads`): ask again for the reads the core dropped or could not
+    /// take, and those a follower asked the leader about a while ago without an answer; a leader with lease reads
+    /// renews its lease with a read of its own.
+    private mutating func tickReads(_ k: Int) {
+        guard let raft = nodes[k].raft else { return }
+        let patience = max(2, 2 * options.heartbeatTick)
+        for context in nodes[k].reads.waitingIndex.keys.sorted() {
+            guard let read = nodes[k].reads.waitingIndex[context] else { continue }
+            if read.dropped || (raft.role != .leader && read.ticksSinceAsked + 1 >= patience) {
+                askCore(context, on: k)
+            } else {
+                nodes[k].reads.waitingIndex[context]?.ticksSinceAsked += 1
+            }
+        }
+        if options.strictLease, raft.leaseReadsAllowed, nodes[k].reads.renewals.isEmpty {
+            let context = nodes[k].reads.context()
+            var taken = true
+            withRaft(k) { raft, _ in
+                do throws(ReadIndexError) { try raft.readIndex(context: context) } catch { taken = false }
+            }
+            if taken { nodes[k].reads.renewals[context] = (now, raft.term) }
+        }
+        if raft.role != .leader { nodes[k].reads.renewals = [:] }
     }
 
     // MARK: - Membership
@@ -1323,6 +1535,24 @@ public struct Simulation {
             }
         }
         try processReady(k)
+        // And a linearizable read asked of the leader and of each follower must be served (checked like any).
+        if options.readInterval > 0 {
+            for j in [k] + followers {
+                if let context = try askRead(on: j, lease: false, deadline: false) {
+                    livenessReads[j] = context
+                    result.livenessReads += 1
+                }
+            }
+        }
+    }
+
+    /// The liveness reads not yet served, by node.
+    private var livenessReadsPending: [Int] {
+        livenessReads.keys.sorted().filter { j in
+            livenessReads[j].map {
+                nodes[j].reads.waitingIndex[$0] != nil || nodes[j].reads.waitingApply[$0] != nil
+            } == true
+        }
     }
 
     /// Every liveness proposal was applied (exactly once: the checker sees to that) on its node, and every required
@@ -1332,6 +1562,7 @@ public struct Simulation {
     {
         guard livenessApplied.count == proposals.count, let last = livenessApplied.values.max() else { return }
         guard ([k] + required).allSatisfy({ nodes[$0].machine.applied >= last }) else { return }
+        guard livenessReadsPending.isEmpty else { return }
         stage = .done
     }
 
@@ -1412,6 +1643,8 @@ public struct Simulation {
         case .membership:
             "membership action (leader \(nodes.first { $0.raft?.role == .leader }.map { "\($0.id): \($0.raft?.membership.description ?? "")" } ?? "none"))"
         case .connectionLost(let k, _, let peer): "\(nodes[k].id) loses its connection to \(peer)"
+        case .read: "client read"
+        case .readDeadline(let k, _, let context): "deadline of read #\(context) on \(nodes[k].id)"
         }
     }
 }

@@ -92,6 +92,26 @@ public struct SimulationOptions: Sendable, Hashable, CustomStringConvertible {
     public var fastFailover: Bool
     /// Chance that a crash is reported (`connectionLost`) to each node that had the crashed node as its leader.
     public var connectionLostRate: Double
+    /// Reads: every `readInterval` on average (zero: never), during the fault phase, a client asks a node for a
+    /// linearizable read (`Raft.readIndex(context:)`): the node that leads (or thinks it does) `leaderReadRate` of
+    /// the time, otherwise any member. It gives up after `readTimeoutTicks` of the node's ticks (in virtual time).
+    public var readInterval: Int64
+    public var leaderReadRate: Double
+    public var readTimeoutTicks: Int
+    /// Lease reads (with CheckQuorum only): the core keeps the lease strictly (`RaftConfiguration.strictLease`, which
+    /// also disables fast failover), the leader's shell keeps a `ReadLease` on the virtual clock, less
+    /// `leaseClockDrift` units, and `leaseReadRate` of the reads are asked as lease reads. The simulator gives every
+    /// node the same clock speed (a tick every `tickInterval` of virtual time; a paused node's ticks stop, but
+    /// virtual time, which the lease is measured on, runs on), so the drift only shortens the lease.
+    public var strictLease: Bool
+    public var leaseReadRate: Double
+    public var leaseClockDrift: Int64
+    /// TESTING ONLY (not part of the seed): a broken read path, which the checker must catch. Serve every read at
+    /// the node's own commit index without asking the core (as `RaftNode.Options.unsafeReadsWithoutConfirmation`).
+    public var unsafeReadsWithoutConfirmation = false
+    /// TESTING ONLY (not part of the seed): the lease's duration in virtual time units, instead of
+    /// `(electionTick - 1) * tickInterval - leaseClockDrift` (a longer one is unsafe, and the checker must say so).
+    public var leaseDurationOverride: Int64?
 
     /// Every node of the schedule: the bootstrap voters and the spares.
     public var poolSize: Int { nodeCount + spareNodes }
@@ -158,6 +178,15 @@ public struct SimulationOptions: Sendable, Hashable, CustomStringConvertible {
         if membershipInterval == 0 { spareNodes = 0 }
         fastFailover = preVote && pickM([false, false, true])
         connectionLostRate = pickM([0.5, 1])
+        // Read settings come from a generator of their own too.
+        var q = SplitMix64(seed: seed ^ 0x7EAD_1DE8_C0FF_EE11)
+        func pickQ<T>(_ choices: [T]) -> T { choices[Int(q.next() % UInt64(choices.count))] }
+        readInterval = pickQ([100, 300, 600])
+        leaderReadRate = pickQ([0.2, 0.5, 0.8])
+        readTimeoutTicks = pickQ([10, 30, 50])
+        strictLease = checkQuorum && pickQ([false, false, true])
+        leaseReadRate = strictLease ? pickQ([0.5, 0.9]) : 0
+        leaseClockDrift = pickQ([0, 10, 100])
         if chance(0.5) {
             // Leader churn: faults strike the leader every few ticks and nodes come back quickly, so that short-lived
             // leaders leave divergent log suffixes behind (the material of the paper's Figures 7 and 8).
@@ -185,6 +214,10 @@ public struct SimulationOptions: Sendable, Hashable, CustomStringConvertible {
             + "snapshotEvery=\(snapshotEvery) onDemand=\(snapshotOnDemandRate) snapshotDelay<=\(maxSnapshotDelay) "
             + "margin=\(compactionMargin) transfer+<=\(snapshotTransferDelay) lostReport=\(lostReportRate)/\(snapshotReportTimeoutTicks)\(lostReportsStay ? " (stays lost)" : "") "
             + "laggard=\(laggardWeight)/\(laggardTicks) spares=\(spareNodes) membership/\(membershipInterval) "
-            + "fastFailover=\(fastFailover) connectionLost=\(connectionLostRate)"
+            + "fastFailover=\(fastFailover) connectionLost=\(connectionLostRate) "
+            + "reads/\(readInterval) leaderReads=\(leaderReadRate) readTimeout=\(readTimeoutTicks) "
+            + "strictLease=\(strictLease) leaseReads=\(leaseReadRate) drift=\(leaseClockDrift)"
+            + (unsafeReadsWithoutConfirmation ? " UNSAFE-READS" : "")
+            + (leaseDurationOverride.map { " LEASE=\($0)" } ?? "")
     }
 }

@@ -77,7 +77,7 @@ import Testing
                     + "\(total.installsSent) installs sent, \(total.installsApplied) applied (in "
                     + "\(total.schedulesWithInstall) schedules), \(total.reportsLost) transfer reports lost, "
                     + "\(total.laggards) laggards, \(total.settledBySnapshot) proposals settled by a snapshot; "
-                    + total.membershipSummary)
+                    + total.membershipSummary + "; " + total.readSummary)
         } else {
             print("simulation: \(total.failures.count) of the schedules run failed; see the replay commands above")
         }
@@ -96,6 +96,19 @@ import Testing
                 total.schedulesWithChange * 10 >= total.membershipSchedules * 6,
                 "only \(total.schedulesWithChange) of \(total.membershipSchedules) schedules committed a membership change"
             )
+            // And they must exercise reads, or the read check could silently stop running: most schedules serve
+            // linearizable reads during the faults (about 90% do), many of them on followers (about 85%), and many of
+            // those whose leaders hold leases serve some from the lease (about 55%: leaders live long enough for a
+            // client to find one holding a lease).
+            #expect(
+                total.schedulesWithRead * 10 >= total.schedules * 8,
+                "only \(total.schedulesWithRead) of \(total.schedules) schedules served a linearizable read")
+            #expect(
+                total.schedulesWithFollowerRead * 10 >= total.schedules * 5,
+                "only \(total.schedulesWithFollowerRead) of \(total.schedules) schedules served a read on a follower")
+            #expect(
+                total.schedulesWithLeaseRead * 3 >= total.leaseSchedules,
+                "only \(total.schedulesWithLeaseRead) of \(total.leaseSchedules) schedules with lease reads served one")
         }
     }
 
@@ -186,7 +199,30 @@ private struct WorkerOutcome: Sendable {
     var maxMembers = 0
     var maxVoters = 0
     var steadySkipped = 0
+    var readsAsked = 0
+    var readsServed = 0
+    var readsServedOnFollowers = 0
+    var leaseReadsServed = 0
+    var readsTimedOut = 0
+    var readsLostInCrashes = 0
+    var readsDropped = 0
+    var leaseRenewals = 0
+    var livenessReads = 0
+    var schedulesWithRead = 0
+    var schedulesWithFollowerRead = 0
+    var leaseSchedules = 0
+    var schedulesWithLeaseRead = 0
     var failures: [SimulationFailure] = []
+
+    /// The read counters, for the summary line.
+    var readSummary: String {
+        "reads: \(readsAsked) asked, \(readsServed) served and checked linearizable (in \(schedulesWithRead) "
+            + "schedules; \(readsServedOnFollowers) on followers, in \(schedulesWithFollowerRead) schedules), "
+            + "\(leaseReadsServed) served from a lease (in \(schedulesWithLeaseRead) of \(leaseSchedules) schedules whose "
+            + "leaders renewed a lease, \(leaseRenewals) renewals), \(livenessReads) asked once faults stopped and all served, "
+            + "\(readsTimedOut) timed out, \(readsLostInCrashes) lost in "
+            + "crashes, \(readsDropped) dropped by the core and asked again"
+    }
 
     /// The membership counters, for the summary line.
     var membershipSummary: String {
@@ -239,6 +275,19 @@ private struct WorkerOutcome: Sendable {
         maxMembers = max(maxMembers, r.maxMembers)
         maxVoters = max(maxVoters, r.maxVoters)
         steadySkipped += r.steadyPartitionsSkipped
+        readsAsked += r.readsAsked
+        readsServed += r.readsServed
+        readsServedOnFollowers += r.readsServedOnFollowers
+        leaseReadsServed += r.leaseReadsServed
+        readsTimedOut += r.readsTimedOut
+        readsLostInCrashes += r.readsLostInCrashes
+        readsDropped += r.readsDropped
+        leaseRenewals += r.leaseRenewals
+        livenessReads += r.livenessReads
+        schedulesWithRead += r.readsServed > 0 ? 1 : 0
+        schedulesWithFollowerRead += r.readsServedOnFollowers > 0 ? 1 : 0
+        leaseSchedules += r.leaseRenewals > 0 ? 1 : 0
+        schedulesWithLeaseRead += r.leaseReadsServed > 0 ? 1 : 0
     }
 
     mutating func merge(_ o: WorkerOutcome) {
@@ -281,6 +330,19 @@ private struct WorkerOutcome: Sendable {
         maxMembers = max(maxMembers, o.maxMembers)
         maxVoters = max(maxVoters, o.maxVoters)
         steadySkipped += o.steadySkipped
+        readsAsked += o.readsAsked
+        readsServed += o.readsServed
+        readsServedOnFollowers += o.readsServedOnFollowers
+        leaseReadsServed += o.leaseReadsServed
+        readsTimedOut += o.readsTimedOut
+        readsLostInCrashes += o.readsLostInCrashes
+        readsDropped += o.readsDropped
+        leaseRenewals += o.leaseRenewals
+        livenessReads += o.livenessReads
+        schedulesWithRead += o.schedulesWithRead
+        schedulesWithFollowerRead += o.schedulesWithFollowerRead
+        leaseSchedules += o.leaseSchedules
+        schedulesWithLeaseRead += o.schedulesWithLeaseRead
         failures += o.failures
     }
 }

@@ -325,7 +325,8 @@ func deadPort() async throws -> Int {
         try await transport.start { _ in }
         let arrived = await eventually {
             try? await transport.eventLoop.submit {
-                transport.send(Message(from: NodeID(1), to: b.id, term: Term(1), kind: .heartbeatResponse))
+                transport.send(
+                    Message(from: NodeID(1), to: b.id, term: Term(1), kind: .heartbeatResponse(HeartbeatResponse())))
                 transport.flush()
             }.get()
             return !b.inbox.all.isEmpty
@@ -381,7 +382,8 @@ func deadPort() async throws -> Int {
         try await a.setPeers([x])
         var hello = ByteBuffer()
         Hello(clusterID: "test", sender: x.id, senderName: "x", receiver: a.id).write(into: &hello)
-        Frame.write(Message(from: x.id, to: a.id, term: Term(1), kind: .heartbeatResponse), into: &hello)
+        Frame.write(
+            Message(from: x.id, to: a.id, term: Term(1), kind: .heartbeatResponse(HeartbeatResponse())), into: &hello)
         let (channel, _) = try await rawClient(port: a.port, sending: hello)
         #expect(await eventually { a.inbox.all.contains { $0.from == x.id } })
         #expect(a.lostConnections.isEmpty)
@@ -439,7 +441,9 @@ func deadPort() async throws -> Int {
 
         // A message on it is not.
         var message = ByteBuffer()
-        Frame.write(Message(from: fake.id, to: a.id, term: Term(1), kind: .heartbeatResponse), into: &message)
+        Frame.write(
+            Message(from: fake.id, to: a.id, term: Term(1), kind: .heartbeatResponse(HeartbeatResponse())),
+            into: &message)
         try await fake.write(message)
         #expect(await eventually { fake.log.closed == 1 })
         #expect(a.inbox.all.isEmpty, "nothing from it is delivered")
@@ -461,7 +465,9 @@ func deadPort() async throws -> Int {
         let newcomer = NodeID(99)
         var bytes = ByteBuffer()
         Hello(clusterID: "test", sender: newcomer, senderName: "newcomer", receiver: b.id).write(into: &bytes)
-        Frame.write(Message(from: newcomer, to: b.id, term: Term(7), kind: .heartbeatResponse), into: &bytes)
+        Frame.write(
+            Message(from: newcomer, to: b.id, term: Term(7), kind: .heartbeatResponse(HeartbeatResponse())),
+            into: &bytes)
         Frame.writeProbe(.ping, 12345, into: &bytes)
         let (channel, log) = try await rawClient(port: b.port, sending: bytes)
         #expect(await eventually { b.inbox.all.contains { $0.from == newcomer && $0.term == Term(7) } })
@@ -506,7 +512,9 @@ func deadPort() async throws -> Int {
         var buffer = ByteBuffer()
         Frame.writeProbe(.ping, 0xDEAD_BEEF_0123_4567, into: &buffer)
         Frame.writeProbe(.pong, 42, into: &buffer)
-        Frame.write(Message(from: NodeID(1), to: NodeID(2), term: Term(1), kind: .heartbeatResponse), into: &buffer)
+        Frame.write(
+            Message(from: NodeID(1), to: NodeID(2), term: Term(1), kind: .heartbeatResponse(HeartbeatResponse())),
+            into: &buffer)
         let ping = try #require(try Frame.read(from: &buffer, maxSize: 64))
         #expect(ping.type == .ping)
         #expect(try ping.probeValue() == 0xDEAD_BEEF_0123_4567)
@@ -541,7 +549,7 @@ final class MemoryNode: Sendable {
 
     func send(to: NodeID, _ k: UInt64) async throws {
         let transport = self.transport
-        let message = Message(from: id, to: to, term: Term(k), kind: .heartbeatResponse)
+        let message = Message(from: id, to: to, term: Term(k), kind: .heartbeatResponse(HeartbeatResponse()))
         try await transport.eventLoop.submit {
             transport.send(message)
             transport.flush()
@@ -582,7 +590,8 @@ final class MemoryNode: Sendable {
         // Queued for it, then dropped before the flush: nothing either.
         let transport = one.transport
         try await loop.submit {
-            transport.send(Message(from: NodeID(1), to: NodeID(2), term: Term(3), kind: .heartbeatResponse))
+            transport.send(
+                Message(from: NodeID(1), to: NodeID(2), term: Term(3), kind: .heartbeatResponse(HeartbeatResponse())))
             transport.setPeers([])
             transport.flush()
         }.get()

@@ -3,6 +3,7 @@ import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
 import RaftCore
+import RaftLite
 import RaftTransport
 import RaftWire
 import Testing
@@ -37,9 +38,11 @@ struct Pair {
         let group = MultiThreadedEventLoopGroup.singleton
         var logger = Logger(label: "test")
         logger.logLevel = .critical
-        // b listens on a port chosen by the system; a then learns it.
+        // b listens on a free port from below the ephemeral range (one the kernel chose could be taken by another
+        // connection's local port while b is restarted on it); a then learns it.
         let b = TCPTransport(
-            localID: idB, localName: "b", clusterID: cluster, listenHost: "127.0.0.1", listenPort: 0,
+            localID: idB, localName: "b", clusterID: cluster, listenHost: "127.0.0.1",
+            listenPort: try FreePorts.reserve(1)[0],
             peers: [], eventLoop: group.next(), options: options, logger: logger)
         let inboxB = Inbox()
         try await b.start { inboxB.append($0) }
@@ -95,7 +98,7 @@ func strangerIsDisconnected(port: Int, sending bytes: ByteBuffer) async throws -
     @Test func messagesArriveInOrderAtTheNodeTheyAreFor() async throws {
         let pair = try await Pair.make()
         // Until the link is up, messages may be dropped (a transport is best-effort); wait for it.
-        let warmUp = Message(from: Pair.idA, to: Pair.idB, term: Term(0), kind: .heartbeatResponse)
+        let warmUp = Message(from: Pair.idA, to: Pair.idB, term: Term(0), kind: .heartbeatResponse(HeartbeatResponse()))
         let linked = await eventually {
             try? await pair.send([warmUp], from: pair.a)
             return !pair.inboxB.all.isEmpty
@@ -113,7 +116,8 @@ func strangerIsDisconnected(port: Int, sending bytes: ByteBuffer) async throws -
         #expect(pair.inboxA.all.isEmpty, "nothing is broadcast")
         // A message for a node the transport does not know goes nowhere.
         try await pair.send(
-            [Message(from: Pair.idA, to: NodeID(77), term: Term(1), kind: .heartbeatResponse)], from: pair.a)
+            [Message(from: Pair.idA, to: NodeID(77), term: Term(1), kind: .heartbeatResponse(HeartbeatResponse()))],
+            from: pair.a)
         await pair.shutdown()
     }
 
@@ -143,13 +147,45 @@ func strangerIsDisconnected(port: Int, sending bytes: ByteBuffer) async throws -
         // A known peer that sends a message in someone else's name is cut off too.
         var spoof = ByteBuffer()
         Hello(clusterID: "test", sender: Pair.idA, senderName: "a", receiver: Pair.idB).write(into: &spoof)
-        Frame.write(Message(from: NodeID(3), to: Pair.idB, term: Term(1), kind: .heartbeatResponse), into: &spoof)
+        Frame.write(
+            Message(from: NodeID(3), to: Pair.idB, term: Term(1), kind: .heartbeatResponse(HeartbeatResponse())),
+            into: &spoof)
         #expect(try await strangerIsDisconnected(port: pair.portB, sending: spoof))
 
         // Meanwhile the real peer's messages still arrive.
         try await pair.send([Self.heartbeat(1), Self.heartbeat(2)], from: pair.a)
         #expect(await eventually { pair.inboxB.all.count == 2 })
         #expect(!pair.inboxB.all.contains { $0.from == NodeID(3) })
+        await pair.shutdown()
+    }
+
+    /// A flood of connections to the peer port from one address gets its share, no more; the real peer, from
+    /// another address, is still heard. (Without the per-address check the flood holds all 20 and the count fails.)
+    @Test func aConnectionFloodOnThePeerPortDoesNotShutOutThePeers() async throws {
+        var options = TCPTransport.Options()
+        options.maxInboundConnectionsPerAddress = 4
+        options.helloTimeoutMilliseconds = 60_000
+        let pair = try await Pair.make(options: options)
+        var flood: [any Channel] = []
+        for _ in 0..<20 {
+            guard
+                let channel = try? await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+                    .bind(to: try SocketAddress(ipAddress: "127.0.0.2", port: 0))
+                    .connect(host: "127.0.0.1", port: pair.portB).get()
+            else { continue }
+            flood.append(channel)
+        }
+        try #require(flood.count == 20, "cannot connect from 127.0.0.2")
+        #expect(await eventually { await pair.b.inboundConnectionCounts().refused >= 16 })
+        let counts = await pair.b.inboundConnectionCounts()
+        #expect(counts.refused == 16, "\(counts)")
+        // Meanwhile the real peer's messages arrive.
+        let heard = await eventually {
+            try? await pair.send([Self.heartbeat(1)], from: pair.a)
+            return !pair.inboxB.all.isEmpty
+        }
+        #expect(heard)
+        for channel in flood { try? await channel.close() }
         await pair.shutdown()
     }
 

@@ -12,7 +12,7 @@ struct MessageGenerator {
 
     mutating func message() -> Message {
         let kind: Message.Kind
-        switch value(8) {
+        switch value(10) {
         case 0:
             let prev = value(1 << 40)
             let count = value(5)
@@ -37,8 +37,12 @@ struct MessageGenerator {
                     preVote: value(2) == 0, lastLogIndex: LogIndex(random.next()),
                     lastLogTerm: Term(random.next())))
         case 3: kind = .requestVoteResponse(RequestVoteResponse(preVote: value(2) == 0, granted: value(2) == 0))
-        case 4: kind = .heartbeat(Heartbeat(commit: LogIndex(random.next())))
-        case 5: kind = .heartbeatResponse
+        case 4: kind = .heartbeat(Heartbeat(commit: LogIndex(random.next()), context: random.next()))
+        case 5: kind = .heartbeatResponse(HeartbeatResponse(context: random.next()))
+        case 7: kind = .readIndex(ReadIndexRequest(context: random.next()))
+        case 8:
+            kind = .readIndexResponse(
+                ReadIndexResponse(context: random.next(), index: LogIndex(random.next()), granted: value(2) == 0))
         case 6: kind = .commitNotice(LogIndex(random.next()))
         default: kind = .propose((0..<1 + value(3)).map { _ in bytes() })
         }
@@ -90,7 +94,9 @@ struct MessageGenerator {
 
     @Test func aPartialFrameWaitsForTheRest() throws {
         var whole = ByteBuffer()
-        Frame.write(Message(from: NodeID(1), to: NodeID(2), term: Term(3), kind: .heartbeatResponse), into: &whole)
+        Frame.write(
+            Message(from: NodeID(1), to: NodeID(2), term: Term(3), kind: .heartbeatResponse(HeartbeatResponse())),
+            into: &whole)
         for cut in 0..<whole.readableBytes {
             var part = whole.getSlice(at: 0, length: cut) ?? ByteBuffer()
             #expect(try Frame.read(from: &part, maxSize: 1024) == nil)
@@ -103,7 +109,9 @@ struct MessageGenerator {
         #expect(throws: WireError.self) { try Frame.read(from: &oversized, maxSize: 100_000) }
 
         var good = ByteBuffer()
-        Frame.write(Message(from: NodeID(1), to: NodeID(2), term: Term(3), kind: .heartbeatResponse), into: &good)
+        Frame.write(
+            Message(from: NodeID(1), to: NodeID(2), term: Term(3), kind: .heartbeatResponse(HeartbeatResponse())),
+            into: &good)
         var corrupt = good
         corrupt.setInteger(UInt8(0xFF), at: corrupt.writerIndex - 1)
         #expect(throws: WireError.checksumMismatch) { try Frame.read(from: &corrupt, maxSize: 1024) }

@@ -148,7 +148,7 @@ extension ProposalSessions {
     /// decode are exactly the bytes their table encodes to).
     /// - Throws: `SnapshotFormatError` saying what is wrong, for bytes that are not such a table.
     public init(decoding bytes: [UInt8]) throws(SnapshotFormatError) {
-        var input = LittleEndianInput(bytes)
+        var input = LittleEndianInput(bytes, of: "the proposal sessions")
         let version = try input.byte("the version")
         guard version == Self.encodingVersion else {
             throw SnapshotFormatError(
@@ -226,39 +226,5 @@ extension ProposalSessions.Session {
     func contains(_ sequence: UInt64) -> Bool {
         let k = position(of: sequence)
         return k < applied.count && applied[k] == sequence
-    }
-}
-
-/// Reads little-endian integers from a byte array, throwing for bytes that end too soon.
-private struct LittleEndianInput {
-    private let bytes: [UInt8]
-    private var position = 0
-
-    init(_ bytes: [UInt8]) { self.bytes = bytes }
-
-    var remaining: Int { bytes.count - position }
-
-    mutating func byte(_ what: @autoclosure () -> String) throws(SnapshotFormatError) -> UInt8 {
-        UInt8(try integer(1, what()))
-    }
-
-    mutating func u32(_ what: @autoclosure () -> String) throws(SnapshotFormatError) -> UInt32 {
-        UInt32(try integer(4, what()))
-    }
-
-    mutating func u64(_ what: @autoclosure () -> String) throws(SnapshotFormatError) -> UInt64 {
-        try integer(8, what())
-    }
-
-    private mutating func integer(_ size: Int, _ what: @autoclosure () -> String) throws(SnapshotFormatError) -> UInt64
-    {
-        guard remaining >= size else {
-            throw SnapshotFormatError(
-                "the proposal sessions end at byte \(bytes.count) in the middle of \(what())")
-        }
-        var value: UInt64 = 0
-        for k in 0..<size { value |= UInt64(bytes[position + k]) << (8 * k) }
-        position += size
-        return value
     }
 }

@@ -76,11 +76,15 @@ public struct ProposalTracker<Waiter> {
     public var isEmpty: Bool { pending.isEmpty }
 
     /// Registers a new proposal; returns its sequence number. It is not handed out until the caller does so.
-    public mutating func submit(_ command: [UInt8], id: String? = nil, waiter: Waiter) -> UInt64 {
+    /// - Parameter sessionOperation: what the entry asks of the client-session table, if anything.
+    public mutating func submit(
+        _ command: [UInt8], id: String? = nil, sessionOperation: SessionOperation? = nil, waiter: Waiter
+    ) -> UInt64 {
         let sequence = nextSequence
         nextSequence += 1
         let envelope = ProposalEnvelope(
-            proposer: proposer, incarnation: incarnation, sequence: sequence, floor: floor, id: id, command: command)
+            proposer: proposer, incarnation: incarnation, sequence: sequence, floor: floor, id: id, command: command,
+            sessionOperation: sessionOperation)
         pending[sequence] = Pending(waiter: waiter, envelope: envelope)
         return sequence
     }

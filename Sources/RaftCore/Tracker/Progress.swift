@@ -30,6 +30,10 @@ public struct Progress: Sendable, Hashable {
     var heardFrom = false
     /// The highest commit index sent to this follower.
     var commitSent: LogIndex
+    /// The latest read round the follower's heartbeat answers echoed (ReadIndex).
+    var readRound: UInt64 = 0
+    /// A heartbeat answer since the leader's last tick found the follower behind and prompted an append.
+    var catchUpSent = false
     /// The last index of each AppendEntries message in flight, oldest first.
     var inflights: Inflights
     /// In snapshot state: the index of the snapshot being sent.

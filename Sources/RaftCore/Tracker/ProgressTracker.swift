@@ -105,6 +105,17 @@ public struct ProgressTracker: Sendable {
         members.voters.committedIndex { peer in peer == id ? own : (progress[peer]?.match ?? .zero) }
     }
 
+    /// Whether a quorum of voters (this node included) has answered a heartbeat of read round `readRound` or a later
+    /// one.
+    func hasConfirmed(readRound: UInt64) -> Bool {
+        members.voters.hasQuorum { $0 == id || (progress[$0]?.readRound ?? 0) >= readRound }
+    }
+
+    /// A tick of the leader: each follower's heartbeat answer may again prompt one catch-up append.
+    mutating func newHeartbeatPeriod() {
+        for i in progress.indices { progress.values[i].catchUpSent = false }
+    }
+
     /// Whether a quorum of voters (this node included) was heard from since the last call; starts a new period.
     mutating func quorumActive() -> Bool {
         let active = members.voters.hasQuorum { $0 == id || progress[$0]?.recentActive == true }
