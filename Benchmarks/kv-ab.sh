@@ -7,7 +7,7 @@
 # BINARY_A and BINARY_B are two `raft-lite` release binaries (say, .build/release/raft-lite of two checkouts);
 # BENCH_DIR holds kvbench.py (default: ../shared/bench next to this checkout). For each of ROUNDS rounds (default 3)
 # the two take turns (their order alternating between rounds); each runs a 3-node cluster on loopback with fsync on
-# and PUTs 128-byte values with each of CLIENTS (default "1 64") for SECONDS_PER seconds (default 10). It prints
+# and PUTs VALUE_SIZE-byte values (default 128) with each of CLIENTS (default "1 64") for SECONDS_PER seconds (default 10). It prints
 # every result, then the medians and B's ratio to A.
 set -euo pipefail
 [ $# -ge 2 ] || { echo "usage: $0 BINARY_A BINARY_B [BENCH_DIR]" >&2; exit 2; }
@@ -18,6 +18,7 @@ bench=${3:-$here/../shared/bench}
 ROUNDS=${ROUNDS:-3}
 SECONDS_PER=${SECONDS_PER:-10}
 CLIENTS=${CLIENTS:-"1 64"}
+VALUE_SIZE=${VALUE_SIZE:-128}
 work=$(mktemp -d)
 out="$work/results.jsonl"
 pids=()
@@ -39,7 +40,7 @@ run() { # label binary
 	done
 	for clients in $CLIENTS; do
 		python3 "$bench/kvbench.py" --target http --endpoints 127.0.0.1:8181,127.0.0.1:8182,127.0.0.1:8183 \
-			--clients "$clients" --seconds "$SECONDS_PER" --value-size 128 --op put \
+			--clients "$clients" --seconds "$SECONDS_PER" --value-size "$VALUE_SIZE" --op put \
 			--pids "$(IFS=,; echo "${pids[*]}")" --label "$label" 2>/dev/null | tee -a "$out"
 	done
 	for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
@@ -56,7 +57,7 @@ import json, statistics, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip().startswith("{")]
 def med(label, clients, key):
     return statistics.median([r[key] for r in rows if r["label"] == label and r["clients"] == clients])
-print("\nmedians over rounds (3 nodes, loopback, fsync on, PUT of 128-byte values):")
+print(f"\nmedians over rounds (3 nodes, loopback, fsync on, PUT of {rows[0]['value_size']}-byte values):")
 print("| clients | A ops/s | B ops/s | B/A | A p50 / p99 ms | B p50 / p99 ms | server CPU us/op A / B |")
 print("|---|---|---|---|---|---|---|")
 for c in sorted({r["clients"] for r in rows}):

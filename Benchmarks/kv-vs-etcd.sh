@@ -7,7 +7,9 @@
 # comes from Debian's etcd-server package. Both systems run 3 nodes on loopback with fsync on, 128-byte values.
 # For each of ROUNDS rounds (default 3), the two systems take turns (their order alternating between rounds); each
 # runs PUT and GET with 1, 16 and 64 clients, SECONDS each after a 2-second warm-up, with server CPU measured. It
-# prints every result, then the median over the rounds and RaftLite's ratios to etcd.
+# prints every result, then the median over the rounds and RaftLite's ratios to etcd. RAFT_LITE=BINARY runs that
+# binary instead of building this checkout; OUT=FILE keeps the JSON lines there; VALUE_SIZES (default 128) runs each
+# load with each of those value sizes.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 bench=${1:-$here/../shared/bench}
@@ -15,13 +17,18 @@ ROUNDS=${ROUNDS:-3}
 SECONDS_PER=${SECONDS_PER:-10}
 CLIENTS=${CLIENTS:-"1 16 64"}
 OPS=${OPS:-"put get"}
+VALUE_SIZES=${VALUE_SIZES:-128}
 work=$(mktemp -d)
-out="$work/results.jsonl"
+out=${OUT:-$work/results.jsonl}
 # On exit, end only the servers this script started, by the pids it recorded.
 trap 'for pid in $(cat "$work/rl/pids" 2>/dev/null); do kill "$pid" 2>/dev/null || true; done; bash "$bench/stop_etcd.sh" "$work/etcd" >/dev/null 2>&1 || true' EXIT
 
-swift build -c release --package-path "$here" --product raft-lite >/dev/null
-raftlite="$here/.build/release/raft-lite"
+# RAFT_LITE names a release binary to use; without it, this checkout's is built.
+raftlite=${RAFT_LITE:-}
+if [ -z "$raftlite" ]; then
+	swift build -c release --package-path "$here" --product raft-lite >/dev/null
+	raftlite="$here/.build/release/raft-lite"
+fi
 ports=(8181 8182 8183)
 
 start_raftlite() {
@@ -56,11 +63,16 @@ run_system() { # name
 		endpoints=127.0.0.1:8181,127.0.0.1:8182,127.0.0.1:8183
 		pids=$(paste -sd, "$work/rl/pids")
 	fi
-	for op in $OPS; do
-		for clients in $CLIENTS; do
-			python3 "$bench/kvbench.py" --target "$target" --endpoints "$endpoints" --clients "$clients" \
-				--seconds "$SECONDS_PER" --value-size 128 --op "$op" --pids "$pids" --label "$name" 2>/dev/null |
-				tee -a "$out"
+	for size in $VALUE_SIZES; do
+		for op in $OPS; do
+			for clients in $CLIENTS; do
+				# Values over 4 KiB are made quickly (kvbench makes them a byte at a time): see kvbench_query.py.
+				generator=("$bench/kvbench.py")
+				[ "$size" -gt 4096 ] && generator=("$here/Benchmarks/kvbench_query.py" --kvbench "$bench/kvbench.py" --fast-values)
+				python3 "${generator[@]}" --target "$target" --endpoints "$endpoints" --clients "$clients" \
+					--seconds "$SECONDS_PER" --value-size "$size" --op "$op" --pids "$pids" --label "$name" 2>/dev/null |
+					tee -a "$out"
+			done
 		done
 	done
 	if [ "$name" = etcd ]; then bash "$bench/stop_etcd.sh" "$work/etcd" >/dev/null; else stop_raftlite; fi
@@ -74,17 +86,20 @@ done
 python3 - "$out" <<'PY'
 import json, statistics, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip().startswith("{")]
-def med(label, op, clients, key):
-    vals = [r[key] for r in rows if r["label"] == label and r["op"] == op and r["clients"] == clients]
+def med(label, op, clients, key, size):
+    vals = [r[key] for r in rows
+            if r["label"] == label and r["op"] == op and r["clients"] == clients and r["value_size"] == size]
     return statistics.median(vals) if vals else float("nan")
-print("\nmedians over rounds (3 nodes, loopback, fsync on, 128-byte values):")
-print("| op | clients | RaftLite ops/s | etcd ops/s | ratio | RaftLite p50 / p99 ms | etcd p50 / p99 ms | server CPU us/op RaftLite / etcd |")
-print("|---|---|---|---|---|---|---|---|")
-for op in sorted({r["op"] for r in rows}, reverse=True):
-    for c in sorted({r["clients"] for r in rows}):
-        a, b = med("raftlite", op, c, "ops_per_s"), med("etcd", op, c, "ops_per_s")
-        print(f"| {op} | {c} | {a:,.0f} | {b:,.0f} | {a / b:.2f}x | {med('raftlite', op, c, 'p50_ms'):.3f} / {med('raftlite', op, c, 'p99_ms'):.2f} "
-              f"| {med('etcd', op, c, 'p50_ms'):.3f} / {med('etcd', op, c, 'p99_ms'):.2f} "
-              f"| {med('raftlite', op, c, 'server_cpu_us_per_op'):.0f} / {med('etcd', op, c, 'server_cpu_us_per_op'):.0f} |")
+print("\nmedians over rounds (3 nodes, loopback, fsync on):")
+print("| value bytes | op | clients | RaftLite ops/s | etcd ops/s | ratio | RaftLite MB/s | etcd MB/s | RaftLite p50 / p99 ms | etcd p50 / p99 ms | server CPU us/op RaftLite / etcd |")
+print("|---|---|---|---|---|---|---|---|---|---|---|")
+for v in sorted({r["value_size"] for r in rows}):
+    for op in sorted({r["op"] for r in rows}, reverse=True):
+        for c in sorted({r["clients"] for r in rows}):
+            a, b = med("raftlite", op, c, "ops_per_s", v), med("etcd", op, c, "ops_per_s", v)
+            print(f"| {v} | {op} | {c} | {a:,.0f} | {b:,.0f} | {a / b:.2f}x | {a * v / 1e6:.1f} | {b * v / 1e6:.1f} "
+                  f"| {med('raftlite', op, c, 'p50_ms', v):.3f} / {med('raftlite', op, c, 'p99_ms', v):.2f} "
+                  f"| {med('etcd', op, c, 'p50_ms', v):.3f} / {med('etcd', op, c, 'p99_ms', v):.2f} "
+                  f"| {med('raftlite', op, c, 'server_cpu_us_per_op', v):.0f} / {med('etcd', op, c, 'server_cpu_us_per_op', v):.0f} |")
 PY
 echo "raw results: $out"
