@@ -438,10 +438,19 @@ public struct Raft: Sendable {
 
     /// Whether `ready()` would hand out anything.
     public var hasReady: Bool {
-        !messages.isEmpty || !messagesAfterPersist.isEmpty || log.hasUnpersisted || log.hasCommittedToApply
-            || snapshotToInstall || !readStates.isEmpty || !readsDropped.isEmpty
-            || (role == .leader && (reads.wantsRound || needsFlush)) || term != lastHardState.term
-            || votedFor != lastHardState.votedFor
+        // One test per line rather than one `||` chain: asked after every step, and an unoptimized build copies the
+        // whole core into each operand's closure.
+        if !messages.isEmpty || !messagesAfterPersist.isEmpty { return true }
+        if log.hasUnpersisted { return true }
+        if log.hasCommittedToApply { return true }
+        if snapshotToInstall { return true }
+        if !readStates.isEmpty || !readsDropped.isEmpty { return true }
+        if role == .leader {
+            if reads.wantsRound { return true }
+            if needsFlush { return true }
+        }
+        if term != lastHardState.term { return true }
+        return votedFor != lastHardState.votedFor
     }
 
     /// Takes the work that has accumulated: see `Ready` for what to do with it, and in which order.

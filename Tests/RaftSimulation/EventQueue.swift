@@ -1,17 +1,20 @@
 /// A priority queue of timed events: earliest time first, and among equal times, first scheduled first, so that a
 /// run is a pure function of its seed.
 struct EventQueue<Event> {
-    private struct Item {
+    /// What the heap orders: plain integers, cheap to move; the events wait in `slots` until they are popped.
+    private struct Key {
         var time: Int64
         var sequence: UInt64
-        var event: Event
+        var slot: Int
 
-        func precedes(_ other: Item) -> Bool {
+        func precedes(_ other: Key) -> Bool {
             time != other.time ? time < other.time : sequence < other.sequence
         }
     }
 
-    private var heap: [Item] = []
+    private var heap: [Key] = []
+    private var slots: [Event?] = []
+    private var freeSlots: [Int] = []
     private var sequence: UInt64 = 0
 
     var isEmpty: Bool { heap.isEmpty }
@@ -19,7 +22,15 @@ struct EventQueue<Event> {
 
     mutating func schedule(_ event: Event, at time: Int64) {
         sequence &+= 1
-        heap.append(Item(time: time, sequence: sequence, event: event))
+        let slot: Int
+        if let free = freeSlots.popLast() {
+            slot = free
+            slots[slot] = event
+        } else {
+            slot = slots.count
+            slots.append(event)
+        }
+        heap.append(Key(time: time, sequence: sequence, slot: slot))
         var child = heap.count - 1
         while child > 0 {
             let parent = (child - 1) / 2
@@ -32,7 +43,7 @@ struct EventQueue<Event> {
     mutating func pop() -> (time: Int64, event: Event)? {
         guard !heap.isEmpty else { return nil }
         heap.swapAt(0, heap.count - 1)
-        let item = heap.removeLast()
+        let key = heap.removeLast()
         var parent = 0
         while true {
             let left = 2 * parent + 1
@@ -44,10 +55,14 @@ struct EventQueue<Event> {
             heap.swapAt(parent, first)
             parent = first
         }
-        return (item.time, item.event)
+        guard let event = slots[key.slot].take() else { return nil }
+        freeSlots.append(key.slot)
+        return (key.time, event)
     }
 
     mutating func removeAll() {
         heap.removeAll(keepingCapacity: true)
+        slots.removeAll(keepingCapacity: true)
+        freeSlots.removeAll(keepingCapacity: true)
     }
 }
