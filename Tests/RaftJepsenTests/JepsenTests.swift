@@ -21,7 +21,7 @@ import Testing
 ///   dealt out to the clients in turn; default follower; `JEPSEN_PEER_TLS=1` for peers over mutual TLS).
 /// - A failing run prints the seed, the faults with their times, and for each key that is not linearizable the
 ///   operation no order could explain with those around it; `JEPSEN_HISTORY=FILE` writes the whole history.
-@Suite(.serialized) struct JepsenTests {
+@Suite(.serialized, .clusterSlot) struct JepsenTests {
     static let environment = ProcessInfo.processInfo.environment
 
     /// Snapshot thresholds low enough that every node snapshots several times a run and compacts its log soon

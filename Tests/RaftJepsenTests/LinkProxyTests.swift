@@ -11,7 +11,7 @@ import Testing
 /// The nemesis's proxies must forward every connection they let through: a connection the proxy accepts and joins
 /// to its target, but whose bytes it never reads, cuts a link that the run believes healthy (a follower that never
 /// hears the leader, pre-vote answers that never arrive).
-@Suite struct LinkProxyTests {
+@Suite(.clusterSlot) struct LinkProxyTests {
     @Test func everyConnectionThroughAnOpenProxyCarriesItsBytes() async throws {
         let target = try Listener()
         defer { close(target.fd) }

@@ -9,7 +9,7 @@ import Testing
 #endif
 
 /// `raft-lite serve --tokens-file`, `raft-lite tokens`, and the client commands' `--token`, as processes.
-@Suite(.serialized) struct AuthProcessTests {
+@Suite(.serialized, .clusterSlot) struct AuthProcessTests {
     /// Runs `raft-lite ARGUMENTS` to its end: its exit status (nil: still running after 60 s) and its output lines.
     static func run(_ arguments: [String]) async throws -> (code: Int32?, lines: [String]) {
         let child = try ChildProcess(raftLiteExecutable(), arguments, label: arguments.first ?? "raft-lite")

@@ -69,7 +69,7 @@ enum TestTokens {
 }
 
 /// Bearer tokens on the HTTP API, over real sockets.
-@Suite(.serialized) struct AuthTests {
+@Suite(.serialized, .clusterSlot) struct AuthTests {
     /// Every request that would change something, and the reads, through `client`.
     static func everyKindOfRequest(_ client: KVClient) async throws -> [(String, HTTPResponse)] {
         [

@@ -9,9 +9,10 @@ import Testing
 
 @testable import RaftKV
 import RaftTesting
+import ProcessTesting
 
 /// Which HTTP statuses tell a client that its command did not take effect, and which leave the outcome open.
-@Suite struct HTTPContractTests {
+@Suite(.clusterSlot) struct HTTPContractTests {
     static let everyError: [RaftNodeError] = [
         .notLeader(leaderHint: "n1"), .notLeader(leaderHint: nil), .timedOut, .stoppedOutcomeUnknown,
         .dropped("lost"), .tooLarge(size: 10, limit: 5), .invalidProposal("bad"), .paused, .stopped, .notStarted,

@@ -11,7 +11,7 @@ import Testing
 /// The client API over HTTPS, with real sockets: a client that trusts the cluster's CA is served; plain HTTP, a
 /// client that trusts another CA, and (with client certificates required) a client without one are refused, and
 /// nothing they sent is written.
-@Suite(.serialized) struct HTTPSTests {
+@Suite(.serialized, .clusterSlot) struct HTTPSTests {
     /// A CA with a certificate for node "n0" and one for client "alice", in a new directory; and a second CA.
     struct Material {
         let directory: String

@@ -19,7 +19,7 @@ func eventually(_ seconds: Double = 20, _ condition: () async -> Bool) async -> 
 }
 
 /// Three real `raft-lite serve` processes, driven over HTTP.
-@Suite(.serialized) struct KVServerTests {
+@Suite(.serialized, .clusterSlot) struct KVServerTests {
     static func client(_ cluster: ServerCluster, node: String? = nil) -> KVClient {
         let endpoints =
             node.map { [Endpoint(host: "127.0.0.1", port: cluster.httpPort($0))] }

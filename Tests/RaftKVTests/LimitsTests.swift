@@ -4,6 +4,7 @@ import RaftKVClient
 import Testing
 
 @testable import RaftKV
+import ProcessTesting
 
 #if canImport(Glibc)
     import Glibc
@@ -88,7 +89,7 @@ final class RawConnection {
 }
 
 /// The limits on what comes in: connections per address and in all, requests in flight, header size.
-@Suite(.serialized) struct LimitsTests {
+@Suite(.serialized, .clusterSlot) struct LimitsTests {
     /// Without a per-address limit, one address taking every connection shuts everyone else out; with it, the
     /// flood gets its share and the others still get answers. (With the per-address check removed this fails: the
     /// flood takes the 16 connections and the second address is refused.)

@@ -99,7 +99,7 @@ final class ServedCluster: Sendable {
 }
 
 /// The membership endpoints over real HTTP on loopback, against nodes in this process.
-@Suite(.serialized) struct MembershipAPITests {
+@Suite(.serialized, .clusterSlot) struct MembershipAPITests {
     static func json(_ text: String) -> [UInt8] { Array(text.utf8) }
 
     @Test func everyNodeListsTheThreeVotersAndTheLeaderAndSaysSoInItsStatus() async throws {
@@ -334,7 +334,7 @@ final class ServedCluster: Sendable {
 }
 
 /// The membership metrics of real `raft-lite serve` processes.
-@Suite(.serialized) struct MembershipMetricsTests {
+@Suite(.serialized, .clusterSlot) struct MembershipMetricsTests {
     /// The value of the sample of `name` whose labels include every one of `labels` (`key="value"`).
     static func sample(_ text: String, _ name: String, _ labels: [String]) -> Double? {
         for line in text.split(separator: "\n") where line.hasPrefix(name + "{") {

@@ -104,7 +104,7 @@ final class FakeMembershipAPI: @unchecked Sendable {
 /// The end-to-end tests need the membership HTTP API (`GET /v1/cluster`, `POST`/`DELETE /v1/members`) and a
 /// transport that reaches new members. Where the servers do not offer the API yet, they check what can be checked —
 /// the joining node fails clearly — and say so; `RAFTLITE_REQUIRE_MEMBERSHIP_API=1` makes a missing API a failure.
-@Suite(.serialized) struct MembershipProcessTests {
+@Suite(.serialized, .clusterSlot) struct MembershipProcessTests {
     static let requireAPI = ProcessInfo.processInfo.environment["RAFTLITE_REQUIRE_MEMBERSHIP_API"] == "1"
 
     static func serve(_ arguments: [String], label: String) throws -> ChildProcess {

@@ -5,7 +5,7 @@ import Testing
 
 /// `ServerCluster(peerTLS: true)`: every node it starts gets the three peer TLS flags with a certificate of its own
 /// name from the cluster's one CA, and the cluster works.
-@Suite(.serialized) struct PeerTLSClusterTests {
+@Suite(.serialized, .clusterSlot) struct PeerTLSClusterTests {
     @Test func aClusterStartedWithPeerTLSElectsALeaderAndCommitsThroughAFollower() async throws {
         let cluster = try ServerCluster(peerTLS: true)
         defer { cluster.stopAll() }

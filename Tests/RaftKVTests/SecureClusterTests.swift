@@ -13,7 +13,7 @@ import Testing
 
 /// `raft-lite cluster --tls` and the client commands against it, run as the real binary: a secure local cluster in
 /// one command, and `raft-lite kv` and `raft-lite status` that work against it with no flags.
-@Suite(.serialized) struct SecureClusterTests {
+@Suite(.serialized, .clusterSlot) struct SecureClusterTests {
     func run(_ arguments: [String], environment: [String: String]) throws -> (status: Int32, output: String) {
         try runRaftLite(arguments, environment: environment)
     }

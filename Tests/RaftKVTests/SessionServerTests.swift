@@ -4,7 +4,7 @@ import RaftKVClient
 import Testing
 
 /// Client sessions over HTTP, against real `raft-lite serve` processes.
-@Suite(.serialized) struct SessionServerTests {
+@Suite(.serialized, .clusterSlot) struct SessionServerTests {
     static func client(_ cluster: ServerCluster, _ name: String) -> KVClient {
         KVClient(endpoints: [Endpoint(host: "127.0.0.1", port: cluster.httpPort(name))], timeout: .seconds(10))
     }

@@ -116,7 +116,7 @@ import Testing
 }
 
 /// `POST /v1/snapshot` on a node in this process that has no data directory: it cannot snapshot, and says so.
-@Suite struct SnapshotUnsupportedServerTests {
+@Suite(.clusterSlot) struct SnapshotUnsupportedServerTests {
     @Test func aNodeWithoutADataDirectoryAnswers503SnapshotsUnsupported() async throws {
         let cluster = try ClusterConfiguration(
             members: [ClusterConfiguration.Member(name: "solo", host: "127.0.0.1", port: 1000)])
@@ -152,7 +152,7 @@ import Testing
 }
 
 /// `POST /v1/snapshot`, `raft-lite snapshot` and `raft-lite status` against real `raft-lite serve` processes.
-@Suite(.serialized) struct SnapshotServerTests {
+@Suite(.serialized, .clusterSlot) struct SnapshotServerTests {
     /// Runs `raft-lite ARGUMENTS` to the end; its exit status and output (stdout and stderr).
     static func run(_ arguments: [String]) async throws -> (Int32, String) {
         let child = try ChildProcess(raftLiteExecutable(), arguments, label: arguments.first ?? "raft-lite")

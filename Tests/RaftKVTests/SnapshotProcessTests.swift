@@ -34,7 +34,7 @@ struct WriteLedger: Sendable {
 
 /// Real `raft-lite serve` processes with snapshots: a follower far behind catches up through a snapshot, and
 /// SIGKILL lands while a snapshot is written or while one is received; nothing acknowledged is lost.
-@Suite(.serialized) struct SnapshotProcessTests {
+@Suite(.serialized, .clusterSlot) struct SnapshotProcessTests {
     static let environment = ProcessInfo.processInfo.environment
 
     static func key(_ k: Int) -> String { "k\(k)" }

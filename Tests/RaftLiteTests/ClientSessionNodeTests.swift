@@ -4,6 +4,7 @@ import RaftCore
 import RaftLite
 import RaftTesting
 import Testing
+import ProcessTesting
 
 /// A key-value state machine of text commands `key=value` that counts how often each command was applied, and
 /// takes client sessions (its output, whether the key had a value, kept as one byte).
@@ -108,7 +109,7 @@ private func sessionOptions() -> RaftNode<SessionStore>.Options {
     return options
 }
 
-@Suite(.serialized) struct ClientSessionNodeTests {
+@Suite(.serialized, .clusterSlot) struct ClientSessionNodeTests {
     /// Issue 14: a write retried through a leader change and a timeout is applied exactly once, and the retry gets
     /// the first result. The first answer is lost: the leader replicates the write but hears no acknowledgement, so
     /// its caller gets `timedOut`; the followers elect a new leader, which commits the write; another client writes

@@ -8,7 +8,7 @@ import Testing
 #endif
 
 /// Real `raft-lite node` processes with data directories, killed with SIGKILL again and again while proposals run.
-@Suite(.serialized) struct CrashTests {
+@Suite(.serialized, .clusterSlot) struct CrashTests {
     /// One incarnation's applied entries: "committed #INDEX (term T): VALUE" lines.
     static func committed(_ lines: [String]) -> [(UInt64, String)] {
         lines.compactMap { line in

@@ -5,7 +5,7 @@ import RaftLite
 import Testing
 
 /// A data directory belongs to one node of one cluster: any other node, cluster or member set is refused.
-@Suite struct DataDirectoryIdentityTests {
+@Suite(.clusterSlot) struct DataDirectoryIdentityTests {
     static func configuration(_ names: [String], ports: [Int]? = nil, clusterID: String? = nil) throws
         -> ClusterConfiguration
     {

@@ -5,6 +5,7 @@ import RaftLite
 import RaftTransport
 import Testing
 import RaftTesting
+import ProcessTesting
 
 /// Storage whose writes fail after a number of successes.
 final class FailingStorage: NodeStorage {
@@ -31,7 +32,7 @@ final class FailingStorage: NodeStorage {
     func close() { closed.withLockedValue { $0 = true } }
 }
 
-@Suite(.serialized) struct LifecycleTests {
+@Suite(.serialized, .clusterSlot) struct LifecycleTests {
     @Test func anEntryFromAnEarlierRunIsNeverTakenForANewProposal() async throws {
         // Three nodes on an in-memory network; node2 proposes, its proposal commits, but the leader's messages to
         // node2 are cut, so node2 never sees it applied. node2 restarts on its storage and proposes again: its new

@@ -2,9 +2,10 @@ import NIOCore
 import RaftCore
 import RaftLite
 import Testing
+import ProcessTesting
 
 /// Membership changes and leadership transfer on real nodes over loopback TCP, in one process.
-@Suite(.serialized) struct MembershipNodeTests {
+@Suite(.serialized, .clusterSlot) struct MembershipNodeTests {
     /// A node that is not in the cluster file: it joins with the cluster's bootstrap configuration and its own address.
     private func newcomer(_ name: String, _ cluster: LocalCluster) throws
         -> (RaftNode<Recorder>, Recorder, ClusterConfiguration.Member)

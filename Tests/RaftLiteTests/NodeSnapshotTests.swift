@@ -6,6 +6,7 @@ import RaftLite
 import RaftStorage
 import RaftTesting
 import Testing
+import ProcessTesting
 
 /// A state machine small enough to copy: how often each first byte was applied, and how many commands in all.
 struct Tally: StateMachine {
@@ -135,7 +136,7 @@ private func options(snapshotEntries: Int = 40, margin: Int = 5) -> RaftNode<Tal
     return options
 }
 
-@Suite(.serialized) struct NodeSnapshotTests {
+@Suite(.serialized, .clusterSlot) struct NodeSnapshotTests {
     @Test func aFollowerStoppedWhileTheLogMovesOnCatchesUpThroughASnapshot() async throws {
         try await withDiskCluster(3, options: options()) { cluster in
             for name in ["node0", "node1", "node2"] { try await cluster.start(name) }

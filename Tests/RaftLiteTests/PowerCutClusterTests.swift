@@ -10,10 +10,11 @@ import RaftTransport
 import StorageTesting
 import Testing
 import RaftTesting
+import ProcessTesting
 
 /// Three nodes in this process, each on a write-ahead log over its own simulated file system; while proposals flow,
 /// the power of a random node (the leader included) is cut again and again, and a new node starts on what survived.
-@Suite(.serialized) struct PowerCutClusterTests {
+@Suite(.serialized, .clusterSlot) struct PowerCutClusterTests {
     /// Everything the test shares between its tasks.
     final class World: Sendable {
         let running = NIOLockedValueBox<[String: RaftNode<Recorder>]>([:])

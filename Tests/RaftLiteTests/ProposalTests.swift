@@ -6,6 +6,7 @@ import RaftLite
 import RaftTransport
 import Testing
 import RaftTesting
+import ProcessTesting
 
 /// An in-memory transport that misbehaves on purpose with forwarded proposals: it can send every one of them twice
 /// (the second copy late, after the first has committed), or lose them and report the link as reset, as a TCP
@@ -125,7 +126,7 @@ struct InMemoryCluster {
     }
 }
 
-@Suite(.serialized) struct ProposalTests {
+@Suite(.serialized, .clusterSlot) struct ProposalTests {
     /// Audit item 1: the transport may duplicate messages. A late duplicate of a forwarded proposal commits after
     /// the original; it must not be applied a second time (on main it was: every command twice).
     @Test func aDuplicatedForwardedProposalIsAppliedOnce() async throws {

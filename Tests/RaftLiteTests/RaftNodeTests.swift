@@ -4,9 +4,10 @@ import RaftCore
 import RaftLite
 import RaftWire
 import Testing
+import ProcessTesting
 
 /// Real nodes over loopback TCP. Each test starts its own cluster on free ports.
-@Suite(.serialized) struct RaftNodeTests {
+@Suite(.serialized, .clusterSlot) struct RaftNodeTests {
     @Test(arguments: [3, 5])
     func nodesElectExactlyOneLeader(count: Int) async throws {
         let cluster = try await LocalCluster.start(count)
@@ -205,7 +206,7 @@ import Testing
     }
 }
 
-@Suite(.serialized) struct BoundedMemoryTests {
+@Suite(.serialized, .clusterSlot) struct BoundedMemoryTests {
     /// A follower that is down while the leader keeps committing costs the leader a bounded queue, not a growing one.
     @Test func aDownFollowerCostsTheLeaderABoundedQueue() async throws {
         var options = LocalCluster.options()

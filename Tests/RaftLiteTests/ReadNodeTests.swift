@@ -6,10 +6,11 @@ import RaftLite
 import RaftTesting
 import RaftTransport
 import Testing
+import ProcessTesting
 
 /// Linearizable reads through `RaftNode.read`: ReadIndex on the leader and on followers, a deposed leader that must
 /// not answer, and lease reads.
-@Suite struct ReadNodeTests {
+@Suite(.clusterSlot) struct ReadNodeTests {
     /// A register: "set X" sets it and returns the index it was set at.
     struct Register: StateMachine {
         var value = ""
@@ -203,7 +204,7 @@ final class GatedStorage: NodeStorage {
     }
 }
 
-@Suite struct AppliedIndexTests {
+@Suite(.clusterSlot) struct AppliedIndexTests {
     /// The status's applied index is what the state machine holds, not what the core handed out to apply: an entry
     /// committed but waiting in the pipeline behind a write still under way is not counted (CI once saw a follower
     /// "applied" to an index whose last writes a read of it did not yet show).

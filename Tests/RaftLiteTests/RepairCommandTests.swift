@@ -5,7 +5,7 @@ import RaftStorage
 import Testing
 
 /// `raft-lite repair`, the real binary, on a log damaged in the middle.
-@Suite struct RepairCommandTests {
+@Suite(.clusterSlot) struct RepairCommandTests {
     /// Runs `raft-lite ARGUMENTS` to the end; its exit status and output (stdout and stderr).
     static func run(_ arguments: [String]) async throws -> (Int32, String) {
         let child = try ChildProcess(raftLiteExecutable(), arguments, label: "repair")
