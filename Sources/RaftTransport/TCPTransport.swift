@@ -122,6 +122,8 @@ public final class TCPTransport: RaftTransport {
         var reconnect: Scheduled<Void>?
         var pending: ByteBuffer
         var statistics = PeerStatistics()
+        /// Messages are being dropped because the queue is full (logged once per such run, when it starts).
+        var overflowing = false
 
         init(peer: Peer, allocator: ByteBufferAllocator) {
             self.peer = peer
@@ -281,9 +283,19 @@ public final class TCPTransport: RaftTransport {
         guard !state.stopped, let link = state.links[message.to] else { return }
         if link.pending.readableBytes >= options.maxQueuedBytesPerPeer {
             link.statistics.messagesDropped += 1
+            if !link.overflowing {
+                link.overflowing = true
+                logger.warning(
+                    "peer queue full: dropping messages until it drains",
+                    metadata: [
+                        "peer": "\(link.peer.name)", "queued_bytes": "\(link.pending.readableBytes)",
+                        "connected": "\(link.channel != nil)",
+                    ])
+            }
             state.linkReset?(message.to)
             return
         }
+        link.overflowing = false
         if case .appendEntries = message.kind, MessageCodec.encodedSize(of: message) > options.maxFrameSize {
             // The peer would refuse the frame and close the connection; sending it again would wedge the link.
             link.statistics.messagesDropped += 1
