@@ -160,14 +160,16 @@ extension RaftNode {
         }
     }
 
-    /// Drops the log up to `compactionMargin` entries before the latest snapshot, in memory and in storage. Called
-    /// from `process` once every ready has been taken, so that the entries storage keeps (everything after the new
-    /// start, up to what was handed out) are exactly those its queued writes end with.
+    /// Drops the log up to `compactionMargin` entries (and at most `compactionMarginBytes` of them) before the
+    /// latest snapshot, in memory and in storage. Called from `process` once every ready has been taken, so that the
+    /// entries storage keeps (everything after the new start, up to what was handed out) are exactly those its
+    /// queued writes end with.
     func compactIfDue(_ rt: NodeRuntime<Machine>) {
         guard rt.compactionDue, let snapshot = rt.raft.snapshot else { return }
         rt.compactionDue = false
-        let margin = UInt64(max(0, options.compactionMargin))
-        let floor = LogIndex(snapshot.index.rawValue - min(margin, snapshot.index.rawValue))
+        let floor = Self.compactionFloor(
+            snapshot: snapshot.index, log: rt.raft.log, entries: options.compactionMargin,
+            bytes: options.compactionMarginBytes)
         let before = rt.raft.log.snapshotIndex
         let start = rt.raft.compact(through: floor)
         guard start > before else { return }
@@ -178,6 +180,21 @@ extension RaftNode {
             guard let self, let error else { return }
             self.eventLoop.execute { self.storageFailed(error) }
         }
+    }
+
+    /// Where to compact the log through: `entries` entries before the snapshot at `snapshot` are kept, fewer if
+    /// they would hold more than `bytes` bytes (0: no byte bound), none the log no longer has.
+    static func compactionFloor(snapshot: LogIndex, log: RaftLog, entries: Int, bytes: Int) -> LogIndex {
+        var floor = snapshot
+        var kept = 0
+        var keptBytes = 0
+        while kept < entries, floor > log.snapshotIndex, let entry = log.entry(at: floor) {
+            keptBytes += entry.byteSize
+            if bytes > 0 && keptBytes > bytes { break }
+            floor = floor.previous
+            kept += 1
+        }
+        return floor
     }
 
     /// Restores the state machine and the sessions table from a snapshot file, on the loop. Reads the whole file,

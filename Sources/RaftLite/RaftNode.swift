@@ -65,6 +65,10 @@ public final class RaftNode<Machine: StateMachine>: Sendable {
         /// How many entries before the latest snapshot the log keeps after compacting, so that a follower slightly
         /// behind still gets entries rather than a whole snapshot.
         public var compactionMargin = 5_000
+        /// And no more entry bytes than this in that margin (0: no byte bound). Each compaction writes the entries it
+        /// keeps into a new log segment, so with large values a margin of thousands of entries rewrote hundreds of
+        /// megabytes at every snapshot while the log's other writes waited behind it.
+        public var compactionMarginBytes = 64 << 20
         /// Snapshots go to followers in chunks of this many bytes, with at most `snapshotWindowBytes` of them
         /// unacknowledged, so that a transfer never crowds out the heartbeats and appends on the same link.
         public var snapshotChunkBytes = 256 << 10

@@ -123,6 +123,9 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Entries kept in the log before the latest snapshot, for followers slightly behind.")
     var compactionMargin = 5_000
 
+    @Option(help: "But no more bytes of entries than this (0: no byte bound): each compaction rewrites what it keeps.")
+    var compactionMarginBytes = 64 << 20
+
     @Option(help: "Snapshots go to followers in chunks of this many bytes.")
     var snapshotChunkBytes = 256 << 10
 
@@ -258,6 +261,7 @@ struct Serve: AsyncParsableCommand {
             throw ValidationError("--snapshot-state-factor must be a number from 0 to 1000")
         }
         guard compactionMargin >= 0 else { throw ValidationError("--compaction-margin must be 0 or more") }
+        guard compactionMarginBytes >= 0 else { throw ValidationError("--compaction-margin-bytes must be 0 or more") }
         guard (64...(16 << 20)).contains(snapshotChunkBytes) else {
             throw ValidationError("--snapshot-chunk-bytes must be 64...16777216")
         }
@@ -358,6 +362,7 @@ struct Serve: AsyncParsableCommand {
         options.snapshotBytes = snapshotBytes
         options.snapshotStateFactor = snapshotStateFactor
         options.compactionMargin = compactionMargin
+        options.compactionMarginBytes = compactionMarginBytes
         options.snapshotChunkBytes = snapshotChunkBytes
         options.snapshotWindowBytes = max(options.snapshotWindowBytes, 4 * snapshotChunkBytes)
         options.leaseReads = leaseReads

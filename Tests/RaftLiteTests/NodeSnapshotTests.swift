@@ -192,6 +192,27 @@ private func options(snapshotEntries: Int = 40, margin: Int = 5) -> RaftNode<Tal
         }
     }
 
+    /// The margin kept before a snapshot is bounded in bytes as well as in entries: with a bound of one byte, no
+    /// entry fits and the log starts right after the snapshot; with none, the 1,000-entry margin keeps everything.
+    @Test(arguments: [1, 0])
+    func theCompactionMarginIsBoundedInBytesToo(marginBytes: Int) async throws {
+        var options = options(snapshotEntries: 50, margin: 1_000)
+        options.compactionMarginBytes = marginBytes
+        try await withDiskCluster(1, options: options) { cluster in
+            try await cluster.start("node0")
+            let node = try #require(await cluster.leader())
+            for k in 0..<120 { try await node.propose([UInt8(k % 3)]) }
+            let done = await eventually { await node.status().snapshotIndex >= LogIndex(50) }
+            #expect(done)
+            let status = await node.status()
+            if marginBytes == 0 {
+                #expect(status.firstIndex == LogIndex(1), "all \(status.snapshotIndex) entries fit the margin")
+            } else {
+                #expect(status.firstIndex == status.snapshotIndex.next, "first \(status.firstIndex)")
+            }
+        }
+    }
+
     /// After the first snapshot, the next waits until the bytes applied since reach `snapshotStateFactor` times
     /// its size, whatever `snapshotEntries` says; with the factor 0 only `snapshotEntries` counts.
     @Test(arguments: [0.0, 1000.0])
