@@ -22,32 +22,22 @@ CLIENTS=${CLIENTS:-16}
 SIZES=${SIZES:-"65536 1048576"}
 work=$(mktemp -d)
 out="$work/results.jsonl"
-pids=()
+# shellcheck source=cluster-lib.sh
+. "$here/Benchmarks/cluster-lib.sh"
 # On exit, end only the servers this script started, by pid.
 trap 'for pid in "${pids[@]:-}"; do [ -n "$pid" ] && kill "$pid" 2>/dev/null || true; done' EXIT
 
 run() { # label binary
-	local label=$1 binary=$2
-	rm -rf "$work/rl" && mkdir -p "$work/rl"
-	printf '{"node0": {"ip": "127.0.0.1", "port": 9181, "http_port": 8181},\n "node1": {"ip": "127.0.0.1", "port": 9182, "http_port": 8182},\n "node2": {"ip": "127.0.0.1", "port": 9183, "http_port": 8183}}\n' >"$work/rl/cluster.json"
-	pids=()
-	for k in 0 1 2; do
-		"$binary" serve --config "$work/rl/cluster.json" --id "node$k" --data-dir "$work/rl/node$k" --log-level warning \
-			>"$work/rl/node$k.log" 2>&1 &
-		pids+=($!)
-	done
-	for port in 8181 8182 8183; do
-		for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/v1/status" | grep -q '"leader":"node' && break; sleep 0.1; done
-	done
+	local label=$1 binary=$2 size
+	start_cluster "$binary" "$work/rl" 8181 9181
+	[ -n "$(cluster_leader 8181)" ] || echo "# $label: no leader after 20 s" >&2
 	for size in $SIZES; do
 		python3 "$here/Benchmarks/kvbench_query.py" --kvbench "$bench/kvbench.py" --fast-values --target http \
 			--endpoints 127.0.0.1:8181,127.0.0.1:8182,127.0.0.1:8183 --clients "$CLIENTS" --seconds "$SECONDS_PER" \
 			--value-size "$size" --op put --pids "$(IFS=,; echo "${pids[*]}")" --label "$label" 2>/dev/null |
 			tail -1 | tee -a "$out"
 	done
-	for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-	for pid in "${pids[@]}"; do while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done; done
-	pids=()
+	stop_cluster
 }
 
 for round in $(seq "$ROUNDS"); do
