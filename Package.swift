@@ -37,8 +37,10 @@ let package = Package(
         // The binary codec for frames and messages, shared by the transport and its tests.
         .target(
             name: "RaftWire",
-            dependencies: ["RaftCore", .product(name: "NIOCore", package: "swift-nio")]
+            dependencies: ["RaftCore", "CCRC32C", .product(name: "NIOCore", package: "swift-nio")]
         ),
+        // CRC-32C with the CPU's instructions (SSE 4.2, Arm's CRC extension), for RaftWire's checksum.
+        .target(name: "CCRC32C"),
         // TLS material: development certificates (swift-certificates), PEM files, NIOSSL contexts, reloading.
         .target(
             name: "RaftTLS",

@@ -60,6 +60,28 @@ struct MessageGenerator {
         let first = data[..<377].withUnsafeBytes { CRC32C.checksum($0) }
         let both = data[377...].withUnsafeBytes { CRC32C.checksum($0, continuing: first) }
         #expect(whole == both)
+        "123456789".utf8.withContiguousStorageIfAvailable { bytes in
+            #expect(CRC32C.softwareChecksum(UnsafeRawBufferPointer(bytes)) == 0xE306_9283)
+        }
+    }
+
+    /// The CPU's instructions and the tables agree on every length (the tail loops included), every alignment and
+    /// continued checksums. (On a CPU without the instructions both sides are the tables.)
+    @Test func theHardwareChecksumIsTheSoftwareOne() {
+        var random = SplitMix64(seed: 7)
+        let data = (0..<5000).map { _ in UInt8(truncatingIfNeeded: random.next()) }
+        data.withUnsafeBytes { all in
+            for length in [0, 1, 2, 3, 7, 8, 9, 15, 16, 17, 63, 64, 65, 1000, 4093] {
+                for offset in 0..<9 {
+                    let slice = UnsafeRawBufferPointer(rebasing: all[offset..<(offset + length)])
+                    let seed = UInt32(truncatingIfNeeded: random.next())
+                    #expect(
+                        CRC32C.checksum(slice, continuing: seed) == CRC32C.softwareChecksum(slice, continuing: seed),
+                        "length \(length) offset \(offset)")
+                }
+            }
+        }
+        print("crc32c: CPU instructions \(CRC32C.usesHardware ? "used" : "not available: tables only")")
     }
 
     @Test func everyKindOfMessageSurvivesARoundTrip() throws {
