@@ -14,11 +14,11 @@ import Testing
 @Suite struct SimulationTests {
     static let environment = ProcessInfo.processInfo.environment
 
+    /// Nice 19 for the calling thread. Only Linux keeps a nice value per thread; elsewhere `setpriority` would lower
+    /// the whole test process, the cluster tests with it, so it is left alone there.
     static func lowerThisThreadsPriority() {
         #if os(Linux)
             _ = setpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0, 19)
-        #else
-            _ = setpriority(PRIO_PROCESS, 0, 19)
         #endif
     }
 
